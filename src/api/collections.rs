@@ -1,0 +1,86 @@
+//! `GET /collections` and `GET /collections/{layer}`: the layers, OGC API – Features
+//! style, with counts, extents and the property schema.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::{auth, blocking};
+use crate::app::{App, LayerState};
+use crate::model::{GeometryType, PropertyType};
+
+const CRS84: &str = "http://www.opengis.net/def/crs/OGC/1.3/CRS84";
+
+fn describe(l: &LayerState) -> Value {
+    let def = &l.def;
+    let (count, extent, length_km) = {
+        let idx = l.index.read();
+        (idx.len(), idx.extent(), idx.length_km())
+    };
+    let properties: Vec<Value> = std::iter::once(json!({"name": def.id_property, "type": "string", "required": true, "id": true}))
+        .chain(def.properties.iter().map(|p| {
+            let mut v = json!({"name": p.name, "type": p.ty.config_name(), "required": p.required});
+            let o = v.as_object_mut().expect("object");
+            if let Some(t) = &p.title { o.insert("title".into(), t.clone().into()); }
+            if let Some(vals) = &p.values { o.insert("values".into(), vals.clone().into()); }
+            if let Some(m) = p.min { o.insert("min".into(), m.into()); }
+            if let Some(m) = p.max { o.insert("max".into(), m.into()); }
+            if let Some(m) = p.max_length { o.insert("max_length".into(), m.into()); }
+            if matches!(p.ty, PropertyType::Date | PropertyType::DateTime) {
+                o.insert("format".into(), if p.ty == PropertyType::Date { "date" } else { "date-time" }.into());
+            }
+            v
+        }))
+        .collect();
+    let mut v = json!({
+        "id": def.name,
+        "title": def.title,
+        "description": def.description,
+        "itemType": "feature",
+        "kind": def.kind.config_name(),
+        "geometryType": def.geometry.geojson_name(),
+        "featureCount": count,
+        "crs": [CRS84],
+        "extent": { "spatial": { "bbox": extent.map(|b| vec![b.to_array().to_vec()]).unwrap_or_default(), "crs": CRS84 } },
+        "minzoom": def.minzoom,
+        "maxzoom": def.maxzoom,
+        "idProperty": def.id_property,
+        "properties": properties,
+        "links": [
+            {"href": format!("/collections/{}", def.name), "rel": "self", "type": "application/json", "title": def.title},
+            {"href": format!("/collections/{}/items", def.name), "rel": "items", "type": "application/geo+json", "title": "Features"},
+        ],
+    });
+    if matches!(def.geometry, GeometryType::LineString | GeometryType::MultiLineString) {
+        v["lengthKm"] = ((length_km * 1000.0).round() / 1000.0).into();
+    }
+    v
+}
+
+pub async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let a = app.clone();
+    blocking(move || auth::require_read(&a, &headers)).await?;
+    let collections: Vec<Value> = app.layers().iter().map(describe).collect();
+    Ok(Json(json!({
+        "collections": collections,
+        "links": [
+            {"href": "/collections", "rel": "self", "type": "application/json", "title": "Layers"},
+        ],
+    })))
+}
+
+pub async fn one(
+    State(app): State<Arc<App>>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let Path(name) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let a = app.clone();
+    blocking(move || auth::require_read(&a, &headers)).await?;
+    let l = app.layer(&name).ok_or_else(|| ApiError::not_found(format!("no layer named {name:?}")))?;
+    Ok(Json(describe(l)))
+}

@@ -1,0 +1,62 @@
+//! Every route, grouped by who calls it. Route parameters are `{name}`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::routing::get;
+use axum::{middleware, Router};
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use super::error::ApiError;
+use super::{collections, health, items, landing, metrics};
+use crate::app::App;
+
+/// Largest request body accepted (a feature with a very detailed polygon).
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// A request that takes longer is answered 408.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        // Operators and monitoring.
+        .route("/health", get(health::health))
+        .route("/metrics", get(metrics::render))
+        // Web map clients and planners: the catalogue and features (public reads).
+        .route("/", get(landing::landing))
+        .route("/collections", get(collections::list))
+        .route("/collections/{layer}", get(collections::one))
+        // Planners: edits (OGC API – Features Part 4), key with role planner or admin.
+        .route("/collections/{layer}/items", axum::routing::post(items::create))
+        .route(
+            "/collections/{layer}/items/{id}",
+            get(items::get).put(items::replace).patch(items::patch).delete(items::delete),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(metrics::track))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH, header::IF_NONE_MATCH])
+                .expose_headers([header::ETAG, header::LOCATION]),
+        )
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such resource; see / for the API's entry points")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "this method is not allowed on this resource")
+}

@@ -1,0 +1,373 @@
+//! The running catalogue: the store, one index per layer, and the operations that
+//! keep them in step. HTTP handlers call these; nothing here knows HTTP.
+//!
+//! Consistency rule: every change is committed to the store first (durable), then
+//! applied to the index, under one write lock, before the caller is answered. Writes
+//! by other processes (`riskmap import`) reach the index through the store's change
+//! feed ([`App::follow_changes`]), applied under the same lock, so the two paths never
+//! interleave.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::demo::{self, DemoError};
+use crate::index::LayerIndex;
+use crate::model::{Bbox, Feature, FieldError, LayerDef};
+use crate::store::{AuditEntry, OpenMode, Store, StoreError, StoredFeature};
+
+/// File name of the store inside the data directory.
+pub const STORE_FILE: &str = "riskmap.gpkg";
+/// Change-feed rows older than this are pruned at start.
+const CHANGE_FEED_KEEP_SECONDS: i64 = 24 * 3600;
+
+/// One layer: its definition and its index.
+pub struct LayerState {
+    pub def: Arc<LayerDef>,
+    pub index: RwLock<LayerIndex>,
+}
+
+/// How to open the catalogue.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// Load the demo into a store created by this open.
+    pub demo: bool,
+    /// Reads need no key.
+    pub public_reads: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { demo: true, public_reads: true }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Demo(#[from] DemoError),
+}
+
+/// Why an edit was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    #[error("no layer named {0:?}")]
+    UnknownLayer(String),
+    #[error("layer {layer} has no feature {id:?}")]
+    NotFound { layer: String, id: String },
+    #[error("layer {layer} already has a feature {id:?}")]
+    Exists { layer: String, id: String },
+    #[error("the feature changed since it was read (its ETag is now {current})")]
+    PreconditionFailed { current: String },
+    #[error("{0}")]
+    Invalid(FieldError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The catalogue.
+pub struct App {
+    config: Config,
+    store: Store,
+    layers: Vec<LayerState>,
+    /// Serialises store writes with their index updates (see the module comment).
+    write_lock: Mutex<()>,
+    /// Newest change-feed entry applied to the indexes.
+    applied_seq: Mutex<i64>,
+    started: Instant,
+    options: OpenOptions,
+}
+
+impl App {
+    /// Opens (or creates) `data_dir/riskmap.gpkg`, loads the demo into a new store
+    /// when asked, and bulk-loads every layer's index (in parallel).
+    pub fn open(config: Config, data_dir: &Path, options: OpenOptions) -> Result<App, AppError> {
+        let path = data_dir.join(STORE_FILE);
+        let store = Store::open(&path, OpenMode::CreateIfMissing, &config.layers)?;
+        if store.was_created() && options.demo {
+            store.write(|tx| {
+                tx.set_meta(demo::DEMO_PENDING, Some("1"))?;
+                tx.commit()
+            })?;
+        }
+        if store.meta(demo::DEMO_PENDING)?.is_some() {
+            let started = Instant::now();
+            let layers = demo::build(&config, demo::DEMO_SEED, demo::SMALL)?;
+            demo::load(&store, &layers, "riskmap:demo")?;
+            let counts: Vec<String> = layers.iter().map(|(l, f)| format!("{} {}", l.name, f.len())).collect();
+            tracing::info!(features = %counts.join(", "), elapsed_ms = started.elapsed().as_millis() as u64, "loaded the demo into a new store");
+        }
+        store.write(|tx| {
+            let pruned = tx.prune_changes(CHANGE_FEED_KEEP_SECONDS)?;
+            tx.commit()?;
+            if pruned > 0 {
+                tracing::debug!(pruned, "pruned old change-feed rows");
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        // Read the feed position before loading: changes committed during the load
+        // are applied again afterwards, which is harmless (applying is idempotent).
+        let seq = store.last_change_seq()?;
+        let started = Instant::now();
+        let layers = load_all(&store, &config.layers)?;
+        tracing::info!(
+            layers = layers.len(),
+            features = layers.iter().map(|l| l.index.read().len()).sum::<usize>(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "indexes built"
+        );
+        Ok(App {
+            config,
+            store,
+            layers,
+            write_lock: Mutex::new(()),
+            applied_seq: Mutex::new(seq),
+            started: Instant::now(),
+            options,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.store.path().to_path_buf()
+    }
+
+    pub fn layers(&self) -> &[LayerState] {
+        &self.layers
+    }
+
+    pub fn layer(&self, name: &str) -> Option<&LayerState> {
+        self.layers.iter().find(|l| l.def.name == name)
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn public_reads(&self) -> bool {
+        self.options.public_reads
+    }
+
+    fn layer_or(&self, name: &str) -> Result<&LayerState, EditError> {
+        self.layer(name).ok_or_else(|| EditError::UnknownLayer(name.to_string()))
+    }
+
+    /// Adds a feature whose id is new to the layer.
+    pub fn create(&self, actor: &str, layer: &str, feature: Feature) -> Result<StoredFeature, EditError> {
+        let state = self.layer_or(layer)?;
+        let def = &state.def;
+        let _w = self.write_lock.lock();
+        let stored = self.store.write(|tx| {
+            if tx.get_feature(def, &feature.id)?.is_some() {
+                return Err(EditError::Exists { layer: def.name.clone(), id: feature.id.clone() });
+            }
+            let fid = tx.insert_feature(def, &feature)?;
+            tx.touch_layer(def, Bbox::of_geometry(&feature.geometry))?;
+            tx.audit(&AuditEntry {
+                actor: actor.into(),
+                action: "create".into(),
+                layer: Some(def.name.clone()),
+                feature_id: Some(feature.id.clone()),
+                after: Some(feature.to_geojson(def)),
+                ..Default::default()
+            })?;
+            tx.record_change(&def.name, Some(&feature.id))?;
+            tx.commit()?;
+            Ok::<_, EditError>(StoredFeature { fid, feature })
+        })?;
+        state.index.write().upsert(stored.fid, &stored.feature);
+        metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => "create").increment(1);
+        Ok(stored)
+    }
+
+    /// Replaces the geometry and properties of an existing feature.
+    pub fn replace(&self, actor: &str, layer: &str, feature: Feature, if_match: Option<&str>) -> Result<StoredFeature, EditError> {
+        self.update(actor, layer, &feature.id.clone(), "replace", if_match, |_| Ok(feature))
+    }
+
+    /// Applies a JSON merge patch (RFC 7396) to an existing feature.
+    pub fn patch(&self, actor: &str, layer: &str, id: &str, patch: &Json, if_match: Option<&str>) -> Result<StoredFeature, EditError> {
+        let def = self.layer_or(layer)?.def.clone();
+        self.update(actor, layer, id, "patch", if_match, |current| current.merge_patch(&def, patch).map_err(EditError::Invalid))
+    }
+
+    fn update(
+        &self,
+        actor: &str,
+        layer: &str,
+        id: &str,
+        action: &'static str,
+        if_match: Option<&str>,
+        change: impl FnOnce(&Feature) -> Result<Feature, EditError>,
+    ) -> Result<StoredFeature, EditError> {
+        let state = self.layer_or(layer)?;
+        let def = &state.def;
+        let _w = self.write_lock.lock();
+        let stored = self.store.write(|tx| {
+            let current = tx
+                .get_feature(def, id)?
+                .ok_or_else(|| EditError::NotFound { layer: def.name.clone(), id: id.to_string() })?;
+            check_if_match(def, &current.feature, if_match)?;
+            let next = change(&current.feature)?;
+            tx.update_feature(def, current.fid, &next)?;
+            tx.touch_layer(def, Bbox::of_geometry(&next.geometry))?;
+            tx.audit(&AuditEntry {
+                actor: actor.into(),
+                action: action.into(),
+                layer: Some(def.name.clone()),
+                feature_id: Some(id.to_string()),
+                before: Some(current.feature.to_geojson(def)),
+                after: Some(next.to_geojson(def)),
+                ..Default::default()
+            })?;
+            tx.record_change(&def.name, Some(id))?;
+            tx.commit()?;
+            Ok::<_, EditError>(StoredFeature { fid: current.fid, feature: next })
+        })?;
+        state.index.write().upsert(stored.fid, &stored.feature);
+        metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => action).increment(1);
+        Ok(stored)
+    }
+
+    /// Deletes a feature; returns what it was.
+    pub fn delete(&self, actor: &str, layer: &str, id: &str, if_match: Option<&str>) -> Result<StoredFeature, EditError> {
+        let state = self.layer_or(layer)?;
+        let def = &state.def;
+        let _w = self.write_lock.lock();
+        let gone = self.store.write(|tx| {
+            let current = tx
+                .get_feature(def, id)?
+                .ok_or_else(|| EditError::NotFound { layer: def.name.clone(), id: id.to_string() })?;
+            check_if_match(def, &current.feature, if_match)?;
+            tx.delete_feature(def, current.fid)?;
+            tx.touch_layer(def, None)?;
+            tx.audit(&AuditEntry {
+                actor: actor.into(),
+                action: "delete".into(),
+                layer: Some(def.name.clone()),
+                feature_id: Some(id.to_string()),
+                before: Some(current.feature.to_geojson(def)),
+                ..Default::default()
+            })?;
+            tx.record_change(&def.name, Some(id))?;
+            tx.commit()?;
+            Ok::<_, EditError>(current)
+        })?;
+        state.index.write().remove(id);
+        metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => "delete").increment(1);
+        Ok(gone)
+    }
+
+    /// Applies the store's change feed to the indexes: single features are re-read
+    /// from the store, "reload" entries rebuild the layer with a bulk load. Returns the
+    /// number of entries applied.
+    pub fn follow_changes(&self) -> Result<usize, StoreError> {
+        let _w = self.write_lock.lock();
+        let mut seq = self.applied_seq.lock();
+        let mut applied = 0;
+        loop {
+            let (changes, gap) = self.store.changes_since(*seq, 10_000)?;
+            if gap {
+                tracing::warn!(from = *seq, "change feed has a gap (pruned rows); reloading every layer");
+                for l in &self.layers {
+                    self.reload(l)?;
+                }
+            }
+            let Some(last) = changes.last().map(|c| c.seq) else { break };
+            let mut reloaded: Vec<&str> = Vec::new();
+            for c in &changes {
+                if c.feature_id.is_none() && !reloaded.contains(&c.layer.as_str()) {
+                    reloaded.push(&c.layer);
+                }
+            }
+            for name in &reloaded {
+                if let Some(l) = self.layer(name) {
+                    self.reload(l)?;
+                }
+            }
+            for c in &changes {
+                let (Some(id), Some(l)) = (&c.feature_id, self.layer(&c.layer)) else { continue };
+                if reloaded.contains(&c.layer.as_str()) {
+                    continue;
+                }
+                match self.store.get_feature(&l.def, id)? {
+                    Some(sf) => {
+                        l.index.write().upsert(sf.fid, &sf.feature);
+                    }
+                    None => {
+                        l.index.write().remove(id);
+                    }
+                }
+            }
+            applied += changes.len();
+            *seq = last;
+        }
+        Ok(applied)
+    }
+
+    fn reload(&self, l: &LayerState) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let index = build_index(&self.store, &l.def)?;
+        let n = index.len();
+        *l.index.write() = index;
+        tracing::info!(layer = %l.def.name, features = n, elapsed_ms = started.elapsed().as_millis() as u64, "layer reloaded from the store");
+        Ok(())
+    }
+}
+
+/// The ETag of a feature: a hash of its GeoJSON.
+pub fn etag(layer: &LayerDef, f: &Feature) -> String {
+    let digest = Sha256::digest(f.to_geojson(layer).to_string().as_bytes());
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+fn check_if_match(layer: &LayerDef, current: &Feature, if_match: Option<&str>) -> Result<(), EditError> {
+    let Some(wanted) = if_match else { return Ok(()) };
+    let now = etag(layer, current);
+    let ok = wanted.split(',').map(str::trim).any(|w| w == "*" || w == now || w.strip_prefix("W/") == Some(now.as_str()));
+    if ok {
+        Ok(())
+    } else {
+        Err(EditError::PreconditionFailed { current: now })
+    }
+}
+
+fn build_index(store: &Store, def: &Arc<LayerDef>) -> Result<LayerIndex, StoreError> {
+    let mut conn = store.open_reader()?;
+    LayerIndex::build(def.clone(), |push| store.load_layer(&mut conn, def, |sf| push(sf)))
+}
+
+/// Loads every layer, one thread each.
+fn load_all(store: &Store, defs: &[Arc<LayerDef>]) -> Result<Vec<LayerState>, StoreError> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = defs
+            .iter()
+            .map(|def| s.spawn(move || build_index(store, def).map(|index| LayerState { def: def.clone(), index: RwLock::new(index) })))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+impl From<FieldError> for EditError {
+    fn from(e: FieldError) -> Self {
+        EditError::Invalid(e)
+    }
+}

@@ -1,0 +1,349 @@
+//! The command line: `serve`, `import`, `keys`, `check`. Parses arguments, opens what
+//! each command needs, prints results; the work itself lives in the library.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{App, OpenOptions, STORE_FILE};
+use crate::config::{Config, ConfigError};
+use crate::ingest::{self, ImportOptions, IngestError};
+use crate::model::Role;
+use crate::store::{OpenMode, Store};
+
+#[derive(Parser, Debug)]
+#[command(name = "riskmap", version, about = "A city's risks on one map: vector tiles, spatial queries, imports and warnings")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Data directory: holds the store (riskmap.gpkg).
+    #[arg(long, global = true, env = "RISKMAP_DATA", default_value = "data")]
+    pub data: PathBuf,
+    /// Directory of layer files (one TOML per layer). When left at its default and
+    /// absent, the layer files built into the binary are used.
+    #[arg(long, global = true, env = "RISKMAP_LAYERS", default_value = "layers")]
+    pub layers: PathBuf,
+    /// Log format: text or json.
+    #[arg(long, global = true, env = "RISKMAP_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve tiles, features and the API over HTTP.
+    Serve {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, env = "RISKMAP_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Do not load the demo into a new store.
+        #[arg(long)]
+        no_demo: bool,
+        /// Require a key (any role allowed to read) for reads too.
+        #[arg(long, env = "RISKMAP_PRIVATE_READS")]
+        private_reads: bool,
+    },
+    /// Import a GeoJSON or CSV file into a layer (all of it or nothing).
+    Import {
+        /// Target layer.
+        #[arg(long)]
+        layer: String,
+        /// GeoJSON (FeatureCollection, Feature, newline-delimited) or CSV with lon/lat.
+        file: PathBuf,
+        /// Import the valid features even if some are refused (refusals are listed).
+        #[arg(long)]
+        skip_invalid: bool,
+        /// CSV column holding longitude.
+        #[arg(long)]
+        lon_column: Option<String>,
+        /// CSV column holding latitude.
+        #[arg(long)]
+        lat_column: Option<String>,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Validate the layer files (and, if present, the store against them), then exit.
+    Check {
+        /// Also run SQLite's full integrity check on the store.
+        #[arg(long)]
+        integrity: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a key; prints the key alone on standard output, once.
+    Add {
+        /// viewer, importer, planner, duty_officer, sensor or admin.
+        #[arg(long)]
+        role: String,
+        /// A name to recognise the key by.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List keys (never the secrets).
+    List,
+    /// Revoke a key by its id (see `keys list`).
+    Revoke { id: i64 },
+}
+
+/// Exit codes: 0 done; 1 the work failed (bad data, store error); 2 bad usage.
+pub fn run(cli: Cli) -> ExitCode {
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The layer files built into the binary, for running outside a checkout.
+const BUILTIN_LAYERS: [(&str, &str); 5] = [
+    ("boundary.toml", include_str!("../layers/boundary.toml")),
+    ("pipelines.toml", include_str!("../layers/pipelines.toml")),
+    ("risk_points.toml", include_str!("../layers/risk_points.toml")),
+    ("rivers.toml", include_str!("../layers/rivers.toml")),
+    ("sensors.toml", include_str!("../layers/sensors.toml")),
+];
+
+/// Loads the layer files from `dir`, or the built-in ones when `dir` is the default
+/// and does not exist.
+pub fn load_config(dir: &Path) -> Result<Config, ConfigError> {
+    if dir == Path::new("layers") && !dir.exists() {
+        let mut layers = Vec::new();
+        for (file, text) in BUILTIN_LAYERS {
+            layers.push(Arc::new(crate::config::parse_layer(&Path::new("layers").join(file), text)?));
+        }
+        layers.sort_by(|a, b| a.name.cmp(&b.name));
+        tracing::info!("no ./layers directory: using the layer files built into the binary");
+        return Ok(Config { layers_dir: dir.to_path_buf(), layers });
+    }
+    Config::load(dir)
+}
+
+fn cli_actor() -> String {
+    format!("cli:{}", std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into()))
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = cli.global;
+    match cli.command {
+        Command::Serve { listen, no_demo, private_reads } => {
+            let config = load_config(&g.layers)?;
+            serve(config, &g.data, &listen, OpenOptions { demo: !no_demo, public_reads: !private_reads })
+        }
+        Command::Import { layer, file, skip_invalid, lon_column, lat_column } => {
+            let config = load_config(&g.layers)?;
+            let Some(def) = config.layer(&layer).cloned() else {
+                eprintln!("error: {}", IngestError::UnknownLayer { name: layer, known: config.layer_names().join(", ") });
+                return Ok(ExitCode::from(2));
+            };
+            let store = Store::open(&g.data.join(STORE_FILE), OpenMode::CreateIfMissing, &config.layers)?;
+            let opts = ImportOptions { skip_invalid, actor: cli_actor(), lon_column, lat_column, source_name: None };
+            import(&store, &def, &file, &opts)
+        }
+        Command::Keys { command } => {
+            let config = load_config(&g.layers)?;
+            let store = Store::open(&g.data.join(STORE_FILE), OpenMode::CreateIfMissing, &config.layers)?;
+            keys(&store, command)
+        }
+        Command::Check { integrity } => check(&g, integrity),
+    }
+}
+
+fn serve(config: Config, data: &Path, listen: &str, options: OpenOptions) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let app = Arc::new(App::open(config, data, options)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(addr = %addr, store = %app.store_path().display(), startup_ms = started.elapsed().as_millis() as u64, "riskmap listening on http://{addr}/");
+        crate::api::serve(listener, app, shutdown_signal()).await?;
+        tracing::info!("riskmap stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// A progress bar on a terminal, nothing otherwise.
+struct Bar(indicatif::ProgressBar);
+
+impl ingest::Progress for Bar {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+    }
+    fn update(&self, bytes: u64, features: u64) {
+        self.0.set_position(bytes);
+        self.0.set_message(format!("{features} features"));
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn import(store: &Store, layer: &crate::model::LayerDef, file: &Path, opts: &ImportOptions) -> anyhow::Result<ExitCode> {
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} [{bar:30}] {msg} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let started = Instant::now();
+    let report = match ingest::import_file(store, layer, file, opts, &Bar(bar)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("error: {}: nothing was imported", file.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    for r in &report.rejections {
+        eprintln!("rejected: {}: {r}", file.display());
+    }
+    if report.rejected as usize > report.rejections.len() {
+        eprintln!("rejected: ... and {} more", report.rejected as usize - report.rejections.len());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let length = if report.length_km > 0.0 { format!(", {:.1} km of lines", report.length_km) } else { String::new() };
+    if !report.committed {
+        eprintln!(
+            "error: {}: {} of {} features rejected; nothing was imported (fix them, or pass --skip-invalid to import the {} valid ones)",
+            file.display(),
+            report.rejected,
+            report.features,
+            report.features - report.rejected
+        );
+        return Ok(ExitCode::from(1));
+    }
+    if report.changed_ids.is_none() || report.added + report.updated > 100_000 {
+        // A big import leaves a big WAL: fold it into the main file now.
+        if let Err(e) = store.checkpoint() {
+            tracing::warn!(error = %e, "checkpoint after import failed (harmless: SQLite will retry)");
+        }
+    }
+    println!(
+        "{} -> layer {}: {} features read, {} added, {} updated, {} unchanged, {} rejected{length} in {secs:.1} s",
+        file.display(),
+        layer.name,
+        report.features,
+        report.added,
+        report.updated,
+        report.unchanged,
+        report.rejected
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keys(store: &Store, command: KeysCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        KeysCommand::Add { role, name } => {
+            let Some(role) = Role::from_name(&role) else {
+                let roles: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
+                eprintln!("error: unknown role {role:?}; roles are: {}", roles.join(", "));
+                return Ok(ExitCode::from(2));
+            };
+            let k = store.add_key(&cli_actor(), role, &name)?;
+            // The key alone on stdout, so KEY=$(riskmap keys add ...) works.
+            println!("{}", k.secret);
+            eprintln!("key {} ({}, role {}) created; it is shown only this once", k.key.id, k.key.prefix, role.name());
+        }
+        KeysCommand::List => {
+            println!("{:<5} {:<14} {:<13} {:<20} {:<25} {}", "id", "prefix", "role", "name", "created", "revoked");
+            for k in store.list_keys()? {
+                println!(
+                    "{:<5} {:<14} {:<13} {:<20} {:<25} {}",
+                    k.id,
+                    k.prefix,
+                    k.role.name(),
+                    k.name,
+                    k.created_at,
+                    k.revoked_at.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        KeysCommand::Revoke { id } => match store.revoke_key(&cli_actor(), id)? {
+            Some(k) => eprintln!("key {} ({}, role {}) revoked at {}", k.id, k.prefix, k.role.name(), k.revoked_at.unwrap_or_default()),
+            None => {
+                eprintln!("error: no key with id {id}");
+                return Ok(ExitCode::from(1));
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(g: &Global, integrity: bool) -> anyhow::Result<ExitCode> {
+    let config = match load_config(&g.layers) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    for l in &config.layers {
+        println!(
+            "layer {:<14} {:<16} {:<11} {} properties, zoom {}-{}",
+            l.name,
+            l.geometry.geojson_name(),
+            l.kind.config_name(),
+            l.properties.len(),
+            l.minzoom,
+            l.maxzoom
+        );
+    }
+    println!("{} layer files in {}: ok", config.layers.len(), config.layers_dir.display());
+    let path = g.data.join(STORE_FILE);
+    if path.exists() {
+        let store = Store::open(&path, OpenMode::MustExist, &config.layers)?;
+        for l in &config.layers {
+            println!("store {:<14} {} features", l.name, store.count(l)?);
+        }
+        if integrity {
+            store.integrity_check()?;
+            println!("store {}: integrity ok", path.display());
+        } else {
+            println!("store {}: schema ok", path.display());
+        }
+    } else {
+        println!("no store at {} yet", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,297 @@
+//! Configuration: `layers/NAME.toml` files, parsed raw and validated once, before
+//! anything else runs. Runtime code sees only [`Config`] and [`LayerDef`]s.
+//!
+//! Unknown keys are errors; every error names the file, the key and the value.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::model::{GeometryType, LayerDef, LayerKind, PropertyDef, PropertyType, UnknownProperties};
+
+/// Highest zoom a layer may declare (tile maths uses 32-bit x/y up to z30).
+pub const MAX_ZOOM: u8 = 30;
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read layer directory {dir}: {source}")]
+    ReadDir { dir: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {source}")]
+    ReadFile { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: key '{key}' = {value}: {reason}")]
+    Invalid { path: PathBuf, key: String, value: String, reason: String },
+    #[error("no layer files (*.toml) in {dir}")]
+    NoLayers { dir: PathBuf },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub layers_dir: PathBuf,
+    /// Sorted by name.
+    pub layers: Vec<Arc<LayerDef>>,
+}
+
+impl Config {
+    /// Reads and validates every `*.toml` in `layers_dir`.
+    pub fn load(layers_dir: &Path) -> Result<Config, ConfigError> {
+        let entries = std::fs::read_dir(layers_dir)
+            .map_err(|source| ConfigError::ReadDir { dir: layers_dir.to_path_buf(), source })?;
+        let mut paths = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| ConfigError::ReadDir { dir: layers_dir.to_path_buf(), source })?;
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) == Some("toml") {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        if paths.is_empty() {
+            return Err(ConfigError::NoLayers { dir: layers_dir.to_path_buf() });
+        }
+        let mut layers = Vec::with_capacity(paths.len());
+        for path in &paths {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::ReadFile { path: path.clone(), source })?;
+            layers.push(Arc::new(parse_layer(path, &text)?));
+        }
+        layers.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Config { layers_dir: layers_dir.to_path_buf(), layers })
+    }
+
+    pub fn layer(&self, name: &str) -> Option<&Arc<LayerDef>> {
+        self.layers.iter().find(|l| l.name == name)
+    }
+
+    pub fn layer_names(&self) -> Vec<&str> {
+        self.layers.iter().map(|l| l.name.as_str()).collect()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLayer {
+    name: String,
+    title: String,
+    #[serde(default)]
+    description: String,
+    kind: String,
+    geometry: String,
+    id_property: String,
+    #[serde(default)]
+    minzoom: Option<i64>,
+    #[serde(default)]
+    maxzoom: Option<i64>,
+    #[serde(default)]
+    unknown_properties: Option<String>,
+    #[serde(default)]
+    properties: Vec<RawProperty>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProperty {
+    name: String,
+    #[serde(rename = "type")]
+    ty: String,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    values: Option<Vec<String>>,
+    #[serde(default)]
+    min: Option<f64>,
+    #[serde(default)]
+    max: Option<f64>,
+    #[serde(default)]
+    max_length: Option<usize>,
+}
+
+/// Names a store table may not take: GeoPackage's, SQLite's and our own bookkeeping.
+const RESERVED_PREFIXES: [&str; 4] = ["gpkg_", "rtree_", "sqlite_", "riskmap_"];
+/// Columns every layer table has already.
+const RESERVED_COLUMNS: [&str; 2] = ["fid", "geom"];
+
+/// Parses and validates one layer file. `path` is used for messages and the
+/// name check (the file stem must equal `name`).
+pub fn parse_layer(path: &Path, text: &str) -> Result<LayerDef, ConfigError> {
+    let raw: RawLayer =
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+    let invalid = |key: &str, value: &dyn std::fmt::Debug, reason: &str| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        value: format!("{value:?}"),
+        reason: reason.to_string(),
+    };
+
+    if !is_layer_name(&raw.name) {
+        return Err(invalid("name", &raw.name, "use lower-case letters, digits and _, starting with a letter (at most 63)"));
+    }
+    if RESERVED_PREFIXES.iter().any(|p| raw.name.starts_with(p)) {
+        return Err(invalid("name", &raw.name, "names starting with gpkg_, rtree_, sqlite_ or riskmap_ are reserved"));
+    }
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    if stem != raw.name {
+        return Err(invalid("name", &raw.name, &format!("must equal the file name ({stem})")));
+    }
+    if raw.title.trim().is_empty() {
+        return Err(invalid("title", &raw.title, "must not be empty"));
+    }
+    let kind = LayerKind::from_config_name(&raw.kind)
+        .ok_or_else(|| invalid("kind", &raw.kind, "expected risk_point, pipeline, sensor or reference"))?;
+    let geometry = GeometryType::from_config_name(&raw.geometry).ok_or_else(|| {
+        invalid("geometry", &raw.geometry, "expected point, linestring, polygon, multipoint, multilinestring or multipolygon")
+    })?;
+    let zoom = |key: &str, v: Option<i64>, default: u8| -> Result<u8, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(z) if (0..=MAX_ZOOM as i64).contains(&z) => Ok(z as u8),
+            Some(z) => Err(invalid(key, &z, &format!("zoom must be 0..={MAX_ZOOM}"))),
+        }
+    };
+    let minzoom = zoom("minzoom", raw.minzoom, 0)?;
+    let maxzoom = zoom("maxzoom", raw.maxzoom, 22)?;
+    if minzoom > maxzoom {
+        return Err(invalid("minzoom", &minzoom, &format!("must not exceed maxzoom ({maxzoom})")));
+    }
+    let unknown_properties = match raw.unknown_properties.as_deref() {
+        None | Some("reject") => UnknownProperties::Reject,
+        Some("drop") => UnknownProperties::Drop,
+        Some(other) => return Err(invalid("unknown_properties", &other, "expected reject or drop")),
+    };
+    if !is_property_name(&raw.id_property) || is_reserved_column(&raw.id_property) {
+        return Err(invalid("id_property", &raw.id_property, "must be a column name (letters, digits, _) other than fid and geom"));
+    }
+
+    let mut seen: HashSet<String> = HashSet::from([raw.id_property.to_ascii_lowercase()]);
+    let mut properties = Vec::with_capacity(raw.properties.len());
+    for (i, p) in raw.properties.into_iter().enumerate() {
+        let key = |field: &str| format!("properties[{i}].{field}");
+        if !is_property_name(&p.name) || is_reserved_column(&p.name) {
+            return Err(invalid(&key("name"), &p.name, "must be a column name (letters, digits, _; at most 63) other than fid and geom"));
+        }
+        if !seen.insert(p.name.to_ascii_lowercase()) {
+            return Err(invalid(&key("name"), &p.name, "is declared twice (names are compared without case; the id property counts)"));
+        }
+        let ty = PropertyType::from_config_name(&p.ty)
+            .ok_or_else(|| invalid(&key("type"), &p.ty, "expected string, integer, float, boolean, date or datetime"))?;
+        let numeric = matches!(ty, PropertyType::Integer | PropertyType::Float);
+        if p.values.is_some() && ty != PropertyType::String {
+            return Err(invalid(&key("values"), &p.values, "allowed values are for string properties"));
+        }
+        if let Some(values) = &p.values {
+            if values.is_empty() {
+                return Err(invalid(&key("values"), values, "must list at least one value"));
+            }
+        }
+        if (p.min.is_some() || p.max.is_some()) && !numeric {
+            return Err(invalid(&key("min"), &p.min, "min and max are for integer and float properties"));
+        }
+        for (k, v) in [("min", p.min), ("max", p.max)] {
+            if let Some(v) = v {
+                if !v.is_finite() {
+                    return Err(invalid(&key(k), &v, "must be finite"));
+                }
+            }
+        }
+        if let (Some(min), Some(max)) = (p.min, p.max) {
+            if min > max {
+                return Err(invalid(&key("min"), &min, &format!("must not exceed max ({max})")));
+            }
+        }
+        if p.max_length.is_some() && ty != PropertyType::String {
+            return Err(invalid(&key("max_length"), &p.max_length, "max_length is for string properties"));
+        }
+        properties.push(PropertyDef {
+            name: p.name,
+            ty,
+            title: p.title,
+            required: p.required,
+            values: p.values,
+            min: p.min,
+            max: p.max,
+            max_length: p.max_length,
+        });
+    }
+
+    Ok(LayerDef {
+        name: raw.name,
+        title: raw.title,
+        description: raw.description,
+        kind,
+        geometry,
+        id_property: raw.id_property,
+        properties,
+        minzoom,
+        maxzoom,
+        unknown_properties,
+    })
+}
+
+fn is_layer_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && s.len() <= 63
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn is_property_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && s.len() <= 63
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_reserved_column(s: &str) -> bool {
+    RESERVED_COLUMNS.iter().any(|r| r.eq_ignore_ascii_case(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "wells"
+title = "Wells"
+kind = "reference"
+geometry = "point"
+id_property = "id"
+[[properties]]
+name = "depth_m"
+type = "float"
+min = 0
+"#;
+
+    fn err(text: &str) -> String {
+        parse_layer(Path::new("layers/wells.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_good_layer_parses() {
+        let l = parse_layer(Path::new("layers/wells.toml"), GOOD).unwrap();
+        assert_eq!(l.properties[0].ty, PropertyType::Float);
+        assert_eq!(l.maxzoom, 22);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_value() {
+        let e = err(&GOOD.replace("kind = \"reference\"", "kind = \"well\""));
+        assert!(e.contains("layers/wells.toml") && e.contains("'kind'") && e.contains("\"well\""), "{e}");
+        let e = err(&format!("{GOOD}colour = 1\n"));
+        assert!(e.contains("unknown field"), "{e}");
+        let e = err(&GOOD.replace("name = \"depth_m\"", "name = \"geom\""));
+        assert!(e.contains("properties[0].name"), "{e}");
+        let e = err(&GOOD.replace("name = \"wells\"", "name = \"pumps\""));
+        assert!(e.contains("must equal the file name"), "{e}");
+        let e = err(&GOOD.replace("min = 0", "min = 5\nmax = 1"));
+        assert!(e.contains("must not exceed max"), "{e}");
+        let e = err(&format!("{GOOD}[[properties]]\nname = \"DEPTH_M\"\ntype = \"string\"\n"));
+        assert!(e.contains("declared twice"), "{e}");
+    }
+}

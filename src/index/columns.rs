@@ -1,0 +1,194 @@
+//! Compact per-property storage for the index: one typed vector per property, text
+//! interned with reference counts. At city scale (4.52 M sensors, each naming one of
+//! 136,000 risk points) a text cell costs 4 bytes instead of a `String`'s 24 plus its
+//! heap block.
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+use std::hash::BuildHasher;
+
+use crate::model::{PropertyType, Value, ValueRef};
+
+/// A string table with reference counts; symbol 0 is null, so cells are plain `u32`.
+#[derive(Default)]
+pub struct Interner {
+    strings: Vec<Box<str>>,
+    counts: Vec<u32>,
+    lookup: HashTable<u32>,
+    free: Vec<u32>,
+    hasher: DefaultHashBuilder,
+}
+
+impl Interner {
+    /// The symbol of `s`, adding it or counting one more use.
+    pub fn intern(&mut self, s: &str) -> u32 {
+        let hash = self.hasher.hash_one(s);
+        let strings = &self.strings;
+        if let Some(&sym) = self.lookup.find(hash, |&sym| &*strings[sym as usize - 1] == s) {
+            self.counts[sym as usize - 1] += 1;
+            return sym;
+        }
+        let sym = match self.free.pop() {
+            Some(sym) => {
+                self.strings[sym as usize - 1] = s.into();
+                self.counts[sym as usize - 1] = 1;
+                sym
+            }
+            None => {
+                self.strings.push(s.into());
+                self.counts.push(1);
+                self.strings.len() as u32
+            }
+        };
+        let (strings, hasher) = (&self.strings, &self.hasher);
+        self.lookup.insert_unique(hash, sym, |&k| hasher.hash_one(&*strings[k as usize - 1]));
+        sym
+    }
+
+    /// One use fewer; the string is forgotten at zero.
+    pub fn release(&mut self, sym: u32) {
+        if sym == 0 {
+            return;
+        }
+        let i = sym as usize - 1;
+        self.counts[i] -= 1;
+        if self.counts[i] == 0 {
+            let hash = self.hasher.hash_one(&*self.strings[i]);
+            if let Ok(entry) = self.lookup.find_entry(hash, |&k| k == sym) {
+                entry.remove();
+            }
+            self.strings[i] = "".into();
+            self.free.push(sym);
+        }
+    }
+
+    pub fn get(&self, sym: u32) -> Option<&str> {
+        (sym != 0).then(|| &*self.strings[sym as usize - 1])
+    }
+
+    /// Number of distinct live strings.
+    pub fn len(&self) -> usize {
+        self.strings.len() - self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One property's values, indexed by slot.
+pub enum Column {
+    Int(Vec<Option<i64>>),
+    Float(Vec<Option<f64>>),
+    Bool(Vec<Option<bool>>),
+    Text { cells: Vec<u32>, strings: Interner },
+}
+
+impl Column {
+    pub fn new(ty: PropertyType) -> Self {
+        match ty {
+            PropertyType::Integer => Column::Int(Vec::new()),
+            PropertyType::Float => Column::Float(Vec::new()),
+            PropertyType::Boolean => Column::Bool(Vec::new()),
+            PropertyType::String | PropertyType::Date | PropertyType::DateTime => {
+                Column::Text { cells: Vec::new(), strings: Interner::default() }
+            }
+        }
+    }
+
+    pub fn get(&self, slot: usize) -> ValueRef<'_> {
+        match self {
+            Column::Int(v) => v[slot].map_or(ValueRef::Null, ValueRef::Int),
+            Column::Float(v) => v[slot].map_or(ValueRef::Null, ValueRef::Float),
+            Column::Bool(v) => v[slot].map_or(ValueRef::Null, ValueRef::Bool),
+            Column::Text { cells, strings } => strings.get(cells[slot]).map_or(ValueRef::Null, ValueRef::Text),
+        }
+    }
+
+    /// Appends a value for a new slot at the end.
+    pub fn push(&mut self, v: &Value) {
+        match self {
+            Column::Int(c) => c.push(None),
+            Column::Float(c) => c.push(None),
+            Column::Bool(c) => c.push(None),
+            Column::Text { cells, .. } => cells.push(0),
+        }
+        let slot = self.len() - 1;
+        self.set(slot, v);
+    }
+
+    /// Overwrites slot `slot` (releasing the text it held).
+    pub fn set(&mut self, slot: usize, v: &Value) {
+        match (self, v) {
+            (Column::Int(c), Value::Int(i)) => c[slot] = Some(*i),
+            (Column::Int(c), _) => c[slot] = None,
+            (Column::Float(c), Value::Float(f)) => c[slot] = Some(*f),
+            (Column::Float(c), Value::Int(i)) => c[slot] = Some(*i as f64),
+            (Column::Float(c), _) => c[slot] = None,
+            (Column::Bool(c), Value::Bool(b)) => c[slot] = Some(*b),
+            (Column::Bool(c), _) => c[slot] = None,
+            (Column::Text { cells, strings }, v) => {
+                let old = cells[slot];
+                cells[slot] = match v {
+                    Value::Text(s) => strings.intern(s),
+                    _ => 0,
+                };
+                strings.release(old);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Column::Int(c) => c.len(),
+            Column::Float(c) => c.len(),
+            Column::Bool(c) => c.len(),
+            Column::Text { cells, .. } => cells.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Distinct strings of a text column (for memory reports).
+    pub fn distinct_strings(&self) -> Option<usize> {
+        match self {
+            Column::Text { strings, .. } => Some(strings.len()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interned_strings_are_shared_and_freed_at_zero() {
+        let mut i = Interner::default();
+        let a = i.intern("R000001");
+        let b = i.intern("R000001");
+        assert_eq!(a, b);
+        assert_eq!(i.len(), 1);
+        i.release(a);
+        assert_eq!(i.get(a), Some("R000001"));
+        i.release(b);
+        assert_eq!(i.len(), 0);
+        let c = i.intern("L000002");
+        assert_eq!(c, a, "the freed symbol is reused");
+        assert_eq!(i.get(c), Some("L000002"));
+        assert_eq!(i.intern("R000001"), 2);
+    }
+
+    #[test]
+    fn text_cells_release_what_they_overwrite() {
+        let mut c = Column::new(PropertyType::String);
+        c.push(&Value::Text("gas".into()));
+        c.push(&Value::Text("gas".into()));
+        c.set(0, &Value::Text("water".into()));
+        c.set(1, &Value::Null);
+        assert_eq!(c.get(0), ValueRef::Text("water"));
+        assert_eq!(c.get(1), ValueRef::Null);
+        assert_eq!(c.distinct_strings(), Some(1));
+    }
+}

@@ -1,0 +1,483 @@
+//! The in-memory index: per layer, an R-tree (rstar) over feature envelopes plus the
+//! features themselves in compact columns, addressed by slot.
+//!
+//! Memory is set by the sensors (4.52 M points): a point feature costs its R-tree leaf
+//! (about 80 bytes: rstar's node enum is 64 bytes whatever the leaf), its coordinate
+//! (16), fid (8), id (24, inline up to 24 bytes), 4-16 bytes per property and a few
+//! bytes of the id hash table. Start-up always bulk-loads (a tree built by single
+//! inserts is much slower to query); edits insert and remove single leaves.
+//!
+//! Coordinates are WGS84 degrees, lon/lat. Queries are exact: the tree finds
+//! candidates by envelope, the geometry decides.
+
+mod columns;
+
+use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use compact_str::CompactString;
+use geo::{BoundingRect, Distance, Euclidean, Geodesic, Intersects, Length};
+use geo_types::{Coord, Geometry, Line, Point};
+use hashbrown::{DefaultHashBuilder, HashTable};
+use rstar::{PointDistance, RTree, RTreeObject, AABB};
+
+pub use columns::{Column, Interner};
+
+use crate::model::{Bbox, Feature, LayerDef, ValueRef};
+use crate::store::StoredFeature;
+
+/// An R-tree leaf: a feature's envelope and its slot.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Entry {
+    env: AABB<[f64; 2]>,
+    slot: u32,
+}
+
+impl RTreeObject for Entry {
+    type Envelope = AABB<[f64; 2]>;
+    fn envelope(&self) -> Self::Envelope {
+        self.env
+    }
+}
+
+impl PointDistance for Entry {
+    /// Squared distance to the envelope: exact for points, a lower bound otherwise.
+    fn distance_2(&self, point: &[f64; 2]) -> f64 {
+        self.env.distance_2(point)
+    }
+}
+
+/// Geometries by slot: bare coordinates for point layers, full geometries otherwise.
+enum Geoms {
+    Points(Vec<Coord>),
+    Shapes(Vec<Geometry>),
+}
+
+/// A borrowed geometry.
+#[derive(Clone, Copy, Debug)]
+pub enum GeomRef<'a> {
+    Point(Coord),
+    Shape(&'a Geometry),
+}
+
+impl GeomRef<'_> {
+    pub fn to_geometry(self) -> Geometry {
+        match self {
+            GeomRef::Point(c) => Point(c).into(),
+            GeomRef::Shape(g) => g.clone(),
+        }
+    }
+
+    pub fn bbox(self) -> Bbox {
+        match self {
+            GeomRef::Point(c) => Bbox::of_coord(c),
+            GeomRef::Shape(g) => Bbox::of_geometry(g).unwrap_or(Bbox::of_coord(Coord::zero())),
+        }
+    }
+}
+
+fn envelope(g: GeomRef<'_>) -> AABB<[f64; 2]> {
+    match g {
+        GeomRef::Point(c) => AABB::from_point([c.x, c.y]),
+        GeomRef::Shape(s) => match s.bounding_rect() {
+            Some(r) => AABB::from_corners([r.min().x, r.min().y], [r.max().x, r.max().y]),
+            // Stored geometries are never empty (model::geometry::check).
+            None => AABB::from_point([0.0, 0.0]),
+        },
+    }
+}
+
+/// Whether a geometry shares at least one point with the closed box. Zero-width or
+/// zero-height boxes are tested as the segment or point they are.
+pub fn geometry_intersects_bbox(g: GeomRef<'_>, b: &Bbox) -> bool {
+    match g {
+        GeomRef::Point(c) => b.contains_coord(c),
+        GeomRef::Shape(s) => {
+            let min = Coord { x: b.min_lon, y: b.min_lat };
+            let max = Coord { x: b.max_lon, y: b.max_lat };
+            if min == max {
+                s.intersects(&min)
+            } else if min.x == max.x || min.y == max.y {
+                s.intersects(&Line::new(min, max))
+            } else {
+                s.intersects(&b.to_rect())
+            }
+        }
+    }
+}
+
+/// Planar distance in degrees from `c` to a geometry (0 inside a polygon).
+pub fn distance_to(g: GeomRef<'_>, c: Coord) -> f64 {
+    match g {
+        GeomRef::Point(p) => ((p.x - c.x).powi(2) + (p.y - c.y).powi(2)).sqrt(),
+        GeomRef::Shape(s) => Euclidean.distance(&Geometry::Point(Point(c)), s),
+    }
+}
+
+/// Geodesic length (WGS84 ellipsoid) of a line geometry in kilometres; 0 for others.
+pub fn geodesic_length_km(g: &Geometry) -> f64 {
+    geodesic_length_m(GeomRef::Shape(g)) / 1000.0
+}
+
+fn geodesic_length_m(g: GeomRef<'_>) -> f64 {
+    match g {
+        GeomRef::Shape(Geometry::LineString(l)) => Geodesic.length(l),
+        GeomRef::Shape(Geometry::MultiLineString(m)) => Geodesic.length(m),
+        _ => 0.0,
+    }
+}
+
+/// One layer's index.
+pub struct LayerIndex {
+    layer: Arc<LayerDef>,
+    tree: RTree<Entry>,
+    /// 0 marks a free slot (GeoPackage fids start at 1).
+    fids: Vec<i64>,
+    ids: Vec<CompactString>,
+    geoms: Geoms,
+    columns: Vec<Column>,
+    by_id: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    free: Vec<u32>,
+    /// Sum of geodesic lengths of line features, metres.
+    length_m: f64,
+}
+
+impl LayerIndex {
+    /// An empty index for `layer`.
+    pub fn new(layer: Arc<LayerDef>) -> Self {
+        let geoms = if layer.geometry.is_point() { Geoms::Points(Vec::new()) } else { Geoms::Shapes(Vec::new()) };
+        let columns = layer.properties.iter().map(|p| Column::new(p.ty)).collect();
+        LayerIndex {
+            layer,
+            tree: RTree::new(),
+            fids: Vec::new(),
+            ids: Vec::new(),
+            geoms,
+            columns,
+            by_id: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            free: Vec::new(),
+            length_m: 0.0,
+        }
+    }
+
+    /// Builds an index from a stream of stored features with one bulk load.
+    pub fn build(layer: Arc<LayerDef>, load: impl FnOnce(&mut dyn FnMut(StoredFeature)) -> Result<(), crate::store::StoreError>) -> Result<Self, crate::store::StoreError> {
+        let mut index = LayerIndex::new(layer);
+        let mut entries = Vec::new();
+        load(&mut |sf: StoredFeature| {
+            if let Some(slot) = index.slot(&sf.feature.id) {
+                // Cannot happen with a UNIQUE id column; keep the later row.
+                index.overwrite(slot, sf.fid, &sf.feature);
+            } else {
+                let slot = index.allocate(sf.fid, &sf.feature);
+                entries.push(Entry { env: envelope(index.geometry(slot)), slot });
+            }
+        })?;
+        // Entries of overwritten slots may be stale: recompute them all from the slots.
+        for e in &mut entries {
+            e.env = envelope(index.geometry(e.slot));
+        }
+        index.tree = RTree::bulk_load(entries);
+        Ok(index)
+    }
+
+    pub fn layer(&self) -> &Arc<LayerDef> {
+        &self.layer
+    }
+
+    /// Number of features.
+    pub fn len(&self) -> usize {
+        self.tree.size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The box around every feature, `None` when empty.
+    pub fn extent(&self) -> Option<Bbox> {
+        if self.is_empty() {
+            return None;
+        }
+        let env = self.tree.root().envelope();
+        Some(Bbox { min_lon: env.lower()[0], min_lat: env.lower()[1], max_lon: env.upper()[0], max_lat: env.upper()[1] })
+    }
+
+    /// Total geodesic length of a line layer's features, kilometres.
+    pub fn length_km(&self) -> f64 {
+        self.length_m / 1000.0
+    }
+
+    fn hash_id(&self, id: &str) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    /// The slot holding feature `id`.
+    pub fn slot(&self, id: &str) -> Option<u32> {
+        let ids = &self.ids;
+        self.by_id.find(self.hash_id(id), |&s| ids[s as usize] == id).copied()
+    }
+
+    pub fn fid(&self, slot: u32) -> i64 {
+        self.fids[slot as usize]
+    }
+
+    pub fn id(&self, slot: u32) -> &str {
+        &self.ids[slot as usize]
+    }
+
+    pub fn geometry(&self, slot: u32) -> GeomRef<'_> {
+        match &self.geoms {
+            Geoms::Points(v) => GeomRef::Point(v[slot as usize]),
+            Geoms::Shapes(v) => GeomRef::Shape(&v[slot as usize]),
+        }
+    }
+
+    /// Value of property number `prop` (the layer's declaration order).
+    pub fn value(&self, slot: u32, prop: usize) -> ValueRef<'_> {
+        self.columns[prop].get(slot as usize)
+    }
+
+    /// The whole feature, copied out.
+    pub fn feature(&self, slot: u32) -> StoredFeature {
+        StoredFeature {
+            fid: self.fid(slot),
+            feature: Feature {
+                id: self.id(slot).to_string(),
+                geometry: self.geometry(slot).to_geometry(),
+                values: (0..self.columns.len()).map(|i| self.value(slot, i).to_owned()).collect(),
+            },
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<StoredFeature> {
+        self.slot(id).map(|s| self.feature(s))
+    }
+
+    /// Every live slot, in no particular order.
+    pub fn slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.tree.iter().map(|e| e.slot)
+    }
+
+    /// Puts a feature in a free (or new) slot and its id in the hash table; the
+    /// caller adds the tree entry.
+    fn allocate(&mut self, fid: i64, f: &Feature) -> u32 {
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.write_slot(slot, fid, f);
+                slot
+            }
+            None => {
+                let slot = self.fids.len() as u32;
+                self.fids.push(fid);
+                self.ids.push(CompactString::new(&f.id));
+                match (&mut self.geoms, &f.geometry) {
+                    (Geoms::Points(v), Geometry::Point(p)) => v.push(p.0),
+                    (Geoms::Points(v), _) => v.push(Coord::zero()),
+                    (Geoms::Shapes(v), g) => v.push(g.clone()),
+                }
+                for (col, v) in self.columns.iter_mut().zip(&f.values) {
+                    col.push(v);
+                }
+                self.length_m += geodesic_length_m(self.geometry(slot));
+                slot
+            }
+        };
+        let hash = self.hash_id(&f.id);
+        let (ids, hasher) = (&self.ids, &self.hasher);
+        self.by_id.insert_unique(hash, slot, |&s| hasher.hash_one(ids[s as usize].as_str()));
+        slot
+    }
+
+    /// Overwrites a slot's content (same id), keeping the length total right.
+    fn write_slot(&mut self, slot: u32, fid: i64, f: &Feature) {
+        let s = slot as usize;
+        self.length_m -= geodesic_length_m(self.geometry(slot));
+        self.fids[s] = fid;
+        self.ids[s] = CompactString::new(&f.id);
+        match (&mut self.geoms, &f.geometry) {
+            (Geoms::Points(v), Geometry::Point(p)) => v[s] = p.0,
+            (Geoms::Points(v), _) => v[s] = Coord::zero(),
+            (Geoms::Shapes(v), g) => v[s] = g.clone(),
+        }
+        for (col, v) in self.columns.iter_mut().zip(&f.values) {
+            col.set(s, v);
+        }
+        self.length_m += geodesic_length_m(self.geometry(slot));
+    }
+
+    fn overwrite(&mut self, slot: u32, fid: i64, f: &Feature) {
+        self.write_slot(slot, fid, f);
+    }
+
+    /// Inserts or replaces feature `f` (stored as row `fid`). Returns the box of the
+    /// geometry it replaced, if any.
+    pub fn upsert(&mut self, fid: i64, f: &Feature) -> Option<Bbox> {
+        match self.slot(&f.id) {
+            Some(slot) => {
+                let old = self.geometry(slot);
+                let old_bbox = old.bbox();
+                let old_entry = Entry { env: envelope(old), slot };
+                self.tree.remove(&old_entry);
+                self.write_slot(slot, fid, f);
+                self.tree.insert(Entry { env: envelope(self.geometry(slot)), slot });
+                Some(old_bbox)
+            }
+            None => {
+                let slot = self.allocate(fid, f);
+                self.tree.insert(Entry { env: envelope(self.geometry(slot)), slot });
+                None
+            }
+        }
+    }
+
+    /// Removes feature `id`; returns the box of its geometry.
+    pub fn remove(&mut self, id: &str) -> Option<Bbox> {
+        let slot = self.slot(id)?;
+        let g = self.geometry(slot);
+        let (bbox, env, length) = (g.bbox(), envelope(g), geodesic_length_m(g));
+        self.tree.remove(&Entry { env, slot });
+        self.length_m -= length;
+        let hash = self.hash_id(id);
+        if let Ok(entry) = self.by_id.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+        }
+        let s = slot as usize;
+        self.fids[s] = 0;
+        self.ids[s] = CompactString::default();
+        if let Geoms::Shapes(v) = &mut self.geoms {
+            v[s] = Point(Coord::zero()).into();
+        }
+        for col in &mut self.columns {
+            col.set(s, &crate::model::Value::Null);
+        }
+        self.free.push(slot);
+        Some(bbox)
+    }
+
+    /// Calls `visit` with every slot whose geometry shares a point with the closed
+    /// box, in no particular order.
+    pub fn for_each_in_bbox(&self, b: &Bbox, mut visit: impl FnMut(u32)) {
+        let env = AABB::from_corners([b.min_lon, b.min_lat], [b.max_lon, b.max_lat]);
+        let exact_by_envelope = self.layer.geometry.is_point();
+        for e in self.tree.locate_in_envelope_intersecting(&env) {
+            if exact_by_envelope || geometry_intersects_bbox(self.geometry(e.slot), b) {
+                visit(e.slot);
+            }
+        }
+    }
+
+    /// Slots intersecting the box, sorted by fid (a stable order for paging).
+    pub fn in_bbox(&self, b: &Bbox) -> Vec<u32> {
+        let mut out = Vec::new();
+        self.for_each_in_bbox(b, |s| out.push(s));
+        out.sort_unstable_by_key(|&s| self.fids[s as usize]);
+        out
+    }
+
+    /// The `k` features nearest to `c` by planar distance in degrees, nearest first,
+    /// ties broken by fid. Exact for every geometry type: candidates come from the
+    /// tree in order of envelope distance (a lower bound) and the search stops once
+    /// that bound exceeds the k-th exact distance.
+    pub fn nearest(&self, c: Coord, k: usize) -> Vec<(u32, f64)> {
+        if k == 0 {
+            return Vec::new();
+        }
+        #[derive(PartialEq)]
+        struct Hit(f64, i64, u32);
+        impl Eq for Hit {}
+        impl PartialOrd for Hit {
+            fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(o))
+            }
+        }
+        impl Ord for Hit {
+            fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+                self.0.total_cmp(&o.0).then(self.1.cmp(&o.1))
+            }
+        }
+        let mut best: BinaryHeap<Hit> = BinaryHeap::with_capacity(k + 1);
+        for (e, env_d2) in self.tree.nearest_neighbor_iter_with_distance_2(&[c.x, c.y]) {
+            if best.len() == k {
+                if let Some(worst) = best.peek() {
+                    if env_d2.sqrt() > worst.0 {
+                        break;
+                    }
+                }
+            }
+            let d = distance_to(self.geometry(e.slot), c);
+            best.push(Hit(d, self.fids[e.slot as usize], e.slot));
+            if best.len() > k {
+                best.pop();
+            }
+        }
+        let mut out: Vec<Hit> = best.into_vec();
+        out.sort();
+        out.into_iter().map(|h| (h.2, h.0)).collect()
+    }
+
+    /// Rough bytes held, for `/health` and memory reports.
+    pub fn approx_bytes(&self) -> usize {
+        let slots = self.fids.len();
+        let geoms = match &self.geoms {
+            Geoms::Points(v) => v.capacity() * 16,
+            Geoms::Shapes(v) => v.iter().map(|g| {
+                use geo::CoordsIter;
+                64 + g.coords_count() * 16
+            }).sum(),
+        };
+        let columns: usize = self
+            .columns
+            .iter()
+            .map(|c| match c {
+                Column::Int(v) => v.capacity() * 16,
+                Column::Float(v) => v.capacity() * 16,
+                Column::Bool(v) => v.capacity() * 2,
+                Column::Text { cells, strings } => cells.capacity() * 4 + strings.len() * 48,
+            })
+            .sum();
+        self.tree.size() * 80 + slots * (8 + 24) + self.by_id.capacity() * 5 + geoms + columns
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::test_layers::risk_points;
+    use crate::model::Value;
+
+    fn feature(id: &str, x: f64, y: f64, level: &str) -> Feature {
+        Feature {
+            id: id.into(),
+            geometry: Point::new(x, y).into(),
+            values: vec![
+                Value::Text(format!("name {id}")),
+                Value::Text("landslide".into()),
+                Value::Text(level.into()),
+                Value::Null,
+            ],
+        }
+    }
+
+    #[test]
+    fn upsert_move_and_remove_keep_tree_and_slots_in_step() {
+        let mut idx = LayerIndex::new(Arc::new(risk_points()));
+        assert_eq!(idx.upsert(1, &feature("a", 106.0, 29.0, "I")), None);
+        idx.upsert(2, &feature("b", 107.0, 30.0, "II"));
+        let b = Bbox::new(105.5, 28.5, 106.5, 29.5).unwrap();
+        assert_eq!(idx.in_bbox(&b).len(), 1);
+        let old = idx.upsert(1, &feature("a", 108.0, 31.0, "III")).unwrap();
+        assert_eq!(old, Bbox::of_coord(Coord { x: 106.0, y: 29.0 }));
+        assert!(idx.in_bbox(&b).is_empty());
+        assert_eq!(idx.get("a").unwrap().feature.values[2], Value::Text("III".into()));
+        assert!(idx.remove("a").is_some());
+        assert_eq!(idx.len(), 1);
+        assert!(idx.get("a").is_none());
+        idx.upsert(3, &feature("c", 106.0, 29.0, "IV"));
+        assert_eq!(idx.in_bbox(&b).len(), 1, "the freed slot is reused");
+        assert_eq!(idx.fids.len(), 2);
+    }
+}

@@ -1,0 +1,278 @@
+//! Geometry types a layer may hold, and the checks every geometry passes before it is
+//! stored or indexed, whatever its source (GeoJSON, CSV, an edit over HTTP).
+//!
+//! Policy: invalid geometries are refused with the reason, never repaired silently.
+//! Z and M values are dropped (the store is 2D). Coordinates must be finite WGS84
+//! degrees: longitude in -180..=180, latitude in -90..=90.
+
+use geo::Validation;
+use geo_types::{Coord, Geometry, LineString, MultiLineString, MultiPoint, MultiPolygon, Point, Polygon};
+
+/// At most this many vertices in one geometry: a guard against hostile input, far above
+/// any real risk-map feature (the Chongqing outline has about 3,000).
+pub const MAX_VERTICES: usize = 1_000_000;
+
+/// The geometry type declared by a layer. A layer declared `Multi*` also accepts the
+/// single type and stores it promoted (as `ogr2ogr -nlt PROMOTE_TO_MULTI` does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GeometryType {
+    Point,
+    LineString,
+    Polygon,
+    MultiPoint,
+    MultiLineString,
+    MultiPolygon,
+}
+
+impl GeometryType {
+    pub const ALL: [GeometryType; 6] = [
+        GeometryType::Point,
+        GeometryType::LineString,
+        GeometryType::Polygon,
+        GeometryType::MultiPoint,
+        GeometryType::MultiLineString,
+        GeometryType::MultiPolygon,
+    ];
+
+    /// The spelling used in layer files: `point`, `linestring`, `multipolygon`...
+    pub fn config_name(self) -> &'static str {
+        match self {
+            GeometryType::Point => "point",
+            GeometryType::LineString => "linestring",
+            GeometryType::Polygon => "polygon",
+            GeometryType::MultiPoint => "multipoint",
+            GeometryType::MultiLineString => "multilinestring",
+            GeometryType::MultiPolygon => "multipolygon",
+        }
+    }
+
+    pub fn from_config_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.config_name() == name)
+    }
+
+    /// The GeoJSON / OGC spelling: `Point`, `MultiPolygon`...
+    pub fn geojson_name(self) -> &'static str {
+        match self {
+            GeometryType::Point => "Point",
+            GeometryType::LineString => "LineString",
+            GeometryType::Polygon => "Polygon",
+            GeometryType::MultiPoint => "MultiPoint",
+            GeometryType::MultiLineString => "MultiLineString",
+            GeometryType::MultiPolygon => "MultiPolygon",
+        }
+    }
+
+    /// The GeoPackage `geometry_type_name`.
+    pub fn gpkg_name(self) -> &'static str {
+        match self {
+            GeometryType::Point => "POINT",
+            GeometryType::LineString => "LINESTRING",
+            GeometryType::Polygon => "POLYGON",
+            GeometryType::MultiPoint => "MULTIPOINT",
+            GeometryType::MultiLineString => "MULTILINESTRING",
+            GeometryType::MultiPolygon => "MULTIPOLYGON",
+        }
+    }
+
+    /// The type of a geometry, `None` for the kinds no layer can hold
+    /// (collections, and geo's own Line, Rect and Triangle).
+    pub fn of(g: &Geometry) -> Option<Self> {
+        Some(match g {
+            Geometry::Point(_) => GeometryType::Point,
+            Geometry::LineString(_) => GeometryType::LineString,
+            Geometry::Polygon(_) => GeometryType::Polygon,
+            Geometry::MultiPoint(_) => GeometryType::MultiPoint,
+            Geometry::MultiLineString(_) => GeometryType::MultiLineString,
+            Geometry::MultiPolygon(_) => GeometryType::MultiPolygon,
+            _ => return None,
+        })
+    }
+
+    /// True for the point types, whose features the index keeps as bare coordinates.
+    pub fn is_point(self) -> bool {
+        self == GeometryType::Point
+    }
+
+    /// Brings `g` to this type: the same type passes, a single geometry is promoted to
+    /// the declared multi type, anything else is refused with a reason.
+    pub fn conform(self, g: Geometry) -> Result<Geometry, String> {
+        let found = GeometryType::of(&g);
+        match (self, g) {
+            (GeometryType::MultiPoint, Geometry::Point(p)) => Ok(MultiPoint(vec![p]).into()),
+            (GeometryType::MultiLineString, Geometry::LineString(l)) => Ok(MultiLineString(vec![l]).into()),
+            (GeometryType::MultiPolygon, Geometry::Polygon(p)) => Ok(MultiPolygon(vec![p]).into()),
+            (want, g) if Some(want) == found => Ok(g),
+            (want, g) => Err(format!(
+                "expected a {} geometry, found {}",
+                want.geojson_name(),
+                found.map(|t| t.geojson_name()).unwrap_or_else(|| kind_name(&g))
+            )),
+        }
+    }
+}
+
+fn kind_name(g: &Geometry) -> &'static str {
+    match g {
+        Geometry::GeometryCollection(_) => "GeometryCollection",
+        Geometry::Line(_) => "Line",
+        Geometry::Rect(_) => "Rect",
+        Geometry::Triangle(_) => "Triangle",
+        _ => "another type",
+    }
+}
+
+/// Checks one coordinate: finite WGS84 degrees in range.
+pub fn check_coord(c: Coord) -> Result<(), String> {
+    if !c.x.is_finite() || !c.y.is_finite() {
+        return Err(format!("coordinate ({}, {}) is not finite", c.x, c.y));
+    }
+    if !(-180.0..=180.0).contains(&c.x) {
+        return Err(format!("longitude {} is outside -180..180", c.x));
+    }
+    if !(-90.0..=90.0).contains(&c.y) {
+        return Err(format!("latitude {} is outside -90..90", c.y));
+    }
+    Ok(())
+}
+
+/// The full check of a geometry that is about to be stored: coordinates, size, and
+/// topology (lines of two distinct points, rings of three, no self-intersection,
+/// holes inside shells), with the reason of the first problem found.
+pub fn check(g: &Geometry) -> Result<(), String> {
+    use geo::CoordsIter;
+    let mut vertices = 0usize;
+    for (i, c) in g.coords_iter().enumerate() {
+        check_coord(c).map_err(|e| format!("vertex {i}: {e}"))?;
+        vertices += 1;
+    }
+    if vertices > MAX_VERTICES {
+        return Err(format!("{vertices} vertices, more than the limit of {MAX_VERTICES}"));
+    }
+    if vertices == 0 {
+        return Err("geometry is empty".into());
+    }
+    let empty_part = match g {
+        Geometry::MultiPoint(m) => m.0.is_empty(),
+        Geometry::MultiLineString(m) => m.0.iter().any(|l| l.0.is_empty()),
+        Geometry::MultiPolygon(m) => m.0.iter().any(|p| p.exterior().0.is_empty()),
+        _ => false,
+    };
+    if empty_part {
+        return Err("geometry has an empty part".into());
+    }
+    g.check_validation().map_err(|e| e.to_string())
+}
+
+/// Converts a parsed GeoJSON geometry, checking what the conversion would otherwise
+/// hide: positions need at least two numbers (extra ones, Z and M, are dropped), and
+/// polygon rings must be closed with at least four positions (geo-types would close
+/// an open ring silently).
+pub fn from_geojson(v: &geojson::GeometryValue) -> Result<Geometry, String> {
+    use geojson::GeometryValue as G;
+    fn coord(p: &geojson::Position, at: &str) -> Result<Coord, String> {
+        let s = p.as_slice();
+        if s.len() < 2 {
+            return Err(format!("position {at} has {} number(s), needs [lon, lat]", s.len()));
+        }
+        Ok(Coord { x: s[0], y: s[1] })
+    }
+    fn line(ps: &[geojson::Position], at: &str) -> Result<LineString, String> {
+        ps.iter()
+            .enumerate()
+            .map(|(i, p)| coord(p, &format!("{at}[{i}]")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(LineString)
+    }
+    fn polygon(rings: &[Vec<geojson::Position>], at: &str) -> Result<Polygon, String> {
+        let mut out = Vec::with_capacity(rings.len());
+        for (r, ring) in rings.iter().enumerate() {
+            let here = format!("{at}[{r}]");
+            if ring.len() < 4 {
+                return Err(format!("ring {here} has {} positions, needs at least 4", ring.len()));
+            }
+            let l = line(ring, &here)?;
+            if l.0.first() != l.0.last() {
+                return Err(format!("ring {here} is not closed (first and last positions differ)"));
+            }
+            out.push(l);
+        }
+        let mut it = out.into_iter();
+        let exterior = it.next().ok_or_else(|| format!("polygon {at} has no rings"))?;
+        Ok(Polygon::new(exterior, it.collect()))
+    }
+    Ok(match v {
+        G::Point { coordinates } => Point(coord(coordinates, "coordinates")?).into(),
+        G::MultiPoint { coordinates } => MultiPoint(
+            coordinates
+                .iter()
+                .enumerate()
+                .map(|(i, p)| coord(p, &format!("coordinates[{i}]")).map(Point))
+                .collect::<Result<_, _>>()?,
+        )
+        .into(),
+        G::LineString { coordinates } => line(coordinates, "coordinates")?.into(),
+        G::MultiLineString { coordinates } => MultiLineString(
+            coordinates
+                .iter()
+                .enumerate()
+                .map(|(i, l)| line(l, &format!("coordinates[{i}]")))
+                .collect::<Result<_, _>>()?,
+        )
+        .into(),
+        G::Polygon { coordinates } => polygon(coordinates, "coordinates")?.into(),
+        G::MultiPolygon { coordinates } => MultiPolygon(
+            coordinates
+                .iter()
+                .enumerate()
+                .map(|(i, p)| polygon(p, &format!("coordinates[{i}]")))
+                .collect::<Result<_, _>>()?,
+        )
+        .into(),
+        G::GeometryCollection { .. } => return Err("GeometryCollection is not supported".into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use geo_types::{coord, line_string, polygon};
+
+    #[test]
+    fn single_geometries_are_promoted_to_the_declared_multi_type() {
+        let p: Geometry = polygon![(x: 0., y: 0.), (x: 1., y: 0.), (x: 1., y: 1.), (x: 0., y: 0.)].into();
+        let m = GeometryType::MultiPolygon.conform(p).unwrap();
+        assert_eq!(GeometryType::of(&m), Some(GeometryType::MultiPolygon));
+        let l: Geometry = line_string![(x: 0., y: 0.), (x: 1., y: 1.)].into();
+        let e = GeometryType::Point.conform(l).unwrap_err();
+        assert_eq!(e, "expected a Point geometry, found LineString");
+    }
+
+    #[test]
+    fn check_refuses_out_of_range_non_finite_degenerate_and_self_intersecting() {
+        let far: Geometry = Point(coord! { x: 190.0, y: 0.0 }).into();
+        assert!(check(&far).unwrap_err().contains("longitude 190"));
+        let nan: Geometry = Point(coord! { x: f64::NAN, y: 0.0 }).into();
+        assert!(check(&nan).unwrap_err().contains("not finite"));
+        let one: Geometry = line_string![(x: 1., y: 1.), (x: 1., y: 1.)].into();
+        assert!(check(&one).is_err());
+        let bowtie: Geometry =
+            polygon![(x: 0., y: 0.), (x: 1., y: 1.), (x: 1., y: 0.), (x: 0., y: 1.), (x: 0., y: 0.)].into();
+        assert!(check(&bowtie).is_err());
+        let ok: Geometry = line_string![(x: 106.5, y: 29.5), (x: 106.6, y: 29.6)].into();
+        assert!(check(&ok).is_ok());
+    }
+
+    #[test]
+    fn open_rings_and_short_positions_are_refused() {
+        let open: geojson::GeometryValue = serde_json::from_str(
+            r#"{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,1],[0,1]]]}"#,
+        )
+        .unwrap();
+        assert!(from_geojson(&open).unwrap_err().contains("not closed"));
+        let short: geojson::GeometryValue = serde_json::from_str(r#"{"type":"Point","coordinates":[1]}"#).unwrap();
+        assert!(from_geojson(&short).unwrap_err().contains("needs [lon, lat]"));
+        let z: geojson::GeometryValue =
+            serde_json::from_str(r#"{"type":"Point","coordinates":[106.5,29.5,300]}"#).unwrap();
+        assert_eq!(from_geojson(&z).unwrap(), Geometry::Point(Point::new(106.5, 29.5)));
+    }
+}

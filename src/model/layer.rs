@@ -1,0 +1,282 @@
+//! A layer's definition after validation: what `config` builds from `layers/NAME.toml`
+//! and every other module reads.
+
+use super::value::{PropertyType, Value};
+use super::GeometryType;
+
+/// What a layer holds, which decides how the rest of riskmap treats it
+/// (warnings attach to risk points and pipelines; sensors report readings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LayerKind {
+    RiskPoint,
+    Pipeline,
+    Sensor,
+    Reference,
+}
+
+impl LayerKind {
+    pub const ALL: [LayerKind; 4] = [LayerKind::RiskPoint, LayerKind::Pipeline, LayerKind::Sensor, LayerKind::Reference];
+
+    pub fn config_name(self) -> &'static str {
+        match self {
+            LayerKind::RiskPoint => "risk_point",
+            LayerKind::Pipeline => "pipeline",
+            LayerKind::Sensor => "sensor",
+            LayerKind::Reference => "reference",
+        }
+    }
+
+    pub fn from_config_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.config_name() == name)
+    }
+}
+
+/// What happens to a property a feature carries but the layer does not declare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownProperties {
+    /// The feature is refused, naming the property (the default: a typo in an edit
+    /// must not vanish silently).
+    Reject,
+    /// The property is dropped (for reference layers fed from third-party files).
+    Drop,
+}
+
+/// A declared property with its constraints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PropertyDef {
+    pub name: String,
+    pub ty: PropertyType,
+    pub title: Option<String>,
+    pub required: bool,
+    /// Allowed values of a string property.
+    pub values: Option<Vec<String>>,
+    /// Inclusive numeric bounds.
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// Longest text in characters (Unicode scalar values).
+    pub max_length: Option<usize>,
+}
+
+/// A validated layer definition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerDef {
+    /// Also the table name in the store and the URL segment: `[a-z][a-z0-9_]*`.
+    pub name: String,
+    pub title: String,
+    pub description: String,
+    pub kind: LayerKind,
+    pub geometry: GeometryType,
+    /// The property whose value is the feature id (a string, unique in the layer).
+    pub id_property: String,
+    /// Declared properties, in column order; the id property is not among them.
+    pub properties: Vec<PropertyDef>,
+    pub minzoom: u8,
+    pub maxzoom: u8,
+    pub unknown_properties: UnknownProperties,
+}
+
+/// Longest feature id accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+impl LayerDef {
+    /// The position and definition of a declared property.
+    pub fn property(&self, name: &str) -> Option<(usize, &PropertyDef)> {
+        self.properties.iter().enumerate().find(|(_, p)| p.name == name)
+    }
+}
+
+/// Checks a feature id: non-empty, at most [`MAX_ID_BYTES`], no control characters
+/// and no surrounding whitespace.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("id is empty".into());
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(format!("id is {} bytes long, the limit is {MAX_ID_BYTES}", id.len()));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("id contains a control character".into());
+    }
+    if id.trim() != id {
+        return Err(format!("id {id:?} has leading or trailing whitespace"));
+    }
+    Ok(())
+}
+
+impl PropertyDef {
+    /// Validates a JSON value (absent counts as null) against this definition.
+    pub fn value_from_json(&self, v: Option<&serde_json::Value>) -> Result<Value, String> {
+        use serde_json::Value as J;
+        let value = match (self.ty, v) {
+            (_, None | Some(J::Null)) => Value::Null,
+            (PropertyType::String | PropertyType::Date | PropertyType::DateTime, Some(J::String(s))) => {
+                Value::Text(s.clone())
+            }
+            (PropertyType::Integer, Some(J::Number(n))) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                // 3.0 is an integer written as a float; 3.5 and 1e30 are not.
+                None => match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => Value::Int(f as i64),
+                    _ => return Err(format!("expected an integer, found {n}")),
+                },
+            },
+            (PropertyType::Float, Some(J::Number(n))) => match n.as_f64() {
+                Some(f) if f.is_finite() => Value::Float(f),
+                _ => return Err(format!("number {n} is out of range")),
+            },
+            (PropertyType::Boolean, Some(J::Bool(b))) => Value::Bool(*b),
+            (ty, Some(other)) => {
+                return Err(format!("expected {}, found {}", type_phrase(ty), json_kind(other)));
+            }
+        };
+        self.check(value)
+    }
+
+    /// Validates a text cell (CSV); the empty cell is null.
+    pub fn value_from_text(&self, text: &str) -> Result<Value, String> {
+        let t = text.trim();
+        let value = if t.is_empty() {
+            Value::Null
+        } else {
+            match self.ty {
+                PropertyType::String | PropertyType::Date | PropertyType::DateTime => Value::Text(text.to_string()),
+                PropertyType::Integer => {
+                    Value::Int(t.parse::<i64>().map_err(|_| format!("expected an integer, found {text:?}"))?)
+                }
+                PropertyType::Float => match t.parse::<f64>() {
+                    Ok(f) if f.is_finite() => Value::Float(f),
+                    _ => return Err(format!("expected a finite number, found {text:?}")),
+                },
+                PropertyType::Boolean => match t.to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" => Value::Bool(true),
+                    "false" | "0" | "no" => Value::Bool(false),
+                    _ => return Err(format!("expected true or false, found {text:?}")),
+                },
+            }
+        };
+        self.check(value)
+    }
+
+    /// Applies the constraints to an already typed value.
+    pub fn check(&self, value: Value) -> Result<Value, String> {
+        match &value {
+            Value::Null if self.required => return Err("is required".into()),
+            Value::Null => {}
+            Value::Text(s) => {
+                if let Some(max) = self.max_length {
+                    let n = s.chars().count();
+                    if n > max {
+                        return Err(format!("text of {n} characters is longer than {max}"));
+                    }
+                }
+                if let Some(allowed) = &self.values {
+                    if !allowed.iter().any(|a| a == s) {
+                        return Err(format!("{s:?} is not one of {}", allowed.join(", ")));
+                    }
+                }
+                match self.ty {
+                    PropertyType::Date => check_date(s)?,
+                    PropertyType::DateTime => check_datetime(s)?,
+                    _ => {}
+                }
+            }
+            Value::Int(i) => self.check_range(*i as f64)?,
+            Value::Float(f) => self.check_range(*f)?,
+            Value::Bool(_) => {}
+        }
+        Ok(value)
+    }
+
+    fn check_range(&self, x: f64) -> Result<(), String> {
+        if let Some(min) = self.min {
+            if x < min {
+                return Err(format!("{x} is below the minimum {min}"));
+            }
+        }
+        if let Some(max) = self.max {
+            if x > max {
+                return Err(format!("{x} is above the maximum {max}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_date(s: &str) -> Result<(), String> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, format).map(|_| ()).map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"))
+}
+
+fn check_datetime(s: &str) -> Result<(), String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|_| ())
+        .map_err(|_| format!("{s:?} is not an RFC 3339 timestamp (2024-05-01T08:30:00+08:00)"))
+}
+
+fn type_phrase(ty: PropertyType) -> &'static str {
+    match ty {
+        PropertyType::String => "a string",
+        PropertyType::Integer => "an integer",
+        PropertyType::Float => "a number",
+        PropertyType::Boolean => "true or false",
+        PropertyType::Date => "a date string",
+        PropertyType::DateTime => "a timestamp string",
+    }
+}
+
+/// A short name of a JSON value's kind, for messages.
+pub fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn def(ty: PropertyType) -> PropertyDef {
+        PropertyDef {
+            name: "p".into(),
+            ty,
+            title: None,
+            required: false,
+            values: None,
+            min: None,
+            max: None,
+            max_length: None,
+        }
+    }
+
+    #[test]
+    fn integers_accept_integral_floats_only() {
+        let d = def(PropertyType::Integer);
+        assert_eq!(d.value_from_json(Some(&json!(3.0))), Ok(Value::Int(3)));
+        assert!(d.value_from_json(Some(&json!(3.5))).is_err());
+        assert!(d.value_from_json(Some(&json!("3"))).unwrap_err().contains("found a string"));
+        assert_eq!(d.value_from_text(" 42 "), Ok(Value::Int(42)));
+        assert_eq!(d.value_from_text(""), Ok(Value::Null));
+    }
+
+    #[test]
+    fn constraints_are_enforced() {
+        let mut d = def(PropertyType::String);
+        d.values = Some(vec!["I".into(), "II".into()]);
+        d.required = true;
+        assert!(d.value_from_json(None).unwrap_err().contains("required"));
+        assert!(d.value_from_json(Some(&json!("V"))).unwrap_err().contains("not one of I, II"));
+        let mut f = def(PropertyType::Float);
+        f.min = Some(0.0);
+        assert!(f.value_from_text("-1").is_err());
+        assert!(f.value_from_text("NaN").is_err());
+        assert!(f.value_from_text("inf").is_err());
+        assert!(def(PropertyType::Date).value_from_json(Some(&json!("2024-02-30"))).is_err());
+        assert!(def(PropertyType::DateTime).value_from_json(Some(&json!("2024-02-03T01:02:03+08:00"))).is_ok());
+    }
+}

@@ -1,0 +1,221 @@
+//! Tables: the GeoPackage core, our bookkeeping, and one feature table per layer.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::blob::SRS_WGS84;
+use super::{now_timestamp, StoreError, Tx};
+use crate::model::LayerDef;
+
+/// `PRAGMA application_id` of a GeoPackage: "GPKG".
+const GPKG_APPLICATION_ID: i64 = 0x4750_4B47;
+/// `PRAGMA user_version` of GeoPackage 1.3.
+const GPKG_USER_VERSION: i64 = 10300;
+/// Version of our own tables, in `riskmap_meta`.
+pub const SCHEMA_VERSION: &str = "1";
+
+const WGS84_WKT: &str = r#"GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563,AUTHORITY["EPSG","7030"]],AUTHORITY["EPSG","6326"]],PRIMEM["Greenwich",0,AUTHORITY["EPSG","8901"]],UNIT["degree",0.0174532925199433,AUTHORITY["EPSG","9122"]],AXIS["Latitude",NORTH],AXIS["Longitude",EAST],AUTHORITY["EPSG","4326"]]"#;
+
+const CORE: &str = r#"
+CREATE TABLE IF NOT EXISTS gpkg_spatial_ref_sys (
+  srs_name TEXT NOT NULL,
+  srs_id INTEGER PRIMARY KEY,
+  organization TEXT NOT NULL,
+  organization_coordsys_id INTEGER NOT NULL,
+  definition TEXT NOT NULL,
+  description TEXT
+);
+CREATE TABLE IF NOT EXISTS gpkg_contents (
+  table_name TEXT NOT NULL PRIMARY KEY,
+  data_type TEXT NOT NULL,
+  identifier TEXT UNIQUE,
+  description TEXT DEFAULT '',
+  last_change DATETIME NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+  min_x DOUBLE, min_y DOUBLE, max_x DOUBLE, max_y DOUBLE,
+  srs_id INTEGER,
+  CONSTRAINT fk_gc_r_srs_id FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys(srs_id)
+);
+CREATE TABLE IF NOT EXISTS gpkg_geometry_columns (
+  table_name TEXT NOT NULL,
+  column_name TEXT NOT NULL,
+  geometry_type_name TEXT NOT NULL,
+  srs_id INTEGER NOT NULL,
+  z TINYINT NOT NULL,
+  m TINYINT NOT NULL,
+  CONSTRAINT pk_geom_cols PRIMARY KEY (table_name, column_name),
+  CONSTRAINT uk_gc_table_name UNIQUE (table_name),
+  CONSTRAINT fk_gc_tn FOREIGN KEY (table_name) REFERENCES gpkg_contents(table_name),
+  CONSTRAINT fk_gc_srs FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys (srs_id)
+);
+CREATE TABLE IF NOT EXISTS riskmap_meta (
+  key TEXT PRIMARY KEY NOT NULL,
+  value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS riskmap_audit (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+  at TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  layer TEXT,
+  feature_id TEXT,
+  before TEXT,
+  after TEXT,
+  detail TEXT
+);
+CREATE INDEX IF NOT EXISTS riskmap_audit_action ON riskmap_audit(action, layer);
+CREATE TABLE IF NOT EXISTS riskmap_changes (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+  at TEXT NOT NULL,
+  layer TEXT NOT NULL,
+  feature_id TEXT
+);
+CREATE TABLE IF NOT EXISTS riskmap_keys (
+  id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+  name TEXT NOT NULL,
+  role TEXT NOT NULL,
+  hash TEXT NOT NULL UNIQUE,
+  prefix TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  revoked_at TEXT
+);
+"#;
+
+/// Refuses to touch a file that is neither a GeoPackage nor empty, and reports a
+/// file SQLite cannot read as damaged.
+pub(super) fn check_is_ours(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let app_id: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(|e| {
+        StoreError::Corrupt { path: path.to_path_buf(), detail: format!("SQLite cannot read it: {e}") }
+    })?;
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(|e| StoreError::Corrupt { path: path.to_path_buf(), detail: format!("SQLite cannot read it: {e}") })?;
+    if app_id != GPKG_APPLICATION_ID && tables > 0 {
+        return Err(StoreError::NotGeoPackage {
+            path: path.to_path_buf(),
+            reason: format!("application_id is {app_id:#x}, not GPKG"),
+        });
+    }
+    Ok(())
+}
+
+/// Creates the GeoPackage core and our tables (idempotent), in one transaction.
+pub(super) fn create_core(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let fail = |e| StoreError::Open { path: path.to_path_buf(), source: e };
+    conn.execute_batch(&format!(
+        "PRAGMA application_id = {GPKG_APPLICATION_ID}; PRAGMA user_version = {GPKG_USER_VERSION};"
+    ))
+    .map_err(fail)?;
+    let tx = conn.transaction().map_err(fail)?;
+    tx.execute_batch(CORE).map_err(fail)?;
+    let srs = [
+        ("Undefined cartesian SRS", -1, "NONE", -1, "undefined", "undefined cartesian coordinate reference system"),
+        ("Undefined geographic SRS", 0, "NONE", 0, "undefined", "undefined geographic coordinate reference system"),
+        ("WGS 84 geodetic", SRS_WGS84 as i64, "EPSG", 4326, WGS84_WKT, "longitude/latitude coordinates in decimal degrees on the WGS 84 spheroid"),
+    ];
+    for (name, id, org, org_id, def, desc) in srs {
+        tx.execute(
+            "INSERT OR IGNORE INTO gpkg_spatial_ref_sys VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![name, id, org, org_id, def, desc],
+        )
+        .map_err(fail)?;
+    }
+    tx.execute("INSERT OR IGNORE INTO riskmap_meta VALUES ('schema_version', ?1)", [SCHEMA_VERSION])
+        .map_err(fail)?;
+    let version: String =
+        tx.query_row("SELECT value FROM riskmap_meta WHERE key = 'schema_version'", [], |r| r.get(0)).map_err(fail)?;
+    if version != SCHEMA_VERSION {
+        return Err(StoreError::NotGeoPackage {
+            path: path.to_path_buf(),
+            reason: format!("riskmap schema version {version}, this build knows {SCHEMA_VERSION}"),
+        });
+    }
+    tx.commit().map_err(fail)
+}
+
+/// Quotes an identifier already validated by `config` (letters, digits, `_`).
+pub(super) fn q(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// Creates the layer's table, or checks it and adds the columns new in its layer file.
+pub(super) fn ensure_layer(tx: &Tx<'_>, layer: &LayerDef) -> Result<(), StoreError> {
+    let conn = tx.conn();
+    let mismatch = |detail: String| StoreError::SchemaMismatch { layer: layer.name.clone(), detail };
+    let exists: Option<String> = conn
+        .query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1", [&layer.name], |r| r.get(0))
+        .optional()
+        .map_err(StoreError::sqlite(format!("looking up table {}", layer.name)))?;
+    if exists.is_none() {
+        let mut cols = vec![
+            "\"fid\" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL".to_string(),
+            format!("\"geom\" {} NOT NULL", layer.geometry.gpkg_name()),
+            format!("{} TEXT NOT NULL UNIQUE", q(&layer.id_property)),
+        ];
+        cols.extend(layer.properties.iter().map(|p| format!("{} {}", q(&p.name), p.ty.gpkg_sql_type())));
+        let sql = format!("CREATE TABLE {} ({})", q(&layer.name), cols.join(", "));
+        conn.execute(&sql, []).map_err(StoreError::sqlite(format!("creating table {}", layer.name)))?;
+        conn.execute(
+            "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, last_change, srs_id)
+             VALUES (?1, 'features', ?1, ?2, ?3, ?4)",
+            params![layer.name, layer.title, now_timestamp(), SRS_WGS84],
+        )
+        .map_err(StoreError::sqlite("registering in gpkg_contents"))?;
+        conn.execute(
+            "INSERT INTO gpkg_geometry_columns VALUES (?1, 'geom', ?2, ?3, 0, 0)",
+            params![layer.name, layer.geometry.gpkg_name(), SRS_WGS84],
+        )
+        .map_err(StoreError::sqlite("registering in gpkg_geometry_columns"))?;
+        return Ok(());
+    }
+
+    let geom_type: Option<String> = conn
+        .query_row(
+            "SELECT geometry_type_name FROM gpkg_geometry_columns WHERE table_name = ?1 AND column_name = 'geom'",
+            [&layer.name],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(StoreError::sqlite("reading gpkg_geometry_columns"))?;
+    match geom_type {
+        Some(t) if t.eq_ignore_ascii_case(layer.geometry.gpkg_name()) => {}
+        Some(t) => return Err(mismatch(format!("the table holds {t}, the layer file declares {}", layer.geometry.gpkg_name()))),
+        None => return Err(mismatch("the table has no 'geom' column in gpkg_geometry_columns".into())),
+    }
+    let mut stmt = conn
+        .prepare(&format!("PRAGMA table_info({})", q(&layer.name)))
+        .map_err(StoreError::sqlite("reading table columns"))?;
+    let columns: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+        .and_then(|rows| rows.collect())
+        .map_err(StoreError::sqlite("reading table columns"))?;
+    let find = |name: &str| columns.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, t)| t.clone());
+    match find(&layer.id_property) {
+        Some(t) if t.eq_ignore_ascii_case("TEXT") => {}
+        other => return Err(mismatch(format!("id column {} is {other:?}, expected TEXT", layer.id_property))),
+    }
+    for p in &layer.properties {
+        match find(&p.name) {
+            Some(t) if t.eq_ignore_ascii_case(p.ty.gpkg_sql_type()) => {}
+            Some(t) => {
+                return Err(mismatch(format!(
+                    "column {} is {t}, the layer file declares {} ({})",
+                    p.name,
+                    p.ty.config_name(),
+                    p.ty.gpkg_sql_type()
+                )))
+            }
+            None => {
+                let sql = format!("ALTER TABLE {} ADD COLUMN {} {}", q(&layer.name), q(&p.name), p.ty.gpkg_sql_type());
+                conn.execute(&sql, []).map_err(StoreError::sqlite(format!("adding column {}", p.name)))?;
+                tracing::info!(layer = %layer.name, column = %p.name, "added a column declared in the layer file");
+            }
+        }
+    }
+    conn.execute(
+        "UPDATE gpkg_contents SET description = ?2 WHERE table_name = ?1 AND description IS NOT ?2",
+        params![layer.name, layer.title],
+    )
+    .map_err(StoreError::sqlite("updating gpkg_contents"))?;
+    Ok(())
+}
