@@ -43,7 +43,10 @@ pub struct OpenOptions {
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { demo: true, public_reads: true }
+        OpenOptions {
+            demo: true,
+            public_reads: true,
+        }
     }
 }
 
@@ -101,7 +104,10 @@ impl App {
             let started = Instant::now();
             let layers = demo::build(&config, demo::DEMO_SEED, demo::SMALL)?;
             demo::load(&store, &layers, "riskmap:demo")?;
-            let counts: Vec<String> = layers.iter().map(|(l, f)| format!("{} {}", l.name, f.len())).collect();
+            let counts: Vec<String> = layers
+                .iter()
+                .map(|(l, f)| format!("{} {}", l.name, f.len()))
+                .collect();
             tracing::info!(features = %counts.join(", "), elapsed_ms = started.elapsed().as_millis() as u64, "loaded the demo into a new store");
         }
         store.write(|tx| {
@@ -163,17 +169,26 @@ impl App {
     }
 
     fn layer_or(&self, name: &str) -> Result<&LayerState, EditError> {
-        self.layer(name).ok_or_else(|| EditError::UnknownLayer(name.to_string()))
+        self.layer(name)
+            .ok_or_else(|| EditError::UnknownLayer(name.to_string()))
     }
 
     /// Adds a feature whose id is new to the layer.
-    pub fn create(&self, actor: &str, layer: &str, feature: Feature) -> Result<StoredFeature, EditError> {
+    pub fn create(
+        &self,
+        actor: &str,
+        layer: &str,
+        feature: Feature,
+    ) -> Result<StoredFeature, EditError> {
         let state = self.layer_or(layer)?;
         let def = &state.def;
         let _w = self.write_lock.lock();
         let stored = self.store.write(|tx| {
             if tx.get_feature(def, &feature.id)?.is_some() {
-                return Err(EditError::Exists { layer: def.name.clone(), id: feature.id.clone() });
+                return Err(EditError::Exists {
+                    layer: def.name.clone(),
+                    id: feature.id.clone(),
+                });
             }
             let fid = tx.insert_feature(def, &feature)?;
             tx.touch_layer(def, Bbox::of_geometry(&feature.geometry))?;
@@ -190,19 +205,42 @@ impl App {
             Ok::<_, EditError>(StoredFeature { fid, feature })
         })?;
         state.index.write().upsert(stored.fid, &stored.feature);
-        metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => "create").increment(1);
+        metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => "create")
+            .increment(1);
         Ok(stored)
     }
 
     /// Replaces the geometry and properties of an existing feature.
-    pub fn replace(&self, actor: &str, layer: &str, feature: Feature, if_match: Option<&str>) -> Result<StoredFeature, EditError> {
-        self.update(actor, layer, &feature.id.clone(), "replace", if_match, |_| Ok(feature))
+    pub fn replace(
+        &self,
+        actor: &str,
+        layer: &str,
+        feature: Feature,
+        if_match: Option<&str>,
+    ) -> Result<StoredFeature, EditError> {
+        self.update(
+            actor,
+            layer,
+            &feature.id.clone(),
+            "replace",
+            if_match,
+            |_| Ok(feature),
+        )
     }
 
     /// Applies a JSON merge patch (RFC 7396) to an existing feature.
-    pub fn patch(&self, actor: &str, layer: &str, id: &str, patch: &Json, if_match: Option<&str>) -> Result<StoredFeature, EditError> {
+    pub fn patch(
+        &self,
+        actor: &str,
+        layer: &str,
+        id: &str,
+        patch: &Json,
+        if_match: Option<&str>,
+    ) -> Result<StoredFeature, EditError> {
         let def = self.layer_or(layer)?.def.clone();
-        self.update(actor, layer, id, "patch", if_match, |current| current.merge_patch(&def, patch).map_err(EditError::Invalid))
+        self.update(actor, layer, id, "patch", if_match, |current| {
+            current.merge_patch(&def, patch).map_err(EditError::Invalid)
+        })
     }
 
     fn update(
@@ -220,7 +258,10 @@ impl App {
         let stored = self.store.write(|tx| {
             let current = tx
                 .get_feature(def, id)?
-                .ok_or_else(|| EditError::NotFound { layer: def.name.clone(), id: id.to_string() })?;
+                .ok_or_else(|| EditError::NotFound {
+                    layer: def.name.clone(),
+                    id: id.to_string(),
+                })?;
             check_if_match(def, &current.feature, if_match)?;
             let next = change(&current.feature)?;
             tx.update_feature(def, current.fid, &next)?;
@@ -236,22 +277,35 @@ impl App {
             })?;
             tx.record_change(&def.name, Some(id))?;
             tx.commit()?;
-            Ok::<_, EditError>(StoredFeature { fid: current.fid, feature: next })
+            Ok::<_, EditError>(StoredFeature {
+                fid: current.fid,
+                feature: next,
+            })
         })?;
         state.index.write().upsert(stored.fid, &stored.feature);
-        metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => action).increment(1);
+        metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => action)
+            .increment(1);
         Ok(stored)
     }
 
     /// Deletes a feature; returns what it was.
-    pub fn delete(&self, actor: &str, layer: &str, id: &str, if_match: Option<&str>) -> Result<StoredFeature, EditError> {
+    pub fn delete(
+        &self,
+        actor: &str,
+        layer: &str,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<StoredFeature, EditError> {
         let state = self.layer_or(layer)?;
         let def = &state.def;
         let _w = self.write_lock.lock();
         let gone = self.store.write(|tx| {
             let current = tx
                 .get_feature(def, id)?
-                .ok_or_else(|| EditError::NotFound { layer: def.name.clone(), id: id.to_string() })?;
+                .ok_or_else(|| EditError::NotFound {
+                    layer: def.name.clone(),
+                    id: id.to_string(),
+                })?;
             check_if_match(def, &current.feature, if_match)?;
             tx.delete_feature(def, current.fid)?;
             tx.touch_layer(def, None)?;
@@ -268,7 +322,8 @@ impl App {
             Ok::<_, EditError>(current)
         })?;
         state.index.write().remove(id);
-        metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => "delete").increment(1);
+        metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => "delete")
+            .increment(1);
         Ok(gone)
     }
 
@@ -282,12 +337,17 @@ impl App {
         loop {
             let (changes, gap) = self.store.changes_since(*seq, 10_000)?;
             if gap {
-                tracing::warn!(from = *seq, "change feed has a gap (pruned rows); reloading every layer");
+                tracing::warn!(
+                    from = *seq,
+                    "change feed has a gap (pruned rows); reloading every layer"
+                );
                 for l in &self.layers {
                     self.reload(l)?;
                 }
             }
-            let Some(last) = changes.last().map(|c| c.seq) else { break };
+            let Some(last) = changes.last().map(|c| c.seq) else {
+                break;
+            };
             let mut reloaded: Vec<&str> = Vec::new();
             for c in &changes {
                 if c.feature_id.is_none() && !reloaded.contains(&c.layer.as_str()) {
@@ -300,7 +360,9 @@ impl App {
                 }
             }
             for c in &changes {
-                let (Some(id), Some(l)) = (&c.feature_id, self.layer(&c.layer)) else { continue };
+                let (Some(id), Some(l)) = (&c.feature_id, self.layer(&c.layer)) else {
+                    continue;
+                };
                 if reloaded.contains(&c.layer.as_str()) {
                     continue;
                 }
@@ -336,10 +398,19 @@ pub fn etag(layer: &LayerDef, f: &Feature) -> String {
     format!("\"{hex}\"")
 }
 
-fn check_if_match(layer: &LayerDef, current: &Feature, if_match: Option<&str>) -> Result<(), EditError> {
-    let Some(wanted) = if_match else { return Ok(()) };
+fn check_if_match(
+    layer: &LayerDef,
+    current: &Feature,
+    if_match: Option<&str>,
+) -> Result<(), EditError> {
+    let Some(wanted) = if_match else {
+        return Ok(());
+    };
     let now = etag(layer, current);
-    let ok = wanted.split(',').map(str::trim).any(|w| w == "*" || w == now || w.strip_prefix("W/") == Some(now.as_str()));
+    let ok = wanted
+        .split(',')
+        .map(str::trim)
+        .any(|w| w == "*" || w == now || w.strip_prefix("W/") == Some(now.as_str()));
     if ok {
         Ok(())
     } else {
@@ -349,7 +420,7 @@ fn check_if_match(layer: &LayerDef, current: &Feature, if_match: Option<&str>) -
 
 fn build_index(store: &Store, def: &Arc<LayerDef>) -> Result<LayerIndex, StoreError> {
     let mut conn = store.open_reader()?;
-    LayerIndex::build(def.clone(), |push| store.load_layer(&mut conn, def, |sf| push(sf)))
+    LayerIndex::build(def.clone(), |push| store.load_layer(&mut conn, def, push))
 }
 
 /// Loads every layer, one thread each.
@@ -357,7 +428,14 @@ fn load_all(store: &Store, defs: &[Arc<LayerDef>]) -> Result<Vec<LayerState>, St
     std::thread::scope(|s| {
         let handles: Vec<_> = defs
             .iter()
-            .map(|def| s.spawn(move || build_index(store, def).map(|index| LayerState { def: def.clone(), index: RwLock::new(index) })))
+            .map(|def| {
+                s.spawn(move || {
+                    build_index(store, def).map(|index| LayerState {
+                        def: def.clone(),
+                        index: RwLock::new(index),
+                    })
+                })
+            })
             .collect();
         handles
             .into_iter()

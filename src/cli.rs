@@ -13,10 +13,14 @@ use crate::app::{App, OpenOptions, STORE_FILE};
 use crate::config::{Config, ConfigError};
 use crate::ingest::{self, ImportOptions, IngestError};
 use crate::model::Role;
-use crate::store::{OpenMode, Store};
+use crate::store::{LayerPlan, OpenMode, Store};
 
 #[derive(Parser, Debug)]
-#[command(name = "riskmap", version, about = "A city's risks on one map: vector tiles, spatial queries, imports and warnings")]
+#[command(
+    name = "riskmap",
+    version,
+    about = "A city's risks on one map: vector tiles, spatial queries, imports and warnings"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -34,7 +38,12 @@ pub struct Global {
     #[arg(long, global = true, env = "RISKMAP_LAYERS", default_value = "layers")]
     pub layers: PathBuf,
     /// Log format: text or json.
-    #[arg(long, global = true, env = "RISKMAP_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "RISKMAP_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub log_format: String,
 }
 
@@ -114,7 +123,10 @@ pub fn run(cli: Cli) -> ExitCode {
 const BUILTIN_LAYERS: [(&str, &str); 5] = [
     ("boundary.toml", include_str!("../layers/boundary.toml")),
     ("pipelines.toml", include_str!("../layers/pipelines.toml")),
-    ("risk_points.toml", include_str!("../layers/risk_points.toml")),
+    (
+        "risk_points.toml",
+        include_str!("../layers/risk_points.toml"),
+    ),
     ("rivers.toml", include_str!("../layers/rivers.toml")),
     ("sensors.toml", include_str!("../layers/sensors.toml")),
 ];
@@ -125,49 +137,105 @@ pub fn load_config(dir: &Path) -> Result<Config, ConfigError> {
     if dir == Path::new("layers") && !dir.exists() {
         let mut layers = Vec::new();
         for (file, text) in BUILTIN_LAYERS {
-            layers.push(Arc::new(crate::config::parse_layer(&Path::new("layers").join(file), text)?));
+            layers.push(Arc::new(crate::config::parse_layer(
+                &Path::new("layers").join(file),
+                text,
+            )?));
         }
         layers.sort_by(|a, b| a.name.cmp(&b.name));
         tracing::info!("no ./layers directory: using the layer files built into the binary");
-        return Ok(Config { layers_dir: dir.to_path_buf(), layers });
+        return Ok(Config {
+            layers_dir: dir.to_path_buf(),
+            layers,
+        });
     }
     Config::load(dir)
 }
 
 fn cli_actor() -> String {
-    format!("cli:{}", std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into()))
+    format!(
+        "cli:{}",
+        std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into())
+    )
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = cli.global;
     match cli.command {
-        Command::Serve { listen, no_demo, private_reads } => {
+        Command::Serve {
+            listen,
+            no_demo,
+            private_reads,
+        } => {
             let config = load_config(&g.layers)?;
-            serve(config, &g.data, &listen, OpenOptions { demo: !no_demo, public_reads: !private_reads })
+            serve(
+                config,
+                &g.data,
+                &listen,
+                OpenOptions {
+                    demo: !no_demo,
+                    public_reads: !private_reads,
+                },
+            )
         }
-        Command::Import { layer, file, skip_invalid, lon_column, lat_column } => {
+        Command::Import {
+            layer,
+            file,
+            skip_invalid,
+            lon_column,
+            lat_column,
+        } => {
             let config = load_config(&g.layers)?;
             let Some(def) = config.layer(&layer).cloned() else {
-                eprintln!("error: {}", IngestError::UnknownLayer { name: layer, known: config.layer_names().join(", ") });
+                eprintln!(
+                    "error: {}",
+                    IngestError::UnknownLayer {
+                        name: layer,
+                        known: config.layer_names().join(", ")
+                    }
+                );
                 return Ok(ExitCode::from(2));
             };
-            let store = Store::open(&g.data.join(STORE_FILE), OpenMode::CreateIfMissing, &config.layers)?;
-            let opts = ImportOptions { skip_invalid, actor: cli_actor(), lon_column, lat_column, source_name: None };
+            let store = Store::open(
+                &g.data.join(STORE_FILE),
+                OpenMode::CreateIfMissing,
+                &config.layers,
+            )?;
+            let opts = ImportOptions {
+                skip_invalid,
+                actor: cli_actor(),
+                lon_column,
+                lat_column,
+                source_name: None,
+            };
             import(&store, &def, &file, &opts)
         }
         Command::Keys { command } => {
             let config = load_config(&g.layers)?;
-            let store = Store::open(&g.data.join(STORE_FILE), OpenMode::CreateIfMissing, &config.layers)?;
+            let store = Store::open(
+                &g.data.join(STORE_FILE),
+                OpenMode::CreateIfMissing,
+                &config.layers,
+            )?;
             keys(&store, command)
         }
         Command::Check { integrity } => check(&g, integrity),
     }
 }
 
-fn serve(config: Config, data: &Path, listen: &str, options: OpenOptions) -> anyhow::Result<ExitCode> {
+fn serve(
+    config: Config,
+    data: &Path,
+    listen: &str,
+    options: OpenOptions,
+) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let app = Arc::new(App::open(config, data, options)?);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -214,13 +282,20 @@ impl ingest::Progress for Bar {
     }
 }
 
-fn import(store: &Store, layer: &crate::model::LayerDef, file: &Path, opts: &ImportOptions) -> anyhow::Result<ExitCode> {
+fn import(
+    store: &Store,
+    layer: &crate::model::LayerDef,
+    file: &Path,
+    opts: &ImportOptions,
+) -> anyhow::Result<ExitCode> {
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} [{bar:30}] {msg} {elapsed}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {bytes}/{total_bytes} [{bar:30}] {msg} {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         b
     } else {
@@ -239,13 +314,20 @@ fn import(store: &Store, layer: &crate::model::LayerDef, file: &Path, opts: &Imp
         eprintln!("rejected: {}: {r}", file.display());
     }
     if report.rejected as usize > report.rejections.len() {
-        eprintln!("rejected: ... and {} more", report.rejected as usize - report.rejections.len());
+        eprintln!(
+            "rejected: ... and {} more",
+            report.rejected as usize - report.rejections.len()
+        );
     }
     let secs = started.elapsed().as_secs_f64();
-    let length = if report.length_km > 0.0 { format!(", {:.1} km of lines", report.length_km) } else { String::new() };
+    let length = if report.length_km > 0.0 {
+        format!(", {:.1} km of lines", report.length_km)
+    } else {
+        String::new()
+    };
     if !report.committed {
         eprintln!(
-            "error: {}: {} of {} features rejected; nothing was imported (fix them, or pass --skip-invalid to import the {} valid ones)",
+            "error: {}: {} of {} features rejected; nothing was imported (fix them, or pass --skip-invalid to import the valid ones: {})",
             file.display(),
             report.rejected,
             report.features,
@@ -277,16 +359,27 @@ fn keys(store: &Store, command: KeysCommand) -> anyhow::Result<ExitCode> {
         KeysCommand::Add { role, name } => {
             let Some(role) = Role::from_name(&role) else {
                 let roles: Vec<&str> = Role::ALL.iter().map(|r| r.name()).collect();
-                eprintln!("error: unknown role {role:?}; roles are: {}", roles.join(", "));
+                eprintln!(
+                    "error: unknown role {role:?}; roles are: {}",
+                    roles.join(", ")
+                );
                 return Ok(ExitCode::from(2));
             };
             let k = store.add_key(&cli_actor(), role, &name)?;
             // The key alone on stdout, so KEY=$(riskmap keys add ...) works.
             println!("{}", k.secret);
-            eprintln!("key {} ({}, role {}) created; it is shown only this once", k.key.id, k.key.prefix, role.name());
+            eprintln!(
+                "key {} ({}, role {}) created; it is shown only this once",
+                k.key.id,
+                k.key.prefix,
+                role.name()
+            );
         }
         KeysCommand::List => {
-            println!("{:<5} {:<14} {:<13} {:<20} {:<25} {}", "id", "prefix", "role", "name", "created", "revoked");
+            println!(
+                "{:<5} {:<14} {:<13} {:<20} {:<25} revoked",
+                "id", "prefix", "role", "name", "created"
+            );
             for k in store.list_keys()? {
                 println!(
                     "{:<5} {:<14} {:<13} {:<20} {:<25} {}",
@@ -300,7 +393,13 @@ fn keys(store: &Store, command: KeysCommand) -> anyhow::Result<ExitCode> {
             }
         }
         KeysCommand::Revoke { id } => match store.revoke_key(&cli_actor(), id)? {
-            Some(k) => eprintln!("key {} ({}, role {}) revoked at {}", k.id, k.prefix, k.role.name(), k.revoked_at.unwrap_or_default()),
+            Some(k) => eprintln!(
+                "key {} ({}, role {}) revoked at {}",
+                k.id,
+                k.prefix,
+                k.role.name(),
+                k.revoked_at.unwrap_or_default()
+            ),
             None => {
                 eprintln!("error: no key with id {id}");
                 return Ok(ExitCode::from(1));
@@ -329,21 +428,42 @@ fn check(g: &Global, integrity: bool) -> anyhow::Result<ExitCode> {
             l.maxzoom
         );
     }
-    println!("{} layer files in {}: ok", config.layers.len(), config.layers_dir.display());
+    println!(
+        "{} layer files in {}: ok",
+        config.layers.len(),
+        config.layers_dir.display()
+    );
     let path = g.data.join(STORE_FILE);
-    if path.exists() {
-        let store = Store::open(&path, OpenMode::MustExist, &config.layers)?;
-        for l in &config.layers {
-            println!("store {:<14} {} features", l.name, store.count(l)?);
-        }
-        if integrity {
-            store.integrity_check()?;
-            println!("store {}: integrity ok", path.display());
-        } else {
-            println!("store {}: schema ok", path.display());
-        }
-    } else {
+    if !path.exists() {
         println!("no store at {} yet", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Read-only: a check never changes the store.
+    let plans = match Store::inspect(&path, &config.layers) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    for (l, (plan, count)) in config.layers.iter().zip(plans) {
+        let note = match plan {
+            LayerPlan::UpToDate => String::new(),
+            LayerPlan::Create => " (no table yet: created at next start)".into(),
+            LayerPlan::AddColumns(c) => {
+                format!(" (new columns added at next start: {})", c.join(", "))
+            }
+        };
+        println!("store {:<14} {count} features{note}", l.name);
+    }
+    if integrity {
+        if let Err(e) = Store::integrity_check_path(&path) {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        println!("store {}: integrity ok", path.display());
+    } else {
+        println!("store {}: schema ok", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::model::{GeometryType, LayerDef, LayerKind, PropertyDef, PropertyType, UnknownProperties};
+use crate::model::{
+    GeometryType, LayerDef, LayerKind, PropertyDef, PropertyType, UnknownProperties,
+};
 
 /// Highest zoom a layer may declare (tile maths uses 32-bit x/y up to z30).
 pub const MAX_ZOOM: u8 = 30;
@@ -18,13 +20,24 @@ pub const MAX_ZOOM: u8 = 30;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read layer directory {dir}: {source}")]
-    ReadDir { dir: PathBuf, source: std::io::Error },
+    ReadDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read {path}: {source}")]
-    ReadFile { path: PathBuf, source: std::io::Error },
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: key '{key}' = {value}: {reason}")]
-    Invalid { path: PathBuf, key: String, value: String, reason: String },
+    Invalid {
+        path: PathBuf,
+        key: String,
+        value: String,
+        reason: String,
+    },
     #[error("no layer files (*.toml) in {dir}")]
     NoLayers { dir: PathBuf },
 }
@@ -40,11 +53,16 @@ pub struct Config {
 impl Config {
     /// Reads and validates every `*.toml` in `layers_dir`.
     pub fn load(layers_dir: &Path) -> Result<Config, ConfigError> {
-        let entries = std::fs::read_dir(layers_dir)
-            .map_err(|source| ConfigError::ReadDir { dir: layers_dir.to_path_buf(), source })?;
+        let entries = std::fs::read_dir(layers_dir).map_err(|source| ConfigError::ReadDir {
+            dir: layers_dir.to_path_buf(),
+            source,
+        })?;
         let mut paths = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|source| ConfigError::ReadDir { dir: layers_dir.to_path_buf(), source })?;
+            let entry = entry.map_err(|source| ConfigError::ReadDir {
+                dir: layers_dir.to_path_buf(),
+                source,
+            })?;
             let path = entry.path();
             if path.extension().and_then(|e| e.to_str()) == Some("toml") {
                 paths.push(path);
@@ -52,16 +70,23 @@ impl Config {
         }
         paths.sort();
         if paths.is_empty() {
-            return Err(ConfigError::NoLayers { dir: layers_dir.to_path_buf() });
+            return Err(ConfigError::NoLayers {
+                dir: layers_dir.to_path_buf(),
+            });
         }
         let mut layers = Vec::with_capacity(paths.len());
         for path in &paths {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::ReadFile { path: path.clone(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+                path: path.clone(),
+                source,
+            })?;
             layers.push(Arc::new(parse_layer(path, &text)?));
         }
         layers.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Config { layers_dir: layers_dir.to_path_buf(), layers })
+        Ok(Config {
+            layers_dir: layers_dir.to_path_buf(),
+            layers,
+        })
     }
 
     pub fn layer(&self, name: &str) -> Option<&Arc<LayerDef>> {
@@ -121,8 +146,10 @@ const RESERVED_COLUMNS: [&str; 2] = ["fid", "geom"];
 /// Parses and validates one layer file. `path` is used for messages and the
 /// name check (the file stem must equal `name`).
 pub fn parse_layer(path: &Path, text: &str) -> Result<LayerDef, ConfigError> {
-    let raw: RawLayer =
-        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+    let raw: RawLayer = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let invalid = |key: &str, value: &dyn std::fmt::Debug, reason: &str| ConfigError::Invalid {
         path: path.to_path_buf(),
         key: key.to_string(),
@@ -131,22 +158,46 @@ pub fn parse_layer(path: &Path, text: &str) -> Result<LayerDef, ConfigError> {
     };
 
     if !is_layer_name(&raw.name) {
-        return Err(invalid("name", &raw.name, "use lower-case letters, digits and _, starting with a letter (at most 63)"));
+        return Err(invalid(
+            "name",
+            &raw.name,
+            "use lower-case letters, digits and _, starting with a letter (at most 63)",
+        ));
     }
     if RESERVED_PREFIXES.iter().any(|p| raw.name.starts_with(p)) {
-        return Err(invalid("name", &raw.name, "names starting with gpkg_, rtree_, sqlite_ or riskmap_ are reserved"));
+        return Err(invalid(
+            "name",
+            &raw.name,
+            "names starting with gpkg_, rtree_, sqlite_ or riskmap_ are reserved",
+        ));
     }
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
     if stem != raw.name {
-        return Err(invalid("name", &raw.name, &format!("must equal the file name ({stem})")));
+        return Err(invalid(
+            "name",
+            &raw.name,
+            &format!("must equal the file name ({stem})"),
+        ));
     }
     if raw.title.trim().is_empty() {
         return Err(invalid("title", &raw.title, "must not be empty"));
     }
-    let kind = LayerKind::from_config_name(&raw.kind)
-        .ok_or_else(|| invalid("kind", &raw.kind, "expected risk_point, pipeline, sensor or reference"))?;
+    let kind = LayerKind::from_config_name(&raw.kind).ok_or_else(|| {
+        invalid(
+            "kind",
+            &raw.kind,
+            "expected risk_point, pipeline, sensor or reference",
+        )
+    })?;
     let geometry = GeometryType::from_config_name(&raw.geometry).ok_or_else(|| {
-        invalid("geometry", &raw.geometry, "expected point, linestring, polygon, multipoint, multilinestring or multipolygon")
+        invalid(
+            "geometry",
+            &raw.geometry,
+            "expected point, linestring, polygon, multipoint, multilinestring or multipolygon",
+        )
     })?;
     let zoom = |key: &str, v: Option<i64>, default: u8| -> Result<u8, ConfigError> {
         match v {
@@ -158,15 +209,29 @@ pub fn parse_layer(path: &Path, text: &str) -> Result<LayerDef, ConfigError> {
     let minzoom = zoom("minzoom", raw.minzoom, 0)?;
     let maxzoom = zoom("maxzoom", raw.maxzoom, 22)?;
     if minzoom > maxzoom {
-        return Err(invalid("minzoom", &minzoom, &format!("must not exceed maxzoom ({maxzoom})")));
+        return Err(invalid(
+            "minzoom",
+            &minzoom,
+            &format!("must not exceed maxzoom ({maxzoom})"),
+        ));
     }
     let unknown_properties = match raw.unknown_properties.as_deref() {
         None | Some("reject") => UnknownProperties::Reject,
         Some("drop") => UnknownProperties::Drop,
-        Some(other) => return Err(invalid("unknown_properties", &other, "expected reject or drop")),
+        Some(other) => {
+            return Err(invalid(
+                "unknown_properties",
+                &other,
+                "expected reject or drop",
+            ));
+        }
     };
     if !is_property_name(&raw.id_property) || is_reserved_column(&raw.id_property) {
-        return Err(invalid("id_property", &raw.id_property, "must be a column name (letters, digits, _) other than fid and geom"));
+        return Err(invalid(
+            "id_property",
+            &raw.id_property,
+            "must be a column name (letters, digits, _) other than fid and geom",
+        ));
     }
 
     let mut seen: HashSet<String> = HashSet::from([raw.id_property.to_ascii_lowercase()]);
@@ -174,24 +239,49 @@ pub fn parse_layer(path: &Path, text: &str) -> Result<LayerDef, ConfigError> {
     for (i, p) in raw.properties.into_iter().enumerate() {
         let key = |field: &str| format!("properties[{i}].{field}");
         if !is_property_name(&p.name) || is_reserved_column(&p.name) {
-            return Err(invalid(&key("name"), &p.name, "must be a column name (letters, digits, _; at most 63) other than fid and geom"));
+            return Err(invalid(
+                &key("name"),
+                &p.name,
+                "must be a column name (letters, digits, _; at most 63) other than fid and geom",
+            ));
         }
         if !seen.insert(p.name.to_ascii_lowercase()) {
-            return Err(invalid(&key("name"), &p.name, "is declared twice (names are compared without case; the id property counts)"));
+            return Err(invalid(
+                &key("name"),
+                &p.name,
+                "is declared twice (names are compared without case; the id property counts)",
+            ));
         }
-        let ty = PropertyType::from_config_name(&p.ty)
-            .ok_or_else(|| invalid(&key("type"), &p.ty, "expected string, integer, float, boolean, date or datetime"))?;
+        let ty = PropertyType::from_config_name(&p.ty).ok_or_else(|| {
+            invalid(
+                &key("type"),
+                &p.ty,
+                "expected string, integer, float, boolean, date or datetime",
+            )
+        })?;
         let numeric = matches!(ty, PropertyType::Integer | PropertyType::Float);
         if p.values.is_some() && ty != PropertyType::String {
-            return Err(invalid(&key("values"), &p.values, "allowed values are for string properties"));
+            return Err(invalid(
+                &key("values"),
+                &p.values,
+                "allowed values are for string properties",
+            ));
         }
         if let Some(values) = &p.values {
             if values.is_empty() {
-                return Err(invalid(&key("values"), values, "must list at least one value"));
+                return Err(invalid(
+                    &key("values"),
+                    values,
+                    "must list at least one value",
+                ));
             }
         }
         if (p.min.is_some() || p.max.is_some()) && !numeric {
-            return Err(invalid(&key("min"), &p.min, "min and max are for integer and float properties"));
+            return Err(invalid(
+                &key("min"),
+                &p.min,
+                "min and max are for integer and float properties",
+            ));
         }
         for (k, v) in [("min", p.min), ("max", p.max)] {
             if let Some(v) = v {
@@ -202,11 +292,19 @@ pub fn parse_layer(path: &Path, text: &str) -> Result<LayerDef, ConfigError> {
         }
         if let (Some(min), Some(max)) = (p.min, p.max) {
             if min > max {
-                return Err(invalid(&key("min"), &min, &format!("must not exceed max ({max})")));
+                return Err(invalid(
+                    &key("min"),
+                    &min,
+                    &format!("must not exceed max ({max})"),
+                ));
             }
         }
         if p.max_length.is_some() && ty != PropertyType::String {
-            return Err(invalid(&key("max_length"), &p.max_length, "max_length is for string properties"));
+            return Err(invalid(
+                &key("max_length"),
+                &p.max_length,
+                "max_length is for string properties",
+            ));
         }
         properties.push(PropertyDef {
             name: p.name,
@@ -269,7 +367,9 @@ min = 0
 "#;
 
     fn err(text: &str) -> String {
-        parse_layer(Path::new("layers/wells.toml"), text).unwrap_err().to_string()
+        parse_layer(Path::new("layers/wells.toml"), text)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -282,7 +382,10 @@ min = 0
     #[test]
     fn errors_name_file_key_and_value() {
         let e = err(&GOOD.replace("kind = \"reference\"", "kind = \"well\""));
-        assert!(e.contains("layers/wells.toml") && e.contains("'kind'") && e.contains("\"well\""), "{e}");
+        assert!(
+            e.contains("layers/wells.toml") && e.contains("'kind'") && e.contains("\"well\""),
+            "{e}"
+        );
         let e = err(&format!("{GOOD}colour = 1\n"));
         assert!(e.contains("unknown field"), "{e}");
         let e = err(&GOOD.replace("name = \"depth_m\"", "name = \"geom\""));
@@ -291,7 +394,9 @@ min = 0
         assert!(e.contains("must equal the file name"), "{e}");
         let e = err(&GOOD.replace("min = 0", "min = 5\nmax = 1"));
         assert!(e.contains("must not exceed max"), "{e}");
-        let e = err(&format!("{GOOD}[[properties]]\nname = \"DEPTH_M\"\ntype = \"string\"\n"));
+        let e = err(&format!(
+            "{GOOD}[[properties]]\nname = \"DEPTH_M\"\ntype = \"string\"\n"
+        ));
         assert!(e.contains("declared twice"), "{e}");
     }
 }

@@ -30,31 +30,90 @@ pub const DEMO_SEED: u64 = 20_231_115;
 
 /// District seats: (name, lon, lat, weight ~ relative density of assets).
 const DISTRICTS: [(&str, f64, f64, u32); 38] = [
-    ("Yuzhong", 106.57, 29.555, 10), ("Jiangbei", 106.574, 29.606, 8), ("Nan'an", 106.56, 29.523, 7),
-    ("Shapingba", 106.456, 29.541, 8), ("Jiulongpo", 106.511, 29.502, 8), ("Dadukou", 106.482, 29.484, 4),
-    ("Yubei", 106.631, 29.718, 8), ("Banan", 106.540, 29.402, 6), ("Beibei", 106.397, 29.805, 4),
-    ("Wanzhou", 108.408, 30.807, 6), ("Fuling", 107.390, 29.703, 5), ("Qianjiang", 108.771, 29.533, 2),
-    ("Changshou", 107.081, 29.857, 3), ("Jiangjin", 106.259, 29.290, 4), ("Hechuan", 106.276, 29.972, 4),
-    ("Yongchuan", 105.927, 29.356, 4), ("Nanchuan", 107.099, 29.157, 2), ("Qijiang", 106.651, 29.028, 3),
-    ("Dazu", 105.721, 29.707, 3), ("Bishan", 106.227, 29.592, 3), ("Tongliang", 106.056, 29.845, 2),
-    ("Tongnan", 105.840, 30.191, 2), ("Rongchang", 105.594, 29.404, 2), ("Kaizhou", 108.393, 31.161, 3),
-    ("Liangping", 107.800, 30.674, 2), ("Wulong", 107.760, 29.326, 2), ("Chengkou", 108.664, 31.948, 1),
-    ("Fengdu", 107.731, 29.866, 2), ("Dianjiang", 107.348, 30.330, 2), ("Zhongxian", 108.038, 30.300, 2),
-    ("Yunyang", 108.697, 30.930, 2), ("Fengjie", 109.464, 31.019, 2), ("Wushan", 109.879, 31.075, 2),
-    ("Wuxi", 109.629, 31.398, 1), ("Shizhu", 108.112, 29.999, 1), ("Xiushan", 108.989, 28.448, 1),
-    ("Youyang", 108.767, 28.840, 1), ("Pengshui", 108.166, 29.294, 1),
+    ("Yuzhong", 106.57, 29.555, 10),
+    ("Jiangbei", 106.574, 29.606, 8),
+    ("Nan'an", 106.56, 29.523, 7),
+    ("Shapingba", 106.456, 29.541, 8),
+    ("Jiulongpo", 106.511, 29.502, 8),
+    ("Dadukou", 106.482, 29.484, 4),
+    ("Yubei", 106.631, 29.718, 8),
+    ("Banan", 106.540, 29.402, 6),
+    ("Beibei", 106.397, 29.805, 4),
+    ("Wanzhou", 108.408, 30.807, 6),
+    ("Fuling", 107.390, 29.703, 5),
+    ("Qianjiang", 108.771, 29.533, 2),
+    ("Changshou", 107.081, 29.857, 3),
+    ("Jiangjin", 106.259, 29.290, 4),
+    ("Hechuan", 106.276, 29.972, 4),
+    ("Yongchuan", 105.927, 29.356, 4),
+    ("Nanchuan", 107.099, 29.157, 2),
+    ("Qijiang", 106.651, 29.028, 3),
+    ("Dazu", 105.721, 29.707, 3),
+    ("Bishan", 106.227, 29.592, 3),
+    ("Tongliang", 106.056, 29.845, 2),
+    ("Tongnan", 105.840, 30.191, 2),
+    ("Rongchang", 105.594, 29.404, 2),
+    ("Kaizhou", 108.393, 31.161, 3),
+    ("Liangping", 107.800, 30.674, 2),
+    ("Wulong", 107.760, 29.326, 2),
+    ("Chengkou", 108.664, 31.948, 1),
+    ("Fengdu", 107.731, 29.866, 2),
+    ("Dianjiang", 107.348, 30.330, 2),
+    ("Zhongxian", 108.038, 30.300, 2),
+    ("Yunyang", 108.697, 30.930, 2),
+    ("Fengjie", 109.464, 31.019, 2),
+    ("Wushan", 109.879, 31.075, 2),
+    ("Wuxi", 109.629, 31.398, 1),
+    ("Shizhu", 108.112, 29.999, 1),
+    ("Xiushan", 108.989, 28.448, 1),
+    ("Youyang", 108.767, 28.840, 1),
+    ("Pengshui", 108.166, 29.294, 1),
 ];
 const BBOX: (f64, f64, f64, f64) = (105.28, 28.16, 110.20, 32.20);
 const CATEGORIES: [&str; 43] = [
-    "landslide", "dangerous_rock", "debris_flow", "ground_subsidence", "slope_instability",
-    "waterlogging", "river_flood", "flash_flood", "reservoir_dam", "dike",
-    "gas_station", "gas_pipeline_node", "lpg_storage", "hazardous_chemicals", "fireworks_storage",
-    "high_rise_building", "crowded_venue", "old_residential", "market", "hospital",
-    "school", "elder_care", "underground_space", "metro_station", "tunnel",
-    "bridge", "overpass", "cableway", "port_terminal", "ferry_crossing",
-    "construction_site", "deep_excavation", "tower_crane", "mine_tailings", "quarry",
-    "power_substation", "water_plant", "sewage_plant", "landfill", "forest_fire",
-    "ancient_town", "cave_scenic_area", "heritage_building",
+    "landslide",
+    "dangerous_rock",
+    "debris_flow",
+    "ground_subsidence",
+    "slope_instability",
+    "waterlogging",
+    "river_flood",
+    "flash_flood",
+    "reservoir_dam",
+    "dike",
+    "gas_station",
+    "gas_pipeline_node",
+    "lpg_storage",
+    "hazardous_chemicals",
+    "fireworks_storage",
+    "high_rise_building",
+    "crowded_venue",
+    "old_residential",
+    "market",
+    "hospital",
+    "school",
+    "elder_care",
+    "underground_space",
+    "metro_station",
+    "tunnel",
+    "bridge",
+    "overpass",
+    "cableway",
+    "port_terminal",
+    "ferry_crossing",
+    "construction_site",
+    "deep_excavation",
+    "tower_crane",
+    "mine_tailings",
+    "quarry",
+    "power_substation",
+    "water_plant",
+    "sewage_plant",
+    "landfill",
+    "forest_fire",
+    "ancient_town",
+    "cave_scenic_area",
+    "heritage_building",
 ];
 const LEVELS: [(&str, u32); 4] = [("I", 1), ("II", 3), ("III", 8), ("IV", 20)];
 const PIPE_KINDS: [(&str, u32, &[&str]); 6] = [
@@ -77,34 +136,52 @@ pub struct Scale {
 }
 
 /// 1/100 of Chongqing's published figures.
-pub const SMALL: Scale = Scale { risk_points: 1_360, sensors: 45_200, pipeline_km: 1_100.0, plans: 18 };
+pub const SMALL: Scale = Scale {
+    risk_points: 1_360,
+    sensors: 45_200,
+    pipeline_km: 1_100.0,
+    plans: 18,
+};
 
 /// Why the demo could not be built or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("demo layer {layer}, feature {id}: {error}")]
-    Invalid { layer: String, id: String, error: FieldError },
+    Invalid {
+        layer: String,
+        id: String,
+        error: FieldError,
+    },
     #[error("embedded demo file for layer {layer} is not valid GeoJSON: {message}")]
     BadEmbeddedFile { layer: String, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
+/// One layer's demo features.
+pub type LayerBatch = (Arc<LayerDef>, Vec<Feature>);
 /// Features per layer, in the order they were made.
-pub type LayerFeatures = Vec<(Arc<LayerDef>, Vec<Feature>)>;
+pub type LayerFeatures = Vec<LayerBatch>;
 
 /// Builds every demo layer the configuration declares (`boundary`, `rivers`,
 /// `risk_points`, `pipelines`, `sensors`); layers it does not declare are skipped.
 pub fn build(config: &Config, seed: u64, scale: Scale) -> Result<LayerFeatures, DemoError> {
     let mut out: LayerFeatures = Vec::new();
-    let boundary = reference(config, "boundary", BOUNDARY_GEOJSON, |_, _| "chongqing".to_string())?;
-    let outline: Option<MultiPolygon> = boundary.as_ref().and_then(|(_, fs)| match fs.first().map(|f| &f.geometry) {
-        Some(Geometry::MultiPolygon(m)) => Some(m.clone()),
-        Some(Geometry::Polygon(p)) => Some(MultiPolygon(vec![p.clone()])),
-        _ => None,
-    });
+    let boundary = reference(config, "boundary", BOUNDARY_GEOJSON, |_, _| {
+        "chongqing".to_string()
+    })?;
+    let outline: Option<MultiPolygon> =
+        boundary
+            .as_ref()
+            .and_then(|(_, fs)| match fs.first().map(|f| &f.geometry) {
+                Some(Geometry::MultiPolygon(m)) => Some(m.clone()),
+                Some(Geometry::Polygon(p)) => Some(MultiPolygon(vec![p.clone()])),
+                _ => None,
+            });
     out.extend(boundary);
-    out.extend(reference(config, "rivers", RIVERS_GEOJSON, |i, _| format!("river-{:04}", i + 1))?);
+    out.extend(reference(config, "rivers", RIVERS_GEOJSON, |i, _| {
+        format!("river-{:04}", i + 1)
+    })?);
     out.extend(synthesize(config, seed, scale, outline.as_ref())?);
     Ok(out)
 }
@@ -115,11 +192,19 @@ fn reference(
     name: &str,
     text: &str,
     make_id: impl Fn(usize, &serde_json::Value) -> String,
-) -> Result<Option<(Arc<LayerDef>, Vec<Feature>)>, DemoError> {
-    let Some(layer) = config.layer(name) else { return Ok(None) };
-    let bad = |message: String| DemoError::BadEmbeddedFile { layer: name.into(), message };
+) -> Result<Option<LayerBatch>, DemoError> {
+    let Some(layer) = config.layer(name) else {
+        return Ok(None);
+    };
+    let bad = |message: String| DemoError::BadEmbeddedFile {
+        layer: name.into(),
+        message,
+    };
     let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-    let features = doc.get("features").and_then(|f| f.as_array()).ok_or_else(|| bad("no features array".into()))?;
+    let features = doc
+        .get("features")
+        .and_then(|f| f.as_array())
+        .ok_or_else(|| bad("no features array".into()))?;
     let mut out = Vec::with_capacity(features.len());
     for (i, f) in features.iter().enumerate() {
         let mut f = f.clone();
@@ -127,7 +212,11 @@ fn reference(
         if let Some(obj) = f.as_object_mut() {
             obj.insert("id".into(), id.clone().into());
         }
-        let feature = Feature::from_geojson(layer, &f).map_err(|error| DemoError::Invalid { layer: name.into(), id, error })?;
+        let feature = Feature::from_geojson(layer, &f).map_err(|error| DemoError::Invalid {
+            layer: name.into(),
+            id,
+            error,
+        })?;
         out.push(feature);
     }
     Ok(Some((layer.clone(), out)))
@@ -143,20 +232,44 @@ fn deg_per_km(lat: f64) -> (f64, f64) {
 }
 
 fn clamp(c: Coord) -> Coord {
-    Coord { x: c.x.clamp(BBOX.0, BBOX.2), y: c.y.clamp(BBOX.1, BBOX.3) }
+    Coord {
+        x: c.x.clamp(BBOX.0, BBOX.2),
+        y: c.y.clamp(BBOX.1, BBOX.3),
+    }
 }
 
 /// Builds a feature from named values; names the layer does not declare are dropped,
 /// declared names not given are null.
-fn make(layer: &LayerDef, id: String, geometry: Geometry, named: &[(&str, Value)]) -> Result<Feature, DemoError> {
+fn make(
+    layer: &LayerDef,
+    id: String,
+    geometry: Geometry,
+    named: &[(&str, Value)],
+) -> Result<Feature, DemoError> {
     let map: HashMap<&str, &Value> = named.iter().map(|(k, v)| (*k, v)).collect();
-    let values = layer.properties.iter().map(|p| map.get(p.name.as_str()).map_or(Value::Null, |v| (*v).clone())).collect();
-    Feature::new(layer, id.clone(), geometry, values).map_err(|error| DemoError::Invalid { layer: layer.name.clone(), id, error })
+    let values = layer
+        .properties
+        .iter()
+        .map(|p| {
+            map.get(p.name.as_str())
+                .map_or(Value::Null, |v| (*v).clone())
+        })
+        .collect();
+    Feature::new(layer, id.clone(), geometry, values).map_err(|error| DemoError::Invalid {
+        layer: layer.name.clone(),
+        id,
+        error,
+    })
 }
 
 /// The synthetic risk points, pipelines and sensors. Risk points fall inside
 /// `outline` when it is given (candidates outside are drawn again).
-pub fn synthesize(config: &Config, seed: u64, scale: Scale, outline: Option<&MultiPolygon>) -> Result<LayerFeatures, DemoError> {
+pub fn synthesize(
+    config: &Config,
+    seed: u64,
+    scale: Scale,
+    outline: Option<&MultiPolygon>,
+) -> Result<LayerFeatures, DemoError> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let district_w = WeightedIndex::new(DISTRICTS.iter().map(|d| d.3)).expect("positive weights");
     let level_w = WeightedIndex::new(LEVELS.iter().map(|l| l.1)).expect("positive weights");
@@ -182,11 +295,17 @@ pub fn synthesize(config: &Config, seed: u64, scale: Scale, outline: Option<&Mul
             }
         };
         points.push(c);
-        let category = if i < CATEGORIES.len() { CATEGORIES[i] } else { CATEGORIES[rng.random_range(0..CATEGORIES.len())] };
+        // The first 43 points cover every category once.
+        let category = match CATEGORIES.get(i) {
+            Some(c) => *c,
+            None => CATEGORIES[rng.random_range(0..CATEGORIES.len())],
+        };
         let level = LEVELS[level_w.sample(&mut rng)].0;
         let ci = CATEGORIES.iter().position(|c| *c == category).unwrap_or(0);
         // Plans are made per category: plan k serves category k mod 43.
-        let plans_for_cat: Vec<usize> = (0..scale.plans.max(1)).filter(|p| p % CATEGORIES.len() == ci).collect();
+        let plans_for_cat: Vec<usize> = (0..scale.plans.max(1))
+            .filter(|p| p % CATEGORIES.len() == ci)
+            .collect();
         let plan = plans_for_cat.choose(&mut rng).copied();
         if let Some(layer) = rp_layer {
             let id = format!("R{:06}", i + 1);
@@ -195,11 +314,17 @@ pub fn synthesize(config: &Config, seed: u64, scale: Scale, outline: Option<&Mul
                 id.clone(),
                 Point(c).into(),
                 &[
-                    ("name", Value::Text(format!("{district} {category} #{}", i + 1))),
+                    (
+                        "name",
+                        Value::Text(format!("{district} {category} #{}", i + 1)),
+                    ),
                     ("category", Value::Text(category.into())),
                     ("level", Value::Text(level.into())),
                     ("district", Value::Text(district.into())),
-                    ("plan_id", plan.map_or(Value::Null, |p| Value::Text(format!("P{:05}", p + 1)))),
+                    (
+                        "plan_id",
+                        plan.map_or(Value::Null, |p| Value::Text(format!("P{:05}", p + 1))),
+                    ),
                 ],
             )?);
         }
@@ -216,16 +341,28 @@ pub fn synthesize(config: &Config, seed: u64, scale: Scale, outline: Option<&Mul
         let d = DISTRICTS[district_w.sample(&mut rng)];
         let spread = *[2.0, 5.0, 10.0].choose(&mut rng).expect("non-empty");
         let (dlat, dlon) = deg_per_km(d.2);
-        let mut c = clamp(Coord { x: d.1 + unit.sample(&mut rng) * spread * dlon, y: d.2 + unit.sample(&mut rng) * spread * dlat });
+        let mut c = clamp(Coord {
+            x: d.1 + unit.sample(&mut rng) * spread * dlon,
+            y: d.2 + unit.sample(&mut rng) * spread * dlat,
+        });
         let mut heading: f64 = rng.random_range(0.0..std::f64::consts::TAU);
-        let mut coords = vec![Coord { x: r6(c.x), y: r6(c.y) }];
+        let mut coords = vec![Coord {
+            x: r6(c.x),
+            y: r6(c.y),
+        }];
         let mut length = 0.0;
         for _ in 0..rng.random_range(6..=40) {
             heading += unit.sample(&mut rng) * 0.25;
             let seg: f64 = rng.random_range(0.05..0.15);
             let (dlat, dlon) = deg_per_km(c.y);
-            c = clamp(Coord { x: c.x + heading.cos() * seg * dlon, y: c.y + heading.sin() * seg * dlat });
-            coords.push(Coord { x: r6(c.x), y: r6(c.y) });
+            c = clamp(Coord {
+                x: c.x + heading.cos() * seg * dlon,
+                y: c.y + heading.sin() * seg * dlat,
+            });
+            coords.push(Coord {
+                x: r6(c.x),
+                y: r6(c.y),
+            });
             length += seg;
         }
         let (kind, _, materials) = PIPE_KINDS[kind_w.sample(&mut rng)];
@@ -237,10 +374,19 @@ pub fn synthesize(config: &Config, seed: u64, scale: Scale, outline: Option<&Mul
                 LineString(coords.clone()).into(),
                 &[
                     ("kind", Value::Text(kind.into())),
-                    ("material", Value::Text((*materials.choose(&mut rng).expect("non-empty")).into())),
-                    ("diameter_mm", Value::Int(*DIAMETERS.choose(&mut rng).expect("non-empty"))),
+                    (
+                        "material",
+                        Value::Text((*materials.choose(&mut rng).expect("non-empty")).into()),
+                    ),
+                    (
+                        "diameter_mm",
+                        Value::Int(*DIAMETERS.choose(&mut rng).expect("non-empty")),
+                    ),
                     ("district", Value::Text(d.0.into())),
-                    ("length_km", Value::Float((length * 1000.0_f64).round() / 1000.0)),
+                    (
+                        "length_km",
+                        Value::Float((length * 1000.0_f64).round() / 1000.0),
+                    ),
                 ],
             )?);
         }
@@ -265,11 +411,27 @@ pub fn synthesize(config: &Config, seed: u64, scale: Scale, outline: Option<&Mul
                     x: r6(p.x + unit.sample(&mut rng) * 0.15 * dlon),
                     y: r6(p.y + unit.sample(&mut rng) * 0.15 * dlat),
                 });
-                make(layer, id, Point(c).into(), &[("type_id", type_id), ("risk_point_id", Value::Text(format!("R{:06}", pi + 1)))])?
+                make(
+                    layer,
+                    id,
+                    Point(c).into(),
+                    &[
+                        ("type_id", type_id),
+                        ("risk_point_id", Value::Text(format!("R{:06}", pi + 1))),
+                    ],
+                )?
             } else {
                 let (lid, coords) = &pipe_vertices[rng.random_range(0..pipe_vertices.len())];
                 let c = coords[rng.random_range(0..coords.len())];
-                make(layer, id, Point(c).into(), &[("type_id", type_id), ("pipeline_id", Value::Text(lid.clone()))])?
+                make(
+                    layer,
+                    id,
+                    Point(c).into(),
+                    &[
+                        ("type_id", type_id),
+                        ("pipeline_id", Value::Text(lid.clone())),
+                    ],
+                )?
             };
             sensors.push(f);
         }

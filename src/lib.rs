@@ -1,4 +1,38 @@
 //! riskmap: a whole city's risks on one map, from one binary.
+//!
+//! # Data flow
+//!
+//! ```text
+//!  layers/*.toml ──> config ──> model::LayerDef (validated once)
+//!
+//!  file ──> ingest (GeoJSON, CSV) ──┐
+//!  HTTP edit ──> api ──> app ───────┼──> store (GeoPackage: rows + audit + change feed, one commit)
+//!  demo ────────────────────────────┘        │
+//!                                            v
+//!                         app: index (per-layer R-tree) kept in step, under one lock
+//!                                            │
+//!                         api: /collections, /items, /health, /metrics  <── clients
+//! ```
+//!
+//! # Modules
+//!
+//! - [`model`]: layers, features, values, boxes, roles, and the validation every feature
+//!   passes. No I/O.
+//! - [`config`]: `layers/NAME.toml` → validated [`model::LayerDef`]s.
+//! - [`store`]: the GeoPackage file (WAL, `synchronous=FULL`): layer tables, audit trail,
+//!   change feed, API keys.
+//! - [`index`]: per-layer R-tree (rstar) with compact columnar features; exact bbox and
+//!   nearest queries.
+//! - [`ingest`]: streaming readers and the all-or-nothing import.
+//! - [`demo`]: the built-in Chongqing demo.
+//! - [`app`]: the running catalogue, where edits go to the store then the index, and
+//!   where writes by other processes arrive through the change feed.
+//! - [`api`]: HTTP, the only module that knows axum.
+//! - [`cli`]: the `riskmap` command line.
+//!
+//! Dependencies point one way: `model` ← `index`, `store` ← `ingest`, `demo` ← `app` ←
+//! `api` ← `cli`.
+
 pub mod api;
 pub mod app;
 pub mod cli;

@@ -1,7 +1,7 @@
 //! `Authorization: Bearer KEY` → the key's role → allowed or not, per the table in
 //! `model::access`. Keys never reach the log.
 
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 
 use super::error::ApiError;
 use crate::app::App;
@@ -20,18 +20,42 @@ fn challenge(e: ApiError, error: Option<&str>) -> ApiError {
 /// blocking task.
 pub fn require(app: &App, headers: &HeaderMap, action: Action) -> Result<ApiKey, ApiError> {
     let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
-        challenge(ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "this request needs an API key: Authorization: Bearer KEY"), None)
+        challenge(
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "this request needs an API key: Authorization: Bearer KEY",
+            ),
+            None,
+        )
     })?;
     let secret = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .ok_or_else(|| {
-            challenge(ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "the Authorization header must be: Bearer KEY"), Some("invalid_request"))
+            challenge(
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "the Authorization header must be: Bearer KEY",
+                ),
+                Some("invalid_request"),
+            )
         })?;
     let key = app.store().authenticate(secret)?.ok_or_else(|| {
-        challenge(ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "unknown or revoked API key"), Some("invalid_token"))
+        challenge(
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "unknown or revoked API key",
+            ),
+            Some("invalid_token"),
+        )
     })?;
     if !key.role.allows(action) {
         return Err(ApiError::new(

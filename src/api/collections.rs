@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::Json;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::{auth, blocking};
@@ -21,21 +21,41 @@ fn describe(l: &LayerState) -> Value {
         let idx = l.index.read();
         (idx.len(), idx.extent(), idx.length_km())
     };
-    let properties: Vec<Value> = std::iter::once(json!({"name": def.id_property, "type": "string", "required": true, "id": true}))
-        .chain(def.properties.iter().map(|p| {
-            let mut v = json!({"name": p.name, "type": p.ty.config_name(), "required": p.required});
-            let o = v.as_object_mut().expect("object");
-            if let Some(t) = &p.title { o.insert("title".into(), t.clone().into()); }
-            if let Some(vals) = &p.values { o.insert("values".into(), vals.clone().into()); }
-            if let Some(m) = p.min { o.insert("min".into(), m.into()); }
-            if let Some(m) = p.max { o.insert("max".into(), m.into()); }
-            if let Some(m) = p.max_length { o.insert("max_length".into(), m.into()); }
-            if matches!(p.ty, PropertyType::Date | PropertyType::DateTime) {
-                o.insert("format".into(), if p.ty == PropertyType::Date { "date" } else { "date-time" }.into());
-            }
-            v
-        }))
-        .collect();
+    let properties: Vec<Value> = std::iter::once(
+        json!({"name": def.id_property, "type": "string", "required": true, "id": true}),
+    )
+    .chain(def.properties.iter().map(|p| {
+        let mut v = json!({"name": p.name, "type": p.ty.config_name(), "required": p.required});
+        let o = v.as_object_mut().expect("object");
+        if let Some(t) = &p.title {
+            o.insert("title".into(), t.clone().into());
+        }
+        if let Some(vals) = &p.values {
+            o.insert("values".into(), vals.clone().into());
+        }
+        if let Some(m) = p.min {
+            o.insert("min".into(), m.into());
+        }
+        if let Some(m) = p.max {
+            o.insert("max".into(), m.into());
+        }
+        if let Some(m) = p.max_length {
+            o.insert("max_length".into(), m.into());
+        }
+        if matches!(p.ty, PropertyType::Date | PropertyType::DateTime) {
+            o.insert(
+                "format".into(),
+                if p.ty == PropertyType::Date {
+                    "date"
+                } else {
+                    "date-time"
+                }
+                .into(),
+            );
+        }
+        v
+    }))
+    .collect();
     let mut v = json!({
         "id": def.name,
         "title": def.title,
@@ -55,13 +75,19 @@ fn describe(l: &LayerState) -> Value {
             {"href": format!("/collections/{}/items", def.name), "rel": "items", "type": "application/geo+json", "title": "Features"},
         ],
     });
-    if matches!(def.geometry, GeometryType::LineString | GeometryType::MultiLineString) {
+    if matches!(
+        def.geometry,
+        GeometryType::LineString | GeometryType::MultiLineString
+    ) {
         v["lengthKm"] = ((length_km * 1000.0).round() / 1000.0).into();
     }
     v
 }
 
-pub async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     let a = app.clone();
     blocking(move || auth::require_read(&a, &headers)).await?;
     let collections: Vec<Value> = app.layers().iter().map(describe).collect();
@@ -81,6 +107,8 @@ pub async fn one(
     let Path(name) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let a = app.clone();
     blocking(move || auth::require_read(&a, &headers)).await?;
-    let l = app.layer(&name).ok_or_else(|| ApiError::not_found(format!("no layer named {name:?}")))?;
+    let l = app
+        .layer(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no layer named {name:?}")))?;
     Ok(Json(describe(l)))
 }

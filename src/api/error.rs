@@ -5,9 +5,9 @@
 //!    anything else is a 500 whose detail goes to the log, not to the client.
 //! 3. Handlers return `Result<_, ApiError>`; domain errors are mapped once, in the `From` impls here.
 
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::Json;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 use crate::app::EditError;
 use crate::store::StoreError;
@@ -22,7 +22,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
-        ApiError { status, code, description: description.into(), headers: Vec::new() }
+        ApiError {
+            status,
+            code,
+            description: description.into(),
+            headers: Vec::new(),
+        }
     }
 
     pub fn with_header(mut self, name: HeaderName, value: &str) -> Self {
@@ -46,7 +51,11 @@ impl ApiError {
 
     pub fn internal(context: &str, e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "{context}");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "internal error; see the server log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "internal error; see the server log",
+        )
     }
 }
 
@@ -58,7 +67,10 @@ impl IntoResponse for ApiError {
             "description": self.description,
         });
         let mut resp = (self.status, Json(body)).into_response();
-        resp.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        resp.headers_mut().insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
         for (k, v) in self.headers {
             resp.headers_mut().insert(k, v);
         }
@@ -69,8 +81,10 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "StoreBusy", e.to_string())
-                .with_header(header::RETRY_AFTER, "2"),
+            StoreError::Busy => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "StoreBusy", e.to_string())
+                    .with_header(header::RETRY_AFTER, "2")
+            }
             e => ApiError::internal("store error", e),
         }
     }
@@ -79,9 +93,17 @@ impl From<StoreError> for ApiError {
 impl From<EditError> for ApiError {
     fn from(e: EditError) -> Self {
         match e {
-            EditError::UnknownLayer(_) | EditError::NotFound { .. } => ApiError::not_found(e.to_string()),
-            EditError::Exists { .. } => ApiError::new(StatusCode::CONFLICT, "Conflict", e.to_string()),
-            EditError::PreconditionFailed { .. } => ApiError::new(StatusCode::PRECONDITION_FAILED, "PreconditionFailed", e.to_string()),
+            EditError::UnknownLayer(_) | EditError::NotFound { .. } => {
+                ApiError::not_found(e.to_string())
+            }
+            EditError::Exists { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "Conflict", e.to_string())
+            }
+            EditError::PreconditionFailed { .. } => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailed",
+                e.to_string(),
+            ),
             EditError::Invalid(f) => ApiError::unprocessable(f.to_string()),
             EditError::Store(s) => s.into(),
         }

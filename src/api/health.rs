@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Map, Value};
+use axum::extract::State;
+use serde_json::{Map, Value, json};
 
 use crate::app::App;
 

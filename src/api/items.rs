@@ -9,14 +9,14 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value as Json;
 
 use super::error::ApiError;
 use super::{auth, blocking};
-use crate::app::{etag, App};
-use crate::model::{feature::id_of, Action, Feature, LayerDef};
+use crate::app::{App, etag};
+use crate::model::{Action, Feature, LayerDef, feature::id_of};
 use crate::store::StoredFeature;
 
 fn feature_response(status: StatusCode, layer: &LayerDef, sf: &StoredFeature) -> Response {
@@ -28,12 +28,16 @@ fn feature_response(status: StatusCode, layer: &LayerDef, sf: &StoredFeature) ->
     ]);
     let mut resp = (status, doc.to_string()).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/geo+json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/geo+json"),
+    );
     if let Ok(v) = HeaderValue::from_str(&etag(layer, &sf.feature)) {
         h.insert(header::ETAG, v);
     }
     if status == StatusCode::CREATED {
-        if let Ok(v) = HeaderValue::from_str(&format!("/collections/{}/items/{}", layer.name, enc)) {
+        if let Ok(v) = HeaderValue::from_str(&format!("/collections/{}/items/{}", layer.name, enc))
+        {
             h.insert(header::LOCATION, v);
         }
     }
@@ -54,17 +58,34 @@ fn percent_encode(s: &str) -> String {
 }
 
 fn layer_of(app: &App, name: &str) -> Result<Arc<LayerDef>, ApiError> {
-    app.layer(name).map(|l| l.def.clone()).ok_or_else(|| ApiError::not_found(format!("no layer named {name:?}")))
+    app.layer(name)
+        .map(|l| l.def.clone())
+        .ok_or_else(|| ApiError::not_found(format!("no layer named {name:?}")))
 }
 
 fn if_match(headers: &HeaderMap) -> Option<String> {
-    headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string)
+    headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// Parses a JSON body whose content type is one of `accepted`.
-fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, accepted: &[&str]) -> Result<Json, ApiError> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+fn json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    accepted: &[&str],
+) -> Result<Json, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if !accepted.contains(&mime.as_str()) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -73,25 +94,44 @@ fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, accepted:
         ));
     }
     let bytes = body.map_err(|e| ApiError::new(e.status(), "InvalidBody", e.body_text()))?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
 }
 
 type Ids = Result<Path<(String, String)>, PathRejection>;
 
 fn ids(p: Ids) -> Result<(String, String), ApiError> {
-    p.map(|Path(v)| v).map_err(|e| ApiError::bad_request(e.body_text()))
+    p.map(|Path(v)| v)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
-pub async fn get(State(app): State<Arc<App>>, path: Ids, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn get(
+    State(app): State<Arc<App>>,
+    path: Ids,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let (layer, id) = ids(path)?;
     let a = app.clone();
     let h = headers.clone();
     blocking(move || auth::require_read(&a, &h)).await?;
-    let state = app.layer(&layer).ok_or_else(|| ApiError::not_found(format!("no layer named {layer:?}")))?;
-    let sf = state.index.read().get(&id).ok_or_else(|| ApiError::not_found(format!("layer {layer} has no feature {id:?}")))?;
+    let state = app
+        .layer(&layer)
+        .ok_or_else(|| ApiError::not_found(format!("no layer named {layer:?}")))?;
+    let sf = state
+        .index
+        .read()
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("layer {layer} has no feature {id:?}")))?;
     let tag = etag(&state.def, &sf.feature);
-    if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        if inm.split(',').map(str::trim).any(|t| t == tag || t == "*" || t.strip_prefix("W/") == Some(tag.as_str())) {
+    if let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        if inm
+            .split(',')
+            .map(str::trim)
+            .any(|t| t == tag || t == "*" || t.strip_prefix("W/") == Some(tag.as_str()))
+        {
             let mut resp = StatusCode::NOT_MODIFIED.into_response();
             if let Ok(v) = HeaderValue::from_str(&tag) {
                 resp.headers_mut().insert(header::ETAG, v);
@@ -112,14 +152,22 @@ pub async fn create(
     let def = layer_of(&app, &layer)?;
     blocking(move || {
         let key = auth::require(&app, &headers, Action::EditFeatures)?;
-        let mut doc = json_body(&headers, body, &["application/geo+json", "application/json"])?;
+        let mut doc = json_body(
+            &headers,
+            body,
+            &["application/geo+json", "application/json"],
+        )?;
         // The server names features that come without an id.
-        if id_of(&def, &doc).map_err(|e| ApiError::unprocessable(e.to_string()))?.is_none() {
+        if id_of(&def, &doc)
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?
+            .is_none()
+        {
             if let Some(o) = doc.as_object_mut() {
                 o.insert("id".into(), uuid::Uuid::new_v4().to_string().into());
             }
         }
-        let feature = Feature::from_geojson(&def, &doc).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        let feature = Feature::from_geojson(&def, &doc)
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
         let sf = app.create(&key.actor(), &layer, feature)?;
         Ok(feature_response(StatusCode::CREATED, &def, &sf))
     })
@@ -136,17 +184,24 @@ pub async fn replace(
     let def = layer_of(&app, &layer)?;
     blocking(move || {
         let key = auth::require(&app, &headers, Action::EditFeatures)?;
-        let mut doc = json_body(&headers, body, &["application/geo+json", "application/json"])?;
+        let mut doc = json_body(
+            &headers,
+            body,
+            &["application/geo+json", "application/json"],
+        )?;
         match id_of(&def, &doc).map_err(|e| ApiError::unprocessable(e.to_string()))? {
             Some(body_id) if body_id != id => {
-                return Err(ApiError::unprocessable(format!("field 'id': the body's id {body_id:?} differs from the URL's {id:?}")));
+                return Err(ApiError::unprocessable(format!(
+                    "field 'id': the body's id {body_id:?} differs from the URL's {id:?}"
+                )));
             }
             _ => {}
         }
         if let Some(o) = doc.as_object_mut() {
             o.insert("id".into(), id.clone().into());
         }
-        let feature = Feature::from_geojson(&def, &doc).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        let feature = Feature::from_geojson(&def, &doc)
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
         let sf = app.replace(&key.actor(), &layer, feature, if_match(&headers).as_deref())?;
         Ok(feature_response(StatusCode::OK, &def, &sf))
     })
@@ -163,14 +218,28 @@ pub async fn patch(
     let def = layer_of(&app, &layer)?;
     blocking(move || {
         let key = auth::require(&app, &headers, Action::EditFeatures)?;
-        let doc = json_body(&headers, body, &["application/merge-patch+json", "application/json"])?;
-        let sf = app.patch(&key.actor(), &layer, &id, &doc, if_match(&headers).as_deref())?;
+        let doc = json_body(
+            &headers,
+            body,
+            &["application/merge-patch+json", "application/json"],
+        )?;
+        let sf = app.patch(
+            &key.actor(),
+            &layer,
+            &id,
+            &doc,
+            if_match(&headers).as_deref(),
+        )?;
         Ok(feature_response(StatusCode::OK, &def, &sf))
     })
     .await
 }
 
-pub async fn delete(State(app): State<Arc<App>>, path: Ids, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    path: Ids,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let (layer, id) = ids(path)?;
     layer_of(&app, &layer)?;
     blocking(move || {

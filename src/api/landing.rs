@@ -1,7 +1,7 @@
 //! `GET /`: the entry points.
 
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 pub async fn landing() -> Json<Value> {
     Json(json!({

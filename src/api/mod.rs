@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::ApiError;
-pub use router::{router, MAX_BODY_BYTES};
+pub use router::{MAX_BODY_BYTES, router};
 
 use crate::app::App;
 
@@ -23,7 +23,9 @@ use crate::app::App;
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Runs blocking work (SQLite, fsync) off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await?
 }
 
@@ -33,9 +35,10 @@ pub async fn serve(
     app: Arc<App>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    metrics::handle();
     let follower = tokio::spawn(follow(app.clone()));
-    let result = axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await;
+    let result = axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await;
     follower.abort();
     result
 }

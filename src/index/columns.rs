@@ -23,7 +23,10 @@ impl Interner {
     pub fn intern(&mut self, s: &str) -> u32 {
         let hash = self.hasher.hash_one(s);
         let strings = &self.strings;
-        if let Some(&sym) = self.lookup.find(hash, |&sym| &*strings[sym as usize - 1] == s) {
+        if let Some(&sym) = self
+            .lookup
+            .find(hash, |&sym| &*strings[sym as usize - 1] == s)
+        {
             self.counts[sym as usize - 1] += 1;
             return sym;
         }
@@ -40,7 +43,8 @@ impl Interner {
             }
         };
         let (strings, hasher) = (&self.strings, &self.hasher);
-        self.lookup.insert_unique(hash, sym, |&k| hasher.hash_one(&*strings[k as usize - 1]));
+        self.lookup
+            .insert_unique(hash, sym, |&k| hasher.hash_one(&*strings[k as usize - 1]));
         sym
     }
 
@@ -89,9 +93,10 @@ impl Column {
             PropertyType::Integer => Column::Int(Vec::new()),
             PropertyType::Float => Column::Float(Vec::new()),
             PropertyType::Boolean => Column::Bool(Vec::new()),
-            PropertyType::String | PropertyType::Date | PropertyType::DateTime => {
-                Column::Text { cells: Vec::new(), strings: Interner::default() }
-            }
+            PropertyType::String | PropertyType::Date | PropertyType::DateTime => Column::Text {
+                cells: Vec::new(),
+                strings: Interner::default(),
+            },
         }
     }
 
@@ -100,7 +105,9 @@ impl Column {
             Column::Int(v) => v[slot].map_or(ValueRef::Null, ValueRef::Int),
             Column::Float(v) => v[slot].map_or(ValueRef::Null, ValueRef::Float),
             Column::Bool(v) => v[slot].map_or(ValueRef::Null, ValueRef::Bool),
-            Column::Text { cells, strings } => strings.get(cells[slot]).map_or(ValueRef::Null, ValueRef::Text),
+            Column::Text { cells, strings } => strings
+                .get(cells[slot])
+                .map_or(ValueRef::Null, ValueRef::Text),
         }
     }
 

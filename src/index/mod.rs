@@ -20,7 +20,7 @@ use compact_str::CompactString;
 use geo::{BoundingRect, Distance, Euclidean, Geodesic, Intersects, Length};
 use geo_types::{Coord, Geometry, Line, Point};
 use hashbrown::{DefaultHashBuilder, HashTable};
-use rstar::{PointDistance, RTree, RTreeObject, AABB};
+use rstar::{AABB, PointDistance, RTree, RTreeObject};
 
 pub use columns::{Column, Interner};
 
@@ -94,8 +94,14 @@ pub fn geometry_intersects_bbox(g: GeomRef<'_>, b: &Bbox) -> bool {
     match g {
         GeomRef::Point(c) => b.contains_coord(c),
         GeomRef::Shape(s) => {
-            let min = Coord { x: b.min_lon, y: b.min_lat };
-            let max = Coord { x: b.max_lon, y: b.max_lat };
+            let min = Coord {
+                x: b.min_lon,
+                y: b.min_lat,
+            };
+            let max = Coord {
+                x: b.max_lon,
+                y: b.max_lat,
+            };
             if min == max {
                 s.intersects(&min)
             } else if min.x == max.x || min.y == max.y {
@@ -147,7 +153,11 @@ pub struct LayerIndex {
 impl LayerIndex {
     /// An empty index for `layer`.
     pub fn new(layer: Arc<LayerDef>) -> Self {
-        let geoms = if layer.geometry.is_point() { Geoms::Points(Vec::new()) } else { Geoms::Shapes(Vec::new()) };
+        let geoms = if layer.geometry.is_point() {
+            Geoms::Points(Vec::new())
+        } else {
+            Geoms::Shapes(Vec::new())
+        };
         let columns = layer.properties.iter().map(|p| Column::new(p.ty)).collect();
         LayerIndex {
             layer,
@@ -164,7 +174,10 @@ impl LayerIndex {
     }
 
     /// Builds an index from a stream of stored features with one bulk load.
-    pub fn build(layer: Arc<LayerDef>, load: impl FnOnce(&mut dyn FnMut(StoredFeature)) -> Result<(), crate::store::StoreError>) -> Result<Self, crate::store::StoreError> {
+    pub fn build(
+        layer: Arc<LayerDef>,
+        load: impl FnOnce(&mut dyn FnMut(StoredFeature)) -> Result<(), crate::store::StoreError>,
+    ) -> Result<Self, crate::store::StoreError> {
         let mut index = LayerIndex::new(layer);
         let mut entries = Vec::new();
         load(&mut |sf: StoredFeature| {
@@ -173,7 +186,10 @@ impl LayerIndex {
                 index.overwrite(slot, sf.fid, &sf.feature);
             } else {
                 let slot = index.allocate(sf.fid, &sf.feature);
-                entries.push(Entry { env: envelope(index.geometry(slot)), slot });
+                entries.push(Entry {
+                    env: envelope(index.geometry(slot)),
+                    slot,
+                });
             }
         })?;
         // Entries of overwritten slots may be stale: recompute them all from the slots.
@@ -203,7 +219,12 @@ impl LayerIndex {
             return None;
         }
         let env = self.tree.root().envelope();
-        Some(Bbox { min_lon: env.lower()[0], min_lat: env.lower()[1], max_lon: env.upper()[0], max_lat: env.upper()[1] })
+        Some(Bbox {
+            min_lon: env.lower()[0],
+            min_lat: env.lower()[1],
+            max_lon: env.upper()[0],
+            max_lat: env.upper()[1],
+        })
     }
 
     /// Total geodesic length of a line layer's features, kilometres.
@@ -218,7 +239,9 @@ impl LayerIndex {
     /// The slot holding feature `id`.
     pub fn slot(&self, id: &str) -> Option<u32> {
         let ids = &self.ids;
-        self.by_id.find(self.hash_id(id), |&s| ids[s as usize] == id).copied()
+        self.by_id
+            .find(self.hash_id(id), |&s| ids[s as usize] == id)
+            .copied()
     }
 
     pub fn fid(&self, slot: u32) -> i64 {
@@ -248,7 +271,9 @@ impl LayerIndex {
             feature: Feature {
                 id: self.id(slot).to_string(),
                 geometry: self.geometry(slot).to_geometry(),
-                values: (0..self.columns.len()).map(|i| self.value(slot, i).to_owned()).collect(),
+                values: (0..self.columns.len())
+                    .map(|i| self.value(slot, i).to_owned())
+                    .collect(),
             },
         }
     }
@@ -288,7 +313,8 @@ impl LayerIndex {
         };
         let hash = self.hash_id(&f.id);
         let (ids, hasher) = (&self.ids, &self.hasher);
-        self.by_id.insert_unique(hash, slot, |&s| hasher.hash_one(ids[s as usize].as_str()));
+        self.by_id
+            .insert_unique(hash, slot, |&s| hasher.hash_one(ids[s as usize].as_str()));
         slot
     }
 
@@ -320,15 +346,24 @@ impl LayerIndex {
             Some(slot) => {
                 let old = self.geometry(slot);
                 let old_bbox = old.bbox();
-                let old_entry = Entry { env: envelope(old), slot };
+                let old_entry = Entry {
+                    env: envelope(old),
+                    slot,
+                };
                 self.tree.remove(&old_entry);
                 self.write_slot(slot, fid, f);
-                self.tree.insert(Entry { env: envelope(self.geometry(slot)), slot });
+                self.tree.insert(Entry {
+                    env: envelope(self.geometry(slot)),
+                    slot,
+                });
                 Some(old_bbox)
             }
             None => {
                 let slot = self.allocate(fid, f);
-                self.tree.insert(Entry { env: envelope(self.geometry(slot)), slot });
+                self.tree.insert(Entry {
+                    env: envelope(self.geometry(slot)),
+                    slot,
+                });
                 None
             }
         }
@@ -403,7 +438,10 @@ impl LayerIndex {
         for (e, env_d2) in self.tree.nearest_neighbor_iter_with_distance_2(&[c.x, c.y]) {
             if best.len() == k {
                 if let Some(worst) = best.peek() {
-                    if env_d2.sqrt() > worst.0 {
+                    // The envelope bound and the exact distance are computed differently
+                    // and may round apart by an ulp; stop only when the bound is clearly
+                    // beyond, so exact ties (broken by fid) are never cut off.
+                    if env_d2.sqrt() > worst.0 * (1.0 + 1e-12) + 1e-300 {
                         break;
                     }
                 }
@@ -424,10 +462,13 @@ impl LayerIndex {
         let slots = self.fids.len();
         let geoms = match &self.geoms {
             Geoms::Points(v) => v.capacity() * 16,
-            Geoms::Shapes(v) => v.iter().map(|g| {
-                use geo::CoordsIter;
-                64 + g.coords_count() * 16
-            }).sum(),
+            Geoms::Shapes(v) => v
+                .iter()
+                .map(|g| {
+                    use geo::CoordsIter;
+                    64 + g.coords_count() * 16
+                })
+                .sum(),
         };
         let columns: usize = self
             .columns
@@ -446,8 +487,8 @@ impl LayerIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::test_layers::risk_points;
     use crate::model::Value;
+    use crate::model::test_layers::risk_points;
 
     fn feature(id: &str, x: f64, y: f64, level: &str) -> Feature {
         Feature {
@@ -472,7 +513,10 @@ mod tests {
         let old = idx.upsert(1, &feature("a", 108.0, 31.0, "III")).unwrap();
         assert_eq!(old, Bbox::of_coord(Coord { x: 106.0, y: 29.0 }));
         assert!(idx.in_bbox(&b).is_empty());
-        assert_eq!(idx.get("a").unwrap().feature.values[2], Value::Text("III".into()));
+        assert_eq!(
+            idx.get("a").unwrap().feature.values[2],
+            Value::Text("III".into())
+        );
         assert!(idx.remove("a").is_some());
         assert_eq!(idx.len(), 1);
         assert!(idx.get("a").is_none());

@@ -31,19 +31,35 @@ pub(super) fn read(
     reader: &mut dyn Read,
     sink: &mut dyn FnMut(Item) -> Result<(), IngestError>,
 ) -> Result<(), IngestError> {
-    let format_err = |message: String| IngestError::Format { path: path.to_path_buf(), message };
-    if !matches!(layer.geometry, GeometryType::Point | GeometryType::MultiPoint) {
+    let format_err = |message: String| IngestError::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    if !matches!(
+        layer.geometry,
+        GeometryType::Point | GeometryType::MultiPoint
+    ) {
         return Err(format_err(format!(
             "CSV can only feed point layers; layer {} holds {} features (use GeoJSON)",
             layer.name,
             layer.geometry.geojson_name()
         )));
     }
-    let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(reader);
-    let headers = rdr.byte_headers().map_err(|e| format_err(format!("cannot read the header line: {e}")))?.clone();
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(reader);
+    let headers = rdr
+        .byte_headers()
+        .map_err(|e| format_err(format!("cannot read the header line: {e}")))?
+        .clone();
     let mut names = Vec::with_capacity(headers.len());
     for (i, h) in headers.iter().enumerate() {
-        let h = if i == 0 { h.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(h) } else { h };
+        let h = if i == 0 {
+            h.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(h)
+        } else {
+            h
+        };
         let name = std::str::from_utf8(h)
             .map_err(|_| format_err(format!("header of column {} is not valid UTF-8", i + 1)))?;
         names.push(name.trim().to_string());
@@ -51,14 +67,28 @@ pub(super) fn read(
     let find = |wanted: &Option<String>, defaults: &[&str]| -> Option<usize> {
         match wanted {
             Some(w) => names.iter().position(|n| n.eq_ignore_ascii_case(w)),
-            None => names.iter().position(|n| defaults.iter().any(|d| n.eq_ignore_ascii_case(d))),
+            None => names
+                .iter()
+                .position(|n| defaults.iter().any(|d| n.eq_ignore_ascii_case(d))),
         }
     };
     let lon = find(&opts.lon_column, &LON_NAMES).ok_or_else(|| {
-        format_err(format!("no longitude column (looked for {}); columns are: {}", opts.lon_column.as_deref().map_or(LON_NAMES.join(", "), str::to_string), names.join(", ")))
+        format_err(format!(
+            "no longitude column (looked for {}); columns are: {}",
+            opts.lon_column
+                .as_deref()
+                .map_or(LON_NAMES.join(", "), str::to_string),
+            names.join(", ")
+        ))
     })?;
     let lat = find(&opts.lat_column, &LAT_NAMES).ok_or_else(|| {
-        format_err(format!("no latitude column (looked for {}); columns are: {}", opts.lat_column.as_deref().map_or(LAT_NAMES.join(", "), str::to_string), names.join(", ")))
+        format_err(format!(
+            "no latitude column (looked for {}); columns are: {}",
+            opts.lat_column
+                .as_deref()
+                .map_or(LAT_NAMES.join(", "), str::to_string),
+            names.join(", ")
+        ))
     })?;
     let mut targets = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
@@ -68,7 +98,12 @@ pub(super) fn read(
             Target::Lat
         } else if name.eq_ignore_ascii_case(&layer.id_property) {
             Target::Id
-        } else if let Some((p, _)) = layer.properties.iter().enumerate().find(|(_, p)| p.name.eq_ignore_ascii_case(name)) {
+        } else if let Some((p, _)) = layer
+            .properties
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.name.eq_ignore_ascii_case(name))
+        {
             Target::Property(p)
         } else if layer.unknown_properties == UnknownProperties::Drop {
             Target::Ignored
@@ -77,7 +112,12 @@ pub(super) fn read(
                 "column {name:?} is not declared by layer {} (declared: {}, {})",
                 layer.name,
                 layer.id_property,
-                layer.properties.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                layer
+                    .properties
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         };
         if t != Target::Ignored && targets.contains(&t) {
@@ -86,20 +126,29 @@ pub(super) fn read(
         targets.push(t);
     }
     if !targets.contains(&Target::Id) {
-        return Err(format_err(format!("no {:?} column (the layer's id property)", layer.id_property)));
+        return Err(format_err(format!(
+            "no {:?} column (the layer's id property)",
+            layer.id_property
+        )));
     }
 
     let mut record = csv::ByteRecord::new();
     let mut number = 0u64;
     loop {
-        let more = rdr.read_byte_record(&mut record).map_err(|e| format_err(format!("after feature {number}: {e}")))?;
+        let more = rdr
+            .read_byte_record(&mut record)
+            .map_err(|e| format_err(format!("after feature {number}: {e}")))?;
         if !more {
             break;
         }
         number += 1;
         let line = record.position().map(|p| p.line());
         let result = row(layer, &names, &targets, &record);
-        sink(Item { number, line, result })?;
+        sink(Item {
+            number,
+            line,
+            result,
+        })?;
     }
     Ok(())
 }
@@ -113,33 +162,63 @@ fn row(
 ) -> Result<crate::model::Feature, (Option<String>, FieldError)> {
     // The id first, so every later refusal can name it.
     let id_col = targets.iter().position(|t| *t == Target::Id).unwrap_or(0);
-    let id = record.get(id_col).and_then(|b| std::str::from_utf8(b).ok()).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let id = record
+        .get(id_col)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
     let fail = |field: &str, reason: String| (id.clone(), FieldError::new(field, reason));
     if record.len() != names.len() {
-        return Err(fail("row", format!("{} fields, the header has {}", record.len(), names.len())));
+        return Err(fail(
+            "row",
+            format!("{} fields, the header has {}", record.len(), names.len()),
+        ));
     }
     let mut values = vec![Value::Null; layer.properties.len()];
     let (mut x, mut y) = (f64::NAN, f64::NAN);
     for ((cell, name), target) in record.iter().zip(names).zip(targets) {
-        let text = std::str::from_utf8(cell).map_err(|_| fail(name, "text is not valid UTF-8 (convert the file with iconv -f GB18030 -t UTF-8)".into()))?;
+        let text = std::str::from_utf8(cell).map_err(|_| {
+            fail(
+                name,
+                "text is not valid UTF-8 (convert the file with iconv -f GB18030 -t UTF-8)".into(),
+            )
+        })?;
         match *target {
             Target::Id | Target::Ignored => {}
             Target::Lon | Target::Lat => {
-                let v: f64 = text.trim().parse().map_err(|_| fail(name, format!("expected a number, found {text:?}")))?;
+                let v = text
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| {
+                        fail(name, format!("expected a finite number, found {text:?}"))
+                    })?;
                 if *target == Target::Lon { x = v } else { y = v }
             }
             Target::Property(p) => {
                 let def = &layer.properties[p];
-                values[p] = def.value_from_text(text).map_err(|e| fail(&format!("properties.{}", def.name), e))?;
+                values[p] = def
+                    .value_from_text(text)
+                    .map_err(|e| fail(&format!("properties.{}", def.name), e))?;
             }
         }
     }
     // Required properties whose column is absent from the file.
     for (def, v) in layer.properties.iter().zip(&values) {
         if def.required && v.is_null() {
-            return Err(fail(&format!("properties.{}", def.name), "is required".into()));
+            return Err(fail(
+                &format!("properties.{}", def.name),
+                "is required".into(),
+            ));
         }
     }
-    let id = id.clone().ok_or_else(|| fail("id", format!("missing: the {:?} cell is empty", layer.id_property)))?;
-    crate::model::Feature::new(layer, id.clone(), Point(Coord { x, y }).into(), values).map_err(|e| (Some(id), e))
+    let id = id.clone().ok_or_else(|| {
+        fail(
+            "id",
+            format!("missing: the {:?} cell is empty", layer.id_property),
+        )
+    })?;
+    crate::model::Feature::new(layer, id.clone(), Point(Coord { x, y }).into(), values)
+        .map_err(|e| (Some(id), e))
 }

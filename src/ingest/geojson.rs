@@ -10,7 +10,7 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde_json::Value as Json;
 
 use super::{IngestError, Item};
-use crate::model::{feature::id_of, Feature, LayerDef};
+use crate::model::{Feature, LayerDef, feature::id_of};
 
 /// Replaces RFC 8142 record separators (0x1E) with spaces. JSON strings cannot hold a
 /// raw control character, so the byte only ever appears between records.
@@ -37,6 +37,8 @@ struct Ctx<'a> {
     failed: Option<IngestError>,
     /// A `crs` member naming a CRS we cannot take.
     bad_crs: Option<String>,
+    /// Inside a `features` array (a syntax error there belongs to feature count + 1).
+    in_features: bool,
 }
 
 impl Ctx<'_> {
@@ -46,7 +48,11 @@ impl Ctx<'_> {
             let id = id_of(self.layer, &v).ok().flatten();
             (id, e)
         });
-        let item = Item { number: self.count, line: None, result };
+        let item = Item {
+            number: self.count,
+            line: None,
+            result,
+        };
         (self.sink)(item).map_err(|e| {
             let msg = e.to_string();
             self.failed = Some(e);
@@ -61,7 +67,14 @@ pub(super) fn read(
     reader: &mut dyn Read,
     sink: &mut dyn FnMut(Item) -> Result<(), IngestError>,
 ) -> Result<(), IngestError> {
-    let mut ctx = Ctx { layer, sink, count: 0, failed: None, bad_crs: None };
+    let mut ctx = Ctx {
+        layer,
+        sink,
+        count: 0,
+        failed: None,
+        bad_crs: None,
+        in_features: false,
+    };
     let mut de = serde_json::Deserializer::from_reader(NoRecordSeparators(reader));
     let mut documents = 0;
     loop {
@@ -82,32 +95,55 @@ pub(super) fn read(
             });
         }
         if let Err(e) = r {
-            return Err(syntax_error(path, ctx.count, e));
+            return Err(syntax_error(
+                path,
+                ctx.count,
+                ctx.in_features || documents > 1,
+                e,
+            ));
         }
     }
     if documents == 0 {
-        return Err(IngestError::Format { path: path.to_path_buf(), message: "the file holds no JSON".into() });
+        return Err(IngestError::Format {
+            path: path.to_path_buf(),
+            message: "the file holds no JSON".into(),
+        });
     }
     Ok(())
 }
 
 /// Turns a serde_json error into a message naming the feature and, for text that is
 /// not UTF-8, the field.
-fn syntax_error(path: &Path, features_before: u64, e: serde_json::Error) -> IngestError {
+fn syntax_error(
+    path: &Path,
+    features_before: u64,
+    in_feature: bool,
+    e: serde_json::Error,
+) -> IngestError {
     let (line, column) = (e.line(), e.column());
     let text = e.to_string();
-    let message = if text.contains("invalid unicode code point") || text.contains("invalid escape") && text.contains("unicode") {
-        let field = key_before(path, line, column).map(|k| format!(", field '{k}'")).unwrap_or_default();
+    let message = if text.contains("invalid unicode code point")
+        || text.contains("invalid escape") && text.contains("unicode")
+    {
+        let field = key_before(path, line, column)
+            .map(|k| format!(", field '{k}'"))
+            .unwrap_or_default();
         format!(
             "feature {}{field}: text is not valid UTF-8 at line {line}, column {column} (GeoJSON must be UTF-8; convert with iconv -f GB18030 -t UTF-8)",
             features_before + 1
         )
-    } else if features_before > 0 || text.contains("features") {
-        format!("malformed GeoJSON in or after feature {}: {text}", features_before + 1)
+    } else if in_feature {
+        format!(
+            "malformed GeoJSON in feature {}: {text}",
+            features_before + 1
+        )
     } else {
         format!("malformed GeoJSON: {text}")
     };
-    IngestError::Format { path: path.to_path_buf(), message }
+    IngestError::Format {
+        path: path.to_path_buf(),
+        message,
+    }
 }
 
 /// The JSON key whose value holds position `line`:`column` (1-based), found by
@@ -158,7 +194,9 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
                         return Err(A::Error::custom("duplicate \"features\" member"));
                     }
                     saw_features = true;
-                    map.next_value_seed(Features { ctx: &mut *self.ctx })?;
+                    map.next_value_seed(Features {
+                        ctx: &mut *self.ctx,
+                    })?;
                 }
                 "crs" => {
                     let crs: Json = map.next_value()?;
@@ -184,7 +222,10 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
         }
         match ty.as_deref() {
             Some("FeatureCollection") => Ok(()),
-            Some("Feature") if !saw_features => self.ctx.feature(Json::Object(members)).map_err(A::Error::custom),
+            Some("Feature") if !saw_features => self
+                .ctx
+                .feature(Json::Object(members))
+                .map_err(A::Error::custom),
             Some(other) => Err(A::Error::custom(format!(
                 "expected a FeatureCollection or Feature, found type {other:?}"
             ))),
@@ -214,9 +255,11 @@ impl<'de> Visitor<'de> for Features<'_, '_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         use serde::de::Error;
+        self.ctx.in_features = true;
         while let Some(v) = seq.next_element::<Json>()? {
             self.ctx.feature(v).map_err(A::Error::custom)?;
         }
+        self.ctx.in_features = false;
         Ok(())
     }
 }

@@ -14,8 +14,8 @@ use std::fmt;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use compact_str::CompactString;
 use sha2::{Digest, Sha256};
@@ -59,7 +59,10 @@ impl fmt::Display for Rejection {
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The file cannot be read as its format (malformed JSON, a CSV without the
     /// needed columns...). `message` says where.
     #[error("{path}: {message}")]
@@ -83,9 +86,14 @@ pub enum Format {
 impl Format {
     /// Decides from the file name, then from the first non-blank byte.
     pub fn detect(path: &Path, head: &[u8]) -> Option<Format> {
-        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
         match ext.as_deref() {
-            Some("geojson" | "json" | "geojsonl" | "geojsons" | "ndjson" | "jsonl") => return Some(Format::GeoJson),
+            Some("geojson" | "json" | "geojsonl" | "geojsons" | "ndjson" | "jsonl") => {
+                return Some(Format::GeoJson);
+            }
             Some("csv") => return Some(Format::Csv),
             _ => {}
         }
@@ -182,7 +190,10 @@ pub fn import_file(
     opts: &ImportOptions,
     progress: &dyn Progress,
 ) -> Result<ImportReport, IngestError> {
-    let read_err = |source| IngestError::Read { path: path.to_path_buf(), source };
+    let read_err = |source| IngestError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = File::open(path).map_err(read_err)?;
     let total = file.metadata().map_err(read_err)?.len();
     let mut head = [0u8; 64];
@@ -190,14 +201,23 @@ pub fn import_file(
         let mut f = File::open(path).map_err(read_err)?;
         f.read(&mut head).map_err(read_err)?
     };
-    let format = Format::detect(path, &head[..n])
-        .ok_or_else(|| IngestError::Format { path: path.to_path_buf(), message: "the file is empty".into() })?;
+    let format = Format::detect(path, &head[..n]).ok_or_else(|| IngestError::Format {
+        path: path.to_path_buf(),
+        message: "the file is empty".into(),
+    })?;
     let bytes = Arc::new(AtomicU64::new(0));
-    let mut tap = Tap { inner: BufReader::with_capacity(1 << 20, file), bytes: bytes.clone(), sha: Sha256::new() };
+    let mut tap = Tap {
+        inner: BufReader::with_capacity(1 << 20, file),
+        bytes: bytes.clone(),
+        sha: Sha256::new(),
+    };
     progress.start(total);
 
     let mut report = ImportReport {
-        file: opts.source_name.clone().unwrap_or_else(|| path.display().to_string()),
+        file: opts
+            .source_name
+            .clone()
+            .unwrap_or_else(|| path.display().to_string()),
         layer: layer.name.clone(),
         changed_ids: Some(Vec::new()),
         ..Default::default()
@@ -215,7 +235,13 @@ pub fn import_file(
                     Some(first) => {
                         // Keep the first occurrence's number for later duplicates too.
                         seen.insert(CompactString::new(&f.id), first);
-                        Some((Some(f.id.clone()), FieldError::new("id", format!("duplicate id {:?}: feature {first} has it too", f.id))))
+                        Some((
+                            Some(f.id.clone()),
+                            FieldError::new(
+                                "id",
+                                format!("duplicate id {:?}: feature {first} has it too", f.id),
+                            ),
+                        ))
                     }
                     None => {
                         report.length_km += crate::index::geodesic_length_km(&f.geometry);
@@ -249,7 +275,13 @@ pub fn import_file(
             if let Some((id, e)) = refusal {
                 report.rejected += 1;
                 if report.rejections.len() < MAX_REPORTED_REJECTIONS {
-                    report.rejections.push(Rejection { feature: item.number, line: item.line, id, field: e.field, reason: e.reason });
+                    report.rejections.push(Rejection {
+                        feature: item.number,
+                        line: item.line,
+                        id,
+                        field: e.field,
+                        reason: e.reason,
+                    });
                 }
                 if !opts.skip_invalid {
                     writing = false;
@@ -262,7 +294,13 @@ pub fn import_file(
             Format::Csv => csv::read(path, layer, opts, &mut tap, &mut sink)?,
         }
         report.bytes = bytes.load(Ordering::Relaxed);
-        report.sha256 = tap.sha.clone().finalize().iter().map(|b| format!("{b:02x}")).collect();
+        report.sha256 = tap
+            .sha
+            .clone()
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         progress.update(report.bytes, report.features);
         if report.rejected > 0 && !opts.skip_invalid {
             return Ok(()); // dropping tx rolls back: nothing of this file is written

@@ -32,7 +32,14 @@ pub enum Action {
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [Role::Viewer, Role::Importer, Role::Planner, Role::DutyOfficer, Role::Sensor, Role::Admin];
+    pub const ALL: [Role; 6] = [
+        Role::Viewer,
+        Role::Importer,
+        Role::Planner,
+        Role::DutyOfficer,
+        Role::Sensor,
+        Role::Admin,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -70,7 +77,10 @@ mod tests {
 
     #[test]
     fn only_planners_and_admins_edit_features() {
-        let editors: Vec<_> = Role::ALL.into_iter().filter(|r| r.allows(Action::EditFeatures)).collect();
+        let editors: Vec<_> = Role::ALL
+            .into_iter()
+            .filter(|r| r.allows(Action::EditFeatures))
+            .collect();
         assert_eq!(editors, vec![Role::Planner, Role::Admin]);
         for r in Role::ALL {
             assert_eq!(Role::from_name(r.name()), Some(r));

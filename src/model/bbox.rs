@@ -26,7 +26,9 @@ pub enum BboxError {
     LonOutOfRange { value: f64 },
     #[error("bbox latitude {value} is outside -90..90")]
     LatOutOfRange { value: f64 },
-    #[error("bbox minimum exceeds maximum ({min} > {max}); boxes across the antimeridian are not supported")]
+    #[error(
+        "bbox minimum exceeds maximum ({min} > {max}); boxes across the antimeridian are not supported"
+    )]
     Inverted { min: f64, max: f64 },
 }
 
@@ -44,12 +46,23 @@ impl Bbox {
             }
         }
         if min_lon > max_lon {
-            return Err(BboxError::Inverted { min: min_lon, max: max_lon });
+            return Err(BboxError::Inverted {
+                min: min_lon,
+                max: max_lon,
+            });
         }
         if min_lat > max_lat {
-            return Err(BboxError::Inverted { min: min_lat, max: max_lat });
+            return Err(BboxError::Inverted {
+                min: min_lat,
+                max: max_lat,
+            });
         }
-        Ok(Bbox { min_lon, min_lat, max_lon, max_lat })
+        Ok(Bbox {
+            min_lon,
+            min_lat,
+            max_lon,
+            max_lat,
+        })
     }
 
     /// Parses `min_lon,min_lat,max_lon,max_lat` as in OGC API – Features.
@@ -65,14 +78,22 @@ impl Bbox {
                 .parse::<f64>()
                 .ok()
                 .filter(|v| v.is_finite())
-                .ok_or_else(|| BboxError::NotANumber { index, text: part.to_string() })?;
+                .ok_or_else(|| BboxError::NotANumber {
+                    index,
+                    text: part.to_string(),
+                })?;
         }
         Bbox::new(n[0], n[1], n[2], n[3])
     }
 
     /// The box of one coordinate.
     pub fn of_coord(c: Coord) -> Self {
-        Bbox { min_lon: c.x, min_lat: c.y, max_lon: c.x, max_lat: c.y }
+        Bbox {
+            min_lon: c.x,
+            min_lat: c.y,
+            max_lon: c.x,
+            max_lat: c.y,
+        }
     }
 
     /// The bounding box of a geometry, `None` when it is empty.
@@ -105,8 +126,14 @@ impl Bbox {
 
     pub fn to_rect(self) -> Rect {
         Rect::new(
-            Coord { x: self.min_lon, y: self.min_lat },
-            Coord { x: self.max_lon, y: self.max_lat },
+            Coord {
+                x: self.min_lon,
+                y: self.min_lat,
+            },
+            Coord {
+                x: self.max_lon,
+                y: self.max_lat,
+            },
         )
     }
 
@@ -118,7 +145,12 @@ impl Bbox {
 
 impl From<Rect> for Bbox {
     fn from(r: Rect) -> Self {
-        Bbox { min_lon: r.min().x, min_lat: r.min().y, max_lon: r.max().x, max_lat: r.max().y }
+        Bbox {
+            min_lon: r.min().x,
+            min_lat: r.min().y,
+            max_lon: r.max().x,
+            max_lat: r.max().y,
+        }
     }
 }
 
@@ -129,11 +161,26 @@ mod tests {
     #[test]
     fn parse_accepts_zero_width_and_refuses_bad_boxes() {
         assert!(Bbox::parse("106,29,106,30").is_ok());
-        assert_eq!(Bbox::parse("1,2,3"), Err(BboxError::WrongCount { count: 3 }));
-        assert!(matches!(Bbox::parse("1,NaN,3,4"), Err(BboxError::NotANumber { index: 1, .. })));
-        assert!(matches!(Bbox::parse("1,2,inf,4"), Err(BboxError::NotANumber { index: 2, .. })));
-        assert!(matches!(Bbox::parse("170,0,-170,1"), Err(BboxError::Inverted { .. })));
-        assert!(matches!(Bbox::parse("0,-91,1,1"), Err(BboxError::LatOutOfRange { .. })));
+        assert_eq!(
+            Bbox::parse("1,2,3"),
+            Err(BboxError::WrongCount { count: 3 })
+        );
+        assert!(matches!(
+            Bbox::parse("1,NaN,3,4"),
+            Err(BboxError::NotANumber { index: 1, .. })
+        ));
+        assert!(matches!(
+            Bbox::parse("1,2,inf,4"),
+            Err(BboxError::NotANumber { index: 2, .. })
+        ));
+        assert!(matches!(
+            Bbox::parse("170,0,-170,1"),
+            Err(BboxError::Inverted { .. })
+        ));
+        assert!(matches!(
+            Bbox::parse("0,-91,1,1"),
+            Err(BboxError::LatOutOfRange { .. })
+        ));
     }
 
     #[test]
@@ -141,7 +188,10 @@ mod tests {
         let b = Bbox::new(0.0, 0.0, 1.0, 1.0).unwrap();
         assert!(b.contains_coord(Coord { x: 1.0, y: 0.5 }));
         assert!(b.contains_coord(Coord { x: 0.0, y: 0.0 }));
-        assert!(!b.contains_coord(Coord { x: 1.0 + 1e-12, y: 0.5 }));
+        assert!(!b.contains_coord(Coord {
+            x: 1.0 + 1e-12,
+            y: 0.5
+        }));
         assert!(b.intersects(&Bbox::new(1.0, 1.0, 2.0, 2.0).unwrap()));
     }
 }

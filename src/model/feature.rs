@@ -5,9 +5,9 @@ use geo_types::Geometry;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
-use super::layer::{check_id, json_kind, LayerDef, UnknownProperties};
-use super::value::Value;
 use super::geometry;
+use super::layer::{LayerDef, UnknownProperties, check_id, json_kind};
+use super::value::Value;
 
 /// A validated feature of one layer. `values[i]` belongs to `layer.properties[i]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,51 +29,95 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        FieldError { field: field.into(), reason: reason.into() }
+        FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
 impl Feature {
     /// Checks parts built by a reader that typed the values itself (CSV, the demo):
     /// the id, the geometry against the layer's type, and the value count.
-    pub fn new(layer: &LayerDef, id: String, geometry: Geometry, values: Vec<Value>) -> Result<Self, FieldError> {
+    pub fn new(
+        layer: &LayerDef,
+        id: String,
+        geometry: Geometry,
+        values: Vec<Value>,
+    ) -> Result<Self, FieldError> {
         check_id(&id).map_err(|e| FieldError::new("id", e))?;
-        let geometry = layer.geometry.conform(geometry).map_err(|e| FieldError::new("geometry", e))?;
+        let geometry = layer
+            .geometry
+            .conform(geometry)
+            .map_err(|e| FieldError::new("geometry", e))?;
         geometry::check(&geometry).map_err(|e| FieldError::new("geometry", e))?;
         if values.len() != layer.properties.len() {
             return Err(FieldError::new(
                 "properties",
-                format!("{} values for {} declared properties", values.len(), layer.properties.len()),
+                format!(
+                    "{} values for {} declared properties",
+                    values.len(),
+                    layer.properties.len()
+                ),
             ));
         }
         for (def, v) in layer.properties.iter().zip(&values) {
-            def.check(v.clone()).map_err(|e| FieldError::new(format!("properties.{}", def.name), e))?;
+            def.check(v.clone())
+                .map_err(|e| FieldError::new(format!("properties.{}", def.name), e))?;
         }
-        Ok(Feature { id, geometry, values })
+        Ok(Feature {
+            id,
+            geometry,
+            values,
+        })
     }
 
     /// Validates a GeoJSON Feature object against the layer.
     pub fn from_geojson(layer: &LayerDef, v: &Json) -> Result<Self, FieldError> {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| FieldError::new("type", format!("expected a Feature object, found {}", json_kind(v))))?;
+        let obj = v.as_object().ok_or_else(|| {
+            FieldError::new(
+                "type",
+                format!("expected a Feature object, found {}", json_kind(v)),
+            )
+        })?;
         match obj.get("type") {
             Some(Json::String(t)) if t == "Feature" => {}
-            Some(Json::String(t)) => return Err(FieldError::new("type", format!("expected \"Feature\", found {t:?}"))),
+            Some(Json::String(t)) => {
+                return Err(FieldError::new(
+                    "type",
+                    format!("expected \"Feature\", found {t:?}"),
+                ));
+            }
             _ => return Err(FieldError::new("type", "missing \"type\": \"Feature\"")),
         }
         let id = id_of(layer, v)?.ok_or_else(|| {
-            FieldError::new("id", format!("missing: give the feature an \"id\" or properties.{}", layer.id_property))
+            FieldError::new(
+                "id",
+                format!(
+                    "missing: give the feature an \"id\" or properties.{}",
+                    layer.id_property
+                ),
+            )
         })?;
         check_id(&id).map_err(|e| FieldError::new("id", e))?;
 
         let geometry = match obj.get("geometry") {
             None => return Err(FieldError::new("geometry", "is missing")),
-            Some(Json::Null) => return Err(FieldError::new("geometry", "is null; every feature needs a geometry")),
+            Some(Json::Null) => {
+                return Err(FieldError::new(
+                    "geometry",
+                    "is null; every feature needs a geometry",
+                ));
+            }
             Some(g) => {
-                let parsed = geojson::GeometryValue::deserialize(g).map_err(|e| FieldError::new("geometry", e.to_string()))?;
-                let g = geometry::from_geojson(&parsed).map_err(|e| FieldError::new("geometry", e))?;
-                let g = layer.geometry.conform(g).map_err(|e| FieldError::new("geometry", e))?;
+                let parsed = geojson::GeometryValue::deserialize(g)
+                    .map_err(|e| FieldError::new("geometry", e.to_string()))?;
+                let g =
+                    geometry::from_geojson(&parsed).map_err(|e| FieldError::new("geometry", e))?;
+                let g = layer
+                    .geometry
+                    .conform(g)
+                    .map_err(|e| FieldError::new("geometry", e))?;
                 geometry::check(&g).map_err(|e| FieldError::new("geometry", e))?;
                 g
             }
@@ -84,23 +128,40 @@ impl Feature {
             None | Some(Json::Null) => &empty,
             Some(Json::Object(m)) => m,
             Some(other) => {
-                return Err(FieldError::new("properties", format!("expected an object, found {}", json_kind(other))));
+                return Err(FieldError::new(
+                    "properties",
+                    format!("expected an object, found {}", json_kind(other)),
+                ));
             }
         };
         if layer.unknown_properties == UnknownProperties::Reject {
-            if let Some(k) = props.keys().find(|k| **k != layer.id_property && layer.property(k).is_none()) {
+            if let Some(k) = props
+                .keys()
+                .find(|k| **k != layer.id_property && layer.property(k).is_none())
+            {
                 return Err(FieldError::new(
                     format!("properties.{k}"),
-                    format!("is not declared by layer {} (declared: {})", layer.name, declared_list(layer)),
+                    format!(
+                        "is not declared by layer {} (declared: {})",
+                        layer.name,
+                        declared_list(layer)
+                    ),
                 ));
             }
         }
         let values = layer
             .properties
             .iter()
-            .map(|def| def.value_from_json(props.get(&def.name)).map_err(|e| FieldError::new(format!("properties.{}", def.name), e)))
+            .map(|def| {
+                def.value_from_json(props.get(&def.name))
+                    .map_err(|e| FieldError::new(format!("properties.{}", def.name), e))
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Feature { id, geometry, values })
+        Ok(Feature {
+            id,
+            geometry,
+            values,
+        })
     }
 
     /// The GeoJSON Feature: `id` at the top and, as in the files we import, also as the
@@ -124,16 +185,32 @@ impl Feature {
     /// the result. The id cannot change.
     pub fn merge_patch(&self, layer: &LayerDef, patch: &Json) -> Result<Feature, FieldError> {
         if !patch.is_object() {
-            return Err(FieldError::new("patch", format!("expected an object, found {}", json_kind(patch))));
+            return Err(FieldError::new(
+                "patch",
+                format!("expected an object, found {}", json_kind(patch)),
+            ));
         }
         // The id cannot change: refuse a patch that names another one.
         let field = format!("properties.{}", layer.id_property);
-        for (value, name) in [(patch.get("id"), "id"), (patch.get("properties").and_then(|p| p.get(&layer.id_property)), field.as_str())] {
+        for (value, name) in [
+            (patch.get("id"), "id"),
+            (
+                patch
+                    .get("properties")
+                    .and_then(|p| p.get(&layer.id_property)),
+                field.as_str(),
+            ),
+        ] {
             match value {
                 None | Some(Json::Null) => {}
                 Some(Json::String(s)) if *s == self.id => {}
                 Some(Json::Number(n)) if n.to_string() == self.id => {}
-                Some(other) => return Err(FieldError::new(name, format!("cannot change the id ({} -> {other})", self.id))),
+                Some(other) => {
+                    return Err(FieldError::new(
+                        name,
+                        format!("cannot change the id ({} -> {other})", self.id),
+                    ));
+                }
             }
         }
         let mut doc = self.to_geojson(layer);
@@ -156,7 +233,13 @@ pub fn id_of(layer: &LayerDef, v: &Json) -> Result<Option<String>, FieldError> {
             Json::Null => Ok(None),
             Json::String(s) => Ok(Some(s.clone())),
             Json::Number(n) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
-            other => Err(FieldError::new(field, format!("expected a string or an integer, found {}", json_kind(other)))),
+            other => Err(FieldError::new(
+                field,
+                format!(
+                    "expected a string or an integer, found {}",
+                    json_kind(other)
+                ),
+            )),
         }
     }
     let top = match v.get("id") {
@@ -169,7 +252,10 @@ pub fn id_of(layer: &LayerDef, v: &Json) -> Result<Option<String>, FieldError> {
         None => None,
     };
     match (top, inner) {
-        (Some(a), Some(b)) if a != b => Err(FieldError::new(field, format!("{b:?} differs from the feature id {a:?}"))),
+        (Some(a), Some(b)) if a != b => Err(FieldError::new(
+            field,
+            format!("{b:?} differs from the feature id {a:?}"),
+        )),
         (Some(a), _) => Ok(Some(a)),
         (None, b) => Ok(b),
     }
@@ -205,13 +291,34 @@ mod tests {
     fn errors_name_the_field() {
         let layer = risk_points();
         let cases = [
-            (json!({"type":"Feature","geometry":{"type":"Point","coordinates":[1,2]},"properties":{"name":"x","category":"landslide","level":"I"}}), "id"),
-            (json!({"type":"Feature","id":"a","geometry":null,"properties":{}}), "geometry"),
-            (json!({"type":"Feature","id":"a","geometry":{"type":"LineString","coordinates":[[1,2],[3,4]]},"properties":{}}), "geometry"),
-            (json!({"type":"Feature","id":"a","geometry":{"type":"Point","coordinates":[200,2]},"properties":{}}), "geometry"),
-            (json!({"type":"Feature","id":"a","geometry":{"type":"Point","coordinates":[1,2]},"properties":{"name":"x","category":"landslide","level":"V"}}), "properties.level"),
-            (json!({"type":"Feature","id":"a","geometry":{"type":"Point","coordinates":[1,2]},"properties":{"name":"x","category":"landslide","level":"I","levle":"I"}}), "properties.levle"),
-            (json!({"type":"Feature","id":"a","geometry":{"type":"Point","coordinates":[1,2]},"properties":{"id":"b"}}), "properties.id"),
+            (
+                json!({"type":"Feature","geometry":{"type":"Point","coordinates":[1,2]},"properties":{"name":"x","category":"landslide","level":"I"}}),
+                "id",
+            ),
+            (
+                json!({"type":"Feature","id":"a","geometry":null,"properties":{}}),
+                "geometry",
+            ),
+            (
+                json!({"type":"Feature","id":"a","geometry":{"type":"LineString","coordinates":[[1,2],[3,4]]},"properties":{}}),
+                "geometry",
+            ),
+            (
+                json!({"type":"Feature","id":"a","geometry":{"type":"Point","coordinates":[200,2]},"properties":{}}),
+                "geometry",
+            ),
+            (
+                json!({"type":"Feature","id":"a","geometry":{"type":"Point","coordinates":[1,2]},"properties":{"name":"x","category":"landslide","level":"V"}}),
+                "properties.level",
+            ),
+            (
+                json!({"type":"Feature","id":"a","geometry":{"type":"Point","coordinates":[1,2]},"properties":{"name":"x","category":"landslide","level":"I","levle":"I"}}),
+                "properties.levle",
+            ),
+            (
+                json!({"type":"Feature","id":"a","geometry":{"type":"Point","coordinates":[1,2]},"properties":{"id":"b"}}),
+                "properties.id",
+            ),
         ];
         for (v, field) in cases {
             let e = Feature::from_geojson(&layer, &v).unwrap_err();
@@ -223,12 +330,29 @@ mod tests {
     fn merge_patch_changes_only_what_it_names_and_keeps_the_id() {
         let layer = risk_points();
         let f = Feature::from_geojson(&layer, &good()).unwrap();
-        let g = f.merge_patch(&layer, &json!({"properties":{"level":"I"}})).unwrap();
+        let g = f
+            .merge_patch(&layer, &json!({"properties":{"level":"I"}}))
+            .unwrap();
         assert_eq!(g.values[2], Value::Text("I".into()));
         assert_eq!(g.geometry, f.geometry);
-        let moved = f.merge_patch(&layer, &json!({"geometry":{"type":"Point","coordinates":[106.6,29.6]}})).unwrap();
+        let moved = f
+            .merge_patch(
+                &layer,
+                &json!({"geometry":{"type":"Point","coordinates":[106.6,29.6]}}),
+            )
+            .unwrap();
         assert_ne!(moved.geometry, f.geometry);
-        assert_eq!(f.merge_patch(&layer, &json!({"id":"R2"})).unwrap_err().field, "id");
-        assert_eq!(f.merge_patch(&layer, &json!({"properties":{"name":null}})).unwrap_err().field, "properties.name");
+        assert_eq!(
+            f.merge_patch(&layer, &json!({"id":"R2"}))
+                .unwrap_err()
+                .field,
+            "id"
+        );
+        assert_eq!(
+            f.merge_patch(&layer, &json!({"properties":{"name":null}}))
+                .unwrap_err()
+                .field,
+            "properties.name"
+        );
     }
 }

@@ -6,7 +6,9 @@
 //! degrees: longitude in -180..=180, latitude in -90..=90.
 
 use geo::Validation;
-use geo_types::{Coord, Geometry, LineString, MultiLineString, MultiPoint, MultiPolygon, Point, Polygon};
+use geo_types::{
+    Coord, Geometry, LineString, MultiLineString, MultiPoint, MultiPolygon, Point, Polygon,
+};
 
 /// At most this many vertices in one geometry: a guard against hostile input, far above
 /// any real risk-map feature (the Chongqing outline has about 3,000).
@@ -99,13 +101,17 @@ impl GeometryType {
         let found = GeometryType::of(&g);
         match (self, g) {
             (GeometryType::MultiPoint, Geometry::Point(p)) => Ok(MultiPoint(vec![p]).into()),
-            (GeometryType::MultiLineString, Geometry::LineString(l)) => Ok(MultiLineString(vec![l]).into()),
+            (GeometryType::MultiLineString, Geometry::LineString(l)) => {
+                Ok(MultiLineString(vec![l]).into())
+            }
             (GeometryType::MultiPolygon, Geometry::Polygon(p)) => Ok(MultiPolygon(vec![p]).into()),
             (want, g) if Some(want) == found => Ok(g),
             (want, g) => Err(format!(
                 "expected a {} geometry, found {}",
                 want.geojson_name(),
-                found.map(|t| t.geojson_name()).unwrap_or_else(|| kind_name(&g))
+                found
+                    .map(|t| t.geojson_name())
+                    .unwrap_or_else(|| kind_name(&g))
             )),
         }
     }
@@ -146,7 +152,9 @@ pub fn check(g: &Geometry) -> Result<(), String> {
         vertices += 1;
     }
     if vertices > MAX_VERTICES {
-        return Err(format!("{vertices} vertices, more than the limit of {MAX_VERTICES}"));
+        return Err(format!(
+            "{vertices} vertices, more than the limit of {MAX_VERTICES}"
+        ));
     }
     if vertices == 0 {
         return Err("geometry is empty".into());
@@ -172,7 +180,10 @@ pub fn from_geojson(v: &geojson::GeometryValue) -> Result<Geometry, String> {
     fn coord(p: &geojson::Position, at: &str) -> Result<Coord, String> {
         let s = p.as_slice();
         if s.len() < 2 {
-            return Err(format!("position {at} has {} number(s), needs [lon, lat]", s.len()));
+            return Err(format!(
+                "position {at} has {} number(s), needs [lon, lat]",
+                s.len()
+            ));
         }
         Ok(Coord { x: s[0], y: s[1] })
     }
@@ -188,16 +199,23 @@ pub fn from_geojson(v: &geojson::GeometryValue) -> Result<Geometry, String> {
         for (r, ring) in rings.iter().enumerate() {
             let here = format!("{at}[{r}]");
             if ring.len() < 4 {
-                return Err(format!("ring {here} has {} positions, needs at least 4", ring.len()));
+                return Err(format!(
+                    "ring {here} has {} positions, needs at least 4",
+                    ring.len()
+                ));
             }
             let l = line(ring, &here)?;
             if l.0.first() != l.0.last() {
-                return Err(format!("ring {here} is not closed (first and last positions differ)"));
+                return Err(format!(
+                    "ring {here} is not closed (first and last positions differ)"
+                ));
             }
             out.push(l);
         }
         let mut it = out.into_iter();
-        let exterior = it.next().ok_or_else(|| format!("polygon {at} has no rings"))?;
+        let exterior = it
+            .next()
+            .ok_or_else(|| format!("polygon {at} has no rings"))?;
         Ok(Polygon::new(exterior, it.collect()))
     }
     Ok(match v {
@@ -239,7 +257,8 @@ mod tests {
 
     #[test]
     fn single_geometries_are_promoted_to_the_declared_multi_type() {
-        let p: Geometry = polygon![(x: 0., y: 0.), (x: 1., y: 0.), (x: 1., y: 1.), (x: 0., y: 0.)].into();
+        let p: Geometry =
+            polygon![(x: 0., y: 0.), (x: 1., y: 0.), (x: 1., y: 1.), (x: 0., y: 0.)].into();
         let m = GeometryType::MultiPolygon.conform(p).unwrap();
         assert_eq!(GeometryType::of(&m), Some(GeometryType::MultiPolygon));
         let l: Geometry = line_string![(x: 0., y: 0.), (x: 1., y: 1.)].into();
@@ -264,15 +283,22 @@ mod tests {
 
     #[test]
     fn open_rings_and_short_positions_are_refused() {
-        let open: geojson::GeometryValue = serde_json::from_str(
-            r#"{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,1],[0,1]]]}"#,
-        )
-        .unwrap();
+        let open: geojson::GeometryValue =
+            serde_json::from_str(r#"{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,1],[0,1]]]}"#)
+                .unwrap();
         assert!(from_geojson(&open).unwrap_err().contains("not closed"));
-        let short: geojson::GeometryValue = serde_json::from_str(r#"{"type":"Point","coordinates":[1]}"#).unwrap();
-        assert!(from_geojson(&short).unwrap_err().contains("needs [lon, lat]"));
+        let short: geojson::GeometryValue =
+            serde_json::from_str(r#"{"type":"Point","coordinates":[1]}"#).unwrap();
+        assert!(
+            from_geojson(&short)
+                .unwrap_err()
+                .contains("needs [lon, lat]")
+        );
         let z: geojson::GeometryValue =
             serde_json::from_str(r#"{"type":"Point","coordinates":[106.5,29.5,300]}"#).unwrap();
-        assert_eq!(from_geojson(&z).unwrap(), Geometry::Point(Point::new(106.5, 29.5)));
+        assert_eq!(
+            from_geojson(&z).unwrap(),
+            Geometry::Point(Point::new(106.5, 29.5))
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! A layer's definition after validation: what `config` builds from `layers/NAME.toml`
 //! and every other module reads.
 
-use super::value::{PropertyType, Value};
 use super::GeometryType;
+use super::value::{PropertyType, Value};
 
 /// What a layer holds, which decides how the rest of riskmap treats it
 /// (warnings attach to risk points and pipelines; sensors report readings).
@@ -15,7 +15,12 @@ pub enum LayerKind {
 }
 
 impl LayerKind {
-    pub const ALL: [LayerKind; 4] = [LayerKind::RiskPoint, LayerKind::Pipeline, LayerKind::Sensor, LayerKind::Reference];
+    pub const ALL: [LayerKind; 4] = [
+        LayerKind::RiskPoint,
+        LayerKind::Pipeline,
+        LayerKind::Sensor,
+        LayerKind::Reference,
+    ];
 
     pub fn config_name(self) -> &'static str {
         match self {
@@ -81,7 +86,10 @@ pub const MAX_ID_BYTES: usize = 256;
 impl LayerDef {
     /// The position and definition of a declared property.
     pub fn property(&self, name: &str) -> Option<(usize, &PropertyDef)> {
-        self.properties.iter().enumerate().find(|(_, p)| p.name == name)
+        self.properties
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.name == name)
     }
 }
 
@@ -92,7 +100,10 @@ pub fn check_id(id: &str) -> Result<(), String> {
         return Err("id is empty".into());
     }
     if id.len() > MAX_ID_BYTES {
-        return Err(format!("id is {} bytes long, the limit is {MAX_ID_BYTES}", id.len()));
+        return Err(format!(
+            "id is {} bytes long, the limit is {MAX_ID_BYTES}",
+            id.len()
+        ));
     }
     if id.chars().any(char::is_control) {
         return Err("id contains a control character".into());
@@ -109,14 +120,17 @@ impl PropertyDef {
         use serde_json::Value as J;
         let value = match (self.ty, v) {
             (_, None | Some(J::Null)) => Value::Null,
-            (PropertyType::String | PropertyType::Date | PropertyType::DateTime, Some(J::String(s))) => {
-                Value::Text(s.clone())
-            }
+            (
+                PropertyType::String | PropertyType::Date | PropertyType::DateTime,
+                Some(J::String(s)),
+            ) => Value::Text(s.clone()),
             (PropertyType::Integer, Some(J::Number(n))) => match n.as_i64() {
                 Some(i) => Value::Int(i),
                 // 3.0 is an integer written as a float; 3.5 and 1e30 are not.
                 None => match n.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => Value::Int(f as i64),
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
+                        Value::Int(f as i64)
+                    }
                     _ => return Err(format!("expected an integer, found {n}")),
                 },
             },
@@ -126,7 +140,11 @@ impl PropertyDef {
             },
             (PropertyType::Boolean, Some(J::Bool(b))) => Value::Bool(*b),
             (ty, Some(other)) => {
-                return Err(format!("expected {}, found {}", type_phrase(ty), json_kind(other)));
+                return Err(format!(
+                    "expected {}, found {}",
+                    type_phrase(ty),
+                    json_kind(other)
+                ));
             }
         };
         self.check(value)
@@ -139,10 +157,13 @@ impl PropertyDef {
             Value::Null
         } else {
             match self.ty {
-                PropertyType::String | PropertyType::Date | PropertyType::DateTime => Value::Text(text.to_string()),
-                PropertyType::Integer => {
-                    Value::Int(t.parse::<i64>().map_err(|_| format!("expected an integer, found {text:?}"))?)
+                PropertyType::String | PropertyType::Date | PropertyType::DateTime => {
+                    Value::Text(text.to_string())
                 }
+                PropertyType::Integer => Value::Int(
+                    t.parse::<i64>()
+                        .map_err(|_| format!("expected an integer, found {text:?}"))?,
+                ),
                 PropertyType::Float => match t.parse::<f64>() {
                     Ok(f) if f.is_finite() => Value::Float(f),
                     _ => return Err(format!("expected a finite number, found {text:?}")),
@@ -204,7 +225,9 @@ impl PropertyDef {
 
 fn check_date(s: &str) -> Result<(), String> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(s, format).map(|_| ()).map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"))
+    time::Date::parse(s, format)
+        .map(|_| ())
+        .map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"))
 }
 
 fn check_datetime(s: &str) -> Result<(), String> {
@@ -259,7 +282,11 @@ mod tests {
         let d = def(PropertyType::Integer);
         assert_eq!(d.value_from_json(Some(&json!(3.0))), Ok(Value::Int(3)));
         assert!(d.value_from_json(Some(&json!(3.5))).is_err());
-        assert!(d.value_from_json(Some(&json!("3"))).unwrap_err().contains("found a string"));
+        assert!(
+            d.value_from_json(Some(&json!("3")))
+                .unwrap_err()
+                .contains("found a string")
+        );
         assert_eq!(d.value_from_text(" 42 "), Ok(Value::Int(42)));
         assert_eq!(d.value_from_text(""), Ok(Value::Null));
     }
@@ -270,13 +297,25 @@ mod tests {
         d.values = Some(vec!["I".into(), "II".into()]);
         d.required = true;
         assert!(d.value_from_json(None).unwrap_err().contains("required"));
-        assert!(d.value_from_json(Some(&json!("V"))).unwrap_err().contains("not one of I, II"));
+        assert!(
+            d.value_from_json(Some(&json!("V")))
+                .unwrap_err()
+                .contains("not one of I, II")
+        );
         let mut f = def(PropertyType::Float);
         f.min = Some(0.0);
         assert!(f.value_from_text("-1").is_err());
         assert!(f.value_from_text("NaN").is_err());
         assert!(f.value_from_text("inf").is_err());
-        assert!(def(PropertyType::Date).value_from_json(Some(&json!("2024-02-30"))).is_err());
-        assert!(def(PropertyType::DateTime).value_from_json(Some(&json!("2024-02-03T01:02:03+08:00"))).is_ok());
+        assert!(
+            def(PropertyType::Date)
+                .value_from_json(Some(&json!("2024-02-30")))
+                .is_err()
+        );
+        assert!(
+            def(PropertyType::DateTime)
+                .value_from_json(Some(&json!("2024-02-03T01:02:03+08:00")))
+                .is_ok()
+        );
     }
 }

@@ -47,7 +47,12 @@ pub(crate) mod test_layers {
             properties: vec![
                 prop("name", PropertyType::String, true, None),
                 prop("category", PropertyType::String, true, None),
-                prop("level", PropertyType::String, true, Some(&["I", "II", "III", "IV"])),
+                prop(
+                    "level",
+                    PropertyType::String,
+                    true,
+                    Some(&["I", "II", "III", "IV"]),
+                ),
                 prop("district", PropertyType::String, false, None),
             ],
             minzoom: 0,

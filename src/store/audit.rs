@@ -3,7 +3,7 @@
 
 use rusqlite::params;
 
-use super::{now_timestamp, Store, StoreError, Tx};
+use super::{Store, StoreError, Tx, now_timestamp};
 
 /// One audit row: who, what, before and after.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -19,6 +19,16 @@ pub struct AuditEntry {
     pub after: Option<serde_json::Value>,
     /// Anything else worth keeping (an import's file, hash and counts).
     pub detail: Option<serde_json::Value>,
+}
+
+/// What the imports into one layer did, summed over the audit trail.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImportTotals {
+    pub layer: String,
+    pub imports: u64,
+    pub added: u64,
+    pub updated: u64,
+    pub unchanged: u64,
 }
 
 /// One entry of the change feed: a feature of a layer changed, or (no id) the whole
@@ -57,7 +67,9 @@ impl Tx<'_> {
     /// Records that `feature_id` of `layer` changed (`None`: reload the whole layer).
     pub fn record_change(&self, layer: &str, feature_id: Option<&str>) -> Result<(), StoreError> {
         self.conn()
-            .prepare_cached("INSERT INTO riskmap_changes (at, layer, feature_id) VALUES (?1, ?2, ?3)")
+            .prepare_cached(
+                "INSERT INTO riskmap_changes (at, layer, feature_id) VALUES (?1, ?2, ?3)",
+            )
             .and_then(|mut s| s.execute(params![now_timestamp(), layer, feature_id]))
             .map_err(StoreError::sqlite("writing the change feed"))?;
         Ok(())
@@ -67,7 +79,9 @@ impl Tx<'_> {
     /// behind see the gap and reload everything).
     pub fn prune_changes(&self, keep_seconds: i64) -> Result<usize, StoreError> {
         let cutoff = time::OffsetDateTime::now_utc() - time::Duration::seconds(keep_seconds);
-        let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
         let cutoff = cutoff.format(format).unwrap_or_default();
         self.conn()
             .execute("DELETE FROM riskmap_changes WHERE at < ?1", [cutoff])
@@ -79,8 +93,12 @@ impl Store {
     /// The newest change-feed sequence number (0 when empty).
     pub fn last_change_seq(&self) -> Result<i64, StoreError> {
         self.read(|c| {
-            c.query_row("SELECT coalesce(max(seq), 0) FROM riskmap_changes", [], |r| r.get(0))
-                .map_err(StoreError::sqlite("reading the change feed"))
+            c.query_row(
+                "SELECT coalesce(max(seq), 0) FROM riskmap_changes",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(StoreError::sqlite("reading the change feed"))
         })
     }
 
@@ -114,12 +132,15 @@ impl Store {
     /// `SQLite's data_version` on the shared reader: changes when any other
     /// connection commits. A cheap "has anything happened?" for the change follower.
     pub fn data_version(&self) -> Result<i64, StoreError> {
-        self.read(|c| c.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(StoreError::sqlite("reading data_version")))
+        self.read(|c| {
+            c.query_row("PRAGMA data_version", [], |r| r.get(0))
+                .map_err(StoreError::sqlite("reading data_version"))
+        })
     }
 
     /// Per layer: number of imports and the features they added, updated and left
     /// unchanged, from the audit trail.
-    pub fn import_totals(&self) -> Result<Vec<(String, u64, u64, u64, u64)>, StoreError> {
+    pub fn import_totals(&self) -> Result<Vec<ImportTotals>, StoreError> {
         self.read(|c| {
             let mut stmt = c
                 .prepare_cached(
@@ -131,7 +152,13 @@ impl Store {
                 )
                 .map_err(StoreError::sqlite("reading import totals"))?;
             stmt.query_map([], |r| {
-                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64, r.get::<_, i64>(3)? as u64, r.get::<_, i64>(4)? as u64))
+                Ok(ImportTotals {
+                    layer: r.get(0)?,
+                    imports: r.get::<_, i64>(1)? as u64,
+                    added: r.get::<_, i64>(2)? as u64,
+                    updated: r.get::<_, i64>(3)? as u64,
+                    unchanged: r.get::<_, i64>(4)? as u64,
+                })
             })
             .and_then(|rows| rows.collect())
             .map_err(StoreError::sqlite("reading import totals"))
@@ -172,9 +199,13 @@ impl Store {
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         use rusqlite::OptionalExtension;
         self.read(|c| {
-            c.query_row("SELECT value FROM riskmap_meta WHERE key = ?1", [key], |r| r.get(0))
-                .optional()
-                .map_err(StoreError::sqlite("reading riskmap_meta"))
+            c.query_row(
+                "SELECT value FROM riskmap_meta WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(StoreError::sqlite("reading riskmap_meta"))
         })
     }
 }
@@ -182,9 +213,15 @@ impl Store {
 impl Tx<'_> {
     pub fn set_meta(&self, key: &str, value: Option<&str>) -> Result<(), StoreError> {
         let r = match value {
-            Some(v) => self.conn().execute("INSERT OR REPLACE INTO riskmap_meta VALUES (?1, ?2)", [key, v]),
-            None => self.conn().execute("DELETE FROM riskmap_meta WHERE key = ?1", [key]),
+            Some(v) => self.conn().execute(
+                "INSERT OR REPLACE INTO riskmap_meta VALUES (?1, ?2)",
+                [key, v],
+            ),
+            None => self
+                .conn()
+                .execute("DELETE FROM riskmap_meta WHERE key = ?1", [key]),
         };
-        r.map(|_| ()).map_err(StoreError::sqlite("writing riskmap_meta"))
+        r.map(|_| ())
+            .map_err(StoreError::sqlite("writing riskmap_meta"))
     }
 }

@@ -33,7 +33,9 @@ pub fn encode(g: &Geometry) -> Vec<u8> {
             out.extend_from_slice(&v.to_le_bytes());
         }
     }
-    let options = wkb::writer::WriteOptions { endianness: wkb::Endianness::LittleEndian };
+    let options = wkb::writer::WriteOptions {
+        endianness: wkb::Endianness::LittleEndian,
+    };
     // Writing into a Vec cannot fail, and every geo-types variant has a WKB form.
     if let Err(e) = wkb::writer::write_geometry(&mut out, g, &options) {
         unreachable!("WKB into a Vec failed: {e}");
@@ -72,7 +74,9 @@ pub fn decode(blob: &[u8]) -> Result<Geometry, String> {
         4 => 64,
         n => return Err(format!("invalid envelope indicator {n}")),
     };
-    let wkb = blob.get(8 + envelope_len..).ok_or("blob shorter than its envelope")?;
+    let wkb = blob
+        .get(8 + envelope_len..)
+        .ok_or("blob shorter than its envelope")?;
     decode_wkb(wkb)
 }
 
@@ -85,13 +89,15 @@ pub fn decode_wkb(wkb: &[u8]) -> Result<Geometry, String> {
         return Ok(Point(Coord { x, y }).into());
     }
     let parsed = wkb::reader::read_wkb(wkb).map_err(|e| format!("invalid WKB: {e}"))?;
-    parsed.try_to_geometry().ok_or_else(|| "WKB geometry type not supported".to_string())
+    parsed
+        .try_to_geometry()
+        .ok_or_else(|| "WKB geometry type not supported".to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use geo_types::{line_string, polygon, MultiPolygon};
+    use geo_types::{MultiPolygon, line_string, polygon};
 
     #[test]
     fn blobs_round_trip_every_layer_type() {

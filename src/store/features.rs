@@ -1,10 +1,10 @@
 //! Reading and writing features in layer tables.
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{params_from_iter, Connection, OptionalExtension, Row, ToSql};
+use rusqlite::{Connection, OptionalExtension, Row, ToSql, params_from_iter};
 
 use super::schema::q;
-use super::{blob, now_timestamp, Store, StoreError, Tx};
+use super::{Store, StoreError, Tx, blob, now_timestamp};
 use crate::model::{Bbox, Feature, LayerDef, PropertyType, Value};
 
 /// A feature as stored: `fid` is the table's integer key (stable for the feature's
@@ -38,7 +38,11 @@ impl ToSql for Value {
 
 /// `fid, id, geom, p1, p2, ...` in the layer's property order.
 fn columns(layer: &LayerDef) -> String {
-    let mut cols = vec!["\"fid\"".to_string(), q(&layer.id_property), "\"geom\"".to_string()];
+    let mut cols = vec![
+        "\"fid\"".to_string(),
+        q(&layer.id_property),
+        "\"geom\"".to_string(),
+    ];
     cols.extend(layer.properties.iter().map(|p| q(&p.name)));
     cols.join(", ")
 }
@@ -52,21 +56,39 @@ fn read_value(v: ValueRef<'_>, ty: PropertyType) -> Result<Value, String> {
         (ValueRef::Integer(i), PropertyType::Boolean) => Value::Bool(i != 0),
         (ValueRef::Integer(i), PropertyType::Float) => Value::Float(i as f64),
         (ValueRef::Real(f), PropertyType::Float) if f.is_finite() => Value::Float(f),
-        (ValueRef::Real(f), PropertyType::Integer) if f.fract() == 0.0 && f.abs() < 9.2e18 => Value::Int(f as i64),
+        (ValueRef::Real(f), PropertyType::Integer) if f.fract() == 0.0 && f.abs() < 9.2e18 => {
+            Value::Int(f as i64)
+        }
         (ValueRef::Text(t), PropertyType::String | PropertyType::Date | PropertyType::DateTime) => {
-            Value::Text(std::str::from_utf8(t).map_err(|_| "text is not UTF-8".to_string())?.to_string())
+            Value::Text(
+                std::str::from_utf8(t)
+                    .map_err(|_| "text is not UTF-8".to_string())?
+                    .to_string(),
+            )
         }
         (ValueRef::Integer(i), PropertyType::String) => Value::Text(i.to_string()),
         (ValueRef::Real(f), PropertyType::String) => Value::Text(f.to_string()),
-        (other, ty) => return Err(format!("a {:?} value in a {} column", other.data_type(), ty.config_name())),
+        (other, ty) => {
+            return Err(format!(
+                "a {:?} value in a {} column",
+                other.data_type(),
+                ty.config_name()
+            ));
+        }
     })
 }
 
 fn row_to_feature(layer: &LayerDef, row: &Row<'_>) -> Result<StoredFeature, StoreError> {
     let fid: i64 = row.get(0).map_err(StoreError::sqlite("reading fid"))?;
-    let bad = |reason: String| StoreError::BadRow { layer: layer.name.clone(), fid, reason };
+    let bad = |reason: String| StoreError::BadRow {
+        layer: layer.name.clone(),
+        fid,
+        reason,
+    };
     let id = match row.get_ref(1).map_err(StoreError::sqlite("reading id"))? {
-        ValueRef::Text(t) => std::str::from_utf8(t).map_err(|_| bad("id is not UTF-8".into()))?.to_string(),
+        ValueRef::Text(t) => std::str::from_utf8(t)
+            .map_err(|_| bad("id is not UTF-8".into()))?
+            .to_string(),
         ValueRef::Integer(i) => i.to_string(),
         other => return Err(bad(format!("id is {:?}", other.data_type()))),
     };
@@ -76,17 +98,42 @@ fn row_to_feature(layer: &LayerDef, row: &Row<'_>) -> Result<StoredFeature, Stor
     };
     let mut values = Vec::with_capacity(layer.properties.len());
     for (i, p) in layer.properties.iter().enumerate() {
-        let v = row.get_ref(3 + i).map_err(StoreError::sqlite("reading a property"))?;
+        let v = row
+            .get_ref(3 + i)
+            .map_err(StoreError::sqlite("reading a property"))?;
         values.push(read_value(v, p.ty).map_err(|e| bad(format!("{}: {e}", p.name)))?);
     }
-    Ok(StoredFeature { fid, feature: Feature { id, geometry, values } })
+    Ok(StoredFeature {
+        fid,
+        feature: Feature {
+            id,
+            geometry,
+            values,
+        },
+    })
 }
 
-fn get_by_id(conn: &Connection, layer: &LayerDef, id: &str) -> Result<Option<StoredFeature>, StoreError> {
-    let sql = format!("SELECT {} FROM {} WHERE {} = ?1", columns(layer), q(&layer.name), q(&layer.id_property));
-    let mut stmt = conn.prepare_cached(&sql).map_err(StoreError::sqlite("preparing a read"))?;
-    let mut rows = stmt.query([id]).map_err(StoreError::sqlite("reading a feature"))?;
-    match rows.next().map_err(StoreError::sqlite("reading a feature"))? {
+fn get_by_id(
+    conn: &Connection,
+    layer: &LayerDef,
+    id: &str,
+) -> Result<Option<StoredFeature>, StoreError> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {} = ?1",
+        columns(layer),
+        q(&layer.name),
+        q(&layer.id_property)
+    );
+    let mut stmt = conn
+        .prepare_cached(&sql)
+        .map_err(StoreError::sqlite("preparing a read"))?;
+    let mut rows = stmt
+        .query([id])
+        .map_err(StoreError::sqlite("reading a feature"))?;
+    match rows
+        .next()
+        .map_err(StoreError::sqlite("reading a feature"))?
+    {
         Some(row) => row_to_feature(layer, row).map(Some),
         None => Ok(None),
     }
@@ -102,12 +149,25 @@ impl Store {
         layer: &LayerDef,
         mut f: impl FnMut(StoredFeature),
     ) -> Result<(), StoreError> {
-        let tx = conn.transaction().map_err(StoreError::sqlite("starting a read"))?;
+        let tx = conn
+            .transaction()
+            .map_err(StoreError::sqlite("starting a read"))?;
         {
-            let sql = format!("SELECT {} FROM {} ORDER BY fid", columns(layer), q(&layer.name));
-            let mut stmt = tx.prepare(&sql).map_err(|e| self.corrupt_or(e, "reading", layer))?;
-            let mut rows = stmt.query([]).map_err(|e| self.corrupt_or(e, "reading", layer))?;
-            while let Some(row) = rows.next().map_err(|e| self.corrupt_or(e, "reading", layer))? {
+            let sql = format!(
+                "SELECT {} FROM {} ORDER BY fid",
+                columns(layer),
+                q(&layer.name)
+            );
+            let mut stmt = tx
+                .prepare(&sql)
+                .map_err(|e| self.corrupt_or(e, "reading", layer))?;
+            let mut rows = stmt
+                .query([])
+                .map_err(|e| self.corrupt_or(e, "reading", layer))?;
+            while let Some(row) = rows
+                .next()
+                .map_err(|e| self.corrupt_or(e, "reading", layer))?
+            {
                 f(row_to_feature(layer, row)?);
             }
         }
@@ -117,29 +177,44 @@ impl Store {
     fn corrupt_or(&self, e: rusqlite::Error, doing: &str, layer: &LayerDef) -> StoreError {
         match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
-                StoreError::Corrupt { path: self.path.clone(), detail: format!("while {doing} layer {}: {e}", layer.name) }
+                StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("while {doing} layer {}: {e}", layer.name),
+                }
             }
             _ => StoreError::sqlite(format!("{doing} layer {}", layer.name))(e),
         }
     }
 
     /// One feature by id, over the shared reader.
-    pub fn get_feature(&self, layer: &LayerDef, id: &str) -> Result<Option<StoredFeature>, StoreError> {
+    pub fn get_feature(
+        &self,
+        layer: &LayerDef,
+        id: &str,
+    ) -> Result<Option<StoredFeature>, StoreError> {
         self.read(|conn| get_by_id(conn, layer, id))
     }
 
     /// Number of rows in the layer's table.
     pub fn count(&self, layer: &LayerDef) -> Result<u64, StoreError> {
         self.read(|conn| {
-            conn.query_row(&format!("SELECT count(*) FROM {}", q(&layer.name)), [], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-                .map_err(StoreError::sqlite("counting"))
+            conn.query_row(
+                &format!("SELECT count(*) FROM {}", q(&layer.name)),
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(StoreError::sqlite("counting"))
         })
     }
 }
 
 impl Tx<'_> {
-    pub fn get_feature(&self, layer: &LayerDef, id: &str) -> Result<Option<StoredFeature>, StoreError> {
+    pub fn get_feature(
+        &self,
+        layer: &LayerDef,
+        id: &str,
+    ) -> Result<Option<StoredFeature>, StoreError> {
         get_by_id(self.conn(), layer, id)
     }
 
@@ -148,24 +223,56 @@ impl Tx<'_> {
         let mut names = vec![q(&layer.id_property), "\"geom\"".to_string()];
         names.extend(layer.properties.iter().map(|p| q(&p.name)));
         let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
-        let sql = format!("INSERT INTO {} ({}) VALUES ({})", q(&layer.name), names.join(", "), marks.join(", "));
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            q(&layer.name),
+            names.join(", "),
+            marks.join(", ")
+        );
         let geom = blob::encode(&f.geometry);
-        let mut stmt = self.conn().prepare_cached(&sql).map_err(StoreError::sqlite("preparing an insert"))?;
+        let mut stmt = self
+            .conn()
+            .prepare_cached(&sql)
+            .map_err(StoreError::sqlite("preparing an insert"))?;
         let id = Value::Text(f.id.clone());
-        let args = [&id as &dyn ToSql, &geom as &dyn ToSql].into_iter().chain(f.values.iter().map(|v| v as &dyn ToSql));
-        stmt.execute(params_from_iter(args)).map_err(StoreError::sqlite(format!("inserting {}", f.id)))?;
+        let args = [&id as &dyn ToSql, &geom as &dyn ToSql]
+            .into_iter()
+            .chain(f.values.iter().map(|v| v as &dyn ToSql));
+        stmt.execute(params_from_iter(args))
+            .map_err(StoreError::sqlite(format!("inserting {}", f.id)))?;
         Ok(self.conn().last_insert_rowid())
     }
 
     /// Overwrites the geometry and properties of row `fid`.
-    pub fn update_feature(&self, layer: &LayerDef, fid: i64, f: &Feature) -> Result<(), StoreError> {
+    pub fn update_feature(
+        &self,
+        layer: &LayerDef,
+        fid: i64,
+        f: &Feature,
+    ) -> Result<(), StoreError> {
         let mut sets = vec!["\"geom\" = ?2".to_string()];
-        sets.extend(layer.properties.iter().enumerate().map(|(i, p)| format!("{} = ?{}", q(&p.name), i + 3)));
-        let sql = format!("UPDATE {} SET {} WHERE fid = ?1", q(&layer.name), sets.join(", "));
+        sets.extend(
+            layer
+                .properties
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("{} = ?{}", q(&p.name), i + 3)),
+        );
+        let sql = format!(
+            "UPDATE {} SET {} WHERE fid = ?1",
+            q(&layer.name),
+            sets.join(", ")
+        );
         let geom = blob::encode(&f.geometry);
-        let mut stmt = self.conn().prepare_cached(&sql).map_err(StoreError::sqlite("preparing an update"))?;
-        let args = [&fid as &dyn ToSql, &geom as &dyn ToSql].into_iter().chain(f.values.iter().map(|v| v as &dyn ToSql));
-        stmt.execute(params_from_iter(args)).map_err(StoreError::sqlite(format!("updating {}", f.id)))?;
+        let mut stmt = self
+            .conn()
+            .prepare_cached(&sql)
+            .map_err(StoreError::sqlite("preparing an update"))?;
+        let args = [&fid as &dyn ToSql, &geom as &dyn ToSql]
+            .into_iter()
+            .chain(f.values.iter().map(|v| v as &dyn ToSql));
+        stmt.execute(params_from_iter(args))
+            .map_err(StoreError::sqlite(format!("updating {}", f.id)))?;
         Ok(())
     }
 
@@ -180,13 +287,22 @@ impl Tx<'_> {
 
     /// Insert or update by id, skipping the write when the stored row is identical.
     pub fn upsert(&self, layer: &LayerDef, f: &Feature) -> Result<UpsertOutcome, StoreError> {
-        let sql = format!("SELECT fid, geom, {} FROM {} WHERE {} = ?1", prop_list(layer), q(&layer.name), q(&layer.id_property));
+        let sql = format!(
+            "SELECT fid, geom, {} FROM {} WHERE {} = ?1",
+            prop_list(layer),
+            q(&layer.name),
+            q(&layer.id_property)
+        );
         let new_blob = blob::encode(&f.geometry);
         let existing: Option<(i64, bool)> = {
-            let mut stmt = self.conn().prepare_cached(&sql).map_err(StoreError::sqlite("preparing a lookup"))?;
+            let mut stmt = self
+                .conn()
+                .prepare_cached(&sql)
+                .map_err(StoreError::sqlite("preparing a lookup"))?;
             stmt.query_row([&f.id], |row| {
                 let fid: i64 = row.get(0)?;
-                let same_geom = matches!(row.get_ref(1)?, ValueRef::Blob(b) if b == new_blob.as_slice());
+                let same_geom =
+                    matches!(row.get_ref(1)?, ValueRef::Blob(b) if b == new_blob.as_slice());
                 let mut same = same_geom;
                 for (i, (p, v)) in layer.properties.iter().zip(&f.values).enumerate() {
                     if !same {
@@ -216,7 +332,12 @@ impl Tx<'_> {
     /// grow: GeoPackage readers treat them as informative) and stamps `last_change`.
     pub fn touch_layer(&self, layer: &LayerDef, bbox: Option<Bbox>) -> Result<(), StoreError> {
         let (a, b, c, d) = match bbox {
-            Some(b) => (Some(b.min_lon), Some(b.min_lat), Some(b.max_lon), Some(b.max_lat)),
+            Some(b) => (
+                Some(b.min_lon),
+                Some(b.min_lat),
+                Some(b.max_lon),
+                Some(b.max_lat),
+            ),
             None => (None, None, None, None),
         };
         self.conn()
@@ -239,5 +360,10 @@ fn prop_list(layer: &LayerDef) -> String {
         // Keeps the SELECT well-formed; never read.
         return "NULL".into();
     }
-    layer.properties.iter().map(|p| q(&p.name)).collect::<Vec<_>>().join(", ")
+    layer
+        .properties
+        .iter()
+        .map(|p| q(&p.name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -3,10 +3,10 @@
 //! guess).
 
 use rand::Rng;
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{OptionalExtension, Row, params};
 use sha2::{Digest, Sha256};
 
-use super::{now_timestamp, AuditEntry, Store, StoreError};
+use super::{AuditEntry, Store, StoreError, now_timestamp};
 use crate::model::Role;
 
 /// Every key starts with this, so leaked keys are easy to find in logs and repos.
@@ -64,7 +64,10 @@ impl Store {
     pub fn add_key(&self, actor: &str, role: Role, name: &str) -> Result<NewKey, StoreError> {
         let mut bytes = [0u8; 32];
         rand::rng().fill(&mut bytes);
-        let secret = format!("{KEY_PREFIX}{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let secret = format!(
+            "{KEY_PREFIX}{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
         let prefix = secret[..KEY_PREFIX.len() + 8].to_string();
         let created_at = now_timestamp();
         self.write(|tx| {
@@ -92,9 +95,13 @@ impl Store {
     pub fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
         self.read(|c| {
             let mut stmt = c
-                .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM riskmap_keys ORDER BY id"))
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM riskmap_keys ORDER BY id"
+                ))
                 .map_err(StoreError::sqlite("listing keys"))?;
-            stmt.query_map([], row_to_key).and_then(|r| r.collect()).map_err(StoreError::sqlite("listing keys"))
+            stmt.query_map([], row_to_key)
+                .and_then(|r| r.collect())
+                .map_err(StoreError::sqlite("listing keys"))
         })
     }
 
@@ -104,19 +111,28 @@ impl Store {
         self.write(|tx| {
             let n = tx
                 .conn()
-                .execute("UPDATE riskmap_keys SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1", params![id, now_timestamp()])
+                .execute(
+                    "UPDATE riskmap_keys SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
+                    params![id, now_timestamp()],
+                )
                 .map_err(StoreError::sqlite("revoking a key"))?;
             if n == 0 {
                 return Ok(None);
             }
             let key = tx
                 .conn()
-                .query_row(&format!("SELECT {KEY_COLUMNS} FROM riskmap_keys WHERE id = ?1"), [id], row_to_key)
+                .query_row(
+                    &format!("SELECT {KEY_COLUMNS} FROM riskmap_keys WHERE id = ?1"),
+                    [id],
+                    row_to_key,
+                )
                 .map_err(StoreError::sqlite("reading a key"))?;
             tx.audit(&AuditEntry {
                 actor: actor.to_string(),
                 action: "key_revoke".into(),
-                detail: Some(serde_json::json!({"key_id": id, "name": key.name, "role": key.role.name()})),
+                detail: Some(
+                    serde_json::json!({"key_id": id, "name": key.name, "role": key.role.name()}),
+                ),
                 ..Default::default()
             })?;
             tx.commit()?;
@@ -131,9 +147,11 @@ impl Store {
         }
         let h = hash(secret);
         self.read(|c| {
-            c.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM riskmap_keys WHERE hash = ?1 AND revoked_at IS NULL"))
-                .and_then(|mut s| s.query_row([h], row_to_key).optional())
-                .map_err(StoreError::sqlite("checking a key"))
+            c.prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM riskmap_keys WHERE hash = ?1 AND revoked_at IS NULL"
+            ))
+            .and_then(|mut s| s.query_row([h], row_to_key).optional())
+            .map_err(StoreError::sqlite("checking a key"))
         })
     }
 }

@@ -26,9 +26,10 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-pub use audit::{AuditEntry, Change};
+pub use audit::{AuditEntry, Change, ImportTotals};
 pub use features::{StoredFeature, UpsertOutcome};
 pub use keys::{ApiKey, NewKey};
+pub use schema::LayerPlan;
 
 /// How long a write waits for another writer (an import in another process) before
 /// giving up with [`StoreError::Busy`].
@@ -38,9 +39,15 @@ const WRITE_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("cannot create the store's directory {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("store {path} does not exist (run `riskmap serve` or `riskmap import` to create it)")]
     Missing { path: PathBuf },
     #[error("{path} is not a riskmap GeoPackage: {reason}")]
@@ -50,11 +57,18 @@ pub enum StoreError {
     #[error("layer {layer}: the store table does not match layers/{layer}.toml: {detail}")]
     SchemaMismatch { layer: String, detail: String },
     #[error("layer {layer}, row fid {fid}: {reason}")]
-    BadRow { layer: String, fid: i64, reason: String },
+    BadRow {
+        layer: String,
+        fid: i64,
+        reason: String,
+    },
     #[error("the store is busy with another write (an import?); try again shortly")]
     Busy,
     #[error("store error while {doing}: {source}")]
-    Sqlite { doing: String, source: rusqlite::Error },
+    Sqlite {
+        doing: String,
+        source: rusqlite::Error,
+    },
 }
 
 impl StoreError {
@@ -104,15 +118,23 @@ impl Store {
     /// Opens (or creates) the GeoPackage at `path` and brings its layer tables in line
     /// with `layers`: missing tables and columns are added; a table whose geometry
     /// type or column types disagree with its layer file is an error.
-    pub fn open(path: &Path, mode: OpenMode, layers: &[std::sync::Arc<crate::model::LayerDef>]) -> Result<Store, StoreError> {
+    pub fn open(
+        path: &Path,
+        mode: OpenMode,
+        layers: &[std::sync::Arc<crate::model::LayerDef>],
+    ) -> Result<Store, StoreError> {
         let exists = path.exists();
         if !exists && mode == OpenMode::MustExist {
-            return Err(StoreError::Missing { path: path.to_path_buf() });
+            return Err(StoreError::Missing {
+                path: path.to_path_buf(),
+            });
         }
         if !exists {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|source| StoreError::CreateDir { path: dir.to_path_buf(), source })?;
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
             }
         }
         let mut writer = open_connection(path, true)?;
@@ -121,7 +143,12 @@ impl Store {
         }
         schema::create_core(&mut writer, path)?;
         let reader = open_connection(path, false)?;
-        let store = Store { path: path.to_path_buf(), writer: Mutex::new(writer), reader: Mutex::new(reader), created: !exists };
+        let store = Store {
+            path: path.to_path_buf(),
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+            created: !exists,
+        };
         store.write(|tx| {
             for layer in layers {
                 schema::ensure_layer(&tx, layer)?;
@@ -129,6 +156,43 @@ impl Store {
             tx.commit()
         })?;
         Ok(store)
+    }
+
+    /// Inspects an existing store without changing it: for each layer, what opening it
+    /// would do and how many features its table holds (0 when it has none yet).
+    pub fn inspect(
+        path: &Path,
+        layers: &[std::sync::Arc<crate::model::LayerDef>],
+    ) -> Result<Vec<(LayerPlan, u64)>, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let conn = open_connection(path, false)?;
+        schema::check_is_ours(&conn, path)?;
+        layers
+            .iter()
+            .map(|l| {
+                let plan = schema::plan_layer(&conn, l)?;
+                let count = if plan == LayerPlan::Create {
+                    0
+                } else {
+                    conn.query_row(
+                        &format!("SELECT count(*) FROM {}", schema::q(&l.name)),
+                        [],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .map_err(StoreError::sqlite("counting"))? as u64
+                };
+                Ok((plan, count))
+            })
+            .collect()
+    }
+
+    /// `PRAGMA integrity_check` on a store path, without opening it for writing.
+    pub fn integrity_check_path(path: &Path) -> Result<(), StoreError> {
+        integrity(&open_connection(path, false)?, path)
     }
 
     pub fn path(&self) -> &Path {
@@ -142,7 +206,10 @@ impl Store {
 
     /// Runs `f` in an immediate (write-locked) transaction. Nothing is kept unless `f`
     /// calls [`Tx::commit`]; an error or an early return rolls everything back.
-    pub fn write<T, E: From<StoreError>>(&self, f: impl FnOnce(Tx<'_>) -> Result<T, E>) -> Result<T, E> {
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut conn = self.writer.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -151,7 +218,10 @@ impl Store {
     }
 
     /// Runs `f` on the shared reader connection (short reads only).
-    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let conn = self.reader.lock();
         f(&conn)
     }
@@ -164,17 +234,7 @@ impl Store {
 
     /// `PRAGMA integrity_check`: `Ok(())` or the problems SQLite lists.
     pub fn integrity_check(&self) -> Result<(), StoreError> {
-        let conn = self.open_reader()?;
-        let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(StoreError::sqlite("checking integrity"))?;
-        let lines: Vec<String> = stmt
-            .query_map([], |r| r.get(0))
-            .and_then(|rows| rows.collect())
-            .map_err(StoreError::sqlite("checking integrity"))?;
-        if lines == ["ok"] {
-            Ok(())
-        } else {
-            Err(StoreError::Corrupt { path: self.path.clone(), detail: lines.join("; ") })
-        }
+        integrity(&self.open_reader()?, &self.path)
     }
 
     /// Copies the WAL into the main file and truncates it (after big imports).
@@ -185,24 +245,51 @@ impl Store {
     }
 }
 
+fn integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare("PRAGMA integrity_check")
+        .map_err(StoreError::sqlite("checking integrity"))?;
+    let lines: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(StoreError::sqlite("checking integrity"))?;
+    if lines == ["ok"] {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: lines.join("; "),
+        })
+    }
+}
+
 fn open_connection(path: &Path, write: bool) -> Result<Connection, StoreError> {
     let flags = if write {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
     } else {
         OpenFlags::SQLITE_OPEN_READ_ONLY
     } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+    let open_err = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
     let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
     conn.busy_timeout(WRITE_WAIT).map_err(open_err)?;
     if write {
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(open_err)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(open_err)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::NotGeoPackage { path: path.to_path_buf(), reason: format!("cannot use WAL mode (got {mode})") });
+            return Err(StoreError::NotGeoPackage {
+                path: path.to_path_buf(),
+                reason: format!("cannot use WAL mode (got {mode})"),
+            });
         }
     }
     // FULL: a commit returns only after the WAL is fsynced, so an acknowledged write
     // survives power loss. Set on every connection: it is per connection.
-    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;").map_err(open_err)?;
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+        .map_err(open_err)?;
     conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
@@ -225,6 +312,10 @@ impl Tx<'_> {
 
 /// The current time as GeoPackage and our audit rows write it: RFC 3339, UTC, ms.
 pub fn now_timestamp() -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    time::OffsetDateTime::now_utc().format(format).unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::now_utc()
+        .format(format)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
 }

@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::blob::SRS_WGS84;
-use super::{now_timestamp, StoreError, Tx};
+use super::{StoreError, Tx, now_timestamp};
 use crate::model::LayerDef;
 
 /// `PRAGMA application_id` of a GeoPackage: "GPKG".
@@ -84,12 +84,18 @@ CREATE TABLE IF NOT EXISTS riskmap_keys (
 /// Refuses to touch a file that is neither a GeoPackage nor empty, and reports a
 /// file SQLite cannot read as damaged.
 pub(super) fn check_is_ours(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let app_id: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(|e| {
-        StoreError::Corrupt { path: path.to_path_buf(), detail: format!("SQLite cannot read it: {e}") }
-    })?;
+    let app_id: i64 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(|e| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("SQLite cannot read it: {e}"),
+        })?;
     let tables: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-        .map_err(|e| StoreError::Corrupt { path: path.to_path_buf(), detail: format!("SQLite cannot read it: {e}") })?;
+        .map_err(|e| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("SQLite cannot read it: {e}"),
+        })?;
     if app_id != GPKG_APPLICATION_ID && tables > 0 {
         return Err(StoreError::NotGeoPackage {
             path: path.to_path_buf(),
@@ -101,7 +107,10 @@ pub(super) fn check_is_ours(conn: &Connection, path: &Path) -> Result<(), StoreE
 
 /// Creates the GeoPackage core and our tables (idempotent), in one transaction.
 pub(super) fn create_core(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let fail = |e| StoreError::Open { path: path.to_path_buf(), source: e };
+    let fail = |e| StoreError::Open {
+        path: path.to_path_buf(),
+        source: e,
+    };
     conn.execute_batch(&format!(
         "PRAGMA application_id = {GPKG_APPLICATION_ID}; PRAGMA user_version = {GPKG_USER_VERSION};"
     ))
@@ -109,9 +118,30 @@ pub(super) fn create_core(conn: &mut Connection, path: &Path) -> Result<(), Stor
     let tx = conn.transaction().map_err(fail)?;
     tx.execute_batch(CORE).map_err(fail)?;
     let srs = [
-        ("Undefined cartesian SRS", -1, "NONE", -1, "undefined", "undefined cartesian coordinate reference system"),
-        ("Undefined geographic SRS", 0, "NONE", 0, "undefined", "undefined geographic coordinate reference system"),
-        ("WGS 84 geodetic", SRS_WGS84 as i64, "EPSG", 4326, WGS84_WKT, "longitude/latitude coordinates in decimal degrees on the WGS 84 spheroid"),
+        (
+            "Undefined cartesian SRS",
+            -1,
+            "NONE",
+            -1,
+            "undefined",
+            "undefined cartesian coordinate reference system",
+        ),
+        (
+            "Undefined geographic SRS",
+            0,
+            "NONE",
+            0,
+            "undefined",
+            "undefined geographic coordinate reference system",
+        ),
+        (
+            "WGS 84 geodetic",
+            SRS_WGS84 as i64,
+            "EPSG",
+            4326,
+            WGS84_WKT,
+            "longitude/latitude coordinates in decimal degrees on the WGS 84 spheroid",
+        ),
     ];
     for (name, id, org, org_id, def, desc) in srs {
         tx.execute(
@@ -120,10 +150,18 @@ pub(super) fn create_core(conn: &mut Connection, path: &Path) -> Result<(), Stor
         )
         .map_err(fail)?;
     }
-    tx.execute("INSERT OR IGNORE INTO riskmap_meta VALUES ('schema_version', ?1)", [SCHEMA_VERSION])
+    tx.execute(
+        "INSERT OR IGNORE INTO riskmap_meta VALUES ('schema_version', ?1)",
+        [SCHEMA_VERSION],
+    )
+    .map_err(fail)?;
+    let version: String = tx
+        .query_row(
+            "SELECT value FROM riskmap_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
         .map_err(fail)?;
-    let version: String =
-        tx.query_row("SELECT value FROM riskmap_meta WHERE key = 'schema_version'", [], |r| r.get(0)).map_err(fail)?;
     if version != SCHEMA_VERSION {
         return Err(StoreError::NotGeoPackage {
             path: path.to_path_buf(),
@@ -138,37 +176,39 @@ pub(super) fn q(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
-/// Creates the layer's table, or checks it and adds the columns new in its layer file.
-pub(super) fn ensure_layer(tx: &Tx<'_>, layer: &LayerDef) -> Result<(), StoreError> {
-    let conn = tx.conn();
-    let mismatch = |detail: String| StoreError::SchemaMismatch { layer: layer.name.clone(), detail };
-    let exists: Option<String> = conn
-        .query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1", [&layer.name], |r| r.get(0))
-        .optional()
-        .map_err(StoreError::sqlite(format!("looking up table {}", layer.name)))?;
-    if exists.is_none() {
-        let mut cols = vec![
-            "\"fid\" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL".to_string(),
-            format!("\"geom\" {} NOT NULL", layer.geometry.gpkg_name()),
-            format!("{} TEXT NOT NULL UNIQUE", q(&layer.id_property)),
-        ];
-        cols.extend(layer.properties.iter().map(|p| format!("{} {}", q(&p.name), p.ty.gpkg_sql_type())));
-        let sql = format!("CREATE TABLE {} ({})", q(&layer.name), cols.join(", "));
-        conn.execute(&sql, []).map_err(StoreError::sqlite(format!("creating table {}", layer.name)))?;
-        conn.execute(
-            "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, last_change, srs_id)
-             VALUES (?1, 'features', ?1, ?2, ?3, ?4)",
-            params![layer.name, layer.title, now_timestamp(), SRS_WGS84],
-        )
-        .map_err(StoreError::sqlite("registering in gpkg_contents"))?;
-        conn.execute(
-            "INSERT INTO gpkg_geometry_columns VALUES (?1, 'geom', ?2, ?3, 0, 0)",
-            params![layer.name, layer.geometry.gpkg_name(), SRS_WGS84],
-        )
-        .map_err(StoreError::sqlite("registering in gpkg_geometry_columns"))?;
-        return Ok(());
-    }
+/// What opening the store would do to a layer's table.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayerPlan {
+    /// The table matches the layer file.
+    UpToDate,
+    /// No table yet: it will be created.
+    Create,
+    /// These declared properties have no column yet: they will be added (nullable).
+    AddColumns(Vec<String>),
+}
 
+/// Compares a layer's table with its layer file without changing anything. A
+/// geometry type or column type that disagrees is an error: riskmap never rewrites
+/// data to follow a changed layer file.
+pub(super) fn plan_layer(conn: &Connection, layer: &LayerDef) -> Result<LayerPlan, StoreError> {
+    let mismatch = |detail: String| StoreError::SchemaMismatch {
+        layer: layer.name.clone(),
+        detail,
+    };
+    let exists: Option<String> = conn
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [&layer.name],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(StoreError::sqlite(format!(
+            "looking up table {}",
+            layer.name
+        )))?;
+    if exists.is_none() {
+        return Ok(LayerPlan::Create);
+    }
     let geom_type: Option<String> = conn
         .query_row(
             "SELECT geometry_type_name FROM gpkg_geometry_columns WHERE table_name = ?1 AND column_name = 'geom'",
@@ -179,8 +219,17 @@ pub(super) fn ensure_layer(tx: &Tx<'_>, layer: &LayerDef) -> Result<(), StoreErr
         .map_err(StoreError::sqlite("reading gpkg_geometry_columns"))?;
     match geom_type {
         Some(t) if t.eq_ignore_ascii_case(layer.geometry.gpkg_name()) => {}
-        Some(t) => return Err(mismatch(format!("the table holds {t}, the layer file declares {}", layer.geometry.gpkg_name()))),
-        None => return Err(mismatch("the table has no 'geom' column in gpkg_geometry_columns".into())),
+        Some(t) => {
+            return Err(mismatch(format!(
+                "the table holds {t}, the layer file declares {}",
+                layer.geometry.gpkg_name()
+            )));
+        }
+        None => {
+            return Err(mismatch(
+                "the table has no 'geom' column in gpkg_geometry_columns".into(),
+            ));
+        }
     }
     let mut stmt = conn
         .prepare(&format!("PRAGMA table_info({})", q(&layer.name)))
@@ -189,11 +238,22 @@ pub(super) fn ensure_layer(tx: &Tx<'_>, layer: &LayerDef) -> Result<(), StoreErr
         .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
         .and_then(|rows| rows.collect())
         .map_err(StoreError::sqlite("reading table columns"))?;
-    let find = |name: &str| columns.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, t)| t.clone());
+    let find = |name: &str| {
+        columns
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, t)| t.clone())
+    };
     match find(&layer.id_property) {
         Some(t) if t.eq_ignore_ascii_case("TEXT") => {}
-        other => return Err(mismatch(format!("id column {} is {other:?}, expected TEXT", layer.id_property))),
+        other => {
+            return Err(mismatch(format!(
+                "id column {} is {other:?}, expected TEXT",
+                layer.id_property
+            )));
+        }
     }
+    let mut missing = Vec::new();
     for p in &layer.properties {
         match find(&p.name) {
             Some(t) if t.eq_ignore_ascii_case(p.ty.gpkg_sql_type()) => {}
@@ -203,12 +263,64 @@ pub(super) fn ensure_layer(tx: &Tx<'_>, layer: &LayerDef) -> Result<(), StoreErr
                     p.name,
                     p.ty.config_name(),
                     p.ty.gpkg_sql_type()
-                )))
+                )));
             }
-            None => {
-                let sql = format!("ALTER TABLE {} ADD COLUMN {} {}", q(&layer.name), q(&p.name), p.ty.gpkg_sql_type());
-                conn.execute(&sql, []).map_err(StoreError::sqlite(format!("adding column {}", p.name)))?;
-                tracing::info!(layer = %layer.name, column = %p.name, "added a column declared in the layer file");
+            None => missing.push(p.name.clone()),
+        }
+    }
+    Ok(if missing.is_empty() {
+        LayerPlan::UpToDate
+    } else {
+        LayerPlan::AddColumns(missing)
+    })
+}
+
+/// Creates the layer's table, or adds the columns new in its layer file.
+pub(super) fn ensure_layer(tx: &Tx<'_>, layer: &LayerDef) -> Result<(), StoreError> {
+    let conn = tx.conn();
+    match plan_layer(conn, layer)? {
+        LayerPlan::UpToDate => {}
+        LayerPlan::Create => {
+            let mut cols = vec![
+                "\"fid\" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL".to_string(),
+                format!("\"geom\" {} NOT NULL", layer.geometry.gpkg_name()),
+                format!("{} TEXT NOT NULL UNIQUE", q(&layer.id_property)),
+            ];
+            cols.extend(
+                layer
+                    .properties
+                    .iter()
+                    .map(|p| format!("{} {}", q(&p.name), p.ty.gpkg_sql_type())),
+            );
+            let sql = format!("CREATE TABLE {} ({})", q(&layer.name), cols.join(", "));
+            conn.execute(&sql, [])
+                .map_err(StoreError::sqlite(format!("creating table {}", layer.name)))?;
+            conn.execute(
+                "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, last_change, srs_id)
+                 VALUES (?1, 'features', ?1, ?2, ?3, ?4)",
+                params![layer.name, layer.title, now_timestamp(), SRS_WGS84],
+            )
+            .map_err(StoreError::sqlite("registering in gpkg_contents"))?;
+            conn.execute(
+                "INSERT INTO gpkg_geometry_columns VALUES (?1, 'geom', ?2, ?3, 0, 0)",
+                params![layer.name, layer.geometry.gpkg_name(), SRS_WGS84],
+            )
+            .map_err(StoreError::sqlite("registering in gpkg_geometry_columns"))?;
+        }
+        LayerPlan::AddColumns(names) => {
+            for name in names {
+                let ty = layer
+                    .property(&name)
+                    .map(|(_, p)| p.ty.gpkg_sql_type())
+                    .unwrap_or("TEXT");
+                let sql = format!(
+                    "ALTER TABLE {} ADD COLUMN {} {ty}",
+                    q(&layer.name),
+                    q(&name)
+                );
+                conn.execute(&sql, [])
+                    .map_err(StoreError::sqlite(format!("adding column {name}")))?;
+                tracing::info!(layer = %layer.name, column = %name, "added a column declared in the layer file");
             }
         }
     }

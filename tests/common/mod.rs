@@ -1,0 +1,103 @@
+//! Shared set-up for the integration tests: layer files from the repository, stores
+//! in temporary directories, the `riskmap` binary, and small feature builders.
+#![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use riskmap::app::{App, OpenOptions, STORE_FILE};
+use riskmap::config::Config;
+use riskmap::model::LayerDef;
+use riskmap::store::{OpenMode, Store};
+use serde_json::{Value, json};
+
+pub fn layers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("layers")
+}
+
+pub fn config() -> Config {
+    Config::load(&layers_dir()).expect("the repository's layer files are valid")
+}
+
+pub fn layer(name: &str) -> Arc<LayerDef> {
+    config().layer(name).expect("layer exists").clone()
+}
+
+pub fn store_path(dir: &Path) -> PathBuf {
+    dir.join(STORE_FILE)
+}
+
+/// Opens (creating) the store in `dir` with the repository's layers.
+pub fn open_store(dir: &Path) -> Store {
+    Store::open(
+        &store_path(dir),
+        OpenMode::CreateIfMissing,
+        &config().layers,
+    )
+    .expect("store opens")
+}
+
+/// Opens the catalogue on `dir` without the demo.
+pub fn open_app(dir: &Path) -> Arc<App> {
+    Arc::new(
+        App::open(
+            config(),
+            dir,
+            OpenOptions {
+                demo: false,
+                public_reads: true,
+            },
+        )
+        .expect("app opens"),
+    )
+}
+
+/// Runs the `riskmap` binary with the repository's layer files.
+pub fn riskmap(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_riskmap"))
+        .args(args)
+        .arg("--layers")
+        .arg(layers_dir())
+        .env("RISKMAP_LOG", "warn")
+        .output()
+        .expect("the binary runs")
+}
+
+pub fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+/// A valid risk point as GeoJSON.
+pub fn risk_point(id: &str, lon: f64, lat: f64, level: &str) -> Value {
+    json!({
+        "type": "Feature",
+        "id": id,
+        "geometry": {"type": "Point", "coordinates": [lon, lat]},
+        "properties": {"id": id, "name": format!("point {id}"), "category": "landslide", "level": level, "district": "Yuzhong"}
+    })
+}
+
+pub fn collection(features: Vec<Value>) -> String {
+    json!({"type": "FeatureCollection", "features": features}).to_string()
+}
+
+/// Counts rows of a layer table straight from SQLite (not through riskmap).
+pub fn sqlite_count(dir: &Path, table: &str) -> i64 {
+    let c = rusqlite::Connection::open(store_path(dir)).expect("sqlite opens");
+    c.query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| {
+        r.get(0)
+    })
+    .expect("count")
+}
+
+pub fn sqlite_audit_count(dir: &Path, action: &str) -> i64 {
+    let c = rusqlite::Connection::open(store_path(dir)).expect("sqlite opens");
+    c.query_row(
+        "SELECT count(*) FROM riskmap_audit WHERE action = ?1",
+        [action],
+        |r| r.get(0),
+    )
+    .expect("count")
+}

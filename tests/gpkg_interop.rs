@@ -1,0 +1,74 @@
+//! The store is a GeoPackage others can read: GDAL's `ogrinfo` lists every layer with
+//! the right count, geometry type and EPSG:4326. Needs `ogrinfo` (Debian's gdal-bin,
+//! installed by .ci/run).
+
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn ogrinfo_reads_every_layer_with_its_count_and_crs() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = std::sync::Arc::new(
+        riskmap::app::App::open(config(), dir.path(), riskmap::app::OpenOptions::default())
+            .unwrap(),
+    );
+    let path = store_path(dir.path());
+    for l in app.layers() {
+        let out = Command::new("ogrinfo")
+            .args(["-so", "-ro", path.to_str().unwrap(), &l.def.name])
+            .output()
+            .expect("ogrinfo is installed (apt-get install gdal-bin; .ci/run does it)");
+        let s = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            l.def.name,
+            text(&out.stderr)
+        );
+        let count = l.index.read().len();
+        assert!(count > 0);
+        assert!(
+            s.contains(&format!("Feature Count: {count}")),
+            "{}: {s}",
+            l.def.name
+        );
+        assert!(s.contains("ID[\"EPSG\",4326]"), "{}: {s}", l.def.name);
+        let geom = match l.def.geometry.geojson_name() {
+            "Point" => "Geometry: Point",
+            "LineString" => "Geometry: Line String",
+            "MultiPolygon" => "Geometry: Multi Polygon",
+            other => panic!("{other}"),
+        };
+        assert!(s.contains(geom), "{}: {s}", l.def.name);
+        assert!(
+            !text(&out.stderr).contains("Warning"),
+            "{}: {}",
+            l.def.name,
+            text(&out.stderr)
+        );
+    }
+    // A feature reads back with its attributes, as QGIS would see it.
+    let out = Command::new("ogrinfo")
+        .args([
+            "-ro",
+            "-q",
+            path.to_str().unwrap(),
+            "risk_points",
+            "-where",
+            "id = 'R000001'",
+        ])
+        .output()
+        .unwrap();
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("id (String) = R000001")
+            && s.contains("level (String) =")
+            && s.contains("POINT ("),
+        "{s}"
+    );
+}

@@ -1,0 +1,261 @@
+//! `riskmap import`: good files land whole; bad files are refused with a message
+//! naming the file, the feature and the field, a non-zero exit code, and nothing
+//! written.
+
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::path::Path;
+
+fn import(dir: &Path, layer: &str, file: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "import",
+        "--data",
+        dir.to_str().unwrap(),
+        "--layer",
+        layer,
+        file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = riskmap(&args);
+    (
+        o.status.code().unwrap_or(-1),
+        text(&o.stdout),
+        text(&o.stderr),
+    )
+}
+
+fn good_points(n: usize) -> Vec<serde_json::Value> {
+    (0..n)
+        .map(|i| risk_point(&format!("R{i:05}"), 106.0 + i as f64 * 1e-3, 29.5, "III"))
+        .collect()
+}
+
+#[test]
+fn a_feature_collection_is_added_then_unchanged_then_updated() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("points.geojson");
+    std::fs::write(&file, collection(good_points(50))).unwrap();
+    let (code, out, err) = import(dir.path(), "risk_points", &file, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("50 features read, 50 added, 0 updated, 0 unchanged, 0 rejected"),
+        "{out}"
+    );
+    assert_eq!(sqlite_count(dir.path(), "risk_points"), 50);
+
+    let (code, out, _) = import(dir.path(), "risk_points", &file, &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("0 added, 0 updated, 50 unchanged"), "{out}");
+
+    let mut changed = good_points(50);
+    changed[7] = risk_point("R00007", 106.5, 29.6, "I");
+    changed.push(risk_point("R99999", 107.0, 30.0, "II"));
+    std::fs::write(&file, collection(changed)).unwrap();
+    let (code, out, _) = import(dir.path(), "risk_points", &file, &[]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("51 features read, 1 added, 1 updated, 49 unchanged"),
+        "{out}"
+    );
+    assert_eq!(sqlite_count(dir.path(), "risk_points"), 51);
+    assert_eq!(sqlite_audit_count(dir.path(), "import"), 3);
+}
+
+#[test]
+fn newline_delimited_and_rfc8142_sequences_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = good_points(5).iter().map(|f| f.to_string()).collect();
+    let nd = dir.path().join("points.geojsonl");
+    std::fs::write(&nd, lines.join("\n") + "\n").unwrap();
+    let (code, out, err) = import(dir.path(), "risk_points", &nd, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("5 added"), "{out}");
+    let seq = dir.path().join("points.geojsons");
+    let more: Vec<String> = (10..13)
+        .map(|i| format!("\x1e{}\n", risk_point(&format!("S{i}"), 106.0, 29.0, "I")))
+        .collect();
+    std::fs::write(&seq, more.concat()).unwrap();
+    let (code, out, err) = import(dir.path(), "risk_points", &seq, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("3 added"), "{out}");
+}
+
+#[test]
+fn a_csv_in_the_shape_of_the_synthetic_sensors_file_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sensors.csv");
+    std::fs::write(
+        &file,
+        "id,type_id,risk_point_id,pipeline_id,lon,lat\nS0000001,17,R000012,,106.55,29.56\nS0000002,254,,L000003,106.6,29.6\n",
+    )
+    .unwrap();
+    let (code, out, err) = import(dir.path(), "sensors", &file, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("2 added"), "{out}");
+    let store = open_store(dir.path());
+    let s = store
+        .get_feature(&layer("sensors"), "S0000002")
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.feature.values[0], riskmap::model::Value::Int(254));
+    assert_eq!(s.feature.values[1], riskmap::model::Value::Null);
+    assert_eq!(
+        s.feature.values[2],
+        riskmap::model::Value::Text("L000003".into())
+    );
+}
+
+/// One bad input: the file's bytes, the layer, and what the message must name.
+struct Bad {
+    what: &'static str,
+    layer: &'static str,
+    name: &'static str,
+    bytes: Vec<u8>,
+    expect: &'static [&'static str],
+}
+
+fn bad_inputs() -> Vec<Bad> {
+    // 30 good features first, so a partial write would be visible.
+    let good = good_points(30);
+    let with = |bad: serde_json::Value| {
+        let mut f = good.clone();
+        f.push(bad);
+        collection(f).into_bytes()
+    };
+    let mut with_bad_name = good.clone();
+    with_bad_name.push(json!({"type":"Feature","id":"X1","geometry":{"type":"Point","coordinates":[106,29]},"properties":{"name":"@@","category":"landslide","level":"I"}}));
+    let text = collection(with_bad_name);
+    let at = text.find("@@").unwrap();
+    // "重庆" in GBK, as real Chinese files without a declared encoding carry it.
+    let non_utf8 = [
+        &text.as_bytes()[..at],
+        &[0xD6, 0xD8, 0xC7, 0xEC],
+        &text.as_bytes()[at + 2..],
+    ]
+    .concat();
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    vec![
+        Bad { what: "malformed JSON", layer: "risk_points", name: "trunc.geojson", bytes: collection(good.clone()).as_bytes()[..800].to_vec(), expect: &["trunc.geojson", "malformed GeoJSON in feature", "EOF"] },
+        Bad { what: "out-of-range longitude", layer: "risk_points", name: "far.geojson", bytes: with(risk_point("X1", 200.0, 29.0, "I")), expect: &["far.geojson", "feature 31", "X1", "field 'geometry'", "longitude 200"] },
+        Bad { what: "out-of-range latitude", layer: "risk_points", name: "pole.geojson", bytes: with(risk_point("X1", 106.0, -95.0, "I")), expect: &["feature 31", "field 'geometry'", "latitude -95"] },
+        Bad { what: "missing id", layer: "risk_points", name: "noid.geojson", bytes: with(json!({"type":"Feature","geometry":{"type":"Point","coordinates":[106,29]},"properties":{"name":"n","category":"landslide","level":"I"}})), expect: &["feature 31", "field 'id'", "missing"] },
+        Bad { what: "wrong geometry type", layer: "risk_points", name: "line.geojson", bytes: with(json!({"type":"Feature","id":"X1","geometry":{"type":"LineString","coordinates":[[106,29],[107,30]]},"properties":{"name":"n","category":"landslide","level":"I"}})), expect: &["feature 31", "field 'geometry'", "expected a Point geometry, found LineString"] },
+        Bad { what: "null geometry", layer: "risk_points", name: "nullgeom.geojson", bytes: with(json!({"type":"Feature","id":"X1","geometry":null,"properties":{"name":"n","category":"landslide","level":"I"}})), expect: &["feature 31", "field 'geometry'", "null"] },
+        Bad { what: "duplicate ids", layer: "risk_points", name: "dup.geojson", bytes: with(risk_point("R00003", 106.0, 29.0, "I")), expect: &["feature 31", "R00003", "field 'id'", "duplicate", "feature 4"] },
+        Bad { what: "value not allowed", layer: "risk_points", name: "level.geojson", bytes: with(risk_point("X1", 106.0, 29.0, "V")), expect: &["feature 31", "field 'properties.level'", "\"V\" is not one of I, II, III, IV"] },
+        Bad { what: "undeclared property", layer: "risk_points", name: "extra.geojson", bytes: with(json!({"type":"Feature","id":"X1","geometry":{"type":"Point","coordinates":[106,29]},"properties":{"name":"n","category":"landslide","level":"I","colour":"red"}})), expect: &["feature 31", "field 'properties.colour'", "not declared"] },
+        Bad { what: "open polygon ring", layer: "boundary", name: "ring.geojson", bytes: collection(vec![json!({"type":"Feature","id":"b","geometry":{"type":"Polygon","coordinates":[[[106,29],[107,29],[107,30],[106,30]]]},"properties":{}})]).into_bytes(), expect: &["feature 1", "field 'geometry'", "not closed"] },
+        Bad { what: "self-intersecting polygon", layer: "boundary", name: "bowtie.geojson", bytes: collection(vec![json!({"type":"Feature","id":"b","geometry":{"type":"Polygon","coordinates":[[[106,29],[107,30],[107,29],[106,30],[106,29]]]},"properties":{}})]).into_bytes(), expect: &["feature 1", "field 'geometry'", "intersect"] },
+        Bad { what: "non-UTF-8 text", layer: "risk_points", name: "gbk.geojson", bytes: non_utf8, expect: &["gbk.geojson", "feature 31", "'name'", "UTF-8"] },
+        Bad { what: "100,000-deep nesting", layer: "risk_points", name: "deep.geojson", bytes: format!("{{\"type\":\"FeatureCollection\",\"features\":{deep}}}").into_bytes(), expect: &["deep.geojson", "recursion limit"] },
+        Bad { what: "CSV NaN coordinate", layer: "sensors", name: "nan.csv", bytes: b"id,type_id,lon,lat\nS1,1,106.5,29.5\nS2,1,NaN,29.5\n".to_vec(), expect: &["nan.csv", "feature 2", "line 3", "S2", "field 'lon'", "finite number"] },
+        Bad { what: "CSV non-UTF-8 cell", layer: "sensors", name: "gbk.csv", bytes: [b"id,type_id,risk_point_id,lon,lat\nS1,1,".to_vec(), vec![0xD6, 0xD8], b",106.5,29.5\n".to_vec()].concat(), expect: &["gbk.csv", "feature 1", "field 'risk_point_id'", "UTF-8"] },
+        Bad { what: "CSV missing id", layer: "sensors", name: "noid.csv", bytes: b"id,type_id,lon,lat\nS1,1,106.5,29.5\n,1,106.5,29.5\n".to_vec(), expect: &["feature 2", "field 'id'", "missing"] },
+        Bad { what: "CSV bad integer", layer: "sensors", name: "type.csv", bytes: b"id,type_id,lon,lat\nS1,one,106.5,29.5\n".to_vec(), expect: &["feature 1", "field 'properties.type_id'", "expected an integer"] },
+        Bad { what: "CSV for a line layer", layer: "pipelines", name: "lines.csv", bytes: b"id,lon,lat\nL1,106.5,29.5\n".to_vec(), expect: &["lines.csv", "CSV can only feed point layers"] },
+        Bad { what: "CSV without coordinates", layer: "sensors", name: "nocoords.csv", bytes: b"id,type_id\nS1,1\n".to_vec(), expect: &["nocoords.csv", "no longitude column"] },
+        Bad { what: "foreign CRS", layer: "risk_points", name: "mercator.geojson", bytes: format!("{{\"type\":\"FeatureCollection\",\"crs\":{{\"type\":\"name\",\"properties\":{{\"name\":\"urn:ogc:def:crs:EPSG::3857\"}}}},\"features\":{}}}", serde_json::to_string(&good).unwrap()).into_bytes(), expect: &["mercator.geojson", "EPSG::3857", "Reproject"] },
+        Bad { what: "empty file", layer: "risk_points", name: "empty.geojson", bytes: Vec::new(), expect: &["empty.geojson", "no JSON"] },
+    ]
+}
+
+#[test]
+fn bad_input_is_refused_naming_file_feature_and_field_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Something already in the store must survive every refused import untouched.
+    let base = dir.path().join("base.geojson");
+    std::fs::write(
+        &base,
+        collection(vec![risk_point("KEEP", 106.1, 29.1, "II")]),
+    )
+    .unwrap();
+    assert_eq!(import(dir.path(), "risk_points", &base, &[]).0, 0);
+    let before_audit = sqlite_audit_count(dir.path(), "import");
+
+    for bad in bad_inputs() {
+        let file = dir.path().join(bad.name);
+        std::fs::write(&file, &bad.bytes).unwrap();
+        let (code, _, err) = import(dir.path(), bad.layer, &file, &[]);
+        assert_ne!(code, 0, "{}: exit code", bad.what);
+        for e in bad.expect {
+            assert!(err.contains(e), "{}: message lacks {e:?}:\n{err}", bad.what);
+        }
+        assert!(!err.contains("panicked"), "{}: {err}", bad.what);
+        for table in ["risk_points", "sensors", "pipelines", "boundary"] {
+            let expect = if table == "risk_points" { 1 } else { 0 };
+            assert_eq!(
+                sqlite_count(dir.path(), table),
+                expect,
+                "{}: partial write in {table}",
+                bad.what
+            );
+        }
+        assert_eq!(
+            sqlite_audit_count(dir.path(), "import"),
+            before_audit,
+            "{}: audit row of a refused import",
+            bad.what
+        );
+    }
+}
+
+#[test]
+fn numbers_beyond_f64_are_malformed_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("huge.geojson");
+    let text = collection(vec![risk_point("A", 106.0, 29.0, "I")]).replace("106.0", "1e400");
+    std::fs::write(&file, text).unwrap();
+    let (code, _, err) = import(dir.path(), "risk_points", &file, &[]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("huge.geojson")
+            && err.contains("number out of range")
+            && err.contains("in feature 1"),
+        "{err}"
+    );
+    assert_eq!(sqlite_count(dir.path(), "risk_points"), 0);
+}
+
+#[test]
+fn an_unknown_layer_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.geojson");
+    std::fs::write(&file, collection(good_points(1))).unwrap();
+    let (code, _, err) = import(dir.path(), "wells", &file, &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("unknown layer \"wells\"") && err.contains("risk_points"),
+        "{err}"
+    );
+}
+
+#[test]
+fn skip_invalid_imports_the_valid_features_and_lists_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = good_points(10);
+    f.insert(3, risk_point("BAD", 300.0, 29.0, "I"));
+    let file = dir.path().join("mixed.geojson");
+    std::fs::write(&file, collection(f)).unwrap();
+    let (code, _, err) = import(dir.path(), "risk_points", &file, &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("1 of 11 features rejected; nothing was imported"),
+        "{err}"
+    );
+    assert_eq!(sqlite_count(dir.path(), "risk_points"), 0);
+    let (code, out, err) = import(dir.path(), "risk_points", &file, &["--skip-invalid"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("feature 4 (id \"BAD\"): field 'geometry'"),
+        "{err}"
+    );
+    assert!(
+        out.contains("10 added") && out.contains("1 rejected"),
+        "{out}"
+    );
+    assert_eq!(sqlite_count(dir.path(), "risk_points"), 10);
+}
