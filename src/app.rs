@@ -110,14 +110,13 @@ impl App {
                 .collect();
             tracing::info!(features = %counts.join(", "), elapsed_ms = started.elapsed().as_millis() as u64, "loaded the demo into a new store");
         }
-        store.write(|tx| {
-            let pruned = tx.prune_changes(CHANGE_FEED_KEEP_SECONDS)?;
-            tx.commit()?;
-            if pruned > 0 {
-                tracing::debug!(pruned, "pruned old change-feed rows");
-            }
-            Ok::<_, StoreError>(())
-        })?;
+        if store.has_old_changes(CHANGE_FEED_KEEP_SECONDS)? {
+            store.write(|tx| {
+                let pruned = tx.prune_changes(CHANGE_FEED_KEEP_SECONDS)?;
+                tracing::debug!(pruned, "pruning old change-feed rows");
+                tx.commit()
+            })?;
+        }
         // Read the feed position before loading: changes committed during the load
         // are applied again afterwards, which is harmless (applying is idempotent).
         let seq = store.last_change_seq()?;

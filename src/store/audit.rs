@@ -90,6 +90,23 @@ impl Tx<'_> {
 }
 
 impl Store {
+    /// Whether the change feed has rows older than `keep_seconds` to prune.
+    pub fn has_old_changes(&self, keep_seconds: i64) -> Result<bool, StoreError> {
+        let cutoff = time::OffsetDateTime::now_utc() - time::Duration::seconds(keep_seconds);
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        let cutoff = cutoff.format(format).unwrap_or_default();
+        self.read(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM riskmap_changes WHERE at < ?1)",
+                [cutoff],
+                |r| r.get(0),
+            )
+            .map_err(StoreError::sqlite("reading the change feed"))
+        })
+    }
+
     /// The newest change-feed sequence number (0 when empty).
     pub fn last_change_seq(&self) -> Result<i64, StoreError> {
         self.read(|c| {

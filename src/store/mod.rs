@@ -141,7 +141,11 @@ impl Store {
         if exists {
             schema::check_is_ours(&writer, path)?;
         }
-        schema::create_core(&mut writer, path)?;
+        // Opening writes only what is missing, so a server can start while another
+        // process holds the write lock for a long import.
+        if !schema::core_ready(&writer)? {
+            schema::create_core(&mut writer, path)?;
+        }
         let reader = open_connection(path, false)?;
         let store = Store {
             path: path.to_path_buf(),
@@ -149,12 +153,22 @@ impl Store {
             reader: Mutex::new(reader),
             created: !exists,
         };
-        store.write(|tx| {
+        let mut stale = false;
+        {
+            let conn = store.writer.lock();
             for layer in layers {
-                schema::ensure_layer(&tx, layer)?;
+                stale |= schema::plan_layer(&conn, layer)? != LayerPlan::UpToDate
+                    || schema::needs_retitle(&conn, layer)?;
             }
-            tx.commit()
-        })?;
+        }
+        if stale {
+            store.write(|tx| {
+                for layer in layers {
+                    schema::ensure_layer(&tx, layer)?;
+                }
+                tx.commit()
+            })?;
+        }
         Ok(store)
     }
 

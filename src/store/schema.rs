@@ -105,6 +105,44 @@ pub(super) fn check_is_ours(conn: &Connection, path: &Path) -> Result<(), StoreE
     Ok(())
 }
 
+/// Whether the core tables exist at this build's schema version (then opening need not
+/// write anything). A different version is reported by [`create_core`].
+pub(super) fn core_ready(conn: &Connection) -> Result<bool, StoreError> {
+    let has_meta: bool = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'riskmap_meta'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+        .map_err(StoreError::sqlite("reading the schema"))?;
+    if !has_meta {
+        return Ok(false);
+    }
+    let version: Option<String> = conn
+        .query_row(
+            "SELECT value FROM riskmap_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(StoreError::sqlite("reading the schema version"))?;
+    Ok(version.as_deref() == Some(SCHEMA_VERSION))
+}
+
+/// Whether the layer's title in `gpkg_contents` differs from its layer file.
+pub(super) fn needs_retitle(conn: &Connection, layer: &LayerDef) -> Result<bool, StoreError> {
+    let d: Option<Option<String>> = conn
+        .query_row(
+            "SELECT description FROM gpkg_contents WHERE table_name = ?1",
+            [&layer.name],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(StoreError::sqlite("reading gpkg_contents"))?;
+    Ok(matches!(d, Some(ref t) if t.as_deref() != Some(layer.title.as_str())))
+}
+
 /// Creates the GeoPackage core and our tables (idempotent), in one transaction.
 pub(super) fn create_core(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let fail = |e| StoreError::Open {
