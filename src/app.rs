@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::demo::{self, DemoError};
-use crate::index::LayerIndex;
+use crate::index::{LayerIndex, LayerState};
 use crate::model::{Bbox, Feature, FieldError, LayerDef};
 use crate::store::{AuditEntry, OpenMode, Store, StoreError, StoredFeature};
 
@@ -25,12 +25,6 @@ use crate::store::{AuditEntry, OpenMode, Store, StoreError, StoredFeature};
 pub const STORE_FILE: &str = "riskmap.gpkg";
 /// Change-feed rows older than this are pruned at start.
 const CHANGE_FEED_KEEP_SECONDS: i64 = 24 * 3600;
-
-/// One layer: its definition and its index.
-pub struct LayerState {
-    pub def: Arc<LayerDef>,
-    pub index: RwLock<LayerIndex>,
-}
 
 /// How to open the catalogue.
 #[derive(Clone, Debug)]
@@ -58,6 +52,27 @@ pub enum AppError {
     Demo(#[from] DemoError),
 }
 
+/// Who asks for an edit, and on what conditions.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EditContext<'a> {
+    /// For the audit row: `key:ID:NAME`, `cli:USER`.
+    pub actor: &'a str,
+    /// `If-Match`: the ETag(s) the feature must still have.
+    pub if_match: Option<&'a str>,
+    /// After this instant the edit is abandoned before its commit (the client has
+    /// been told it timed out).
+    pub deadline: Option<Instant>,
+}
+
+impl EditContext<'_> {
+    fn check_deadline(&self) -> Result<(), EditError> {
+        match self.deadline {
+            Some(d) if Instant::now() > d => Err(EditError::TimedOut),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Why an edit was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
@@ -71,6 +86,8 @@ pub enum EditError {
     PreconditionFailed { current: String },
     #[error("{0}")]
     Invalid(FieldError),
+    #[error("the edit took too long and was abandoned before its commit; nothing changed")]
+    TimedOut,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -94,28 +111,36 @@ impl App {
     pub fn open(config: Config, data_dir: &Path, options: OpenOptions) -> Result<App, AppError> {
         let path = data_dir.join(STORE_FILE);
         let store = Store::open(&path, OpenMode::CreateIfMissing, &config.layers)?;
-        if store.was_created() && options.demo {
-            store.write(|tx| {
-                tx.set_meta(demo::DEMO_PENDING, Some("1"))?;
-                tx.commit()
-            })?;
-        }
-        if store.meta(demo::DEMO_PENDING)?.is_some() {
-            let started = Instant::now();
-            let layers = demo::build(&config, demo::DEMO_SEED, demo::SMALL)?;
-            demo::load(&store, &layers, "riskmap:demo")?;
-            let counts: Vec<String> = layers
-                .iter()
-                .map(|(l, f)| format!("{} {}", l.name, f.len()))
-                .collect();
-            tracing::info!(features = %counts.join(", "), elapsed_ms = started.elapsed().as_millis() as u64, "loaded the demo into a new store");
+        match demo::decide(&store, &config, options.demo) {
+            Ok(true) => {
+                let started = Instant::now();
+                let layers = demo::build(&config, demo::DEMO_SEED, demo::SMALL)?;
+                demo::load(&store, &layers, "riskmap:demo")?;
+                let counts: Vec<String> = layers
+                    .iter()
+                    .map(|(l, f)| format!("{} {}", l.name, f.len()))
+                    .collect();
+                tracing::info!(features = %counts.join(", "), elapsed_ms = started.elapsed().as_millis() as u64, "loaded the demo into the empty store");
+            }
+            Ok(false) => {}
+            // Another process is writing (an import into this new store): no demo now.
+            Err(DemoError::Store(StoreError::Busy)) => {
+                tracing::info!("store busy: the demo decision waits for the next start")
+            }
+            Err(e) => return Err(e.into()),
         }
         if store.has_old_changes(CHANGE_FEED_KEEP_SECONDS)? {
-            store.write(|tx| {
-                let pruned = tx.prune_changes(CHANGE_FEED_KEEP_SECONDS)?;
-                tracing::debug!(pruned, "pruning old change-feed rows");
-                tx.commit()
-            })?;
+            let pruned = store.write(|tx| {
+                let n = tx.prune_changes(CHANGE_FEED_KEEP_SECONDS)?;
+                tx.commit()?;
+                Ok::<_, StoreError>(n)
+            });
+            match pruned {
+                Ok(n) => tracing::debug!(pruned = n, "pruned old change-feed rows"),
+                // Another process is writing (a long import): prune at a later start.
+                Err(StoreError::Busy) => tracing::info!("store busy: change-feed pruning skipped"),
+                Err(e) => return Err(e.into()),
+            }
         }
         // Read the feed position before loading: changes committed during the load
         // are applied again afterwards, which is harmless (applying is idempotent).
@@ -175,10 +200,11 @@ impl App {
     /// Adds a feature whose id is new to the layer.
     pub fn create(
         &self,
-        actor: &str,
+        ctx: EditContext<'_>,
         layer: &str,
         feature: Feature,
     ) -> Result<StoredFeature, EditError> {
+        let actor = ctx.actor;
         let state = self.layer_or(layer)?;
         let def = &state.def;
         let _w = self.write_lock.lock();
@@ -200,10 +226,11 @@ impl App {
                 ..Default::default()
             })?;
             tx.record_change(&def.name, Some(&feature.id))?;
+            ctx.check_deadline()?;
             tx.commit()?;
             Ok::<_, EditError>(StoredFeature { fid, feature })
         })?;
-        state.index.write().upsert(stored.fid, &stored.feature);
+        apply(state, &stored);
         metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => "create")
             .increment(1);
         Ok(stored)
@@ -212,45 +239,36 @@ impl App {
     /// Replaces the geometry and properties of an existing feature.
     pub fn replace(
         &self,
-        actor: &str,
+        ctx: EditContext<'_>,
         layer: &str,
         feature: Feature,
-        if_match: Option<&str>,
     ) -> Result<StoredFeature, EditError> {
-        self.update(
-            actor,
-            layer,
-            &feature.id.clone(),
-            "replace",
-            if_match,
-            |_| Ok(feature),
-        )
+        self.update(ctx, layer, &feature.id.clone(), "replace", |_| Ok(feature))
     }
 
     /// Applies a JSON merge patch (RFC 7396) to an existing feature.
     pub fn patch(
         &self,
-        actor: &str,
+        ctx: EditContext<'_>,
         layer: &str,
         id: &str,
         patch: &Json,
-        if_match: Option<&str>,
     ) -> Result<StoredFeature, EditError> {
         let def = self.layer_or(layer)?.def.clone();
-        self.update(actor, layer, id, "patch", if_match, |current| {
+        self.update(ctx, layer, id, "patch", |current| {
             current.merge_patch(&def, patch).map_err(EditError::Invalid)
         })
     }
 
     fn update(
         &self,
-        actor: &str,
+        ctx: EditContext<'_>,
         layer: &str,
         id: &str,
         action: &'static str,
-        if_match: Option<&str>,
         change: impl FnOnce(&Feature) -> Result<Feature, EditError>,
     ) -> Result<StoredFeature, EditError> {
+        let (actor, if_match) = (ctx.actor, ctx.if_match);
         let state = self.layer_or(layer)?;
         let def = &state.def;
         let _w = self.write_lock.lock();
@@ -275,13 +293,14 @@ impl App {
                 ..Default::default()
             })?;
             tx.record_change(&def.name, Some(id))?;
+            ctx.check_deadline()?;
             tx.commit()?;
             Ok::<_, EditError>(StoredFeature {
                 fid: current.fid,
                 feature: next,
             })
         })?;
-        state.index.write().upsert(stored.fid, &stored.feature);
+        apply(state, &stored);
         metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => action)
             .increment(1);
         Ok(stored)
@@ -290,11 +309,11 @@ impl App {
     /// Deletes a feature; returns what it was.
     pub fn delete(
         &self,
-        actor: &str,
+        ctx: EditContext<'_>,
         layer: &str,
         id: &str,
-        if_match: Option<&str>,
     ) -> Result<StoredFeature, EditError> {
+        let (actor, if_match) = (ctx.actor, ctx.if_match);
         let state = self.layer_or(layer)?;
         let def = &state.def;
         let _w = self.write_lock.lock();
@@ -317,10 +336,11 @@ impl App {
                 ..Default::default()
             })?;
             tx.record_change(&def.name, Some(id))?;
+            ctx.check_deadline()?;
             tx.commit()?;
             Ok::<_, EditError>(current)
         })?;
-        state.index.write().remove(id);
+        remove(state, id);
         metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => "delete")
             .increment(1);
         Ok(gone)
@@ -365,13 +385,15 @@ impl App {
                 if reloaded.contains(&c.layer.as_str()) {
                     continue;
                 }
-                match self.store.get_feature(&l.def, id)? {
-                    Some(sf) => {
-                        l.index.write().upsert(sf.fid, &sf.feature);
+                match self.store.get_feature(&l.def, id) {
+                    Ok(Some(sf)) => apply(l, &sf),
+                    Ok(None) => remove(l, id),
+                    // A row another tool wrote that riskmap cannot read: keep what
+                    // the index has, say so, and go on with the rest of the feed.
+                    Err(e @ StoreError::BadRow { .. }) => {
+                        tracing::warn!(error = %e, "change feed: unreadable row skipped");
                     }
-                    None => {
-                        l.index.write().remove(id);
-                    }
+                    Err(e) => return Err(e),
                 }
             }
             applied += changes.len();
@@ -384,9 +406,28 @@ impl App {
         let started = Instant::now();
         let index = build_index(&self.store, &l.def)?;
         let n = index.len();
-        *l.index.write() = index;
+        let old = std::mem::replace(&mut *l.index.write(), index);
+        l.changes.record_all();
+        drop(old); // freed after the lock is released: readers are not held up
         tracing::info!(layer = %l.def.name, features = n, elapsed_ms = started.elapsed().as_millis() as u64, "layer reloaded from the store");
         Ok(())
+    }
+}
+
+/// Puts a stored feature into a layer's index and records where the layer changed
+/// (old and new boxes) for tile freshness: index first, change log second.
+fn apply(state: &LayerState, sf: &StoredFeature) {
+    let old = state.index.write().upsert(sf.fid, &sf.feature);
+    let new = Bbox::of_geometry(&sf.feature.geometry);
+    state
+        .changes
+        .record(&old.into_iter().chain(new).collect::<Vec<_>>());
+}
+
+/// Takes a feature out of a layer's index and records where.
+fn remove(state: &LayerState, id: &str) {
+    if let Some(old) = state.index.write().remove(id) {
+        state.changes.record(&[old]);
     }
 }
 
@@ -427,14 +468,7 @@ fn load_all(store: &Store, defs: &[Arc<LayerDef>]) -> Result<Vec<LayerState>, St
     std::thread::scope(|s| {
         let handles: Vec<_> = defs
             .iter()
-            .map(|def| {
-                s.spawn(move || {
-                    build_index(store, def).map(|index| LayerState {
-                        def: def.clone(),
-                        index: RwLock::new(index),
-                    })
-                })
-            })
+            .map(|def| s.spawn(move || build_index(store, def).map(LayerState::new)))
             .collect();
         handles
             .into_iter()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::model::{
-    GeometryType, LayerDef, LayerKind, PropertyDef, PropertyType, UnknownProperties,
+    GeometryType, LayerDef, LayerKind, PropertyDef, PropertyType, TileSettings, UnknownProperties,
 };
 
 /// Highest zoom a layer may declare (tile maths uses 32-bit x/y up to z30).
@@ -116,6 +116,19 @@ struct RawLayer {
     unknown_properties: Option<String>,
     #[serde(default)]
     properties: Vec<RawProperty>,
+    #[serde(default)]
+    tiles: Option<RawTiles>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTiles {
+    buffer: Option<i64>,
+    max_points: Option<i64>,
+    cluster_rank: Option<String>,
+    importance: Option<String>,
+    max_bytes: Option<i64>,
+    simplify: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +150,9 @@ struct RawProperty {
     #[serde(default)]
     max_length: Option<usize>,
 }
+
+/// No tile may exceed this many bytes before compression, whatever its layers.
+pub const MAX_TILE_BYTES: u32 = 500_000;
 
 /// Names a store table may not take: GeoPackage's, SQLite's and our own bookkeeping.
 const RESERVED_PREFIXES: [&str; 4] = ["gpkg_", "rtree_", "sqlite_", "riskmap_"];
@@ -318,7 +334,15 @@ pub fn parse_layer(path: &Path, text: &str) -> Result<LayerDef, ConfigError> {
         });
     }
 
+    let tiles = tile_settings(
+        raw.tiles.unwrap_or_default(),
+        geometry,
+        &properties,
+        &invalid,
+    )?;
+
     Ok(LayerDef {
+        tiles,
         name: raw.name,
         title: raw.title,
         description: raw.description,
@@ -329,6 +353,103 @@ pub fn parse_layer(path: &Path, text: &str) -> Result<LayerDef, ConfigError> {
         minzoom,
         maxzoom,
         unknown_properties,
+    })
+}
+
+fn tile_settings(
+    raw: RawTiles,
+    geometry: GeometryType,
+    properties: &[PropertyDef],
+    invalid: &dyn Fn(&str, &dyn std::fmt::Debug, &str) -> ConfigError,
+) -> Result<TileSettings, ConfigError> {
+    let d = TileSettings::default();
+    let int =
+        |key: &str, v: Option<i64>, min: i64, max: i64, default: u32| -> Result<u32, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(n) if (min..=max).contains(&n) => Ok(n as u32),
+                Some(n) => Err(invalid(key, &n, &format!("must be {min}..={max}"))),
+            }
+        };
+    let buffer = int("tiles.buffer", raw.buffer, 0, 2048, d.buffer)?;
+    let max_points = int("tiles.max_points", raw.max_points, 1, 100_000, d.max_points)?;
+    let max_bytes = int(
+        "tiles.max_bytes",
+        raw.max_bytes,
+        1_000,
+        MAX_TILE_BYTES as i64,
+        d.max_bytes,
+    )?;
+    let simplify = match raw.simplify {
+        None => d.simplify,
+        Some(s) if s.is_finite() && (0.0..=64.0).contains(&s) => s,
+        Some(s) => return Err(invalid("tiles.simplify", &s, "must be 0..=64 tile units")),
+    };
+    let points = matches!(geometry, GeometryType::Point | GeometryType::MultiPoint);
+    let find = |key: &str, name: &str| {
+        properties
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| invalid(key, &name, "is not a declared property of this layer"))
+    };
+    let cluster_rank = match raw.cluster_rank {
+        None => None,
+        Some(name) => {
+            if !points {
+                return Err(invalid(
+                    "tiles.cluster_rank",
+                    &name,
+                    "clusters are for point layers",
+                ));
+            }
+            let i = find("tiles.cluster_rank", &name)?;
+            match &properties[i].values {
+                Some(v) if v.len() <= crate::index::MAX_RANKS => Some(i),
+                Some(v) => {
+                    return Err(invalid(
+                        "tiles.cluster_rank",
+                        &name,
+                        &format!(
+                            "has {} allowed values; at most {} can be ranked",
+                            v.len(),
+                            crate::index::MAX_RANKS
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(invalid(
+                        "tiles.cluster_rank",
+                        &name,
+                        "needs a string property with allowed values (their order is the rank)",
+                    ));
+                }
+            }
+        }
+    };
+    let importance = match raw.importance {
+        None => None,
+        Some(name) => {
+            let i = find("tiles.importance", &name)?;
+            if !matches!(
+                properties[i].ty,
+                PropertyType::Integer | PropertyType::Float
+            ) {
+                return Err(invalid(
+                    "tiles.importance",
+                    &name,
+                    "needs an integer or float property",
+                ));
+            }
+            Some(i)
+        }
+    };
+    Ok(TileSettings {
+        buffer,
+        max_points,
+        cluster_rank,
+        importance,
+        max_bytes,
+        simplify,
     })
 }
 

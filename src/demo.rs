@@ -464,12 +464,38 @@ pub fn load(store: &Store, layers: &LayerFeatures, actor: &str) -> Result<(), De
             detail: Some(serde_json::json!({ "seed": DEMO_SEED, "features": counts })),
             ..Default::default()
         })?;
-        tx.set_meta(DEMO_PENDING, None)?;
+        tx.set_meta(DEMO_STATE, Some("loaded"))?;
         tx.commit()?;
         Ok(())
     })
 }
 
-/// `riskmap_meta` key set when a store is created for the demo and cleared once the
-/// demo is in: a start interrupted half-way loads it again.
-pub const DEMO_PENDING: &str = "demo_pending";
+/// `riskmap_meta` key recording the demo decision: `pending` (decided, not loaded yet:
+/// a start interrupted half-way loads it again), `loaded`, `declined` (`--no-demo` on
+/// an empty store). Stores holding data never get the demo and need no mark.
+pub const DEMO_STATE: &str = "demo";
+
+/// Whether to load the demo now. The first `serve` of a store decides, once: an empty
+/// store (no features, no import ever) gets the demo unless declined. Stores made by
+/// `keys add` or `import` before any `serve` are judged by their content, not by who
+/// created the file.
+pub fn decide(store: &Store, config: &Config, wanted: bool) -> Result<bool, DemoError> {
+    match store.meta(DEMO_STATE)?.as_deref() {
+        Some("pending") => return Ok(true),
+        Some(_) => return Ok(false),
+        None => {}
+    }
+    let mut empty = store.import_totals()?.is_empty();
+    for l in &config.layers {
+        empty &= store.count(l)? == 0;
+    }
+    if !empty {
+        return Ok(false); // the store is the user's data: nothing to remember
+    }
+    let state = if wanted { "pending" } else { "declined" };
+    store.write(|tx| {
+        tx.set_meta(DEMO_STATE, Some(state))?;
+        tx.commit()
+    })?;
+    Ok(state == "pending")
+}

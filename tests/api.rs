@@ -773,3 +773,136 @@ async fn writes_by_another_process_reach_the_index_through_the_change_feed() {
         3 + riskmap::ingest::CHANGE_LIST_LIMIT + 5
     );
 }
+
+#[tokio::test]
+async fn items_are_listed_by_bbox_with_paging() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("many.geojson");
+    std::fs::write(
+        &file,
+        collection(
+            (0..25)
+                .map(|i| risk_point(&format!("P{i:02}"), 106.0 + i as f64 * 0.01, 29.5, "III"))
+                .collect(),
+        ),
+    )
+    .unwrap();
+    let o = riskmap(&[
+        "import",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--layer",
+        "risk_points",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    let app = open_app(dir.path());
+    let r = call(
+        &app,
+        Method::GET,
+        "/collections/risk_points/items?limit=10",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers[header::CONTENT_TYPE], GEOJSON);
+    assert_eq!(r.body["numberMatched"], 25);
+    assert_eq!(r.body["numberReturned"], 10);
+    assert_eq!(r.body["features"][0]["id"], "P00");
+    let next = r.body["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["rel"] == "next")
+        .unwrap()["href"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = call(&app, Method::GET, &next, None, None).await;
+    assert_eq!(r.body["features"][0]["id"], "P10");
+    let r = call(
+        &app,
+        Method::GET,
+        "/collections/risk_points/items?bbox=106.045,29,106.105,30",
+        None,
+        None,
+    )
+    .await;
+    let ids: Vec<&str> = r.body["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["P05", "P06", "P07", "P08", "P09", "P10"]);
+    for bad in [
+        "limit=1000000000",
+        "limit=-1",
+        "bbox=1,2,3",
+        "bbox=1,NaN,2,3",
+        "bbbox=1,2,3,4",
+        "offset=x",
+    ] {
+        let r = call(
+            &app,
+            Method::GET,
+            &format!("/collections/risk_points/items?{bad}"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(r.body["description"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_if_match_refuses_the_write() {
+    let dir = tempfile::tempdir().unwrap();
+    seed(dir.path());
+    let app = open_app(dir.path());
+    let planner = key(&app, Role::Planner);
+    let req = Request::builder()
+        .method(Method::PATCH)
+        .uri("/collections/risk_points/items/R1")
+        .header(header::AUTHORIZATION, format!("Bearer {planner}"))
+        .header(header::CONTENT_TYPE, "application/merge-patch+json")
+        .header(
+            header::IF_MATCH,
+            axum::http::HeaderValue::from_bytes(b"\"st\xe9le\"").unwrap(),
+        )
+        .body(Body::from(r#"{"properties":{"level":"I"}}"#))
+        .unwrap();
+    let r = riskmap::api::router(app.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let got = call(
+        &app,
+        Method::GET,
+        "/collections/risk_points/items/R1",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(got.body["properties"]["level"], "III");
+}
+
+#[tokio::test]
+async fn unknown_methods_do_not_create_metric_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = open_app(dir.path());
+    let m = Method::from_bytes(b"XAAA1").unwrap();
+    let r = call(&app, m, "/nowhere", None, None).await;
+    assert!(r.status.is_client_error());
+    let text = call(&app, Method::GET, "/metrics", None, None)
+        .await
+        .body
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!text.contains("XAAA1"));
+    assert!(text.contains("method=\"other\""), "{text}");
+}

@@ -72,3 +72,53 @@ fn ogrinfo_reads_every_layer_with_its_count_and_crs() {
         "{s}"
     );
 }
+
+#[test]
+fn a_store_left_by_an_import_is_a_complete_geopackage_on_its_own() {
+    // After `riskmap import` exits, the .gpkg alone (no -wal beside it) holds
+    // everything, and GDAL reads it without a warning.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.geojson");
+    std::fs::write(
+        &file,
+        collection(
+            (0..25)
+                .map(|i| risk_point(&format!("R{i}"), 106.0 + i as f64 * 0.01, 29.5, "II"))
+                .collect(),
+        ),
+    )
+    .unwrap();
+    let o = riskmap(&[
+        "import",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--layer",
+        "risk_points",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let alone = dir.path().join("copy");
+    std::fs::create_dir(&alone).unwrap();
+    std::fs::copy(store_path(dir.path()), alone.join("riskmap.gpkg")).unwrap();
+    let out = Command::new("ogrinfo")
+        .args([
+            "-so",
+            "-ro",
+            alone.join("riskmap.gpkg").to_str().unwrap(),
+            "risk_points",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("Feature Count: 25"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "",
+        "GDAL warned: {}",
+        text(&out.stderr)
+    );
+}

@@ -13,7 +13,7 @@ use geo_types::{Coord, Geometry, LineString, Point, Polygon};
 use rand::prelude::*;
 use rand_chacha::ChaCha8Rng;
 use riskmap::config::parse_layer;
-use riskmap::index::{GeomRef, LayerIndex, distance_to, geometry_intersects_bbox};
+use riskmap::index::{GeomRef, LayerIndex, distance_to};
 use riskmap::model::{Bbox, Feature, LayerDef, Value};
 use riskmap::store::StoredFeature;
 
@@ -24,11 +24,17 @@ fn layer(geometry: &str) -> Arc<LayerDef> {
     Arc::new(parse_layer(Path::new(&format!("layers/t_{geometry}.toml")), &text).unwrap())
 }
 
-/// A grid coordinate: multiples of 0.01 degrees in a 0.5-degree square.
+/// Grid step: a binary fraction, so grid coordinates and their sums are exact in f64
+/// and the oracle's integer arithmetic sees exactly the geometry the index sees.
+const STEP: f64 = 1.0 / 128.0;
+/// The oracle's integer scale: every coordinate used is a multiple of 1/512 degree.
+const SCALE: f64 = 512.0;
+
+/// A grid coordinate: multiples of STEP in a 0.5-degree square.
 fn grid(rng: &mut ChaCha8Rng) -> Coord {
     Coord {
-        x: 106.0 + rng.random_range(0..=50) as f64 * 0.01,
-        y: 29.0 + rng.random_range(0..=50) as f64 * 0.01,
+        x: 106.0 + rng.random_range(0..=64) as f64 * STEP,
+        y: 29.0 + rng.random_range(0..=64) as f64 * STEP,
     }
 }
 
@@ -55,8 +61,8 @@ fn random_geometry(kind: &str, rng: &mut ChaCha8Rng) -> Geometry {
         _ => loop {
             let c = grid(rng);
             let (w, h) = (
-                rng.random_range(1..6) as f64 * 0.01,
-                rng.random_range(1..6) as f64 * 0.01,
+                rng.random_range(1..6) as f64 * STEP,
+                rng.random_range(1..6) as f64 * STEP,
             );
             let ring = if rng.random_bool(0.5) {
                 vec![
@@ -105,14 +111,14 @@ fn random_bbox(rng: &mut ChaCha8Rng) -> Bbox {
         3 => {
             // a small box whose edges pass through grid points
             max = Coord {
-                x: min.x + 0.02,
-                y: min.y + 0.02,
+                x: min.x + 2.0 * STEP,
+                y: min.y + 2.0 * STEP,
             };
         }
         4 => {
             min = Coord {
-                x: min.x - 0.003,
-                y: min.y - 0.004,
+                x: min.x - 1.0 / SCALE,
+                y: min.y - 3.0 / SCALE,
             }; // off-grid edges
         }
         _ => {}
@@ -120,16 +126,91 @@ fn random_bbox(rng: &mut ChaCha8Rng) -> Bbox {
     Bbox::new(min.x, min.y, max.x, max.y).unwrap()
 }
 
-/// The brute force: every live feature tested on its own. Points use plain
-/// comparisons (independent of the index's code); shapes use the same exact
-/// predicate the index applies after its envelope filter.
+/// Integer coordinates for exact predicates: shape vertices and boxes are multiples of
+/// 1/SCALE degree, so scaling is exact.
+type P = (i64, i64);
+
+fn grid_point(x: f64, y: f64) -> P {
+    let p = ((x * SCALE) as i64, (y * SCALE) as i64);
+    assert!(
+        p.0 as f64 == x * SCALE && p.1 as f64 == y * SCALE,
+        "{x},{y} is off the grid"
+    );
+    p
+}
+
+fn orient(a: P, b: P, c: P) -> i128 {
+    ((b.0 - a.0) as i128) * ((c.1 - a.1) as i128) - ((b.1 - a.1) as i128) * ((c.0 - a.0) as i128)
+}
+
+fn on_segment(a: P, b: P, c: P) -> bool {
+    orient(a, b, c) == 0
+        && a.0.min(b.0) <= c.0
+        && c.0 <= a.0.max(b.0)
+        && a.1.min(b.1) <= c.1
+        && c.1 <= a.1.max(b.1)
+}
+
+fn segments_meet(a: P, b: P, c: P, d: P) -> bool {
+    let (o1, o2, o3, o4) = (
+        orient(a, b, c).signum(),
+        orient(a, b, d).signum(),
+        orient(c, d, a).signum(),
+        orient(c, d, b).signum(),
+    );
+    (o1 != o2 && o3 != o4)
+        || on_segment(a, b, c)
+        || on_segment(a, b, d)
+        || on_segment(c, d, a)
+        || on_segment(c, d, b)
+}
+
+/// The brute force: every live feature tested on its own with predicates written
+/// here, independent of the index's code (and of geo's). Points: inside the closed
+/// box (plain comparisons). Shapes, in exact integer arithmetic: a segment meets the
+/// box if an end is inside or it meets one of the box's edges; a polygon meets it if
+/// an edge does or the box's corner is inside the polygon (crossing number).
 fn brute_bbox(all: &[(String, Geometry)], b: &Bbox) -> BTreeSet<String> {
+    let (lo, hi) = (
+        grid_point(b.min_lon, b.min_lat),
+        grid_point(b.max_lon, b.max_lat),
+    );
+    let inside = |p: P| lo.0 <= p.0 && p.0 <= hi.0 && lo.1 <= p.1 && p.1 <= hi.1;
+    let edges = [
+        (lo, (hi.0, lo.1)),
+        ((hi.0, lo.1), hi),
+        (hi, (lo.0, hi.1)),
+        ((lo.0, hi.1), lo),
+    ];
+    let seg_meets_box = |a: P, c: P| {
+        inside(a) || inside(c) || edges.iter().any(|&(e0, e1)| segments_meet(a, c, e0, e1))
+    };
+    let ring_points = |l: &LineString| l.0.iter().map(|c| grid_point(c.x, c.y)).collect::<Vec<P>>();
+    let corner_in_ring = |ring: &[P], p: P| {
+        let mut inside = false;
+        for w in ring.windows(2) {
+            let (a, c) = (w[0], w[1]);
+            if (a.1 > p.1) != (c.1 > p.1) {
+                // p is left of the edge's crossing at height p.1 (exact, sign-adjusted).
+                let cross = orient(a, c, p);
+                if (cross > 0) == (c.1 > a.1) {
+                    inside = !inside;
+                }
+            }
+        }
+        inside
+    };
     all.iter()
         .filter(|(_, g)| match g {
             Geometry::Point(p) => {
                 b.min_lon <= p.x() && p.x() <= b.max_lon && b.min_lat <= p.y() && p.y() <= b.max_lat
             }
-            g => geometry_intersects_bbox(GeomRef::Shape(g), b),
+            Geometry::LineString(l) => ring_points(l).windows(2).any(|w| seg_meets_box(w[0], w[1])),
+            Geometry::Polygon(p) => {
+                let ring = ring_points(p.exterior());
+                ring.windows(2).any(|w| seg_meets_box(w[0], w[1])) || corner_in_ring(&ring, lo)
+            }
+            other => panic!("no oracle for {other:?}"),
         })
         .map(|(id, _)| id.clone())
         .collect()

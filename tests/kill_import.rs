@@ -273,6 +273,7 @@ fn sigkill_at_random_moments_leaves_each_file_whole_or_absent() {
             .unwrap_or_else(|e| panic!("kill {k}: other layer: {e}"));
     }
     assert!(absent > 0, "some kills must land before the commit");
+    assert!(whole > 0, "some imports must finish before their kill");
     assert!(whole + absent == 24);
 
     // After all that, an import runs to the end and the store is whole.

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::{auth, blocking};
-use crate::app::{App, LayerState};
+use crate::app::App;
+use crate::index::LayerState;
 use crate::model::{GeometryType, PropertyType};
 
 const CRS84: &str = "http://www.opengis.net/def/crs/OGC/1.3/CRS84";

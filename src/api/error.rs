@@ -105,6 +105,10 @@ impl From<EditError> for ApiError {
                 e.to_string(),
             ),
             EditError::Invalid(f) => ApiError::unprocessable(f.to_string()),
+            EditError::TimedOut => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Timeout", e.to_string())
+                    .with_header(header::RETRY_AFTER, "5")
+            }
             EditError::Store(s) => s.into(),
         }
     }

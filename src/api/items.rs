@@ -1,32 +1,47 @@
-//! Single features, in the shape of OGC API – Features Part 4 (Create, Replace,
-//! Update, Delete): `GET`, `PUT`, `PATCH` (JSON merge patch) and `DELETE` on
-//! `/collections/{layer}/items/{id}`, `POST` on `/collections/{layer}/items`.
-//! Writes need a key allowing `EditFeatures`; `If-Match` with the feature's ETag
-//! guards against overwriting someone else's edit.
+//! Features, in the shape of OGC API – Features: `GET /collections/{layer}/items`
+//! (bbox, paging) and Part 4 (Create, Replace, Update, Delete): `GET`, `PUT`, `PATCH`
+//! (JSON merge patch) and `DELETE` on `/collections/{layer}/items/{id}`, `POST` on
+//! `/collections/{layer}/items`. Writes need a key allowing `EditFeatures`, checked
+//! before the body is read; `If-Match` with the feature's ETag guards against
+//! overwriting someone else's edit.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value as Json;
 
 use super::error::ApiError;
+use super::router::{MAX_BODY_BYTES, REQUEST_TIMEOUT};
 use super::{auth, blocking};
-use crate::app::{App, etag};
-use crate::model::{Action, Feature, LayerDef, feature::id_of};
+use crate::app::{App, EditContext, etag};
+use crate::model::{Action, Bbox, Feature, LayerDef, feature::id_of};
 use crate::store::StoredFeature;
 
-fn feature_response(status: StatusCode, layer: &LayerDef, sf: &StoredFeature) -> Response {
+/// Default and largest page of `GET /collections/{layer}/items`.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 10_000;
+
+fn item_href(layer: &LayerDef, id: &str) -> String {
+    format!("/collections/{}/items/{}", layer.name, percent_encode(id))
+}
+
+fn feature_json(layer: &LayerDef, sf: &StoredFeature) -> Json {
     let mut doc = sf.feature.to_geojson(layer);
-    let enc = percent_encode(&sf.feature.id);
     doc["links"] = serde_json::json!([
-        {"href": format!("/collections/{}/items/{}", layer.name, enc), "rel": "self", "type": "application/geo+json"},
+        {"href": item_href(layer, &sf.feature.id), "rel": "self", "type": "application/geo+json"},
         {"href": format!("/collections/{}", layer.name), "rel": "collection", "type": "application/json"},
     ]);
-    let mut resp = (status, doc.to_string()).into_response();
+    doc
+}
+
+fn feature_response(status: StatusCode, layer: &LayerDef, sf: &StoredFeature) -> Response {
+    let mut resp = (status, feature_json(layer, sf).to_string()).into_response();
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -36,8 +51,7 @@ fn feature_response(status: StatusCode, layer: &LayerDef, sf: &StoredFeature) ->
         h.insert(header::ETAG, v);
     }
     if status == StatusCode::CREATED {
-        if let Ok(v) = HeaderValue::from_str(&format!("/collections/{}/items/{}", layer.name, enc))
-        {
+        if let Ok(v) = HeaderValue::from_str(&item_href(layer, &sf.feature.id)) {
             h.insert(header::LOCATION, v);
         }
     }
@@ -63,19 +77,20 @@ fn layer_of(app: &App, name: &str) -> Result<Arc<LayerDef>, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no layer named {name:?}")))
 }
 
-fn if_match(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+/// `If-Match`, refused when present but unreadable (a write must not go ahead
+/// unconditionally because its condition could not be parsed).
+fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.to_string()))
+            .map_err(|_| ApiError::bad_request("If-Match must be ASCII entity tags")),
+    }
 }
 
-/// Parses a JSON body whose content type is one of `accepted`.
-fn json_body(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    accepted: &[&str],
-) -> Result<Json, ApiError> {
+/// The content type, checked against `accepted` (before anything is read).
+fn check_content_type(headers: &HeaderMap, accepted: &[&str]) -> Result<(), ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -86,16 +101,46 @@ fn json_body(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if !accepted.contains(&mime.as_str()) {
-        return Err(ApiError::new(
+    if accepted.contains(&mime.as_str()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
             format!("Content-Type must be one of {}", accepted.join(", ")),
-        ));
+        ))
     }
-    let bytes = body.map_err(|e| ApiError::new(e.status(), "InvalidBody", e.body_text()))?;
+}
+
+/// Reads and parses a JSON body (after the caller checked the key).
+async fn json_body(body: Body) -> Result<Json, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLarge",
+                format!("the body is larger than {MAX_BODY_BYTES} bytes or was cut off"),
+            )
+        })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+}
+
+/// Checks the key (a store read) off the async threads.
+async fn authorize(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    action: Action,
+) -> Result<String, ApiError> {
+    let (a, h) = (app.clone(), headers.clone());
+    blocking(move || auth::require(&a, &h, action).map(|k| k.actor())).await
+}
+
+/// Edits are abandoned before their commit once the client may have been told the
+/// request timed out.
+fn deadline() -> Option<Instant> {
+    Some(Instant::now() + REQUEST_TIMEOUT.saturating_sub(Duration::from_secs(5)))
 }
 
 type Ids = Result<Path<(String, String)>, PathRejection>;
@@ -111,8 +156,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (layer, id) = ids(path)?;
-    let a = app.clone();
-    let h = headers.clone();
+    let (a, h) = (app.clone(), headers.clone());
     blocking(move || auth::require_read(&a, &h)).await?;
     let state = app
         .layer(&layer)
@@ -142,21 +186,152 @@ pub async fn get(
     Ok(feature_response(StatusCode::OK, &state.def, &sf))
 }
 
+/// `GET /collections/{layer}/items?bbox=..&limit=..&offset=..`: features in fid order.
+pub async fn list(
+    State(app): State<Arc<App>>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(layer) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (a, h) = (app.clone(), headers.clone());
+    blocking(move || auth::require_read(&a, &h)).await?;
+    let state = app
+        .layer(&layer)
+        .ok_or_else(|| ApiError::not_found(format!("no layer named {layer:?}")))?;
+    let params: HashMap<String, String> = match &query {
+        Some(q) => serde_urlencoded_pairs(q)?,
+        None => HashMap::new(),
+    };
+    for k in params.keys() {
+        if !matches!(k.as_str(), "bbox" | "limit" | "offset" | "f") {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter {k:?} (bbox, limit, offset)"
+            )));
+        }
+    }
+    let number = |name: &str, default: usize, max: usize| -> Result<usize, ApiError> {
+        match params.get(name) {
+            None => Ok(default),
+            Some(t) => match t.parse::<usize>() {
+                Ok(n) if n <= max => Ok(n),
+                _ => Err(ApiError::bad_request(format!(
+                    "{name} must be an integer 0..={max}, got {t:?}"
+                ))),
+            },
+        }
+    };
+    let limit = number("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
+    let offset = number("offset", 0, usize::MAX / 2)?;
+    let bbox = match params.get("bbox") {
+        Some(b) => Some(Bbox::parse(b).map_err(|e| ApiError::bad_request(format!("bbox: {e}")))?),
+        None => None,
+    };
+    let def = state.def.clone();
+    let (features, matched) = {
+        let idx = state.index.read();
+        let mut slots: Vec<u32> = match &bbox {
+            Some(b) => {
+                let mut v = Vec::new();
+                idx.for_each_in_bbox(b, |s| v.push(s));
+                v
+            }
+            None => idx.slots().collect(),
+        };
+        let matched = slots.len();
+        let end = offset.saturating_add(limit).min(matched);
+        if offset < matched {
+            if end < matched {
+                slots.select_nth_unstable_by_key(end, |&s| idx.fid(s));
+                slots.truncate(end);
+            }
+            slots.sort_unstable_by_key(|&s| idx.fid(s));
+        }
+        let page: Vec<Json> = slots
+            .get(offset..end)
+            .unwrap_or(&[])
+            .iter()
+            .map(|&s| feature_json(&def, &idx.feature(s)))
+            .collect();
+        (page, matched)
+    };
+    let base = format!("/collections/{}/items", def.name);
+    let with = |off: usize| {
+        let mut q = vec![format!("limit={limit}"), format!("offset={off}")];
+        if let Some(b) = params.get("bbox") {
+            q.push(format!("bbox={b}"));
+        }
+        format!("{base}?{}", q.join("&"))
+    };
+    let mut links = vec![
+        serde_json::json!({"href": with(offset), "rel": "self", "type": "application/geo+json"}),
+    ];
+    if offset + features.len() < matched {
+        links.push(serde_json::json!({"href": with(offset + features.len()), "rel": "next", "type": "application/geo+json"}));
+    }
+    let body = serde_json::json!({
+        "type": "FeatureCollection",
+        "numberMatched": matched,
+        "numberReturned": features.len(),
+        "timeStamp": crate::store::now_timestamp(),
+        "features": features,
+        "links": links,
+    });
+    let mut resp = body.to_string().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/geo+json"),
+    );
+    Ok(resp)
+}
+
+/// Parses `a=1&b=2` (percent-decoded), refusing repeated keys.
+fn serde_urlencoded_pairs(q: &str) -> Result<HashMap<String, String>, ApiError> {
+    let mut out = HashMap::new();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let dec = |s: &str| {
+            percent_decode(&s.replace('+', " "))
+                .ok_or_else(|| ApiError::bad_request(format!("bad percent-encoding in {s:?}")))
+        };
+        if out.insert(dec(k)?, dec(v)?).is_some() {
+            return Err(ApiError::bad_request(format!(
+                "query parameter {k:?} is repeated"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 pub async fn create(
     State(app): State<Arc<App>>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let Path(layer) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let def = layer_of(&app, &layer)?;
+    let actor = authorize(&app, &headers, Action::EditFeatures).await?;
+    check_content_type(&headers, &["application/geo+json", "application/json"])?;
+    let mut doc = json_body(body).await?;
     blocking(move || {
-        let key = auth::require(&app, &headers, Action::EditFeatures)?;
-        let mut doc = json_body(
-            &headers,
-            body,
-            &["application/geo+json", "application/json"],
-        )?;
         // The server names features that come without an id.
         if id_of(&def, &doc)
             .map_err(|e| ApiError::unprocessable(e.to_string()))?
@@ -168,7 +343,12 @@ pub async fn create(
         }
         let feature = Feature::from_geojson(&def, &doc)
             .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-        let sf = app.create(&key.actor(), &layer, feature)?;
+        let ctx = EditContext {
+            actor: &actor,
+            if_match: None,
+            deadline: deadline(),
+        };
+        let sf = app.create(ctx, &layer, feature)?;
         Ok(feature_response(StatusCode::CREATED, &def, &sf))
     })
     .await
@@ -178,17 +358,15 @@ pub async fn replace(
     State(app): State<Arc<App>>,
     path: Ids,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let (layer, id) = ids(path)?;
     let def = layer_of(&app, &layer)?;
+    let actor = authorize(&app, &headers, Action::EditFeatures).await?;
+    let cond = if_match(&headers)?;
+    check_content_type(&headers, &["application/geo+json", "application/json"])?;
+    let mut doc = json_body(body).await?;
     blocking(move || {
-        let key = auth::require(&app, &headers, Action::EditFeatures)?;
-        let mut doc = json_body(
-            &headers,
-            body,
-            &["application/geo+json", "application/json"],
-        )?;
         match id_of(&def, &doc).map_err(|e| ApiError::unprocessable(e.to_string()))? {
             Some(body_id) if body_id != id => {
                 return Err(ApiError::unprocessable(format!(
@@ -202,7 +380,12 @@ pub async fn replace(
         }
         let feature = Feature::from_geojson(&def, &doc)
             .map_err(|e| ApiError::unprocessable(e.to_string()))?;
-        let sf = app.replace(&key.actor(), &layer, feature, if_match(&headers).as_deref())?;
+        let ctx = EditContext {
+            actor: &actor,
+            if_match: cond.as_deref(),
+            deadline: deadline(),
+        };
+        let sf = app.replace(ctx, &layer, feature)?;
         Ok(feature_response(StatusCode::OK, &def, &sf))
     })
     .await
@@ -212,24 +395,24 @@ pub async fn patch(
     State(app): State<Arc<App>>,
     path: Ids,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let (layer, id) = ids(path)?;
     let def = layer_of(&app, &layer)?;
+    let actor = authorize(&app, &headers, Action::EditFeatures).await?;
+    let cond = if_match(&headers)?;
+    check_content_type(
+        &headers,
+        &["application/merge-patch+json", "application/json"],
+    )?;
+    let doc = json_body(body).await?;
     blocking(move || {
-        let key = auth::require(&app, &headers, Action::EditFeatures)?;
-        let doc = json_body(
-            &headers,
-            body,
-            &["application/merge-patch+json", "application/json"],
-        )?;
-        let sf = app.patch(
-            &key.actor(),
-            &layer,
-            &id,
-            &doc,
-            if_match(&headers).as_deref(),
-        )?;
+        let ctx = EditContext {
+            actor: &actor,
+            if_match: cond.as_deref(),
+            deadline: deadline(),
+        };
+        let sf = app.patch(ctx, &layer, &id, &doc)?;
         Ok(feature_response(StatusCode::OK, &def, &sf))
     })
     .await
@@ -242,9 +425,15 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let (layer, id) = ids(path)?;
     layer_of(&app, &layer)?;
+    let actor = authorize(&app, &headers, Action::EditFeatures).await?;
+    let cond = if_match(&headers)?;
     blocking(move || {
-        let key = auth::require(&app, &headers, Action::EditFeatures)?;
-        app.delete(&key.actor(), &layer, &id, if_match(&headers).as_deref())?;
+        let ctx = EditContext {
+            actor: &actor,
+            if_match: cond.as_deref(),
+            deadline: deadline(),
+        };
+        app.delete(ctx, &layer, &id)?;
         Ok(StatusCode::NO_CONTENT.into_response())
     })
     .await

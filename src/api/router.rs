@@ -9,7 +9,6 @@ use axum::routing::get;
 use axum::{Router, middleware};
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use super::error::ApiError;
@@ -18,8 +17,9 @@ use crate::app::App;
 
 /// Largest request body accepted (a feature with a very detailed polygon).
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
-/// A request that takes longer is answered 408.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request that takes longer is answered 503 (edits are abandoned before their
+/// commit a few seconds earlier, so a timed-out edit never lands).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn router(app: Arc<App>) -> Router {
     // Install the recorder before the first request records anything.
@@ -35,7 +35,7 @@ pub fn router(app: Arc<App>) -> Router {
         // Planners: edits (OGC API – Features Part 4), key with role planner or admin.
         .route(
             "/collections/{layer}/items",
-            axum::routing::post(items::create),
+            get(items::list).post(items::create),
         )
         .route(
             "/collections/{layer}/items/{id}",
@@ -48,10 +48,7 @@ pub fn router(app: Arc<App>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(metrics::track))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(middleware::from_fn(timeout))
         .layer(
             CorsLayer::new()
                 .allow_origin(Any)
@@ -78,6 +75,21 @@ pub fn router(app: Arc<App>) -> Router {
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(app)
+}
+
+/// Answers JSON 503 when a request runs past [`REQUEST_TIMEOUT`].
+async fn timeout(req: axum::extract::Request, next: middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Timeout",
+            "the request took too long; try again",
+        )
+        .with_header(header::RETRY_AFTER, "5")
+        .into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {

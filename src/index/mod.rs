@@ -10,7 +10,9 @@
 //! Coordinates are WGS84 degrees, lon/lat. Queries are exact: the tree finds
 //! candidates by envelope, the geometry decides.
 
+mod changes;
 mod columns;
+mod generalise;
 
 use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
@@ -22,7 +24,12 @@ use geo_types::{Coord, Geometry, Line, Point};
 use hashbrown::{DefaultHashBuilder, HashTable};
 use rstar::{AABB, PointDistance, RTree, RTreeObject};
 
+pub use changes::{CHANGE_LOG_CAPACITY, ChangeLog};
 pub use columns::{Column, Interner};
+pub use generalise::{
+    Cell, MAX_LAT, MAX_RANKS, PYRAMID_MAX_LEVEL, Part, PartKind, Pyramid, WorldShape, cell_key,
+    cell_of, douglas_peucker_importance, from_world, to_world,
+};
 
 use crate::model::{Bbox, Feature, LayerDef, ValueRef};
 use crate::store::StoredFeature;
@@ -134,6 +141,24 @@ fn geodesic_length_m(g: GeomRef<'_>) -> f64 {
     }
 }
 
+/// One layer as the server holds it: its definition, its index, and where it last
+/// changed (for tile freshness).
+pub struct LayerState {
+    pub def: Arc<LayerDef>,
+    pub index: parking_lot::RwLock<LayerIndex>,
+    pub changes: ChangeLog,
+}
+
+impl LayerState {
+    pub fn new(index: LayerIndex) -> Self {
+        LayerState {
+            def: index.layer().clone(),
+            index: parking_lot::RwLock::new(index),
+            changes: ChangeLog::default(),
+        }
+    }
+}
+
 /// One layer's index.
 pub struct LayerIndex {
     layer: Arc<LayerDef>,
@@ -148,6 +173,17 @@ pub struct LayerIndex {
     free: Vec<u32>,
     /// Sum of geodesic lengths of line features, metres.
     length_m: f64,
+    /// Web Mercator world coordinates by slot (see `generalise`).
+    world: World,
+    /// Count pyramid of a point layer (clusters in tiles).
+    pyramid: Option<Pyramid>,
+}
+
+/// World coordinates by slot: points (`NaN` beyond the Mercator latitude limit), or
+/// projected shapes with vertex importances.
+enum World {
+    Points(Vec<[f64; 2]>),
+    Shapes(Vec<WorldShape>),
 }
 
 impl LayerIndex {
@@ -159,7 +195,14 @@ impl LayerIndex {
             Geoms::Shapes(Vec::new())
         };
         let columns = layer.properties.iter().map(|p| Column::new(p.ty)).collect();
+        let (world, pyramid) = if layer.geometry.is_point() {
+            (World::Points(Vec::new()), Some(Pyramid::default()))
+        } else {
+            (World::Shapes(Vec::new()), None)
+        };
         LayerIndex {
+            world,
+            pyramid,
             layer,
             tree: RTree::new(),
             fids: Vec::new(),
@@ -179,6 +222,8 @@ impl LayerIndex {
         load: impl FnOnce(&mut dyn FnMut(StoredFeature)) -> Result<(), crate::store::StoreError>,
     ) -> Result<Self, crate::store::StoreError> {
         let mut index = LayerIndex::new(layer);
+        // The pyramid is built once at the end, not point by point.
+        let pyramid = index.pyramid.take();
         let mut entries = Vec::new();
         load(&mut |sf: StoredFeature| {
             if let Some(slot) = index.slot(&sf.feature.id) {
@@ -197,6 +242,18 @@ impl LayerIndex {
             e.env = envelope(index.geometry(e.slot));
         }
         index.tree = RTree::bulk_load(entries);
+        if pyramid.is_some() {
+            let points: Vec<([f64; 2], Option<usize>, u32)> = index
+                .tree
+                .iter()
+                .filter_map(|e| {
+                    index
+                        .world_point(e.slot)
+                        .map(|w| (w, index.rank(e.slot), e.slot))
+                })
+                .collect();
+            index.pyramid = Some(Pyramid::build(points));
+        }
         Ok(index)
     }
 
@@ -297,17 +354,20 @@ impl LayerIndex {
             }
             None => {
                 let slot = self.fids.len() as u32;
-                self.fids.push(fid);
-                self.ids.push(CompactString::new(&f.id));
-                match (&mut self.geoms, &f.geometry) {
-                    (Geoms::Points(v), Geometry::Point(p)) => v.push(p.0),
-                    (Geoms::Points(v), _) => v.push(Coord::zero()),
-                    (Geoms::Shapes(v), g) => v.push(g.clone()),
+                self.fids.push(0); // free until write_slot fills it
+                self.ids.push(CompactString::default());
+                match &mut self.geoms {
+                    Geoms::Points(v) => v.push(Coord::zero()),
+                    Geoms::Shapes(v) => v.push(Point(Coord::zero()).into()),
                 }
-                for (col, v) in self.columns.iter_mut().zip(&f.values) {
-                    col.push(v);
+                match &mut self.world {
+                    World::Points(v) => v.push([f64::NAN; 2]),
+                    World::Shapes(v) => v.push(WorldShape::default()),
                 }
-                self.length_m += geodesic_length_m(self.geometry(slot));
+                for col in &mut self.columns {
+                    col.push(&crate::model::Value::Null);
+                }
+                self.write_slot(slot, fid, f);
                 slot
             }
         };
@@ -318,10 +378,10 @@ impl LayerIndex {
         slot
     }
 
-    /// Overwrites a slot's content (same id), keeping the length total right.
+    /// Overwrites a slot's content, keeping the length total and the pyramid right.
     fn write_slot(&mut self, slot: u32, fid: i64, f: &Feature) {
         let s = slot as usize;
-        self.length_m -= geodesic_length_m(self.geometry(slot));
+        self.unindex_derived(slot);
         self.fids[s] = fid;
         self.ids[s] = CompactString::new(&f.id);
         match (&mut self.geoms, &f.geometry) {
@@ -332,7 +392,35 @@ impl LayerIndex {
         for (col, v) in self.columns.iter_mut().zip(&f.values) {
             col.set(s, v);
         }
+        match (&mut self.world, &f.geometry) {
+            (World::Points(v), Geometry::Point(p)) => v[s] = to_world(p.0).unwrap_or([f64::NAN; 2]),
+            (World::Points(v), _) => v[s] = [f64::NAN; 2],
+            (World::Shapes(v), g) => v[s] = WorldShape::new(g),
+        }
+        self.index_derived(slot);
+    }
+
+    /// Adds the slot's current content to the totals and the pyramid.
+    fn index_derived(&mut self, slot: u32) {
         self.length_m += geodesic_length_m(self.geometry(slot));
+        if let (Some(w), rank) = (self.world_point(slot), self.rank(slot)) {
+            if let Some(p) = &mut self.pyramid {
+                p.apply(w, rank, slot, 1);
+            }
+        }
+    }
+
+    /// Takes the slot's current content out of the totals and the pyramid.
+    fn unindex_derived(&mut self, slot: u32) {
+        if self.fids[slot as usize] == 0 {
+            return; // a free slot holds nothing
+        }
+        self.length_m -= geodesic_length_m(self.geometry(slot));
+        if let (Some(w), rank) = (self.world_point(slot), self.rank(slot)) {
+            if let Some(p) = &mut self.pyramid {
+                p.apply(w, rank, slot, -1);
+            }
+        }
     }
 
     fn overwrite(&mut self, slot: u32, fid: i64, f: &Feature) {
@@ -373,9 +461,9 @@ impl LayerIndex {
     pub fn remove(&mut self, id: &str) -> Option<Bbox> {
         let slot = self.slot(id)?;
         let g = self.geometry(slot);
-        let (bbox, env, length) = (g.bbox(), envelope(g), geodesic_length_m(g));
+        let (bbox, env) = (g.bbox(), envelope(g));
         self.tree.remove(&Entry { env, slot });
-        self.length_m -= length;
+        self.unindex_derived(slot);
         let hash = self.hash_id(id);
         if let Ok(entry) = self.by_id.find_entry(hash, |&s| s == slot) {
             entry.remove();
@@ -383,14 +471,61 @@ impl LayerIndex {
         let s = slot as usize;
         self.fids[s] = 0;
         self.ids[s] = CompactString::default();
-        if let Geoms::Shapes(v) = &mut self.geoms {
-            v[s] = Point(Coord::zero()).into();
+        match &mut self.geoms {
+            Geoms::Shapes(v) => v[s] = Point(Coord::zero()).into(),
+            Geoms::Points(v) => v[s] = Coord::zero(),
+        }
+        match &mut self.world {
+            World::Points(v) => v[s] = [f64::NAN; 2],
+            World::Shapes(v) => v[s] = WorldShape::default(),
         }
         for col in &mut self.columns {
             col.set(s, &crate::model::Value::Null);
         }
         self.free.push(slot);
         Some(bbox)
+    }
+
+    /// A point's world coordinates (`None` for other layers, free slots and points
+    /// beyond the Mercator latitude limit).
+    pub fn world_point(&self, slot: u32) -> Option<[f64; 2]> {
+        match &self.world {
+            World::Points(v) => v.get(slot as usize).copied().filter(|w| !w[0].is_nan()),
+            World::Shapes(_) => None,
+        }
+    }
+
+    /// A line or polygon's projected shape (`None` for point layers).
+    pub fn world_shape(&self, slot: u32) -> Option<&WorldShape> {
+        match &self.world {
+            World::Shapes(v) => v.get(slot as usize),
+            World::Points(_) => None,
+        }
+    }
+
+    /// The point layer's count pyramid.
+    pub fn pyramid(&self) -> Option<&Pyramid> {
+        self.pyramid.as_ref()
+    }
+
+    /// The slot's position in the cluster rank property's values (0 = most severe).
+    pub fn rank(&self, slot: u32) -> Option<usize> {
+        let p = self.layer.tiles.cluster_rank?;
+        let values = self.layer.properties[p].values.as_ref()?;
+        match self.value(slot, p) {
+            ValueRef::Text(t) => values.iter().position(|v| v == t),
+            _ => None,
+        }
+    }
+
+    /// The slot's importance for tile budgets (the layer's importance property; 0 when
+    /// absent).
+    pub fn importance(&self, slot: u32) -> f64 {
+        match self.layer.tiles.importance.map(|p| self.value(slot, p)) {
+            Some(ValueRef::Int(i)) => i as f64,
+            Some(ValueRef::Float(f)) => f,
+            _ => 0.0,
+        }
     }
 
     /// Calls `visit` with every slot whose geometry shares a point with the closed

@@ -45,7 +45,9 @@ pub(super) fn read(
             layer.geometry.geojson_name()
         )));
     }
+    // Cells are trimmed: spaces around values are a CSV artefact, not data.
     let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
         .has_headers(true)
         .flexible(true)
         .from_reader(reader);

@@ -28,6 +28,15 @@ impl<R: Read> Read for NoRecordSeparators<R> {
     }
 }
 
+/// Skips a UTF-8 byte-order mark at the start (JSON forbids it, Windows tools write it).
+fn skip_bom(r: &mut impl std::io::BufRead) -> std::io::Result<()> {
+    let head = r.fill_buf()?;
+    if head.starts_with(b"\xEF\xBB\xBF") {
+        r.consume(3);
+    }
+    Ok(())
+}
+
 /// Shared state of one read.
 struct Ctx<'a> {
     layer: &'a LayerDef,
@@ -75,6 +84,11 @@ pub(super) fn read(
         bad_crs: None,
         in_features: false,
     };
+    let mut reader = std::io::BufReader::new(reader);
+    skip_bom(&mut reader).map_err(|source| IngestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut de = serde_json::Deserializer::from_reader(NoRecordSeparators(reader));
     let mut documents = 0;
     loop {
@@ -149,7 +163,15 @@ fn syntax_error(
 /// The JSON key whose value holds position `line`:`column` (1-based), found by
 /// scanning back from there for `"key":`. Used only to word an error.
 fn key_before(path: &Path, line: usize, column: usize) -> Option<String> {
-    let bytes = std::fs::read(path).ok()?;
+    use std::io::BufRead;
+    // Read only up to the error's line.
+    let mut reader = std::io::BufReader::new(std::fs::File::open(path).ok()?);
+    let mut bytes = Vec::new();
+    for _ in 0..line {
+        if reader.read_until(b'\n', &mut bytes).ok()? == 0 {
+            break;
+        }
+    }
     let mut offset = 0usize;
     for _ in 1..line {
         offset += bytes[offset..].iter().position(|&b| b == b'\n')? + 1;

@@ -84,8 +84,10 @@ pub enum Format {
 }
 
 impl Format {
-    /// Decides from the file name, then from the first non-blank byte.
+    /// Decides from the file name, then from the first non-blank byte (after a
+    /// UTF-8 byte-order mark, which Windows tools write).
     pub fn detect(path: &Path, head: &[u8]) -> Option<Format> {
+        let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
         let ext = path
             .extension()
             .and_then(|e| e.to_str())

@@ -62,6 +62,41 @@ pub struct PropertyDef {
     pub max_length: Option<usize>,
 }
 
+/// How a layer is drawn in vector tiles (`[tiles]` in the layer file). Distances are in
+/// tile units: a tile is 4096 units wide (MVT extent), drawn 512 px wide by web maps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TileSettings {
+    /// Margin around the tile whose features are included too, so symbols and lines
+    /// crossing the edge are drawn whole.
+    pub buffer: u32,
+    /// Point layers: above this many points in a tile, points are aggregated into
+    /// clusters (each from the points inside one 64-unit cell of that tile).
+    pub max_points: u32,
+    /// Point layers: the property whose allowed values rank severity, most severe
+    /// first; clusters carry the most severe value among their points.
+    pub cluster_rank: Option<usize>,
+    /// Line and polygon layers: a numeric property; when a tile exceeds `max_bytes`,
+    /// the features with the largest values are kept.
+    pub importance: Option<usize>,
+    /// Most bytes this layer may add to one tile (before compression).
+    pub max_bytes: u32,
+    /// Douglas–Peucker tolerance for lines and polygons.
+    pub simplify: f64,
+}
+
+impl Default for TileSettings {
+    fn default() -> Self {
+        TileSettings {
+            buffer: 128,
+            max_points: 4000,
+            cluster_rank: None,
+            importance: None,
+            max_bytes: 300_000,
+            simplify: 4.0,
+        }
+    }
+}
+
 /// A validated layer definition.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerDef {
@@ -78,6 +113,7 @@ pub struct LayerDef {
     pub minzoom: u8,
     pub maxzoom: u8,
     pub unknown_properties: UnknownProperties,
+    pub tiles: TileSettings,
 }
 
 /// Longest feature id accepted, in bytes.
@@ -160,10 +196,15 @@ impl PropertyDef {
                 PropertyType::String | PropertyType::Date | PropertyType::DateTime => {
                     Value::Text(text.to_string())
                 }
-                PropertyType::Integer => Value::Int(
-                    t.parse::<i64>()
-                        .map_err(|_| format!("expected an integer, found {text:?}"))?,
-                ),
+                // "254.0" is an integer written by a tool that made the column float
+                // (pandas does, for columns with blanks), as JSON accepts 254.0.
+                PropertyType::Integer => match (t.parse::<i64>(), t.parse::<f64>()) {
+                    (Ok(i), _) => Value::Int(i),
+                    (_, Ok(f)) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
+                        Value::Int(f as i64)
+                    }
+                    _ => return Err(format!("expected an integer, found {text:?}")),
+                },
                 PropertyType::Float => match t.parse::<f64>() {
                     Ok(f) if f.is_finite() => Value::Float(f),
                     _ => return Err(format!("expected a finite number, found {text:?}")),
@@ -197,7 +238,9 @@ impl PropertyDef {
                 }
                 match self.ty {
                     PropertyType::Date => check_date(s)?,
-                    PropertyType::DateTime => check_datetime(s)?,
+                    // GeoPackage stores DATETIME as UTC `YYYY-MM-DDTHH:MM:SS.SSSZ`:
+                    // any RFC 3339 timestamp is accepted and stored in that form.
+                    PropertyType::DateTime => return Ok(Value::Text(normalise_datetime(s)?)),
                     _ => {}
                 }
             }
@@ -230,10 +273,16 @@ fn check_date(s: &str) -> Result<(), String> {
         .map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"))
 }
 
-fn check_datetime(s: &str) -> Result<(), String> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map(|_| ())
-        .map_err(|_| format!("{s:?} is not an RFC 3339 timestamp (2024-05-01T08:30:00+08:00)"))
+/// An RFC 3339 timestamp in GeoPackage's DATETIME form (UTC, milliseconds, `Z`).
+pub fn normalise_datetime(s: &str) -> Result<String, String> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| format!("{s:?} is not an RFC 3339 timestamp (2024-05-01T08:30:00+08:00)"))?;
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(format)
+        .map_err(|e| format!("{s:?}: {e}"))
 }
 
 fn type_phrase(ty: PropertyType) -> &'static str {

@@ -15,7 +15,7 @@ pub use access::{Action, Role};
 pub use bbox::Bbox;
 pub use feature::{Feature, FieldError};
 pub use geometry::GeometryType;
-pub use layer::{LayerDef, LayerKind, PropertyDef, UnknownProperties};
+pub use layer::{LayerDef, LayerKind, PropertyDef, TileSettings, UnknownProperties};
 pub use value::{PropertyType, Value, ValueRef};
 
 /// Hand-built layer definitions for unit tests (the real ones come from `layers/`).
@@ -58,6 +58,10 @@ pub(crate) mod test_layers {
             minzoom: 0,
             maxzoom: 22,
             unknown_properties: UnknownProperties::Reject,
+            tiles: TileSettings {
+                cluster_rank: Some(2),
+                ..TileSettings::default()
+            },
         }
     }
 }

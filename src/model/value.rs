@@ -11,7 +11,7 @@ pub enum PropertyType {
     Boolean,
     /// A calendar date, `YYYY-MM-DD`, stored as text.
     Date,
-    /// An RFC 3339 timestamp with offset, stored as the text given.
+    /// An RFC 3339 timestamp, stored in GeoPackage's UTC form `YYYY-MM-DDTHH:MM:SS.SSSZ`.
     DateTime,
 }
 

@@ -107,11 +107,12 @@ impl Store {
         })
     }
 
-    /// The newest change-feed sequence number (0 when empty).
+    /// The newest change-feed sequence number ever given (0 when none): SQLite's
+    /// AUTOINCREMENT counter, which survives the pruning of every row.
     pub fn last_change_seq(&self) -> Result<i64, StoreError> {
         self.read(|c| {
             c.query_row(
-                "SELECT coalesce(max(seq), 0) FROM riskmap_changes",
+                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'riskmap_changes'), 0)",
                 [],
                 |r| r.get(0),
             )

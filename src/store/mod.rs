@@ -137,6 +137,23 @@ impl Store {
                 })?;
             }
         }
+        if !exists {
+            // The GeoPackage header fields go into the file itself, before WAL mode: a
+            // reader of the bare .gpkg (GDAL checks application_id) sees a GeoPackage.
+            let c = Connection::open(path).map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            c.execute_batch(&format!(
+                "PRAGMA application_id = {}; PRAGMA user_version = {};",
+                schema::GPKG_APPLICATION_ID,
+                schema::GPKG_USER_VERSION
+            ))
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
         let mut writer = open_connection(path, true)?;
         if exists {
             schema::check_is_ours(&writer, path)?;
@@ -306,6 +323,17 @@ fn open_connection(path: &Path, write: bool) -> Result<Connection, StoreError> {
         .map_err(open_err)?;
     conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
+}
+
+impl Drop for Store {
+    /// Folds the WAL into the file, so a closed store is one self-contained .gpkg
+    /// (what a user copies or opens in QGIS). Best effort: another process may hold it.
+    fn drop(&mut self) {
+        let conn = self.writer.lock();
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+            tracing::debug!(error = %e, "checkpoint on close skipped");
+        }
+    }
 }
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls back.

@@ -9,9 +9,9 @@ use super::{StoreError, Tx, now_timestamp};
 use crate::model::LayerDef;
 
 /// `PRAGMA application_id` of a GeoPackage: "GPKG".
-const GPKG_APPLICATION_ID: i64 = 0x4750_4B47;
+pub(super) const GPKG_APPLICATION_ID: i64 = 0x4750_4B47;
 /// `PRAGMA user_version` of GeoPackage 1.3.
-const GPKG_USER_VERSION: i64 = 10300;
+pub(super) const GPKG_USER_VERSION: i64 = 10300;
 /// Version of our own tables, in `riskmap_meta`.
 pub const SCHEMA_VERSION: &str = "1";
 

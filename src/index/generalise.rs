@@ -1,0 +1,455 @@
+//! Work done once per feature so that tiles cost little per request (the approach of
+//! mapbox's geojson-vt and supercluster, written for live edits):
+//!
+//! - **Project once**: every vertex is kept in Web Mercator "world" coordinates,
+//!   `[0, 1]` on both axes, y down (x = 0 at 180°W, y = 0 at 85.0511°N).
+//! - **Simplify once**: each vertex of a line or ring carries its Douglas–Peucker
+//!   importance (the squared world distance below which it would be dropped), so a
+//!   tile keeps the vertices above its zoom's tolerance with a linear filter. Importance
+//!   is capped by the parent's, so the filter gives exactly Douglas–Peucker's result.
+//! - **Aggregate once**: point layers keep a count pyramid. A cell of level `L` is the
+//!   tile `(L, x, y)`; a 64-unit cell of a 4096-extent tile at zoom `z` is a cell of
+//!   level `z + 6`. Each cell holds the count, counts per rank (e.g. risk level) and
+//!   the sum of its points' world coordinates (for the cluster's centroid), and is
+//!   updated on every insert and removal.
+
+use geo_types::{Coord, Geometry, LineString, Polygon};
+use hashbrown::HashMap;
+
+/// Latitude limit of Web Mercator tiles, degrees.
+pub const MAX_LAT: f64 = 85.051_128_779_806_59;
+
+/// Deepest pyramid level kept. Levels hold at most one cell per tile of that zoom with
+/// points; level 16 (cells of ~600 m) keeps memory small even for millions of points,
+/// and serves cluster tiles up to zoom 10. Deeper zooms bin their points per request.
+pub const PYRAMID_MAX_LEVEL: u8 = 16;
+
+/// Rank classes a cluster cell counts (positions in the rank property's allowed values).
+pub const MAX_RANKS: usize = 8;
+
+/// WGS84 lon/lat to world coordinates, `None` beyond the Mercator latitude limit.
+pub fn to_world(c: Coord) -> Option<[f64; 2]> {
+    if !(-MAX_LAT..=MAX_LAT).contains(&c.y) {
+        return None;
+    }
+    let x = (c.x + 180.0) / 360.0;
+    let s = c.y.to_radians().sin();
+    let y = 0.5 - ((1.0 + s) / (1.0 - s)).ln() / (4.0 * std::f64::consts::PI);
+    Some([x.clamp(0.0, 1.0), y.clamp(0.0, 1.0)])
+}
+
+/// World coordinates back to lon/lat.
+pub fn from_world(w: [f64; 2]) -> Coord {
+    let lon = w[0] * 360.0 - 180.0;
+    let n = std::f64::consts::PI * (1.0 - 2.0 * w[1]);
+    Coord {
+        x: lon,
+        y: n.sinh().atan().to_degrees(),
+    }
+}
+
+/// Same as [`to_world`] but clamping latitude (for vertices of lines and rings, which
+/// must keep their shape even where they leave the Mercator square).
+fn to_world_clamped(c: Coord) -> [f64; 2] {
+    to_world(Coord {
+        x: c.x,
+        y: c.y.clamp(-MAX_LAT, MAX_LAT),
+    })
+    .unwrap_or([0.5, 0.5])
+}
+
+/// What a part of a shape is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartKind {
+    Line,
+    /// Polygon exterior ring; the interior rings that follow belong to it.
+    Exterior,
+    Interior,
+}
+
+/// A contiguous run of vertices in [`WorldShape::xy`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Part {
+    pub start: u32,
+    pub end: u32,
+    pub kind: PartKind,
+}
+
+/// A line or polygon geometry in world coordinates with vertex importances.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorldShape {
+    pub xy: Vec<[f64; 2]>,
+    /// Squared world distance at which each vertex drops out; `f32::INFINITY` for part
+    /// ends (always kept).
+    pub importance: Vec<f32>,
+    pub parts: Vec<Part>,
+}
+
+impl WorldShape {
+    pub fn new(g: &Geometry) -> Self {
+        let mut s = WorldShape::default();
+        let add = |l: &LineString, kind: PartKind, s: &mut WorldShape| {
+            let start = s.xy.len();
+            s.xy.extend(l.0.iter().map(|&c| to_world_clamped(c)));
+            s.importance.resize(s.xy.len(), 0.0);
+            douglas_peucker_importance(&s.xy[start..], &mut s.importance[start..]);
+            s.parts.push(Part {
+                start: start as u32,
+                end: s.xy.len() as u32,
+                kind,
+            });
+        };
+        let polygon = |p: &Polygon, s: &mut WorldShape| {
+            add(p.exterior(), PartKind::Exterior, s);
+            for hole in p.interiors() {
+                add(hole, PartKind::Interior, s);
+            }
+        };
+        match g {
+            Geometry::LineString(l) => add(l, PartKind::Line, &mut s),
+            Geometry::MultiLineString(m) => m.0.iter().for_each(|l| add(l, PartKind::Line, &mut s)),
+            Geometry::Polygon(p) => polygon(p, &mut s),
+            Geometry::MultiPolygon(m) => m.0.iter().for_each(|p| polygon(p, &mut s)),
+            _ => {}
+        }
+        s
+    }
+
+    pub fn part(&self, p: &Part) -> (&[[f64; 2]], &[f32]) {
+        let r = p.start as usize..p.end as usize;
+        (&self.xy[r.clone()], &self.importance[r])
+    }
+}
+
+/// Squared distance from `p` to segment `a`-`b`.
+fn seg_dist_sq(p: [f64; 2], a: [f64; 2], b: [f64; 2]) -> f64 {
+    let (mut x, mut y) = (a[0], a[1]);
+    let (dx, dy) = (b[0] - x, b[1] - y);
+    if dx != 0.0 || dy != 0.0 {
+        let t = ((p[0] - x) * dx + (p[1] - y) * dy) / (dx * dx + dy * dy);
+        if t > 1.0 {
+            x = b[0];
+            y = b[1];
+        } else if t > 0.0 {
+            x += dx * t;
+            y += dy * t;
+        }
+    }
+    (p[0] - x).powi(2) + (p[1] - y).powi(2)
+}
+
+/// Fills `imp` with each vertex's Douglas–Peucker importance (iteratively: lines can
+/// have a million vertices). Ends are infinite; a vertex's importance never exceeds
+/// its parent's, so `importance > t` selects exactly the DP simplification at `t`.
+pub fn douglas_peucker_importance(xy: &[[f64; 2]], imp: &mut [f32]) {
+    let n = xy.len();
+    if n == 0 {
+        return;
+    }
+    imp.iter_mut().for_each(|v| *v = 0.0);
+    imp[0] = f32::INFINITY;
+    imp[n - 1] = f32::INFINITY;
+    let mut stack = vec![(0usize, n - 1, f32::INFINITY)];
+    while let Some((first, last, cap)) = stack.pop() {
+        if last <= first + 1 {
+            continue;
+        }
+        let (mut best, mut index) = (0.0f64, 0usize);
+        for i in first + 1..last {
+            let d = seg_dist_sq(xy[i], xy[first], xy[last]);
+            if d > best {
+                best = d;
+                index = i;
+            }
+        }
+        if index == 0 {
+            continue; // all collinear: importance 0, dropped at any tolerance
+        }
+        let v = (best as f32).min(cap);
+        imp[index] = v;
+        stack.push((first, index, v));
+        stack.push((index, last, v));
+    }
+}
+
+/// One pyramid cell.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Cell {
+    pub count: u32,
+    pub ranks: [u32; MAX_RANKS],
+    pub sum: [f64; 2],
+    /// A slot inside the cell, or `u32::MAX` when unknown (after its removal). Used to
+    /// show a single point as itself rather than as a cluster of one.
+    pub rep: u32,
+}
+
+impl Cell {
+    /// The most severe rank present (lowest position), if ranks are counted.
+    pub fn top_rank(&self) -> Option<usize> {
+        self.ranks.iter().position(|&n| n > 0)
+    }
+
+    pub fn centroid(&self) -> [f64; 2] {
+        [
+            self.sum[0] / self.count as f64,
+            self.sum[1] / self.count as f64,
+        ]
+    }
+}
+
+/// Cell key: `x` in the high half, `y` in the low half.
+pub fn cell_key(x: u32, y: u32) -> u64 {
+    ((x as u64) << 32) | y as u64
+}
+
+/// The cell of a world coordinate at level `l`: half-open, so every point falls in
+/// exactly one cell.
+pub fn cell_of(w: [f64; 2], l: u8) -> (u32, u32) {
+    let n = (1u64 << l) as f64;
+    let max = (1u64 << l) - 1;
+    let x = ((w[0] * n) as u64).min(max) as u32;
+    let y = ((w[1] * n) as u64).min(max) as u32;
+    (x, y)
+}
+
+/// Counts per cell for levels `0..=PYRAMID_MAX_LEVEL`.
+#[derive(Clone, Debug)]
+pub struct Pyramid {
+    levels: Vec<HashMap<u64, Cell>>,
+}
+
+impl Default for Pyramid {
+    fn default() -> Self {
+        Pyramid {
+            levels: (0..=PYRAMID_MAX_LEVEL).map(|_| HashMap::new()).collect(),
+        }
+    }
+}
+
+impl Pyramid {
+    /// Adds (`sign` = 1) or removes (`sign` = -1) a point of rank `rank` in `slot`.
+    pub fn apply(&mut self, w: [f64; 2], rank: Option<usize>, slot: u32, sign: i32) {
+        for (l, level) in self.levels.iter_mut().enumerate() {
+            let (x, y) = cell_of(w, l as u8);
+            let key = cell_key(x, y);
+            if sign > 0 {
+                let c = level.entry(key).or_insert(Cell {
+                    rep: slot,
+                    ..Cell::default()
+                });
+                c.count += 1;
+                c.sum[0] += w[0];
+                c.sum[1] += w[1];
+                if let Some(r) = rank {
+                    c.ranks[r] += 1;
+                }
+                if c.rep == u32::MAX {
+                    c.rep = slot;
+                }
+            } else if let Some(c) = level.get_mut(&key) {
+                c.count = c.count.saturating_sub(1);
+                if c.count == 0 {
+                    level.remove(&key);
+                    continue;
+                }
+                c.sum[0] -= w[0];
+                c.sum[1] -= w[1];
+                if let Some(r) = rank {
+                    c.ranks[r] = c.ranks[r].saturating_sub(1);
+                }
+                if c.rep == slot {
+                    c.rep = u32::MAX;
+                }
+            }
+        }
+    }
+
+    /// Builds the pyramid for many points at once: the deepest level point by point,
+    /// every level above from the one below (far fewer cells than points).
+    pub fn build(points: Vec<([f64; 2], Option<usize>, u32)>) -> Pyramid {
+        let mut levels: Vec<HashMap<u64, Cell>> =
+            (0..=PYRAMID_MAX_LEVEL).map(|_| HashMap::new()).collect();
+        let deepest = &mut levels[PYRAMID_MAX_LEVEL as usize];
+        for (w, rank, slot) in points {
+            let (x, y) = cell_of(w, PYRAMID_MAX_LEVEL);
+            let c = deepest.entry(cell_key(x, y)).or_insert(Cell {
+                rep: slot,
+                ..Cell::default()
+            });
+            c.count += 1;
+            c.sum[0] += w[0];
+            c.sum[1] += w[1];
+            if let Some(r) = rank {
+                c.ranks[r] += 1;
+            }
+        }
+        for l in (0..PYRAMID_MAX_LEVEL as usize).rev() {
+            let (upper, lower) = levels.split_at_mut(l + 1);
+            let parent_level = &mut upper[l];
+            for (&k, child) in lower[0].iter() {
+                let (x, y) = ((k >> 32) as u32, k as u32);
+                let p = parent_level
+                    .entry(cell_key(x >> 1, y >> 1))
+                    .or_insert(Cell {
+                        rep: child.rep,
+                        ..Cell::default()
+                    });
+                p.count += child.count;
+                p.sum[0] += child.sum[0];
+                p.sum[1] += child.sum[1];
+                for (a, b) in p.ranks.iter_mut().zip(child.ranks) {
+                    *a += b;
+                }
+            }
+        }
+        Pyramid { levels }
+    }
+
+    pub fn cell(&self, level: u8, x: u32, y: u32) -> Option<&Cell> {
+        self.levels.get(level as usize)?.get(&cell_key(x, y))
+    }
+
+    /// Number of points in tile `(z, x, y)`, for `z <= PYRAMID_MAX_LEVEL`.
+    pub fn count(&self, z: u8, x: u32, y: u32) -> u32 {
+        self.cell(z, x, y).map_or(0, |c| c.count)
+    }
+
+    /// Cells (with their level coordinates) of the `2^d x 2^d` children of tile
+    /// `(z, x, y)` at level `z + d`, for `z + d <= PYRAMID_MAX_LEVEL`. Iterates the
+    /// level's cells when that is cheaper than probing every child.
+    pub fn children(&self, z: u8, x: u32, y: u32, d: u8, mut visit: impl FnMut(u32, u32, &Cell)) {
+        let l = z + d;
+        let Some(level) = self.levels.get(l as usize) else {
+            return;
+        };
+        let side = 1u32 << d;
+        let (x0, y0) = (x << d, y << d);
+        if (side as usize * side as usize) <= level.len() {
+            for cy in y0..y0 + side {
+                for cx in x0..x0 + side {
+                    if let Some(c) = level.get(&cell_key(cx, cy)) {
+                        visit(cx, cy, c);
+                    }
+                }
+            }
+        } else {
+            for (&k, c) in level {
+                let (cx, cy) = ((k >> 32) as u32, k as u32);
+                if cx >> d == x && cy >> d == y {
+                    visit(cx, cy, c);
+                }
+            }
+        }
+    }
+
+    /// Total cells held (for memory reports).
+    pub fn cells(&self) -> usize {
+        self.levels.iter().map(|l| l.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn world_coordinates_round_trip_and_clamp_at_the_mercator_limit() {
+        for (lon, lat) in [(0.0, 0.0), (106.55, 29.56), (-179.9, -85.0), (180.0, 85.0)] {
+            let w = to_world(Coord { x: lon, y: lat }).unwrap();
+            let back = from_world(w);
+            assert!(
+                (back.x - lon).abs() < 1e-9 && (back.y - lat).abs() < 1e-9,
+                "{lon},{lat} -> {back:?}"
+            );
+        }
+        assert!(to_world(Coord { x: 0.0, y: 86.0 }).is_none());
+        assert_eq!(
+            to_world(Coord {
+                x: -180.0,
+                y: MAX_LAT
+            })
+            .unwrap(),
+            [0.0, 0.0]
+        );
+    }
+
+    #[test]
+    fn importance_filter_equals_douglas_peucker() {
+        // A zigzag with decreasing amplitude: the DP result at each tolerance must be
+        // what the importance filter keeps.
+        let xy: Vec<[f64; 2]> = (0..40)
+            .map(|i| [i as f64, if i % 2 == 0 { 0.0 } else { 40.0 - i as f64 }])
+            .collect();
+        let mut imp = vec![0.0f32; xy.len()];
+        douglas_peucker_importance(&xy, &mut imp);
+        for tol in [0.5f64, 2.0, 10.0, 100.0, 400.0] {
+            let kept: Vec<usize> = (0..xy.len()).filter(|&i| imp[i] as f64 > tol).collect();
+            let mut dp = vec![0, xy.len() - 1];
+            fn rec(xy: &[[f64; 2]], a: usize, b: usize, tol: f64, out: &mut Vec<usize>) {
+                let (mut best, mut idx) = (0.0, 0);
+                for i in a + 1..b {
+                    let d = seg_dist_sq(xy[i], xy[a], xy[b]);
+                    if d > best {
+                        best = d;
+                        idx = i;
+                    }
+                }
+                if idx != 0 && best > tol {
+                    out.push(idx);
+                    rec(xy, a, idx, tol, out);
+                    rec(xy, idx, b, tol, out);
+                }
+            }
+            rec(&xy, 0, xy.len() - 1, tol, &mut dp);
+            dp.sort();
+            assert_eq!(kept, dp, "tolerance {tol}");
+        }
+    }
+
+    #[test]
+    fn pyramid_counts_follow_inserts_and_removals() {
+        let mut p = Pyramid::default();
+        let a = to_world(Coord { x: 106.5, y: 29.5 }).unwrap();
+        let b = to_world(Coord {
+            x: 106.51,
+            y: 29.51,
+        })
+        .unwrap();
+        p.apply(a, Some(2), 0, 1);
+        p.apply(b, Some(0), 1, 1);
+        assert_eq!(p.count(0, 0, 0), 2);
+        let (x, y) = cell_of(a, 10);
+        assert_eq!(p.cell(10, x, y).unwrap().top_rank(), Some(0));
+        p.apply(b, Some(0), 1, -1);
+        assert_eq!(p.cell(10, x, y).unwrap().top_rank(), Some(2));
+        assert_eq!(p.cell(10, x, y).unwrap().rep, 0);
+        p.apply(a, Some(2), 0, -1);
+        assert_eq!(p.cells(), 0);
+    }
+
+    #[test]
+    fn bulk_build_equals_point_by_point() {
+        let pts: Vec<([f64; 2], Option<usize>, u32)> = (0..500)
+            .map(|i| {
+                let c = Coord {
+                    x: 106.0 + (i % 37) as f64 * 0.013,
+                    y: 29.0 + (i / 37) as f64 * 0.011,
+                };
+                (to_world(c).unwrap(), Some(i as usize % 4), i)
+            })
+            .collect();
+        let mut live = Pyramid::default();
+        for &(w, r, s) in &pts {
+            live.apply(w, r, s, 1);
+        }
+        let bulk = Pyramid::build(pts);
+        for l in 0..=PYRAMID_MAX_LEVEL as usize {
+            assert_eq!(live.levels[l].len(), bulk.levels[l].len(), "level {l}");
+            for (k, c) in &live.levels[l] {
+                let b = bulk.levels[l][k];
+                assert_eq!((c.count, c.ranks), (b.count, b.ranks), "level {l}");
+                assert!((c.sum[0] - b.sum[0]).abs() < 1e-9 && (c.sum[1] - b.sum[1]).abs() < 1e-9);
+            }
+        }
+    }
+}
