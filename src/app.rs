@@ -33,6 +33,8 @@ pub struct OpenOptions {
     pub demo: bool,
     /// Reads need no key.
     pub public_reads: bool,
+    /// Memory for cached tiles (compressed bytes).
+    pub tile_cache_bytes: u64,
 }
 
 impl Default for OpenOptions {
@@ -40,6 +42,7 @@ impl Default for OpenOptions {
         OpenOptions {
             demo: true,
             public_reads: true,
+            tile_cache_bytes: 256 << 20,
         }
     }
 }
@@ -103,6 +106,7 @@ pub struct App {
     applied_seq: Mutex<i64>,
     started: Instant,
     options: OpenOptions,
+    tiles: crate::tiles::TileCache,
 }
 
 impl App {
@@ -160,6 +164,7 @@ impl App {
             write_lock: Mutex::new(()),
             applied_seq: Mutex::new(seq),
             started: Instant::now(),
+            tiles: crate::tiles::TileCache::new(options.tile_cache_bytes),
             options,
         })
     }
@@ -186,6 +191,11 @@ impl App {
 
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// The tile cache.
+    pub fn tile_cache(&self) -> &crate::tiles::TileCache {
+        &self.tiles
     }
 
     pub fn public_reads(&self) -> bool {

@@ -60,6 +60,9 @@ pub enum Command {
         /// Require a key (any role allowed to read) for reads too.
         #[arg(long, env = "RISKMAP_PRIVATE_READS")]
         private_reads: bool,
+        /// Memory for cached tiles, in MiB (compressed tiles).
+        #[arg(long, env = "RISKMAP_TILE_CACHE_MB", default_value_t = 256)]
+        tile_cache_mb: u64,
     },
     /// Import a GeoJSON or CSV file into a layer (all of it or nothing).
     Import {
@@ -168,6 +171,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             no_demo,
             private_reads,
+            tile_cache_mb,
         } => {
             let config = load_config(&g.layers)?;
             serve(
@@ -177,6 +181,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 OpenOptions {
                     demo: !no_demo,
                     public_reads: !private_reads,
+                    tile_cache_bytes: tile_cache_mb << 20,
                 },
             )
         }

@@ -42,3 +42,4 @@ pub mod index;
 pub mod ingest;
 pub mod model;
 pub mod store;
+pub mod tiles;

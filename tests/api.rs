@@ -648,6 +648,7 @@ async fn private_reads_need_a_key() {
             riskmap::app::OpenOptions {
                 demo: false,
                 public_reads: false,
+                ..Default::default()
             },
         )
         .unwrap(),

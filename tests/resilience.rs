@@ -164,6 +164,7 @@ fn keys_made_before_the_first_serve_do_not_cancel_the_demo() {
             OpenOptions {
                 demo: false,
                 public_reads: true,
+                ..Default::default()
             },
         )
         .unwrap(),

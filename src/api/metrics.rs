@@ -61,6 +61,8 @@ pub async fn render(State(app): State<Arc<App>>) -> Response {
         metrics::gauge!("riskmap_features", "layer" => l.def.name.clone()).set(n as f64);
     }
     metrics::gauge!("riskmap_uptime_seconds").set(app.uptime().as_secs_f64());
+    metrics::gauge!("riskmap_tile_cache_bytes").set(app.tile_cache().weighted_size() as f64);
+    metrics::gauge!("riskmap_tile_cache_entries").set(app.tile_cache().entry_count() as f64);
     let a = app.clone();
     match tokio::task::spawn_blocking(move || a.store().import_totals()).await {
         Ok(Ok(rows)) => {

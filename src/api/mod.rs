@@ -10,6 +10,7 @@ mod items;
 mod landing;
 mod metrics;
 mod router;
+mod tiles;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -12,7 +12,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use super::error::ApiError;
-use super::{collections, health, items, landing, metrics};
+use super::{collections, health, items, landing, metrics, tiles};
 use crate::app::App;
 
 /// Largest request body accepted (a feature with a very detailed polygon).
@@ -44,6 +44,9 @@ pub fn router(app: Arc<App>) -> Router {
                 .patch(items::patch)
                 .delete(items::delete),
         )
+        // Web maps: vector tiles and TileJSON (public reads).
+        .route("/tiles/{layers}/{z}/{x}/{y}", get(tiles::tile))
+        .route("/tiles/{file}", get(tiles::tilejson_handler))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -48,6 +48,7 @@ pub fn open_app(dir: &Path) -> Arc<App> {
             OpenOptions {
                 demo: false,
                 public_reads: true,
+                ..Default::default()
             },
         )
         .expect("app opens"),

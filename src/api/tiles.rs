@@ -1,0 +1,258 @@
+//! `GET /tiles/{layers}/{z}/{x}/{y}.mvt` (one or several comma-separated layers; MVT
+//! 2.1, gzip when accepted, `ETag` / `If-None-Match`, 204 when empty) and
+//! `GET /tiles/{layers}.json` (TileJSON 3.0.0).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::error::ApiError;
+use super::{auth, blocking};
+use crate::app::App;
+use crate::index::LayerState;
+use crate::model::{Bbox, GeometryType, PropertyType};
+use crate::tiles::{self, CachedTile, LayerListError, Source, TileCoord};
+
+const MVT: &str = "application/vnd.mapbox-vector-tile";
+/// Tiles are revalidated on every use (`no-cache` + ETag: a 304 costs nothing), so a
+/// client never shows a tile an acknowledged edit has changed.
+const CACHE_CONTROL: &str = "public, no-cache";
+
+fn list_error(e: LayerListError) -> ApiError {
+    match e {
+        LayerListError::Unknown(_) => ApiError::not_found(e.to_string()),
+        _ => ApiError::bad_request(e.to_string()),
+    }
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',').any(|item| {
+                let mut parts = item.split(';').map(str::trim);
+                let coding = parts.next().unwrap_or("");
+                let q_zero =
+                    parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
+                (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !q_zero
+            })
+        })
+}
+
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|t| t == etag || t == "*" || t.strip_prefix("W/") == Some(etag))
+        })
+}
+
+fn respond(t: &CachedTile, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let etag = HeaderValue::from_str(&t.etag).map_err(|e| ApiError::internal("tile etag", e))?;
+    let mut resp = if not_modified(headers, &t.etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        match &t.gzip {
+            None => StatusCode::NO_CONTENT.into_response(),
+            Some(gz) if accepts_gzip(headers) => {
+                let mut r = Body::from(gz.clone()).into_response();
+                r.headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                r
+            }
+            Some(gz) => {
+                use std::io::Read;
+                let mut raw = Vec::with_capacity(t.raw_len);
+                flate2::read::GzDecoder::new(&gz[..])
+                    .read_to_end(&mut raw)
+                    .map_err(|e| ApiError::internal("gunzip tile", e))?;
+                Body::from(raw).into_response()
+            }
+        }
+    };
+    let h = resp.headers_mut();
+    if t.gzip.is_some() {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(MVT));
+    }
+    h.insert(header::ETAG, etag);
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_CONTROL),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    Ok(resp)
+}
+
+type TilePath = Result<Path<(String, String, String, String)>, PathRejection>;
+
+pub async fn tile(
+    State(app): State<Arc<App>>,
+    path: TilePath,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((spec, z, x, y)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let y = y
+        .strip_suffix(".mvt")
+        .or_else(|| y.strip_suffix(".pbf"))
+        .ok_or_else(|| {
+            ApiError::not_found("tile paths end in .mvt: /tiles/{layers}/{z}/{x}/{y}.mvt")
+        })?;
+    let coord = TileCoord::parse(&z, &x, y).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    tiles::resolve(&spec, app.layers()).map_err(list_error)?;
+    if !app.public_reads() {
+        let (a, h) = (app.clone(), headers.clone());
+        blocking(move || auth::require_read(&a, &h)).await?;
+    }
+    let spec: Arc<str> = spec.into();
+    // A fresh cached tile is answered here; drawing happens off the async threads.
+    let layers = tiles::resolve(&spec, app.layers()).map_err(list_error)?;
+    let key = tiles::TileKey {
+        layers: spec.clone(),
+        coord,
+    };
+    let t = match app.tile_cache().get(&key, &layers) {
+        Some(t) => {
+            metrics::counter!("riskmap_tiles_total", "source" => "cache").increment(1);
+            t
+        }
+        None => {
+            let a = app.clone();
+            let (t, source) = blocking(move || {
+                let layers = tiles::resolve(&spec, a.layers()).map_err(list_error)?;
+                Ok(tiles::tile(a.tile_cache(), &spec, &layers, coord))
+            })
+            .await?;
+            let label = if source == Source::Cache {
+                "cache"
+            } else {
+                "drawn"
+            };
+            metrics::counter!("riskmap_tiles_total", "source" => label).increment(1);
+            t
+        }
+    };
+    respond(&t, &headers)
+}
+
+/// The base URL clients reach us at, from the `Host` header (checked: it is echoed
+/// into JSON, never into markup).
+pub fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() < 256
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .unwrap_or("localhost:8080");
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}")
+}
+
+fn fields(l: &LayerState) -> Map<String, Value> {
+    let mut f = Map::new();
+    f.insert(l.def.id_property.clone(), "String".into());
+    for p in &l.def.properties {
+        let t = match p.ty {
+            PropertyType::String | PropertyType::Date | PropertyType::DateTime => "String",
+            PropertyType::Integer | PropertyType::Float => "Number",
+            PropertyType::Boolean => "Boolean",
+        };
+        f.insert(p.name.clone(), t.into());
+    }
+    if matches!(
+        l.def.geometry,
+        GeometryType::Point | GeometryType::MultiPoint
+    ) {
+        f.insert("cluster".into(), "Boolean".into());
+        f.insert("count".into(), "Number".into());
+    }
+    f
+}
+
+/// TileJSON 3.0.0 for a layer list.
+pub fn tilejson(layers: &[&LayerState], spec: &str, base: &str) -> Value {
+    let extent: Option<Bbox> = layers
+        .iter()
+        .filter_map(|l| l.index.read().extent())
+        .reduce(Bbox::union);
+    let (minzoom, maxzoom) = (
+        layers.iter().map(|l| l.def.minzoom).min().unwrap_or(0),
+        layers.iter().map(|l| l.def.maxzoom).max().unwrap_or(22),
+    );
+    let bounds = extent.map_or([-180.0, -85.051_128_78, 180.0, 85.051_128_78], |b| {
+        [
+            b.min_lon,
+            b.min_lat.max(-85.051_128_78),
+            b.max_lon,
+            b.max_lat.min(85.051_128_78),
+        ]
+    });
+    let centre = [
+        (bounds[0] + bounds[2]) / 2.0,
+        (bounds[1] + bounds[3]) / 2.0,
+        (minzoom.max(7)) as f64,
+    ];
+    let vector_layers: Vec<Value> = layers
+        .iter()
+        .map(|l| {
+            json!({
+                "id": l.def.name, "description": l.def.title,
+                "minzoom": l.def.minzoom, "maxzoom": l.def.maxzoom, "fields": fields(l),
+            })
+        })
+        .collect();
+    json!({
+        "tilejson": "3.0.0",
+        "name": format!("riskmap {spec}"),
+        "scheme": "xyz",
+        "tiles": [format!("{base}/tiles/{spec}/{{z}}/{{x}}/{{y}}.mvt")],
+        "minzoom": minzoom,
+        "maxzoom": maxzoom,
+        "bounds": bounds,
+        "center": centre,
+        "vector_layers": vector_layers,
+        "attribution": "riskmap; boundary: Natural Earth; rivers: GSHHG (LGPL-3.0)",
+    })
+}
+
+pub async fn tilejson_handler(
+    State(app): State<Arc<App>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(file) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let spec = file
+        .strip_suffix(".json")
+        .ok_or_else(|| ApiError::not_found("TileJSON is at /tiles/{layers}.json"))?;
+    let layers = tiles::resolve(spec, app.layers()).map_err(list_error)?;
+    if !app.public_reads() {
+        let (a, h) = (app.clone(), headers.clone());
+        blocking(move || auth::require_read(&a, &h)).await?;
+    }
+    let doc = tilejson(&layers, spec, &base_url(&headers));
+    let mut resp = doc.to_string().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}

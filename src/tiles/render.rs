@@ -1,0 +1,467 @@
+//! Drawing one tile from the index.
+//!
+//! Points: when a layer has at most `max_points` points inside the tile, each is drawn
+//! (with those in the buffer around it). Otherwise the points inside the tile are
+//! aggregated per 64-unit cell: a cell of one point shows that point, a cell of more
+//! shows a cluster at their centroid carrying `cluster: true`, `count` and the most
+//! severe rank value among them. Cells come from the index's pyramid up to zoom 10 and
+//! are binned per request beyond.
+//!
+//! Lines and polygons: vertices below the zoom's tolerance are dropped (precomputed
+//! Douglas–Peucker importance), parts are clipped to the buffered tile, quantised,
+//! freed of repeated points, and dropped when they collapse; rings are oriented as
+//! MVT 2.1 requires (exterior positive area in tile space, y down). Features are drawn
+//! most important first and stop when the layer's or the tile's byte budget is spent.
+
+use crate::config::MAX_TILE_BYTES;
+use crate::index::{LayerIndex, LayerState, PYRAMID_MAX_LEVEL, PartKind};
+use crate::model::{LayerDef, ValueRef};
+
+use super::clip::{ClipBox, clip_line, clip_ring};
+use super::coord::{EXTENT, TileCoord};
+use super::mvt::{GeomBuf, GeomType, LayerWriter, MvtValue};
+
+/// Cells per side of a cluster grid: 4096 / 64.
+const CELLS: u32 = 64;
+/// Cluster cells are tiles this many zooms below.
+const CELL_ZOOM: u8 = 6;
+
+/// What drawing one layer of one tile did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LayerStats {
+    pub features: usize,
+    pub clusters: usize,
+    /// Features left out because the byte budget was spent.
+    pub dropped_budget: usize,
+    /// Features that reached the tile but had nothing drawable left (collapsed or
+    /// invalid after clipping and quantisation).
+    pub dropped_degenerate: usize,
+}
+
+/// A drawn tile: MVT bytes (empty when no layer has features) and per-layer stats.
+pub struct Rendered {
+    pub bytes: Vec<u8>,
+    pub stats: Vec<(String, LayerStats)>,
+}
+
+/// Draws `layers` (in that order) for `coord`.
+pub fn render(layers: &[&LayerState], coord: TileCoord) -> Rendered {
+    let mut bytes = Vec::new();
+    let mut stats = Vec::with_capacity(layers.len());
+    for l in layers {
+        let def: &LayerDef = &l.def;
+        if coord.z < def.minzoom || coord.z > def.maxzoom {
+            continue;
+        }
+        let idx = l.index.read();
+        let mut w = LayerWriter::new(&def.name);
+        let left = (MAX_TILE_BYTES as usize).saturating_sub(bytes.len());
+        let budget = (def.tiles.max_bytes as usize).min(left);
+        let s = if def.geometry.is_point() {
+            points(&idx, def, coord, &mut w, budget)
+        } else {
+            shapes(&idx, def, coord, &mut w, budget)
+        };
+        w.finish(&mut bytes);
+        if s.dropped_budget > 0 {
+            metrics::counter!("riskmap_tile_features_dropped_total", "layer" => def.name.clone(), "reason" => "budget")
+                .increment(s.dropped_budget as u64);
+        }
+        if s.dropped_degenerate > 0 {
+            metrics::counter!("riskmap_tile_features_dropped_total", "layer" => def.name.clone(), "reason" => "degenerate")
+                .increment(s.dropped_degenerate as u64);
+        }
+        stats.push((def.name.clone(), s));
+    }
+    Rendered { bytes, stats }
+}
+
+/// The tags of a feature: its id property and every non-null declared property.
+fn tags<'a>(w: &mut LayerWriter<'a>, def: &'a LayerDef, idx: &'a LayerIndex, slot: u32) {
+    w.clear_tags();
+    w.tag(&def.id_property, MvtValue::Str(idx.id(slot)));
+    for (i, p) in def.properties.iter().enumerate() {
+        match idx.value(slot, i) {
+            ValueRef::Null => {}
+            ValueRef::Text(s) => w.tag(&p.name, MvtValue::Str(s)),
+            ValueRef::Int(v) => w.tag(&p.name, MvtValue::Int(v)),
+            ValueRef::Float(v) => w.tag(&p.name, MvtValue::Double(v)),
+            ValueRef::Bool(v) => w.tag(&p.name, MvtValue::Bool(v)),
+        }
+    }
+}
+
+fn quantise(p: [f64; 2]) -> (i32, i32) {
+    (p[0].round() as i32, p[1].round() as i32)
+}
+
+/// Adds the feature if the budget allows; false when it does not (the caller stops).
+fn add(w: &mut LayerWriter<'_>, id: Option<u64>, ty: GeomType, g: &GeomBuf, budget: usize) -> bool {
+    if w.size() + w.feature_size(id, g) + 64 > budget {
+        return false;
+    }
+    w.add_feature(id, ty, g);
+    true
+}
+
+/// One cluster cell being filled.
+#[derive(Clone, Copy, Default)]
+struct Bin {
+    count: u32,
+    ranks: [u32; crate::index::MAX_RANKS],
+    sum: [f64; 2],
+    slot: u32,
+}
+
+fn points<'a>(
+    idx: &'a LayerIndex,
+    def: &'a LayerDef,
+    coord: TileCoord,
+    w: &mut LayerWriter<'a>,
+    budget: usize,
+) -> LayerStats {
+    let ts = &def.tiles;
+    let max_points = ts.max_points as usize;
+    let pyramid = idx.pyramid();
+    let inside = match pyramid {
+        Some(p) if coord.z <= PYRAMID_MAX_LEVEL => {
+            Some(p.count(coord.z, coord.x, coord.y) as usize)
+        }
+        _ => None,
+    };
+    if inside == Some(0) && ts.buffer == 0 {
+        return LayerStats::default();
+    }
+    if let (Some(n), Some(p)) = (inside, pyramid) {
+        if n > max_points && coord.z + CELL_ZOOM <= PYRAMID_MAX_LEVEL {
+            return pyramid_clusters(idx, def, p, coord, w, budget);
+        }
+    }
+    let buffer = ts.buffer as f64;
+    let bx = ClipBox {
+        min: -buffer,
+        max: EXTENT as f64 + buffer,
+    };
+    // Candidates: points in the buffered tile, with their tile position and whether
+    // they lie in the tile itself.
+    let mut cands: Vec<(u32, [f64; 2], bool)> = Vec::new();
+    let query = if inside.is_some_and(|n| n > max_points) {
+        coord.lonlat_bbox(0)
+    } else {
+        coord.lonlat_bbox(ts.buffer)
+    };
+    idx.for_each_in_bbox(&query, |slot| {
+        if let Some(wp) = idx.world_point(slot) {
+            let p = coord.to_tile(wp);
+            if bx.contains(p) {
+                cands.push((slot, p, coord.contains(wp)));
+            }
+        }
+    });
+    let n_inside = inside.unwrap_or_else(|| cands.iter().filter(|c| c.2).count());
+    if n_inside > max_points {
+        return binned_clusters(idx, def, coord, &cands, w, budget);
+    }
+    cands.sort_unstable_by_key(|c| idx.fid(c.0));
+    let mut stats = LayerStats::default();
+    let mut g = GeomBuf::default();
+    for (i, &(slot, p, _)) in cands.iter().enumerate() {
+        g.clear();
+        g.points(&[quantise(p)]);
+        tags(w, def, idx, slot);
+        if !add(w, Some(idx.fid(slot) as u64), GeomType::Point, &g, budget) {
+            stats.dropped_budget += cands.len() - i;
+            break;
+        }
+        stats.features += 1;
+    }
+    stats
+}
+
+/// Emits one cell: the point itself when alone, else a cluster.
+#[allow(clippy::too_many_arguments)]
+fn emit_cell<'a>(
+    idx: &'a LayerIndex,
+    def: &'a LayerDef,
+    coord: TileCoord,
+    w: &mut LayerWriter<'a>,
+    g: &mut GeomBuf,
+    count: u32,
+    ranks: &[u32],
+    centroid: [f64; 2],
+    single: Option<u32>,
+    budget: usize,
+    stats: &mut LayerStats,
+) -> bool {
+    g.clear();
+    if let (1, Some(slot)) = (count, single) {
+        let Some(wp) = idx.world_point(slot) else {
+            return true;
+        };
+        g.points(&[quantise(coord.to_tile(wp))]);
+        tags(w, def, idx, slot);
+        if !add(w, Some(idx.fid(slot) as u64), GeomType::Point, g, budget) {
+            return false;
+        }
+        stats.features += 1;
+        return true;
+    }
+    // The centroid lies inside the cell, hence inside the tile.
+    let p = quantise(coord.to_tile(centroid));
+    g.points(&[(
+        p.0.clamp(0, EXTENT as i32 - 1),
+        p.1.clamp(0, EXTENT as i32 - 1),
+    )]);
+    w.clear_tags();
+    w.tag("cluster", MvtValue::Bool(true));
+    w.tag("count", MvtValue::Int(count as i64));
+    if let Some(rank_prop) = def.tiles.cluster_rank {
+        let prop = &def.properties[rank_prop];
+        if let (Some(values), Some(top)) = (&prop.values, ranks.iter().position(|&n| n > 0)) {
+            if let Some(v) = values.get(top) {
+                w.tag(&prop.name, MvtValue::Str(v));
+            }
+        }
+    }
+    if !add(w, None, GeomType::Point, g, budget) {
+        return false;
+    }
+    stats.clusters += 1;
+    true
+}
+
+fn pyramid_clusters<'a>(
+    idx: &'a LayerIndex,
+    def: &'a LayerDef,
+    pyramid: &crate::index::Pyramid,
+    coord: TileCoord,
+    w: &mut LayerWriter<'a>,
+    budget: usize,
+) -> LayerStats {
+    let mut cells: Vec<(u32, u32, crate::index::Cell)> = Vec::new();
+    pyramid.children(coord.z, coord.x, coord.y, CELL_ZOOM, |cx, cy, c| {
+        cells.push((cx, cy, *c))
+    });
+    cells.sort_unstable_by_key(|&(cx, cy, _)| (cy, cx));
+    let mut stats = LayerStats::default();
+    let mut g = GeomBuf::default();
+    let level = coord.z + CELL_ZOOM;
+    for (i, (cx, cy, c)) in cells.iter().enumerate() {
+        let single = if c.count == 1 {
+            Some(if c.rep != u32::MAX {
+                c.rep
+            } else {
+                find_in_cell(idx, level, *cx, *cy)
+            })
+        } else {
+            None
+        };
+        if !emit_cell(
+            idx,
+            def,
+            coord,
+            w,
+            &mut g,
+            c.count,
+            &c.ranks,
+            c.centroid(),
+            single.filter(|&s| s != u32::MAX),
+            budget,
+            &mut stats,
+        ) {
+            stats.dropped_budget += cells.len() - i;
+            break;
+        }
+    }
+    stats
+}
+
+/// The one point of a cell whose representative was removed.
+fn find_in_cell(idx: &LayerIndex, level: u8, cx: u32, cy: u32) -> u32 {
+    let cell = TileCoord {
+        z: level,
+        x: cx,
+        y: cy,
+    };
+    let mut found = u32::MAX;
+    idx.for_each_in_bbox(&cell.lonlat_bbox(1), |slot| {
+        if found == u32::MAX && idx.world_point(slot).is_some_and(|wp| cell.contains(wp)) {
+            found = slot;
+        }
+    });
+    found
+}
+
+fn binned_clusters<'a>(
+    idx: &'a LayerIndex,
+    def: &'a LayerDef,
+    coord: TileCoord,
+    cands: &[(u32, [f64; 2], bool)],
+    w: &mut LayerWriter<'a>,
+    budget: usize,
+) -> LayerStats {
+    let mut bins = vec![Bin::default(); (CELLS * CELLS) as usize];
+    let cell_units = (EXTENT / CELLS) as f64;
+    for &(slot, p, inside) in cands {
+        if !inside {
+            continue;
+        }
+        let (cx, cy) = (
+            ((p[0] / cell_units) as u32).min(CELLS - 1),
+            ((p[1] / cell_units) as u32).min(CELLS - 1),
+        );
+        let b = &mut bins[(cy * CELLS + cx) as usize];
+        if let Some(wp) = idx.world_point(slot) {
+            b.count += 1;
+            b.sum[0] += wp[0];
+            b.sum[1] += wp[1];
+            b.slot = slot;
+            if let Some(r) = idx.rank(slot) {
+                b.ranks[r] += 1;
+            }
+        }
+    }
+    let mut stats = LayerStats::default();
+    let mut g = GeomBuf::default();
+    let filled: Vec<&Bin> = bins.iter().filter(|b| b.count > 0).collect();
+    for (i, b) in filled.iter().enumerate() {
+        let centroid = [b.sum[0] / b.count as f64, b.sum[1] / b.count as f64];
+        if !emit_cell(
+            idx,
+            def,
+            coord,
+            w,
+            &mut g,
+            b.count,
+            &b.ranks,
+            centroid,
+            Some(b.slot),
+            budget,
+            &mut stats,
+        ) {
+            stats.dropped_budget += filled.len() - i;
+            break;
+        }
+    }
+    stats
+}
+
+/// Signed area × 2 of a closed ring in tile units (y down): positive is clockwise on
+/// screen, which MVT 2.1 requires of exterior rings.
+fn ring_area2(r: &[(i32, i32)]) -> i64 {
+    r.windows(2)
+        .map(|w| w[0].0 as i64 * w[1].1 as i64 - w[1].0 as i64 * w[0].1 as i64)
+        .sum()
+}
+
+fn shapes<'a>(
+    idx: &'a LayerIndex,
+    def: &'a LayerDef,
+    coord: TileCoord,
+    w: &mut LayerWriter<'a>,
+    budget: usize,
+) -> LayerStats {
+    let ts = &def.tiles;
+    let buffer = ts.buffer as f64;
+    let bx = ClipBox {
+        min: -buffer,
+        max: EXTENT as f64 + buffer,
+    };
+    let mut slots = Vec::new();
+    idx.for_each_in_bbox(&coord.lonlat_bbox(ts.buffer), |s| slots.push(s));
+    if ts.importance.is_some() {
+        slots.sort_unstable_by(|&a, &b| {
+            idx.importance(b)
+                .total_cmp(&idx.importance(a))
+                .then(idx.fid(a).cmp(&idx.fid(b)))
+        });
+    } else {
+        slots.sort_unstable_by_key(|&s| idx.fid(s));
+    }
+    // Douglas–Peucker tolerance in world units, squared (as the importances are).
+    let tol = ts.simplify / EXTENT as f64 / coord.scale();
+    let tol_sq = (tol * tol) as f32;
+    let mut stats = LayerStats::default();
+    let mut g = GeomBuf::default();
+    let mut kept: Vec<[f64; 2]> = Vec::new();
+    let mut clipped: Vec<Vec<[f64; 2]>> = Vec::new();
+    let mut q: Vec<(i32, i32)> = Vec::new();
+    let mut ty = GeomType::LineString;
+    for (i, &slot) in slots.iter().enumerate() {
+        let Some(shape) = idx.world_shape(slot) else {
+            continue;
+        };
+        g.clear();
+        // Whether the current polygon's exterior was kept (its holes follow it).
+        let mut exterior_kept = false;
+        for part in &shape.parts {
+            let (xy, imp) = shape.part(part);
+            kept.clear();
+            kept.extend(
+                xy.iter()
+                    .zip(imp)
+                    .filter(|(_, v)| **v > tol_sq)
+                    .map(|(p, _)| coord.to_tile(*p)),
+            );
+            match part.kind {
+                PartKind::Line => {
+                    ty = GeomType::LineString;
+                    clipped.clear();
+                    clip_line(&kept, &bx, &mut clipped);
+                    for c in &clipped {
+                        q.clear();
+                        for &p in c {
+                            let p = quantise(p);
+                            if q.last() != Some(&p) {
+                                q.push(p);
+                            }
+                        }
+                        if q.len() >= 2 {
+                            g.line(&q);
+                        }
+                    }
+                }
+                PartKind::Exterior | PartKind::Interior => {
+                    ty = GeomType::Polygon;
+                    if part.kind == PartKind::Interior && !exterior_kept {
+                        continue;
+                    }
+                    let ring = clip_ring(&kept, &bx);
+                    q.clear();
+                    for &p in &ring {
+                        let p = quantise(p);
+                        if q.last() != Some(&p) {
+                            q.push(p);
+                        }
+                    }
+                    let area = ring_area2(&q);
+                    let ok = q.len() >= 4 && q.first() == q.last() && area != 0;
+                    if part.kind == PartKind::Exterior {
+                        exterior_kept = ok;
+                    }
+                    if !ok {
+                        continue;
+                    }
+                    let want_positive = part.kind == PartKind::Exterior;
+                    if (area > 0) != want_positive {
+                        q.reverse();
+                    }
+                    g.ring(&q);
+                }
+            }
+        }
+        if g.is_empty() {
+            // Reached the tile's query box but left nothing drawable.
+            stats.dropped_degenerate += 1;
+            tracing::trace!(layer = %def.name, id = %idx.id(slot), z = coord.z, "feature collapsed in tile");
+            continue;
+        }
+        tags(w, def, idx, slot);
+        if !add(w, Some(idx.fid(slot) as u64), ty, &g, budget) {
+            stats.dropped_budget += slots.len() - i;
+            break;
+        }
+        stats.features += 1;
+    }
+    stats
+}

@@ -1,0 +1,678 @@
+//! Vector tiles: decoded with an independent, strict reader (geozero's MVT reader,
+//! which refuses wrong winding) and checked against brute force over the index; HTTP
+//! behaviour; and freshness after edits and imports.
+
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use common::*;
+use geo::CoordsIter;
+use geo_types::Geometry;
+use geozero::mvt::{Message, Tile};
+use http_body_util::BodyExt;
+use riskmap::app::App;
+use riskmap::model::Role;
+use riskmap::tiles::TileCoord;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// A decoded feature: id, tags (as JSON values) and geometry in tile units.
+#[derive(Debug, Clone)]
+struct Decoded {
+    id: Option<u64>,
+    tags: HashMap<String, Value>,
+    geom: Geometry,
+}
+
+/// Decodes an MVT strictly: every geometry through geozero (wrong winding, bad
+/// commands are errors), tags resolved against the layer's keys and values.
+fn decode(bytes: &[u8]) -> HashMap<String, Vec<Decoded>> {
+    let tile = Tile::decode(bytes).expect("a valid protobuf tile");
+    let mut out = HashMap::new();
+    for layer in tile.layers {
+        assert_eq!(layer.version, 2, "MVT 2");
+        assert_eq!(layer.extent, Some(4096));
+        let mut features = Vec::new();
+        for f in &layer.features {
+            let mut w = geozero::geo_types::GeoWriter::new();
+            geozero::mvt::process_geom(f, &mut w)
+                .expect("geozero accepts the geometry (winding, commands)");
+            let geom = w.take_geometry().expect("a geometry");
+            let mut tags = HashMap::new();
+            for pair in f.tags.chunks(2) {
+                let key = layer.keys[pair[0] as usize].clone();
+                let v = &layer.values[pair[1] as usize];
+                let value = if let Some(s) = &v.string_value {
+                    json!(s)
+                } else if let Some(i) = v.int_value {
+                    json!(i)
+                } else if let Some(d) = v.double_value {
+                    json!(d)
+                } else if let Some(b) = v.bool_value {
+                    json!(b)
+                } else {
+                    panic!("unexpected value type {v:?}")
+                };
+                assert!(tags.insert(key, value).is_none(), "repeated key");
+            }
+            features.push(Decoded {
+                id: f.id,
+                tags,
+                geom,
+            });
+        }
+        assert!(!features.is_empty(), "empty layers are not written");
+        out.insert(layer.name.clone(), features);
+    }
+    out
+}
+
+async fn get(
+    app: &Arc<App>,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let mut req = Request::builder().method(Method::GET).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = riskmap::api::router(app.clone())
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (status, h) = (resp.status(), resp.headers().clone());
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, h, body)
+}
+
+/// A tile's MVT bytes over HTTP (gzip on the wire), or empty for 204.
+async fn tile(app: &Arc<App>, layers: &str, t: TileCoord) -> Vec<u8> {
+    let (status, h, body) = get(
+        app,
+        &format!("/tiles/{layers}/{}/{}/{}.mvt", t.z, t.x, t.y),
+        &[("accept-encoding", "gzip")],
+    )
+    .await;
+    match status {
+        StatusCode::NO_CONTENT => Vec::new(),
+        StatusCode::OK => {
+            assert_eq!(h[header::CONTENT_ENCODING], "gzip");
+            assert_eq!(
+                h[header::CONTENT_TYPE],
+                "application/vnd.mapbox-vector-tile"
+            );
+            use std::io::Read;
+            let mut raw = Vec::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_end(&mut raw)
+                .unwrap();
+            assert!(raw.len() <= 500_000, "tile {t:?} is {} bytes", raw.len());
+            raw
+        }
+        s => panic!("{t:?}: {s}"),
+    }
+}
+
+/// Tile position of a lon/lat, computed here independently of riskmap (the usual
+/// slippy-map formula): fractional tile units at zoom z.
+fn slippy(lon: f64, lat: f64, z: u8) -> (f64, f64) {
+    let n = (1u64 << z) as f64;
+    let x = (lon + 180.0) / 360.0 * n;
+    let y = (1.0 - lat.to_radians().tan().asinh() / std::f64::consts::PI) / 2.0 * n;
+    (x, y)
+}
+
+fn demo_app() -> (tempfile::TempDir, Arc<App>) {
+    demo_app_with(|_, text| text)
+}
+
+/// The demo with the repository's layer files, each passed through `edit` first.
+fn demo_app_with(edit: impl Fn(&str, String) -> String) -> (tempfile::TempDir, Arc<App>) {
+    let dir = tempfile::tempdir().unwrap();
+    let layers = dir.path().join("layers");
+    std::fs::create_dir(&layers).unwrap();
+    for f in std::fs::read_dir(layers_dir()).unwrap() {
+        let f = f.unwrap().path();
+        let name = f.file_name().unwrap().to_str().unwrap().to_string();
+        std::fs::write(
+            layers.join(&name),
+            edit(&name, std::fs::read_to_string(&f).unwrap()),
+        )
+        .unwrap();
+    }
+    let cfg = riskmap::config::Config::load(&layers).unwrap();
+    let app = Arc::new(App::open(cfg, dir.path(), riskmap::app::OpenOptions::default()).unwrap());
+    (dir, app)
+}
+
+/// Tiles where people look: around risk points, zooms 0-18 (like tile_paths.py).
+fn sample_tiles(app: &App, n: usize) -> Vec<TileCoord> {
+    let l = app.layer("risk_points").unwrap();
+    let idx = l.index.read();
+    let slots: Vec<u32> = idx.slots().collect();
+    (0..n)
+        .map(|i| {
+            let s = slots[(i * 7919) % slots.len()];
+            let c = match idx.geometry(s) {
+                riskmap::index::GeomRef::Point(c) => c,
+                _ => unreachable!(),
+            };
+            let z = [0u8, 3, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18][i % 14];
+            TileCoord::of_lonlat(c.x, c.y, z).unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn point_counts_equal_brute_force_and_positions_are_within_a_pixel() {
+    // Low thresholds, so that the demo exercises raw points, clusters from the
+    // pyramid (zoom <= 10) and clusters binned per request (zoom >= 11).
+    let (_dir, app) = demo_app_with(|_, text| text.replace("max_points = 3000", "max_points = 60"));
+    let mut clustered_tiles = 0;
+    let mut raw_tiles = 0;
+    let mut clustered_at = std::collections::BTreeSet::new();
+    for t in sample_tiles(&app, 140) {
+        let bytes = tile(&app, "boundary,rivers,pipelines,risk_points,sensors", t).await;
+        let layers = decode(&bytes);
+        for name in ["risk_points", "sensors"] {
+            let l = app.layer(name).unwrap();
+            if t.z < l.def.minzoom {
+                assert!(
+                    !layers.contains_key(name),
+                    "{name} below its minzoom at {t:?}"
+                );
+                continue;
+            }
+            // Brute force over every feature of the layer.
+            let idx = l.index.read();
+            let mut want: HashMap<String, (f64, f64)> = HashMap::new();
+            for s in idx.slots() {
+                let riskmap::index::GeomRef::Point(c) = idx.geometry(s) else {
+                    unreachable!()
+                };
+                let (x, y) = slippy(c.x, c.y, t.z);
+                if x.floor() as u32 == t.x && y.floor() as u32 == t.y {
+                    want.insert(
+                        idx.id(s).to_string(),
+                        ((x - t.x as f64) * 4096.0, (y - t.y as f64) * 4096.0),
+                    );
+                }
+            }
+            let got = layers.get(name).cloned().unwrap_or_default();
+            let clusters: Vec<&Decoded> = got
+                .iter()
+                .filter(|f| f.tags.contains_key("cluster"))
+                .collect();
+            let inside = |f: &Decoded| {
+                let c = f.geom.coords_iter().next().unwrap();
+                (0.0..4096.0).contains(&c.x) && (0.0..4096.0).contains(&c.y)
+            };
+            for f in &got {
+                // Points carry their store fid as MVT id; clusters have none.
+                assert_eq!(
+                    f.id.is_some(),
+                    !f.tags.contains_key("cluster"),
+                    "{name} at {t:?}: {f:?}"
+                );
+            }
+            if clusters.is_empty() {
+                raw_tiles += 1;
+                // Every point of the tile is drawn, within a unit of where it is; the
+                // others drawn are in the buffer (within half a unit of the edge at
+                // most, once quantised onto it).
+                let by_id: HashMap<&str, &Decoded> = got
+                    .iter()
+                    .map(|f| (f.tags["id"].as_str().unwrap(), f))
+                    .collect();
+                for (id, &(wx, wy)) in &want {
+                    let f = by_id
+                        .get(id.as_str())
+                        .unwrap_or_else(|| panic!("{name} {id} missing at {t:?}"));
+                    let c = f.geom.coords_iter().next().unwrap();
+                    assert!(
+                        (c.x - wx).abs() <= 1.0 && (c.y - wy).abs() <= 1.0,
+                        "{name} {id} at {t:?}: ({}, {}) vs ({wx}, {wy})",
+                        c.x,
+                        c.y
+                    );
+                }
+                for f in &got {
+                    let c = f.geom.coords_iter().next().unwrap();
+                    if (1.0..4095.0).contains(&c.x) && (1.0..4095.0).contains(&c.y) {
+                        assert!(
+                            want.contains_key(f.tags["id"].as_str().unwrap()),
+                            "{name} at {t:?}: {:?} drawn inside but not in the tile",
+                            f.tags["id"]
+                        );
+                    }
+                }
+            } else {
+                clustered_tiles += 1;
+                clustered_at.insert(t.z);
+                // Cluster counts plus single points (inside the tile) add up.
+                let mut sum = 0i64;
+                for f in &got {
+                    assert!(
+                        inside(f),
+                        "{name} at {t:?}: clustered tiles hold only the tile's own points"
+                    );
+                    sum += f.tags.get("count").and_then(Value::as_i64).unwrap_or(1);
+                }
+                assert_eq!(sum as usize, want.len(), "{name} at {t:?}: cluster counts");
+                if name == "risk_points" {
+                    // A cluster's level is the most severe of its points.
+                    for c in clusters {
+                        assert!(
+                            ["I", "II", "III", "IV"].contains(&c.tags["level"].as_str().unwrap())
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        clustered_tiles > 20 && raw_tiles > 20,
+        "both modes exercised: {clustered_tiles} clustered, {raw_tiles} raw"
+    );
+    assert!(
+        clustered_at.iter().any(|&z| z <= 10) && clustered_at.iter().any(|&z| z >= 11),
+        "pyramid and binned clusters: {clustered_at:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_most_severe_level_is_never_hidden_in_a_cluster() {
+    let (_dir, app) = demo_app_with(|_, text| text.replace("max_points = 3000", "max_points = 60"));
+    let mut in_clusters = 0;
+    let l = app.layer("risk_points").unwrap();
+    // The single level-I point of a cluster-mode tile must colour its cluster.
+    for z in [0u8, 1, 3, 6, 8, 10, 11] {
+        let levels: Vec<(String, geo_types::Coord)> = {
+            let idx = l.index.read();
+            idx.slots()
+                .filter(|&s| idx.value(s, 2) == riskmap::model::ValueRef::Text("I"))
+                .map(|s| {
+                    let riskmap::index::GeomRef::Point(c) = idx.geometry(s) else {
+                        unreachable!()
+                    };
+                    (idx.id(s).to_string(), c)
+                })
+                .collect()
+        };
+        let (id, c) = &levels[0];
+        let t = TileCoord::of_lonlat(c.x, c.y, z).unwrap();
+        let layers = decode(&tile(&app, "risk_points", t).await);
+        let (x, y) = slippy(c.x, c.y, z);
+        let (px, py) = ((x - t.x as f64) * 4096.0, (y - t.y as f64) * 4096.0);
+        let holder = layers["risk_points"]
+            .iter()
+            .find(|f| {
+                f.tags.get("id").and_then(Value::as_str) == Some(id.as_str())
+                    || (f.tags.contains_key("cluster") && {
+                        let p = f.geom.coords_iter().next().unwrap();
+                        (p.x / 64.0).floor() == (px / 64.0).floor()
+                            && (p.y / 64.0).floor() == (py / 64.0).floor()
+                    })
+            })
+            .unwrap_or_else(|| panic!("{id} not in {t:?}"));
+        assert_eq!(holder.tags["level"], "I", "z{z}: {holder:?}");
+        if holder
+            .tags
+            .get("count")
+            .and_then(Value::as_i64)
+            .unwrap_or(1)
+            > 1
+        {
+            in_clusters += 1;
+        }
+    }
+    assert!(
+        in_clusters >= 3,
+        "the level-I point must sit in clusters at low zoom ({in_clusters})"
+    );
+}
+
+#[tokio::test]
+async fn polygons_are_wound_as_mvt_requires_and_lines_split_where_they_leave() {
+    let (dir, app) = demo_app();
+    // The municipality outline, clipped at several zooms, decodes strictly.
+    for t in sample_tiles(&app, 60) {
+        let layers = decode(&tile(&app, "boundary", t).await);
+        if let Some(b) = layers.get("boundary") {
+            assert!(matches!(
+                b[0].geom,
+                Geometry::Polygon(_) | Geometry::MultiPolygon(_)
+            ));
+        }
+    }
+    // A U-shaped river leaves the tile and comes back: two parts, inside the buffer.
+    let t = TileCoord {
+        z: 12,
+        x: 3260,
+        y: 1695,
+    };
+    let [x0, y0, x1, y1] = t.world_bounds();
+    let at =
+        |fx: f64, fy: f64| riskmap::index::from_world([x0 + (x1 - x0) * fx, y0 + (y1 - y0) * fy]);
+    let u: Vec<[f64; 2]> = [(0.2, 0.3), (1.5, 0.3), (1.5, 0.7), (0.2, 0.7)]
+        .iter()
+        .map(|&(a, b)| {
+            let c = at(a, b);
+            [c.x, c.y]
+        })
+        .collect();
+    let file = dir.path().join("u.geojson");
+    std::fs::write(&file, collection(vec![json!({"type":"Feature","id":"U","geometry":{"type":"LineString","coordinates":u},"properties":{"wdb_level":3}})])).unwrap();
+    let o = riskmap(&[
+        "import",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--layer",
+        "rivers",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    app.follow_changes().unwrap();
+    let layers = decode(&tile(&app, "rivers", t).await);
+    let u = layers["rivers"]
+        .iter()
+        .find(|f| f.tags["id"] == "U")
+        .unwrap();
+    let Geometry::MultiLineString(parts) = &u.geom else {
+        panic!("{:?}", u.geom)
+    };
+    assert_eq!(parts.0.len(), 2);
+    for c in u.geom.coords_iter() {
+        assert!(
+            c.x >= -128.0 && c.x <= 4096.0 + 128.0 && c.y >= -128.0 && c.y <= 4096.0 + 128.0,
+            "{c:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn lines_over_budget_keep_the_widest() {
+    // The demo's pipelines with a small byte budget: a tile must keep the widest lines.
+    let (_dir, app) = demo_app_with(|name, text| {
+        if name == "pipelines.toml" {
+            text.replace("max_bytes = 250000", "max_bytes = 4000")
+        } else {
+            text
+        }
+    });
+    let t = TileCoord {
+        z: 9,
+        x: 407,
+        y: 211,
+    };
+    let states = riskmap::tiles::resolve("pipelines", app.layers()).unwrap();
+    let drawn = riskmap::tiles::render(&states, t);
+    let stats = drawn.stats[0].1;
+    assert!(
+        stats.dropped_budget > 0,
+        "the budget must bite here: {stats:?}"
+    );
+    assert!(drawn.bytes.len() <= 4000, "{} bytes", drawn.bytes.len());
+    let decoded = decode(&drawn.bytes);
+    let kept: std::collections::HashSet<&str> = decoded["pipelines"]
+        .iter()
+        .map(|f| f.tags["id"].as_str().unwrap())
+        .collect();
+    let l = app.layer("pipelines").unwrap();
+    let idx = l.index.read();
+    let diameter = |s: u32| match idx.value(s, 2) {
+        riskmap::model::ValueRef::Int(d) => d,
+        _ => 0,
+    };
+    let mut in_tile = Vec::new();
+    idx.for_each_in_bbox(&t.lonlat_bbox(0), |s| in_tile.push(s));
+    let min_kept = in_tile
+        .iter()
+        .filter(|&&s| kept.contains(idx.id(s)))
+        .map(|&s| diameter(s))
+        .min()
+        .unwrap();
+    let max_left = in_tile
+        .iter()
+        .filter(|&&s| !kept.contains(idx.id(s)))
+        .map(|&s| diameter(s))
+        .max()
+        .unwrap();
+    assert!(
+        min_kept >= max_left,
+        "kept a {min_kept} mm line while leaving out a {max_left} mm one"
+    );
+}
+
+#[tokio::test]
+async fn tile_requests_are_validated_and_cached_responses_revalidate() {
+    let (_dir, app) = demo_app();
+    for (uri, status) in [
+        ("/tiles/risk_points/31/0/0.mvt", StatusCode::BAD_REQUEST),
+        ("/tiles/risk_points/2/4/0.mvt", StatusCode::BAD_REQUEST),
+        ("/tiles/risk_points/2/0/4.mvt", StatusCode::BAD_REQUEST),
+        ("/tiles/risk_points/-1/0/0.mvt", StatusCode::BAD_REQUEST),
+        ("/tiles/risk_points/a/0/0.mvt", StatusCode::BAD_REQUEST),
+        (
+            "/tiles/risk_points/99999999999999999999/0/0.mvt",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/tiles/risk_points/1/0/0", StatusCode::NOT_FOUND),
+        ("/tiles/wells/1/0/0.mvt", StatusCode::NOT_FOUND),
+        (
+            "/tiles/risk_points,risk_points/1/0/0.mvt",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/tiles/risk_points,/1/0/0.mvt", StatusCode::BAD_REQUEST),
+        ("/tiles/risk_points/3/0/0.mvt", StatusCode::NO_CONTENT),
+    ] {
+        let (s, h, body) = get(&app, uri, &[]).await;
+        assert_eq!(s, status, "{uri}");
+        if s.is_client_error() {
+            assert_eq!(h[header::CONTENT_TYPE], "application/json", "{uri}");
+            assert!(serde_json::from_slice::<Value>(&body).unwrap()["description"].is_string());
+        }
+    }
+    let uri = "/tiles/risk_points,sensors/12/3260/1695.mvt";
+    let (s, h, raw) = get(&app, uri, &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        h.get(header::CONTENT_ENCODING).is_none(),
+        "no gzip unless asked"
+    );
+    assert_eq!(h[header::CACHE_CONTROL], "public, no-cache");
+    decode(&raw);
+    let etag = h[header::ETAG].to_str().unwrap().to_string();
+    let (s, _, body) = get(&app, uri, &[("if-none-match", &etag)]).await;
+    assert_eq!(s, StatusCode::NOT_MODIFIED);
+    assert!(body.is_empty());
+
+    // TileJSON describes the layers and points at the tiles.
+    let (s, _, body) = get(
+        &app,
+        "/tiles/risk_points,pipelines.json",
+        &[("host", "maps.example:8080")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let tj: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(tj["tilejson"], "3.0.0");
+    assert_eq!(
+        tj["tiles"][0],
+        "http://maps.example:8080/tiles/risk_points,pipelines/{z}/{x}/{y}.mvt"
+    );
+    assert_eq!(tj["vector_layers"][0]["id"], "risk_points");
+    assert_eq!(tj["vector_layers"][0]["fields"]["level"], "String");
+    assert_eq!(tj["vector_layers"][1]["fields"]["diameter_mm"], "Number");
+    assert_eq!(tj["bounds"].as_array().unwrap().len(), 4);
+    assert!(tj["center"][0].as_f64().unwrap() > 105.0);
+}
+
+#[tokio::test]
+async fn one_tile_reads_in_gdal() {
+    let (dir, app) = demo_app();
+    let bytes = tile(
+        &app,
+        "boundary,rivers,pipelines,risk_points,sensors",
+        TileCoord {
+            z: 12,
+            x: 3260,
+            y: 1695,
+        },
+    )
+    .await;
+    let path = dir.path().join("tile.mvt");
+    std::fs::write(&path, &bytes).unwrap();
+    let out = std::process::Command::new("ogrinfo")
+        .args(["-ro", "-al", "-so", path.to_str().unwrap()])
+        .output()
+        .expect("ogrinfo (gdal-bin)");
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let decoded = decode(&bytes);
+    for (name, features) in &decoded {
+        assert!(s.contains(&format!("Layer name: {name}")), "{s}");
+        assert!(
+            s.contains(&format!("Feature Count: {}", features.len())),
+            "{name}: {s}"
+        );
+    }
+}
+
+/// Every tile at every zoom that holds `c` (with its neighbours, for the buffer).
+fn tiles_around(c: geo_types::Coord) -> Vec<TileCoord> {
+    let mut out = Vec::new();
+    for z in 0..=18u8 {
+        let t = TileCoord::of_lonlat(c.x, c.y, z).unwrap();
+        let n = 1u32 << z;
+        for dx in -1i64..=1 {
+            for dy in -1i64..=1 {
+                let (x, y) = (t.x as i64 + dx, t.y as i64 + dy);
+                if x >= 0 && y >= 0 && x < n as i64 && y < n as i64 {
+                    out.push(TileCoord {
+                        z,
+                        x: x as u32,
+                        y: y as u32,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every served tile must equal one drawn now, without the cache.
+async fn assert_fresh(app: &Arc<App>, layers: &str, tiles: &[TileCoord], what: &str) {
+    for &t in tiles {
+        let served = tile(app, layers, t).await;
+        let states = riskmap::tiles::resolve(layers, app.layers()).unwrap();
+        let now = riskmap::tiles::render(&states, t).bytes;
+        assert!(served == now, "{what}: tile {t:?} served stale content");
+    }
+}
+
+#[tokio::test]
+async fn after_an_edit_or_import_no_tile_shows_the_old_state() {
+    let (dir, app) = demo_app();
+    let layers = "risk_points,sensors";
+    let planner = app
+        .store()
+        .add_key("test", Role::Planner, "p")
+        .unwrap()
+        .secret;
+    let l = app.layer("risk_points").unwrap();
+    let (old, id) = {
+        let idx = l.index.read();
+        let s = idx.slot("R000100").unwrap();
+        let riskmap::index::GeomRef::Point(c) = idx.geometry(s) else {
+            unreachable!()
+        };
+        (c, idx.id(s).to_string())
+    };
+    let new = geo_types::Coord {
+        x: old.x + 0.37,
+        y: old.y - 0.21,
+    };
+    let mut all: Vec<TileCoord> = tiles_around(old);
+    all.extend(tiles_around(new));
+    // Warm the cache with the old state.
+    for &t in &all {
+        tile(&app, layers, t).await;
+    }
+    // Move and re-level it through the edit endpoint.
+    let patch = json!({"geometry": {"type": "Point", "coordinates": [new.x, new.y]}, "properties": {"level": "I"}});
+    let req = Request::builder()
+        .method(Method::PATCH)
+        .uri(format!("/collections/risk_points/items/{id}"))
+        .header(header::AUTHORIZATION, format!("Bearer {planner}"))
+        .header(header::CONTENT_TYPE, "application/merge-patch+json")
+        .body(Body::from(patch.to_string()))
+        .unwrap();
+    let r = riskmap::api::router(app.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_fresh(&app, layers, &all, "after PATCH").await;
+    // At z16 the point is drawn at its new place with its new level, and gone from the old.
+    let t_new = TileCoord::of_lonlat(new.x, new.y, 16).unwrap();
+    let f = decode(&tile(&app, "risk_points", t_new).await)
+        .remove("risk_points")
+        .unwrap();
+    assert!(
+        f.iter()
+            .any(|f| f.tags["id"] == id.as_str() && f.tags["level"] == "I")
+    );
+    let t_old = TileCoord::of_lonlat(old.x, old.y, 16).unwrap();
+    let gone = decode(&tile(&app, "risk_points", t_old).await)
+        .remove("risk_points")
+        .unwrap_or_default();
+    assert!(!gone.iter().any(|f| f.tags["id"] == id.as_str()));
+
+    // A re-import (another process; the server follows the store's change feed) moves
+    // it back and changes its level again.
+    let mut f = risk_point(&id, old.x, old.y, "IV");
+    f["properties"]["category"] = json!("landslide");
+    let file = dir.path().join("again.geojson");
+    std::fs::write(&file, collection(vec![f])).unwrap();
+    let o = riskmap(&[
+        "import",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--layer",
+        "risk_points",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    app.follow_changes().unwrap();
+    assert_fresh(&app, layers, &all, "after re-import").await;
+
+    // A delete, too.
+    let req = Request::builder()
+        .method(Method::DELETE)
+        .uri(format!("/collections/risk_points/items/{id}"))
+        .header(header::AUTHORIZATION, format!("Bearer {planner}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        riskmap::api::router(app.clone())
+            .oneshot(req)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_fresh(&app, layers, &all, "after DELETE").await;
+}
