@@ -470,7 +470,10 @@ fn check_if_match(
 
 fn build_index(store: &Store, def: &Arc<LayerDef>) -> Result<LayerIndex, StoreError> {
     let mut conn = store.open_reader()?;
-    LayerIndex::build(def.clone(), |push| store.load_layer(&mut conn, def, push))
+    let expected = store.count(def)? as usize;
+    LayerIndex::build(def.clone(), expected, |push| {
+        store.scan_layer(&mut conn, def, push)
+    })
 }
 
 /// Loads every layer, one thread each.

@@ -251,9 +251,20 @@ fn check_kind(kind: &str, n: usize, seed: u64) {
             feature: feature(id, g.clone()),
         })
         .collect();
-    let mut idx = LayerIndex::build(def.clone(), |push| {
-        stored.into_iter().for_each(push);
-        Ok(())
+    let mut idx = LayerIndex::build(def.clone(), 0, |push| {
+        for sf in &stored {
+            let values: Vec<riskmap::model::ValueRef<'_>> =
+                sf.feature.values.iter().map(|v| v.as_ref()).collect();
+            push(
+                sf.fid,
+                riskmap::model::FeatureRef {
+                    id: &sf.feature.id,
+                    geometry: &sf.feature.geometry,
+                    values: &values,
+                },
+            );
+        }
+        Ok::<(), ()>(())
     })
     .unwrap();
     assert_eq!(idx.len(), n);

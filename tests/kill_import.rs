@@ -84,8 +84,10 @@ fn check_store(dir: &Path, table: &str, expected: &BTreeMap<String, usize>) -> R
     // An index rebuilt from the store equals the rows SQLite holds.
     let def = layer(table);
     let mut conn = store.open_reader().unwrap();
-    let idx = LayerIndex::build(def.clone(), |push| store.load_layer(&mut conn, &def, push))
-        .map_err(|e| e.to_string())?;
+    let idx = LayerIndex::build(def.clone(), 0, |push| {
+        store.scan_layer(&mut conn, &def, push)
+    })
+    .map_err(|e| e.to_string())?;
     let c = rusqlite::Connection::open(store_path(dir)).unwrap();
     let cols: Vec<String> = def
         .properties

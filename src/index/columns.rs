@@ -3,17 +3,22 @@
 //! 136,000 risk points) a text cell costs 4 bytes instead of a `String`'s 24 plus its
 //! heap block.
 
+use compact_str::CompactString;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
 
-use crate::model::{PropertyType, Value, ValueRef};
+use crate::model::{PropertyType, ValueRef};
 
 /// A string table with reference counts; symbol 0 is null, so cells are plain `u32`.
+///
+/// The hash table holds the strings themselves (inline up to 24 bytes), not pointers
+/// to them: a probe compares in place instead of chasing a pointer per candidate,
+/// which is what bulk-loading millions of rows is bound by.
 #[derive(Default)]
 pub struct Interner {
-    strings: Vec<Box<str>>,
+    strings: Vec<CompactString>,
     counts: Vec<u32>,
-    lookup: HashTable<u32>,
+    lookup: HashTable<(CompactString, u32)>,
     free: Vec<u32>,
     hasher: DefaultHashBuilder,
 }
@@ -22,29 +27,26 @@ impl Interner {
     /// The symbol of `s`, adding it or counting one more use.
     pub fn intern(&mut self, s: &str) -> u32 {
         let hash = self.hasher.hash_one(s);
-        let strings = &self.strings;
-        if let Some(&sym) = self
-            .lookup
-            .find(hash, |&sym| &*strings[sym as usize - 1] == s)
-        {
+        if let Some(&(_, sym)) = self.lookup.find(hash, |(k, _)| k.as_str() == s) {
             self.counts[sym as usize - 1] += 1;
             return sym;
         }
+        let key = CompactString::new(s);
         let sym = match self.free.pop() {
             Some(sym) => {
-                self.strings[sym as usize - 1] = s.into();
+                self.strings[sym as usize - 1] = key.clone();
                 self.counts[sym as usize - 1] = 1;
                 sym
             }
             None => {
-                self.strings.push(s.into());
+                self.strings.push(key.clone());
                 self.counts.push(1);
                 self.strings.len() as u32
             }
         };
-        let (strings, hasher) = (&self.strings, &self.hasher);
+        let hasher = &self.hasher;
         self.lookup
-            .insert_unique(hash, sym, |&k| hasher.hash_one(&*strings[k as usize - 1]));
+            .insert_unique(hash, (key, sym), |(k, _)| hasher.hash_one(k.as_str()));
         sym
     }
 
@@ -56,17 +58,17 @@ impl Interner {
         let i = sym as usize - 1;
         self.counts[i] -= 1;
         if self.counts[i] == 0 {
-            let hash = self.hasher.hash_one(&*self.strings[i]);
-            if let Ok(entry) = self.lookup.find_entry(hash, |&k| k == sym) {
+            let hash = self.hasher.hash_one(self.strings[i].as_str());
+            if let Ok(entry) = self.lookup.find_entry(hash, |(_, k)| *k == sym) {
                 entry.remove();
             }
-            self.strings[i] = "".into();
+            self.strings[i] = CompactString::default();
             self.free.push(sym);
         }
     }
 
     pub fn get(&self, sym: u32) -> Option<&str> {
-        (sym != 0).then(|| &*self.strings[sym as usize - 1])
+        (sym != 0).then(|| self.strings[sym as usize - 1].as_str())
     }
 
     /// Number of distinct live strings.
@@ -88,6 +90,16 @@ pub enum Column {
 }
 
 impl Column {
+    /// Room for `n` more slots.
+    pub fn reserve(&mut self, n: usize) {
+        match self {
+            Column::Int(v) => v.reserve(n),
+            Column::Float(v) => v.reserve(n),
+            Column::Bool(v) => v.reserve(n),
+            Column::Text { cells, .. } => cells.reserve(n),
+        }
+    }
+
     pub fn new(ty: PropertyType) -> Self {
         match ty {
             PropertyType::Integer => Column::Int(Vec::new()),
@@ -112,31 +124,34 @@ impl Column {
     }
 
     /// Appends a value for a new slot at the end.
-    pub fn push(&mut self, v: &Value) {
-        match self {
-            Column::Int(c) => c.push(None),
-            Column::Float(c) => c.push(None),
-            Column::Bool(c) => c.push(None),
-            Column::Text { cells, .. } => cells.push(0),
+    pub fn push(&mut self, v: ValueRef<'_>) {
+        match (self, v) {
+            (Column::Int(c), ValueRef::Int(i)) => c.push(Some(i)),
+            (Column::Int(c), _) => c.push(None),
+            (Column::Float(c), ValueRef::Float(f)) => c.push(Some(f)),
+            (Column::Float(c), ValueRef::Int(i)) => c.push(Some(i as f64)),
+            (Column::Float(c), _) => c.push(None),
+            (Column::Bool(c), ValueRef::Bool(b)) => c.push(Some(b)),
+            (Column::Bool(c), _) => c.push(None),
+            (Column::Text { cells, strings }, ValueRef::Text(s)) => cells.push(strings.intern(s)),
+            (Column::Text { cells, .. }, _) => cells.push(0),
         }
-        let slot = self.len() - 1;
-        self.set(slot, v);
     }
 
     /// Overwrites slot `slot` (releasing the text it held).
-    pub fn set(&mut self, slot: usize, v: &Value) {
+    pub fn set(&mut self, slot: usize, v: ValueRef<'_>) {
         match (self, v) {
-            (Column::Int(c), Value::Int(i)) => c[slot] = Some(*i),
+            (Column::Int(c), ValueRef::Int(i)) => c[slot] = Some(i),
             (Column::Int(c), _) => c[slot] = None,
-            (Column::Float(c), Value::Float(f)) => c[slot] = Some(*f),
-            (Column::Float(c), Value::Int(i)) => c[slot] = Some(*i as f64),
+            (Column::Float(c), ValueRef::Float(f)) => c[slot] = Some(f),
+            (Column::Float(c), ValueRef::Int(i)) => c[slot] = Some(i as f64),
             (Column::Float(c), _) => c[slot] = None,
-            (Column::Bool(c), Value::Bool(b)) => c[slot] = Some(*b),
+            (Column::Bool(c), ValueRef::Bool(b)) => c[slot] = Some(b),
             (Column::Bool(c), _) => c[slot] = None,
             (Column::Text { cells, strings }, v) => {
                 let old = cells[slot];
                 cells[slot] = match v {
-                    Value::Text(s) => strings.intern(s),
+                    ValueRef::Text(s) => strings.intern(s),
                     _ => 0,
                 };
                 strings.release(old);
@@ -190,10 +205,10 @@ mod tests {
     #[test]
     fn text_cells_release_what_they_overwrite() {
         let mut c = Column::new(PropertyType::String);
-        c.push(&Value::Text("gas".into()));
-        c.push(&Value::Text("gas".into()));
-        c.set(0, &Value::Text("water".into()));
-        c.set(1, &Value::Null);
+        c.push(ValueRef::Text("gas"));
+        c.push(ValueRef::Text("gas"));
+        c.set(0, ValueRef::Text("water"));
+        c.set(1, ValueRef::Null);
         assert_eq!(c.get(0), ValueRef::Text("water"));
         assert_eq!(c.get(1), ValueRef::Null);
         assert_eq!(c.distinct_strings(), Some(1));

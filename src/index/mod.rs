@@ -31,8 +31,7 @@ pub use generalise::{
     cell_of, douglas_peucker_importance, from_world, to_world,
 };
 
-use crate::model::{Bbox, Feature, LayerDef, ValueRef};
-use crate::store::StoredFeature;
+use crate::model::{Bbox, Feature, FeatureRef, LayerDef, StoredFeature, ValueRef};
 
 /// An R-tree leaf: a feature's envelope and its slot.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -216,32 +215,37 @@ impl LayerIndex {
         }
     }
 
-    /// Builds an index from a stream of stored features with one bulk load.
-    pub fn build(
+    /// Builds an index with one bulk load from rows handed to the callback `load`
+    /// gives (fid and borrowed feature).
+    ///
+    /// Ids must be unique (the store's UNIQUE constraint); `expected` sizes the tables
+    /// up front (a row count; a wrong guess only costs reallocation).
+    pub fn build<E>(
         layer: Arc<LayerDef>,
-        load: impl FnOnce(&mut dyn FnMut(StoredFeature)) -> Result<(), crate::store::StoreError>,
-    ) -> Result<Self, crate::store::StoreError> {
+        expected: usize,
+        load: impl FnOnce(&mut dyn FnMut(i64, FeatureRef<'_>)) -> Result<(), E>,
+    ) -> Result<Self, E> {
+        let t0 = std::time::Instant::now();
         let mut index = LayerIndex::new(layer);
+        index.reserve(expected);
         // The pyramid is built once at the end, not point by point.
         let pyramid = index.pyramid.take();
-        let mut entries = Vec::new();
-        load(&mut |sf: StoredFeature| {
-            if let Some(slot) = index.slot(&sf.feature.id) {
-                // Cannot happen with a UNIQUE id column; keep the later row.
-                index.overwrite(slot, sf.fid, &sf.feature);
-            } else {
-                let slot = index.allocate(sf.fid, &sf.feature);
-                entries.push(Entry {
-                    env: envelope(index.geometry(slot)),
-                    slot,
-                });
-            }
+        let mut entries = Vec::with_capacity(expected);
+        load(&mut |fid, f| {
+            debug_assert!(index.slot(f.id).is_none(), "duplicate id {}", f.id);
+            let slot = index.allocate(fid, &f);
+            entries.push(Entry {
+                env: AABB::from_point([0.0, 0.0]),
+                slot,
+            });
         })?;
         // Entries of overwritten slots may be stale: recompute them all from the slots.
         for e in &mut entries {
             e.env = envelope(index.geometry(e.slot));
         }
+        let t1 = t0.elapsed();
         index.tree = RTree::bulk_load(entries);
+        let t2 = t0.elapsed();
         if pyramid.is_some() {
             let points: Vec<([f64; 2], Option<usize>, u32)> = index
                 .tree
@@ -254,7 +258,28 @@ impl LayerIndex {
                 .collect();
             index.pyramid = Some(Pyramid::build(points));
         }
+        tracing::debug!(layer = %index.layer.name, rows_ms = t1.as_millis() as u64, rtree_ms = (t2 - t1).as_millis() as u64, pyramid_ms = (t0.elapsed() - t2).as_millis() as u64, "index built");
         Ok(index)
+    }
+
+    /// Room for `n` more features without reallocating.
+    fn reserve(&mut self, n: usize) {
+        self.fids.reserve(n);
+        self.ids.reserve(n);
+        match &mut self.geoms {
+            Geoms::Points(v) => v.reserve(n),
+            Geoms::Shapes(v) => v.reserve(n),
+        }
+        match &mut self.world {
+            World::Points(v) => v.reserve(n),
+            World::Shapes(v) => v.reserve(n),
+        }
+        for c in &mut self.columns {
+            c.reserve(n);
+        }
+        let (ids, hasher) = (&self.ids, &self.hasher);
+        self.by_id
+            .reserve(n, |&s| hasher.hash_one(ids[s as usize].as_str()));
     }
 
     pub fn layer(&self) -> &Arc<LayerDef> {
@@ -329,7 +354,7 @@ impl LayerIndex {
                 id: self.id(slot).to_string(),
                 geometry: self.geometry(slot).to_geometry(),
                 values: (0..self.columns.len())
-                    .map(|i| self.value(slot, i).to_owned())
+                    .map(|i| self.value(slot, i).into_owned())
                     .collect(),
             },
         }
@@ -346,32 +371,37 @@ impl LayerIndex {
 
     /// Puts a feature in a free (or new) slot and its id in the hash table; the
     /// caller adds the tree entry.
-    fn allocate(&mut self, fid: i64, f: &Feature) -> u32 {
+    fn allocate(&mut self, fid: i64, f: &FeatureRef<'_>) -> u32 {
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.write_slot(slot, fid, f);
                 slot
             }
             None => {
+                // A new slot at the end: values are pushed once, in place.
                 let slot = self.fids.len() as u32;
-                self.fids.push(0); // free until write_slot fills it
-                self.ids.push(CompactString::default());
-                match &mut self.geoms {
-                    Geoms::Points(v) => v.push(Coord::zero()),
-                    Geoms::Shapes(v) => v.push(Point(Coord::zero()).into()),
+                self.fids.push(fid);
+                self.ids.push(CompactString::new(f.id));
+                match (&mut self.geoms, f.geometry) {
+                    (Geoms::Points(v), Geometry::Point(p)) => v.push(p.0),
+                    (Geoms::Points(v), _) => v.push(Coord::zero()),
+                    (Geoms::Shapes(v), g) => v.push(g.clone()),
                 }
-                match &mut self.world {
-                    World::Points(v) => v.push([f64::NAN; 2]),
-                    World::Shapes(v) => v.push(WorldShape::default()),
+                for (col, v) in self.columns.iter_mut().zip(f.values) {
+                    col.push(*v);
                 }
-                for col in &mut self.columns {
-                    col.push(&crate::model::Value::Null);
+                match (&mut self.world, f.geometry) {
+                    (World::Points(v), Geometry::Point(p)) => {
+                        v.push(to_world(p.0).unwrap_or([f64::NAN; 2]))
+                    }
+                    (World::Points(v), _) => v.push([f64::NAN; 2]),
+                    (World::Shapes(v), g) => v.push(WorldShape::new(g)),
                 }
-                self.write_slot(slot, fid, f);
+                self.index_derived(slot);
                 slot
             }
         };
-        let hash = self.hash_id(&f.id);
+        let hash = self.hash_id(f.id);
         let (ids, hasher) = (&self.ids, &self.hasher);
         self.by_id
             .insert_unique(hash, slot, |&s| hasher.hash_one(ids[s as usize].as_str()));
@@ -379,20 +409,20 @@ impl LayerIndex {
     }
 
     /// Overwrites a slot's content, keeping the length total and the pyramid right.
-    fn write_slot(&mut self, slot: u32, fid: i64, f: &Feature) {
+    fn write_slot(&mut self, slot: u32, fid: i64, f: &FeatureRef<'_>) {
         let s = slot as usize;
         self.unindex_derived(slot);
         self.fids[s] = fid;
-        self.ids[s] = CompactString::new(&f.id);
-        match (&mut self.geoms, &f.geometry) {
+        self.ids[s] = CompactString::new(f.id);
+        match (&mut self.geoms, f.geometry) {
             (Geoms::Points(v), Geometry::Point(p)) => v[s] = p.0,
             (Geoms::Points(v), _) => v[s] = Coord::zero(),
             (Geoms::Shapes(v), g) => v[s] = g.clone(),
         }
-        for (col, v) in self.columns.iter_mut().zip(&f.values) {
-            col.set(s, v);
+        for (col, v) in self.columns.iter_mut().zip(f.values) {
+            col.set(s, *v);
         }
-        match (&mut self.world, &f.geometry) {
+        match (&mut self.world, f.geometry) {
             (World::Points(v), Geometry::Point(p)) => v[s] = to_world(p.0).unwrap_or([f64::NAN; 2]),
             (World::Points(v), _) => v[s] = [f64::NAN; 2],
             (World::Shapes(v), g) => v[s] = WorldShape::new(g),
@@ -423,14 +453,16 @@ impl LayerIndex {
         }
     }
 
-    fn overwrite(&mut self, slot: u32, fid: i64, f: &Feature) {
-        self.write_slot(slot, fid, f);
-    }
-
     /// Inserts or replaces feature `f` (stored as row `fid`). Returns the box of the
     /// geometry it replaced, if any.
     pub fn upsert(&mut self, fid: i64, f: &Feature) -> Option<Bbox> {
-        match self.slot(&f.id) {
+        let values: Vec<ValueRef<'_>> = f.values.iter().map(|v| v.as_ref()).collect();
+        let f = &FeatureRef {
+            id: &f.id,
+            geometry: &f.geometry,
+            values: &values,
+        };
+        match self.slot(f.id) {
             Some(slot) => {
                 let old = self.geometry(slot);
                 let old_bbox = old.bbox();
@@ -480,7 +512,7 @@ impl LayerIndex {
             World::Shapes(v) => v[s] = WorldShape::default(),
         }
         for col in &mut self.columns {
-            col.set(s, &crate::model::Value::Null);
+            col.set(s, ValueRef::Null);
         }
         self.free.push(slot);
         Some(bbox)

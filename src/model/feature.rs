@@ -19,6 +19,24 @@ pub struct Feature {
     pub values: Vec<Value>,
 }
 
+/// A feature as stored: `fid` is the table's integer key (stable for the feature's
+/// life, used as the MVT feature id).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredFeature {
+    pub fid: i64,
+    pub feature: Feature,
+}
+
+/// A borrowed feature, as the index takes it: bulk loads hand over rows read from
+/// SQLite without copying their text.
+#[derive(Clone, Copy, Debug)]
+pub struct FeatureRef<'a> {
+    pub id: &'a str,
+    pub geometry: &'a Geometry,
+    /// `values[i]` belongs to `layer.properties[i]`.
+    pub values: &'a [super::value::ValueRef<'a>],
+}
+
 /// A feature refused, naming the field (`id`, `geometry`, `properties.level`...).
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("field '{field}': {reason}")]

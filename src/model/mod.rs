@@ -13,7 +13,7 @@ pub mod value;
 
 pub use access::{Action, Role};
 pub use bbox::Bbox;
-pub use feature::{Feature, FieldError};
+pub use feature::{Feature, FeatureRef, FieldError, StoredFeature};
 pub use geometry::GeometryType;
 pub use layer::{LayerDef, LayerKind, PropertyDef, TileSettings, UnknownProperties};
 pub use value::{PropertyType, Value, ValueRef};

@@ -89,6 +89,17 @@ impl Value {
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }
+
+    /// Borrowed view.
+    pub fn as_ref(&self) -> ValueRef<'_> {
+        match self {
+            Value::Null => ValueRef::Null,
+            Value::Bool(b) => ValueRef::Bool(*b),
+            Value::Int(i) => ValueRef::Int(*i),
+            Value::Float(f) => ValueRef::Float(*f),
+            Value::Text(s) => ValueRef::Text(s),
+        }
+    }
 }
 
 impl fmt::Display for Value {
@@ -114,7 +125,7 @@ pub enum ValueRef<'a> {
 }
 
 impl ValueRef<'_> {
-    pub fn to_owned(self) -> Value {
+    pub fn into_owned(self) -> Value {
         match self {
             ValueRef::Null => Value::Null,
             ValueRef::Bool(b) => Value::Bool(b),

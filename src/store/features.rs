@@ -5,15 +5,11 @@ use rusqlite::{Connection, OptionalExtension, Row, ToSql, params_from_iter};
 
 use super::schema::q;
 use super::{Store, StoreError, Tx, blob, now_timestamp};
-use crate::model::{Bbox, Feature, LayerDef, PropertyType, Value};
+use crate::model::{
+    Bbox, Feature, FeatureRef, LayerDef, PropertyType, Value, ValueRef as ModelValueRef,
+};
 
-/// A feature as stored: `fid` is the table's integer key (stable for the feature's
-/// life, used as the MVT feature id).
-#[derive(Clone, Debug, PartialEq)]
-pub struct StoredFeature {
-    pub fid: i64,
-    pub feature: Feature,
-}
+pub use crate::model::StoredFeature;
 
 /// What an import's upsert did to one feature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +109,50 @@ fn row_to_feature(layer: &LayerDef, row: &Row<'_>) -> Result<StoredFeature, Stor
     })
 }
 
+/// A row read without copying: `None` when a cell holds another type than declared
+/// (the caller converts through [`row_to_feature`]).
+#[allow(clippy::type_complexity)]
+fn borrowed_row<'r>(
+    layer: &LayerDef,
+    row: &'r Row<'_>,
+) -> Result<Option<(i64, &'r str, geo_types::Geometry, Vec<ModelValueRef<'r>>)>, StoreError> {
+    let fid: i64 = row.get(0).map_err(StoreError::sqlite("reading fid"))?;
+    let bad = |reason: String| StoreError::BadRow {
+        layer: layer.name.clone(),
+        fid,
+        reason,
+    };
+    let id = match row.get_ref(1).map_err(StoreError::sqlite("reading id"))? {
+        ValueRef::Text(t) => std::str::from_utf8(t).map_err(|_| bad("id is not UTF-8".into()))?,
+        _ => return Ok(None),
+    };
+    let geometry = match row.get_ref(2).map_err(StoreError::sqlite("reading geom"))? {
+        ValueRef::Blob(b) => blob::decode(b).map_err(|e| bad(format!("geom: {e}")))?,
+        other => return Err(bad(format!("geom is {:?}, not a blob", other.data_type()))),
+    };
+    let mut values = Vec::with_capacity(layer.properties.len());
+    for (i, p) in layer.properties.iter().enumerate() {
+        let v = row
+            .get_ref(3 + i)
+            .map_err(StoreError::sqlite("reading a property"))?;
+        values.push(match (v, p.ty) {
+            (ValueRef::Null, _) => ModelValueRef::Null,
+            (ValueRef::Integer(i), PropertyType::Integer) => ModelValueRef::Int(i),
+            (ValueRef::Integer(i), PropertyType::Boolean) => ModelValueRef::Bool(i != 0),
+            (ValueRef::Real(f), PropertyType::Float) if f.is_finite() => ModelValueRef::Float(f),
+            (
+                ValueRef::Text(t),
+                PropertyType::String | PropertyType::Date | PropertyType::DateTime,
+            ) => ModelValueRef::Text(
+                std::str::from_utf8(t)
+                    .map_err(|_| bad(format!("{}: text is not UTF-8", p.name)))?,
+            ),
+            _ => return Ok(None),
+        });
+    }
+    Ok(Some((fid, id, geometry, values)))
+}
+
 fn get_by_id(
     conn: &Connection,
     layer: &LayerDef,
@@ -142,12 +182,13 @@ fn get_by_id(
 impl Store {
     /// Streams every feature of a layer, in fid order, over `conn` (from
     /// [`Store::open_reader`]) inside one read transaction, so the rows are a consistent
-    /// snapshot. `f` sees each feature once.
-    pub fn load_layer(
+    /// snapshot. `f` sees each feature once, borrowed from SQLite's row buffer: text is
+    /// not copied (millions of sensors load in seconds).
+    pub fn scan_layer(
         &self,
         conn: &mut Connection,
         layer: &LayerDef,
-        mut f: impl FnMut(StoredFeature),
+        mut f: impl FnMut(i64, FeatureRef<'_>),
     ) -> Result<(), StoreError> {
         let tx = conn
             .transaction()
@@ -168,10 +209,52 @@ impl Store {
                 .next()
                 .map_err(|e| self.corrupt_or(e, "reading", layer))?
             {
-                f(row_to_feature(layer, row)?);
+                match borrowed_row(layer, row)? {
+                    Some((fid, id, geometry, values)) => f(
+                        fid,
+                        FeatureRef {
+                            id,
+                            geometry: &geometry,
+                            values: &values,
+                        },
+                    ),
+                    None => {
+                        // Cells another tool stored in another type: convert, owned.
+                        let sf = row_to_feature(layer, row)?;
+                        let values: Vec<ModelValueRef<'_>> =
+                            sf.feature.values.iter().map(|v| v.as_ref()).collect();
+                        f(
+                            sf.fid,
+                            FeatureRef {
+                                id: &sf.feature.id,
+                                geometry: &sf.feature.geometry,
+                                values: &values,
+                            },
+                        );
+                    }
+                }
             }
         }
         tx.finish().map_err(StoreError::sqlite("ending a read"))
+    }
+
+    /// Like [`Store::scan_layer`], with owned features.
+    pub fn load_layer(
+        &self,
+        conn: &mut Connection,
+        layer: &LayerDef,
+        mut f: impl FnMut(StoredFeature),
+    ) -> Result<(), StoreError> {
+        self.scan_layer(conn, layer, |fid, r| {
+            f(StoredFeature {
+                fid,
+                feature: Feature {
+                    id: r.id.to_string(),
+                    geometry: r.geometry.clone(),
+                    values: r.values.iter().map(|v| v.into_owned()).collect(),
+                },
+            })
+        })
     }
 
     fn corrupt_or(&self, e: rusqlite::Error, doing: &str, layer: &LayerDef) -> StoreError {
