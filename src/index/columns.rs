@@ -90,6 +90,20 @@ pub enum Column {
 }
 
 impl Column {
+    /// Reorders the slots: new slot `i` takes old slot `perm[i]`.
+    pub fn permute(&mut self, perm: &[u32]) {
+        fn apply<T: Copy>(v: &mut Vec<T>, perm: &[u32]) {
+            let old = std::mem::take(v);
+            *v = perm.iter().map(|&o| old[o as usize]).collect();
+        }
+        match self {
+            Column::Int(v) => apply(v, perm),
+            Column::Float(v) => apply(v, perm),
+            Column::Bool(v) => apply(v, perm),
+            Column::Text { cells, .. } => apply(cells, perm),
+        }
+    }
+
     /// Room for `n` more slots.
     pub fn reserve(&mut self, n: usize) {
         match self {
@@ -109,6 +123,18 @@ impl Column {
                 cells: Vec::new(),
                 strings: Interner::default(),
             },
+        }
+    }
+
+    /// A text cell's interned symbol and string (`None` for other columns and nulls):
+    /// equal symbols are equal strings, so tiles can share values without hashing text.
+    pub fn symbol(&self, slot: usize) -> Option<(u32, &str)> {
+        match self {
+            Column::Text { cells, strings } => {
+                let sym = cells[slot];
+                strings.get(sym).map(|s| (sym, s))
+            }
+            _ => None,
         }
     }
 

@@ -20,9 +20,10 @@ use hashbrown::HashMap;
 pub const MAX_LAT: f64 = 85.051_128_779_806_59;
 
 /// Deepest pyramid level kept. Levels hold at most one cell per tile of that zoom with
-/// points; level 16 (cells of ~600 m) keeps memory small even for millions of points,
-/// and serves cluster tiles up to zoom 10. Deeper zooms bin their points per request.
-pub const PYRAMID_MAX_LEVEL: u8 = 16;
+/// points; level 18 (cells of ~150 m at Chongqing's latitude) serves cluster tiles up to
+/// zoom 12 at a memory cost well below the points' own (measured at city scale).
+/// Deeper zooms bin their points per request.
+pub const PYRAMID_MAX_LEVEL: u8 = 18;
 
 /// Rank classes a cluster cell counts (positions in the rank property's allowed values).
 pub const MAX_RANKS: usize = 8;
@@ -83,6 +84,8 @@ pub struct WorldShape {
     /// ends (always kept).
     pub importance: Vec<f32>,
     pub parts: Vec<Part>,
+    /// `[min_x, min_y, max_x, max_y]` of `xy`.
+    pub bbox: [f64; 4],
 }
 
 impl WorldShape {
@@ -112,6 +115,22 @@ impl WorldShape {
             Geometry::MultiPolygon(m) => m.0.iter().for_each(|p| polygon(p, &mut s)),
             _ => {}
         }
+        s.bbox = s.xy.iter().fold(
+            [
+                f64::INFINITY,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                f64::NEG_INFINITY,
+            ],
+            |b, p| {
+                [
+                    b[0].min(p[0]),
+                    b[1].min(p[1]),
+                    b[2].max(p[0]),
+                    b[3].max(p[1]),
+                ]
+            },
+        );
         s
     }
 
@@ -172,21 +191,27 @@ pub fn douglas_peucker_importance(xy: &[[f64; 2]], imp: &mut [f32]) {
     }
 }
 
-/// One pyramid cell.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// One pyramid cell: 32 bytes, so millions of sensors cost little. Rank counts are
+/// boxed, allocated only in layers that rank their points.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Cell {
     pub count: u32,
-    pub ranks: [u32; MAX_RANKS],
-    pub sum: [f64; 2],
     /// A slot inside the cell, or `u32::MAX` when unknown (after its removal). Used to
     /// show a single point as itself rather than as a cluster of one.
     pub rep: u32,
+    pub sum: [f64; 2],
+    pub ranks: Option<Box<[u32; MAX_RANKS]>>,
 }
 
 impl Cell {
     /// The most severe rank present (lowest position), if ranks are counted.
     pub fn top_rank(&self) -> Option<usize> {
-        self.ranks.iter().position(|&n| n > 0)
+        self.ranks.as_ref()?.iter().position(|&n| n > 0)
+    }
+
+    /// Counts per rank (zeros when the layer ranks nothing).
+    pub fn rank_counts(&self) -> [u32; MAX_RANKS] {
+        self.ranks.as_deref().copied().unwrap_or_default()
     }
 
     pub fn centroid(&self) -> [f64; 2] {
@@ -241,7 +266,7 @@ impl Pyramid {
                 c.sum[0] += w[0];
                 c.sum[1] += w[1];
                 if let Some(r) = rank {
-                    c.ranks[r] += 1;
+                    c.ranks.get_or_insert_with(Box::default)[r] += 1;
                 }
                 if c.rep == u32::MAX {
                     c.rep = slot;
@@ -254,8 +279,8 @@ impl Pyramid {
                 }
                 c.sum[0] -= w[0];
                 c.sum[1] -= w[1];
-                if let Some(r) = rank {
-                    c.ranks[r] = c.ranks[r].saturating_sub(1);
+                if let (Some(r), Some(ranks)) = (rank, c.ranks.as_mut()) {
+                    ranks[r] = ranks[r].saturating_sub(1);
                 }
                 if c.rep == slot {
                     c.rep = u32::MAX;
@@ -266,7 +291,7 @@ impl Pyramid {
 
     /// Builds the pyramid for many points at once: the deepest level point by point,
     /// every level above from the one below (far fewer cells than points).
-    pub fn build(points: Vec<([f64; 2], Option<usize>, u32)>) -> Pyramid {
+    pub fn build(points: impl IntoIterator<Item = ([f64; 2], Option<usize>, u32)>) -> Pyramid {
         let mut levels: Vec<HashMap<u64, Cell>> =
             (0..=PYRAMID_MAX_LEVEL).map(|_| HashMap::new()).collect();
         let deepest = &mut levels[PYRAMID_MAX_LEVEL as usize];
@@ -280,7 +305,7 @@ impl Pyramid {
             c.sum[0] += w[0];
             c.sum[1] += w[1];
             if let Some(r) = rank {
-                c.ranks[r] += 1;
+                c.ranks.get_or_insert_with(Box::default)[r] += 1;
             }
         }
         for l in (0..PYRAMID_MAX_LEVEL as usize).rev() {
@@ -297,8 +322,11 @@ impl Pyramid {
                 p.count += child.count;
                 p.sum[0] += child.sum[0];
                 p.sum[1] += child.sum[1];
-                for (a, b) in p.ranks.iter_mut().zip(child.ranks) {
-                    *a += b;
+                if let Some(cr) = &child.ranks {
+                    let pr = p.ranks.get_or_insert_with(Box::default);
+                    for (a, b) in pr.iter_mut().zip(cr.iter()) {
+                        *a += b;
+                    }
                 }
             }
         }
@@ -317,7 +345,14 @@ impl Pyramid {
     /// Cells (with their level coordinates) of the `2^d x 2^d` children of tile
     /// `(z, x, y)` at level `z + d`, for `z + d <= PYRAMID_MAX_LEVEL`. Iterates the
     /// level's cells when that is cheaper than probing every child.
-    pub fn children(&self, z: u8, x: u32, y: u32, d: u8, mut visit: impl FnMut(u32, u32, &Cell)) {
+    pub fn children<'s>(
+        &'s self,
+        z: u8,
+        x: u32,
+        y: u32,
+        d: u8,
+        mut visit: impl FnMut(u32, u32, &'s Cell),
+    ) {
         let l = z + d;
         let Some(level) = self.levels.get(l as usize) else {
             return;
@@ -446,8 +481,12 @@ mod tests {
         for l in 0..=PYRAMID_MAX_LEVEL as usize {
             assert_eq!(live.levels[l].len(), bulk.levels[l].len(), "level {l}");
             for (k, c) in &live.levels[l] {
-                let b = bulk.levels[l][k];
-                assert_eq!((c.count, c.ranks), (b.count, b.ranks), "level {l}");
+                let b = &bulk.levels[l][k];
+                assert_eq!(
+                    (c.count, c.rank_counts()),
+                    (b.count, b.rank_counts()),
+                    "level {l}"
+                );
                 assert!((c.sum[0] - b.sum[0]).abs() < 1e-9 && (c.sum[1] - b.sum[1]).abs() < 1e-9);
             }
         }

@@ -158,6 +158,28 @@ impl LayerState {
     }
 }
 
+/// An entry of [`LayerIndex::importance_order`].
+#[derive(Clone, Copy, Debug)]
+pub struct Ranked {
+    pub slot: u32,
+    /// World bounds `[min_x, min_y, max_x, max_y]`.
+    pub bbox: [f64; 4],
+}
+
+/// Interleaves the bits of `x` and `y` (x in the even bits).
+fn morton(x: u32, y: u32) -> u64 {
+    fn spread(v: u32) -> u64 {
+        let mut v = v as u64;
+        v = (v | (v << 16)) & 0x0000_FFFF_0000_FFFF;
+        v = (v | (v << 8)) & 0x00FF_00FF_00FF_00FF;
+        v = (v | (v << 4)) & 0x0F0F_0F0F_0F0F_0F0F;
+        v = (v | (v << 2)) & 0x3333_3333_3333_3333;
+        v = (v | (v << 1)) & 0x5555_5555_5555_5555;
+        v
+    }
+    spread(x) | (spread(y) << 1)
+}
+
 /// One layer's index.
 pub struct LayerIndex {
     layer: Arc<LayerDef>,
@@ -176,6 +198,9 @@ pub struct LayerIndex {
     world: World,
     /// Count pyramid of a point layer (clusters in tiles).
     pyramid: Option<Pyramid>,
+    /// Slots of a layer with an importance property, most important first (fid
+    /// breaking ties); rebuilt on first use after an edit.
+    importance_order: parking_lot::Mutex<Option<Arc<Vec<Ranked>>>>,
 }
 
 /// World coordinates by slot: points (`NaN` beyond the Mercator latitude limit), or
@@ -202,6 +227,7 @@ impl LayerIndex {
         LayerIndex {
             world,
             pyramid,
+            importance_order: parking_lot::Mutex::new(None),
             layer,
             tree: RTree::new(),
             fids: Vec::new(),
@@ -230,36 +256,93 @@ impl LayerIndex {
         index.reserve(expected);
         // The pyramid is built once at the end, not point by point.
         let pyramid = index.pyramid.take();
-        let mut entries = Vec::with_capacity(expected);
         load(&mut |fid, f| {
             debug_assert!(index.slot(f.id).is_none(), "duplicate id {}", f.id);
-            let slot = index.allocate(fid, &f);
-            entries.push(Entry {
-                env: AABB::from_point([0.0, 0.0]),
-                slot,
-            });
+            index.allocate(fid, &f);
         })?;
-        // Entries of overwritten slots may be stale: recompute them all from the slots.
-        for e in &mut entries {
-            e.env = envelope(index.geometry(e.slot));
-        }
+        index.reorder_spatially();
+        let entries: Vec<Entry> = (0..index.fids.len() as u32)
+            .map(|slot| Entry {
+                env: envelope(index.geometry(slot)),
+                slot,
+            })
+            .collect();
         let t1 = t0.elapsed();
         index.tree = RTree::bulk_load(entries);
         let t2 = t0.elapsed();
         if pyramid.is_some() {
-            let points: Vec<([f64; 2], Option<usize>, u32)> = index
-                .tree
-                .iter()
-                .filter_map(|e| {
-                    index
-                        .world_point(e.slot)
-                        .map(|w| (w, index.rank(e.slot), e.slot))
-                })
-                .collect();
-            index.pyramid = Some(Pyramid::build(points));
+            let points = (0..index.fids.len() as u32)
+                .filter_map(|s| index.world_point(s).map(|w| (w, index.rank(s), s)));
+            let built = Pyramid::build(points);
+            index.pyramid = Some(built);
         }
         tracing::debug!(layer = %index.layer.name, rows_ms = t1.as_millis() as u64, rtree_ms = (t2 - t1).as_millis() as u64, pyramid_ms = (t0.elapsed() - t2).as_millis() as u64, "index built");
         Ok(index)
+    }
+
+    /// Renumbers the slots along a Morton (Z-order) curve of their world position, so
+    /// features close on the map are close in memory: a tile touches a few runs of
+    /// memory instead of a scattered slot per point (rows come in fid order, which is
+    /// import order, spatially random for sensors). Only for a freshly built index
+    /// without free slots.
+    fn reorder_spatially(&mut self) {
+        let n = self.fids.len();
+        if n < 2 || !self.free.is_empty() {
+            return;
+        }
+        let key = |slot: usize| -> u64 {
+            let w = match &self.world {
+                World::Points(v) => v[slot],
+                World::Shapes(v) => v[slot].xy.first().copied().unwrap_or([0.0, 0.0]),
+            };
+            let q = |t: f64| {
+                if t.is_finite() {
+                    (t.clamp(0.0, 1.0) * u32::MAX as f64) as u32
+                } else {
+                    u32::MAX
+                }
+            };
+            morton(q(w[0]), q(w[1]))
+        };
+        let mut order: Vec<(u64, u32)> = (0..n).map(|s| (key(s), s as u32)).collect();
+        order.sort_unstable();
+        let perm: Vec<u32> = order.into_iter().map(|(_, s)| s).collect();
+        fn permute<T: Default>(v: &mut Vec<T>, perm: &[u32]) {
+            let mut old = std::mem::take(v);
+            *v = perm
+                .iter()
+                .map(|&o| std::mem::take(&mut old[o as usize]))
+                .collect();
+        }
+        permute(&mut self.fids, &perm);
+        permute(&mut self.ids, &perm);
+        match &mut self.geoms {
+            Geoms::Points(v) => permute(v, &perm),
+            Geoms::Shapes(v) => {
+                let mut old = std::mem::take(v);
+                *v = perm
+                    .iter()
+                    .map(|&o| std::mem::replace(&mut old[o as usize], Point(Coord::zero()).into()))
+                    .collect();
+            }
+        }
+        match &mut self.world {
+            World::Points(v) => {
+                let old = std::mem::take(v);
+                *v = perm.iter().map(|&o| old[o as usize]).collect();
+            }
+            World::Shapes(v) => permute(v, &perm),
+        }
+        for c in &mut self.columns {
+            c.permute(&perm);
+        }
+        self.by_id.clear();
+        for slot in 0..n as u32 {
+            let hash = self.hasher.hash_one(self.ids[slot as usize].as_str());
+            let (ids, hasher) = (&self.ids, &self.hasher);
+            self.by_id
+                .insert_unique(hash, slot, |&s| hasher.hash_one(ids[s as usize].as_str()));
+        }
     }
 
     /// Room for `n` more features without reallocating.
@@ -344,6 +427,16 @@ impl LayerIndex {
     /// Value of property number `prop` (the layer's declaration order).
     pub fn value(&self, slot: u32, prop: usize) -> ValueRef<'_> {
         self.columns[prop].get(slot as usize)
+    }
+
+    /// A text property's interned symbol and value (see [`Column::symbol`]).
+    pub fn text_symbol(&self, slot: u32, prop: usize) -> Option<(u32, &str)> {
+        self.columns[prop].symbol(slot as usize)
+    }
+
+    /// Whether property `prop` is held as interned text.
+    pub fn is_text(&self, prop: usize) -> bool {
+        matches!(self.columns[prop], Column::Text { .. })
     }
 
     /// The whole feature, copied out.
@@ -432,6 +525,7 @@ impl LayerIndex {
 
     /// Adds the slot's current content to the totals and the pyramid.
     fn index_derived(&mut self, slot: u32) {
+        *self.importance_order.get_mut() = None;
         self.length_m += geodesic_length_m(self.geometry(slot));
         if let (Some(w), rank) = (self.world_point(slot), self.rank(slot)) {
             if let Some(p) = &mut self.pyramid {
@@ -442,6 +536,7 @@ impl LayerIndex {
 
     /// Takes the slot's current content out of the totals and the pyramid.
     fn unindex_derived(&mut self, slot: u32) {
+        *self.importance_order.get_mut() = None;
         if self.fids[slot as usize] == 0 {
             return; // a free slot holds nothing
         }
@@ -550,6 +645,35 @@ impl LayerIndex {
         }
     }
 
+    /// Live line and polygon features by decreasing importance (then fid), with their
+    /// world bounds inline: tiles over large areas walk this in order, testing bounds
+    /// as they go, instead of querying and sorting. Rebuilt on first use after an edit.
+    pub fn importance_order(&self) -> Arc<Vec<Ranked>> {
+        let mut cached = self.importance_order.lock();
+        if let Some(o) = &*cached {
+            return o.clone();
+        }
+        let mut keyed: Vec<(f64, i64, Ranked)> = self
+            .slots()
+            .filter_map(|s| {
+                self.world_shape(s).map(|w| {
+                    (
+                        self.importance(s),
+                        self.fid(s),
+                        Ranked {
+                            slot: s,
+                            bbox: w.bbox,
+                        },
+                    )
+                })
+            })
+            .collect();
+        keyed.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let order = Arc::new(keyed.into_iter().map(|k| k.2).collect::<Vec<Ranked>>());
+        *cached = Some(order.clone());
+        order
+    }
+
     /// The slot's importance for tile budgets (the layer's importance property; 0 when
     /// absent).
     pub fn importance(&self, slot: u32) -> f64 {
@@ -569,6 +693,15 @@ impl LayerIndex {
             if exact_by_envelope || geometry_intersects_bbox(self.geometry(e.slot), b) {
                 visit(e.slot);
             }
+        }
+    }
+
+    /// Calls `visit` with every slot whose envelope meets the closed box (a superset of
+    /// [`LayerIndex::for_each_in_bbox`], for callers that test geometry themselves).
+    pub fn for_each_envelope_in_bbox(&self, b: &Bbox, mut visit: impl FnMut(u32)) {
+        let env = AABB::from_corners([b.min_lon, b.min_lat], [b.max_lon, b.max_lat]);
+        for e in self.tree.locate_in_envelope_intersecting(&env) {
+            visit(e.slot);
         }
     }
 

@@ -321,11 +321,6 @@ fn open_connection(path: &Path, write: bool) -> Result<Connection, StoreError> {
     // survives power loss. Set on every connection: it is per connection.
     conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
         .map_err(open_err)?;
-    if !write {
-        // Readers map the file: bulk loads read pages without copying them.
-        conn.execute_batch("PRAGMA mmap_size = 2147483648;")
-            .map_err(open_err)?;
-    }
     conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }

@@ -54,42 +54,62 @@ fn lerp(a: [f64; 2], b: [f64; 2], t: f64) -> [f64; 2] {
 
 /// Clips a line; returns its parts inside the box (each of two or more points).
 pub fn clip_line(pts: &[[f64; 2]], bx: &ClipBox, out: &mut Vec<Vec<[f64; 2]>>) {
+    let (mut flat, mut parts) = (Vec::new(), Vec::new());
+    clip_line_into(pts, bx, &mut flat, &mut parts);
+    out.extend(parts.into_iter().map(|r| flat[r].to_vec()));
+}
+
+/// Clips a line into reused buffers: the parts' points go into `points`, their ranges
+/// into `parts` (both cleared first). The hot path of tile drawing: no allocation per
+/// part.
+pub fn clip_line_into(
+    pts: &[[f64; 2]],
+    bx: &ClipBox,
+    points: &mut Vec<[f64; 2]>,
+    parts: &mut Vec<std::ops::Range<usize>>,
+) {
+    points.clear();
+    parts.clear();
     if pts.len() == 1 {
         if bx.contains(pts[0]) {
-            out.push(vec![pts[0]]);
+            points.push(pts[0]);
+            parts.push(0..1);
         }
         return;
     }
-    let mut current: Vec<[f64; 2]> = Vec::new();
+    // Start of the part being built in `points`, if one is open.
+    let mut open: Option<usize> = None;
+    let close = |open: &mut Option<usize>,
+                 points: &mut Vec<[f64; 2]>,
+                 parts: &mut Vec<std::ops::Range<usize>>| {
+        if let Some(start) = open.take() {
+            if points.len() - start >= 2 {
+                parts.push(start..points.len());
+            } else {
+                points.truncate(start);
+            }
+        }
+    };
     for w in pts.windows(2) {
         let (a, b) = (w[0], w[1]);
         match liang_barsky(a, b, bx) {
-            None => {
-                if current.len() >= 2 {
-                    out.push(std::mem::take(&mut current));
-                }
-                current.clear();
-            }
+            None => close(&mut open, points, parts),
             Some((t0, t1)) => {
                 let start = if t0 > 0.0 { lerp(a, b, t0) } else { a };
                 let end = if t1 < 1.0 { lerp(a, b, t1) } else { b };
-                if current.is_empty() || t0 > 0.0 {
-                    if current.len() >= 2 {
-                        out.push(std::mem::take(&mut current));
-                    }
-                    current.clear();
-                    current.push(start);
+                if open.is_none() || t0 > 0.0 {
+                    close(&mut open, points, parts);
+                    open = Some(points.len());
+                    points.push(start);
                 }
-                current.push(end);
+                points.push(end);
                 if t1 < 1.0 {
-                    out.push(std::mem::take(&mut current));
+                    close(&mut open, points, parts);
                 }
             }
         }
     }
-    if current.len() >= 2 {
-        out.push(current);
-    }
+    close(&mut open, points, parts);
 }
 
 /// Clips a closed ring (first point = last); returns the clipped ring, closed, or an

@@ -118,13 +118,17 @@ impl GeomBuf {
     }
 }
 
-/// One layer being written.
+/// One layer being written. Keys are numbered by the caller (`key_names[i]` is key
+/// `i`) and enter the layer's key table on first use.
 pub struct LayerWriter<'a> {
     name: &'a str,
+    key_names: &'a [&'a str],
+    /// Layer key index of each caller key, `u32::MAX` until used.
+    key_slots: Vec<u32>,
     keys: Vec<&'a str>,
-    key_index: HashMap<&'a str, u32>,
     values: Vec<u8>,
     value_index: HashMap<ValueKey<'a>, u32>,
+    symbol_index: HashMap<u64, u32>,
     value_count: u32,
     keys_len: usize,
     features: Vec<u8>,
@@ -133,17 +137,30 @@ pub struct LayerWriter<'a> {
     tags: Vec<u32>,
 }
 
+/// How a tag's value is shared between features.
+#[derive(Clone, Copy, Debug)]
+enum Share {
+    /// Looked up by value (numbers, and text without a symbol).
+    ByValue,
+    /// Looked up by a caller's symbol (interned text: no string hashing).
+    BySymbol(u64),
+    /// Never shared (ids: unique per feature).
+    Never,
+}
+
 impl<'a> LayerWriter<'a> {
-    pub fn new(name: &'a str) -> Self {
+    pub fn new(name: &'a str, key_names: &'a [&'a str]) -> Self {
         LayerWriter {
             name,
+            key_names,
+            key_slots: vec![u32::MAX; key_names.len()],
             keys: Vec::new(),
-            key_index: HashMap::new(),
             values: Vec::new(),
             value_index: HashMap::new(),
+            symbol_index: HashMap::new(),
             value_count: 0,
             keys_len: 0,
-            features: Vec::new(),
+            features: Vec::with_capacity(16 * 1024),
             feature_count: 0,
             scratch: Vec::new(),
             tags: Vec::new(),
@@ -159,59 +176,91 @@ impl<'a> LayerWriter<'a> {
         self.tags.clear();
     }
 
-    /// Adds a tag to the next feature.
-    pub fn tag(&mut self, key: &'a str, value: MvtValue<'a>) {
-        let k = match self.key_index.get(key) {
-            Some(&k) => k,
-            None => {
-                let k = self.keys.len() as u32;
-                self.keys.push(key);
-                self.key_index.insert(key, k);
-                self.keys_len += 1 + varint_len(key.len() as u64) + key.len();
-                k
+    fn key(&mut self, key: usize) -> u32 {
+        let k = self.key_slots[key];
+        if k != u32::MAX {
+            return k;
+        }
+        let name = self.key_names[key];
+        let k = self.keys.len() as u32;
+        self.keys.push(name);
+        self.key_slots[key] = k;
+        self.keys_len += 1 + varint_len(name.len() as u64) + name.len();
+        k
+    }
+
+    fn new_value(&mut self, value: MvtValue<'_>) -> u32 {
+        let v = self.value_count;
+        self.value_count += 1;
+        // A Value message of one field, inside layer field 4.
+        let (tag, body_len) = match value {
+            MvtValue::Str(s) => (0x0a, 1 + varint_len(s.len() as u64) + s.len()),
+            MvtValue::Double(_) => (0x19, 9),
+            MvtValue::Int(i) => (0x20, 1 + varint_len(i as u64)),
+            MvtValue::Bool(_) => (0x38, 2),
+        };
+        self.values.push(0x22);
+        put_varint(&mut self.values, body_len as u64);
+        self.values.push(tag);
+        match value {
+            MvtValue::Str(s) => {
+                put_varint(&mut self.values, s.len() as u64);
+                self.values.extend_from_slice(s.as_bytes());
             }
-        };
-        let vk = match value {
-            MvtValue::Str(s) => ValueKey::Str(s),
-            MvtValue::Int(i) => ValueKey::Int(i),
-            MvtValue::Double(d) => ValueKey::Double(d.to_bits()),
-            MvtValue::Bool(b) => ValueKey::Bool(b),
-        };
-        let v = match self.value_index.get(&vk) {
-            Some(&v) => v,
-            None => {
-                let v = self.value_count;
-                self.value_count += 1;
-                self.value_index.insert(vk, v);
-                // Value message: one field.
-                let mut msg = Vec::with_capacity(16);
-                match value {
-                    MvtValue::Str(s) => {
-                        msg.push(0x0a); // field 1, length-delimited
-                        put_varint(&mut msg, s.len() as u64);
-                        msg.extend_from_slice(s.as_bytes());
-                    }
-                    MvtValue::Double(d) => {
-                        msg.push(0x19); // field 3, 64-bit
-                        msg.extend_from_slice(&d.to_le_bytes());
-                    }
-                    MvtValue::Int(i) => {
-                        msg.push(0x20); // field 4, varint (int64)
-                        put_varint(&mut msg, i as u64);
-                    }
-                    MvtValue::Bool(b) => {
-                        msg.push(0x38); // field 7, varint
-                        msg.push(b as u8);
+            MvtValue::Double(d) => self.values.extend_from_slice(&d.to_le_bytes()),
+            MvtValue::Int(i) => put_varint(&mut self.values, i as u64),
+            MvtValue::Bool(b) => self.values.push(b as u8),
+        }
+        v
+    }
+
+    fn push_tag(&mut self, key: usize, value: MvtValue<'a>, share: Share) {
+        let k = self.key(key);
+        let v = match share {
+            Share::Never => self.new_value(value),
+            Share::BySymbol(sym) => match self.symbol_index.get(&sym) {
+                Some(&v) => v,
+                None => {
+                    let v = self.new_value(value);
+                    self.symbol_index.insert(sym, v);
+                    v
+                }
+            },
+            Share::ByValue => {
+                let vk = match value {
+                    MvtValue::Str(s) => ValueKey::Str(s),
+                    MvtValue::Int(i) => ValueKey::Int(i),
+                    MvtValue::Double(d) => ValueKey::Double(d.to_bits()),
+                    MvtValue::Bool(b) => ValueKey::Bool(b),
+                };
+                match self.value_index.get(&vk) {
+                    Some(&v) => v,
+                    None => {
+                        let v = self.new_value(value);
+                        self.value_index.insert(vk, v);
+                        v
                     }
                 }
-                self.values.push(0x22); // layer field 4, length-delimited
-                put_varint(&mut self.values, msg.len() as u64);
-                self.values.extend_from_slice(&msg);
-                v
             }
         };
         self.tags.push(k);
         self.tags.push(v);
+    }
+
+    /// Adds a tag (key number `key`) to the next feature, sharing equal values.
+    pub fn tag(&mut self, key: usize, value: MvtValue<'a>) {
+        self.push_tag(key, value, Share::ByValue);
+    }
+
+    /// Adds a text tag whose value the caller identifies by `symbol` (interned text:
+    /// equal symbols are equal strings). Symbols must be unique across keys.
+    pub fn tag_symbol(&mut self, key: usize, symbol: u64, value: &'a str) {
+        self.push_tag(key, MvtValue::Str(value), Share::BySymbol(symbol));
+    }
+
+    /// Adds a tag whose value no other feature shares (an id).
+    pub fn tag_unique(&mut self, key: usize, value: MvtValue<'a>) {
+        self.push_tag(key, value, Share::Never);
     }
 
     /// The layer's encoded size now, in bytes (as it would appear inside the tile).
@@ -227,29 +276,16 @@ impl<'a> LayerWriter<'a> {
         1 + varint_len(EXTENT as u64)
     }
 
-    /// The size a feature would add (for budgets), without adding it.
-    pub fn feature_size(&self, id: Option<u64>, geom: &GeomBuf) -> usize {
-        let len = self.feature_body_len(id, geom);
-        1 + varint_len(len as u64) + len
-    }
-
-    fn feature_body_len(&self, id: Option<u64>, geom: &GeomBuf) -> usize {
-        let tags: usize = self.tags.iter().map(|&t| varint_len(t as u64)).sum();
-        let cmds: usize = geom.cmds.iter().map(|&c| varint_len(c as u64)).sum();
-        id.map_or(0, |i| 1 + varint_len(i))
-            + if tags > 0 {
-                1 + varint_len(tags as u64) + tags
-            } else {
-                0
-            }
-            + 2
-            + 1
-            + varint_len(cmds as u64)
-            + cmds
-    }
-
-    /// Appends a feature with the current tags.
-    pub fn add_feature(&mut self, id: Option<u64>, ty: GeomType, geom: &GeomBuf) {
+    /// Appends a feature with the current tags if the layer stays within `budget`
+    /// bytes; false (nothing added) otherwise.
+    pub fn add_feature(
+        &mut self,
+        id: Option<u64>,
+        ty: GeomType,
+        geom: &GeomBuf,
+        budget: usize,
+    ) -> bool {
+        let size = self.size();
         let s = &mut self.scratch;
         s.clear();
         if let Some(id) = id {
@@ -272,10 +308,15 @@ impl<'a> LayerWriter<'a> {
         for &c in &geom.cmds {
             put_varint(s, c as u64);
         }
+        let add = 1 + varint_len(s.len() as u64) + s.len();
+        if size + add > budget {
+            return false;
+        }
         self.features.push(0x12); // layer field 2
         put_varint(&mut self.features, s.len() as u64);
         self.features.extend_from_slice(s);
         self.feature_count += 1;
+        true
     }
 
     /// Writes the layer (if it has features) into the tile buffer.
@@ -283,6 +324,7 @@ impl<'a> LayerWriter<'a> {
         if self.feature_count == 0 {
             return;
         }
+        tile.reserve(self.size());
         tile.push(0x1a); // tile field 3
         put_varint(tile, self.body_len() as u64);
         tile.push(0x78); // version (field 15)
@@ -308,22 +350,24 @@ mod tests {
 
     #[test]
     fn sizes_are_exact() {
-        let mut l = LayerWriter::new("risk_points");
+        const KEYS: [&str; 3] = ["id", "level", "count"];
+        let mut l = LayerWriter::new("risk_points", &KEYS);
         let mut g = GeomBuf::default();
         for i in 0..300 {
             g.clear();
             g.points(&[(i * 13, 4095 - i)]);
             l.clear_tags();
-            l.tag("id", MvtValue::Str("R000001"));
-            l.tag("level", MvtValue::Str(["I", "II"][i as usize % 2]));
-            l.tag("count", MvtValue::Int(i as i64 * 1000));
-            let before = l.size();
-            let add = l.feature_size(Some(i as u64 + 1), &g);
-            l.add_feature(Some(i as u64 + 1), GeomType::Point, &g);
-            // Adding a feature grows the layer by its size plus new keys/values.
-            assert!(l.size() >= before + add);
+            l.tag_unique(0, MvtValue::Str("R000001"));
+            l.tag_symbol(1, i as u64 % 2, ["I", "II"][i as usize % 2]);
+            l.tag(2, MvtValue::Int(i as i64 * 1000));
+            assert!(l.add_feature(Some(i as u64 + 1), GeomType::Point, &g, usize::MAX));
         }
         let size = l.size();
+        assert!(
+            !l.add_feature(Some(1), GeomType::Point, &g, size + 3),
+            "over budget: refused"
+        );
+        assert_eq!(l.size(), size, "a refused feature leaves nothing behind");
         let mut tile = Vec::new();
         l.finish(&mut tile);
         assert_eq!(tile.len(), size);

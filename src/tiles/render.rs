@@ -17,14 +17,21 @@ use crate::config::MAX_TILE_BYTES;
 use crate::index::{LayerIndex, LayerState, PYRAMID_MAX_LEVEL, PartKind};
 use crate::model::{LayerDef, ValueRef};
 
-use super::clip::{ClipBox, clip_line, clip_ring};
+use super::clip::{ClipBox, clip_line_into, clip_ring};
 use super::coord::{EXTENT, TileCoord};
 use super::mvt::{GeomBuf, GeomType, LayerWriter, MvtValue};
 
 /// Cells per side of a cluster grid: 4096 / 64.
 const CELLS: u32 = 64;
-/// Cluster cells are tiles this many zooms below.
+/// Cluster cells are tiles this many zooms below (64-unit cells)...
 const CELL_ZOOM: u8 = 6;
+/// ...or, in crowded tiles, as few as this many (512-unit cells).
+const MIN_CELL_ZOOM: u8 = 3;
+const KEY_CLUSTER: &str = "cluster";
+const KEY_COUNT: &str = "count";
+
+/// Up to this zoom, ranked line and polygon layers walk their importance order.
+const ORDERED_SCAN_MAX_ZOOM: u8 = 12;
 
 /// What drawing one layer of one tile did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,7 +61,12 @@ pub fn render(layers: &[&LayerState], coord: TileCoord) -> Rendered {
             continue;
         }
         let idx = l.index.read();
-        let mut w = LayerWriter::new(&def.name);
+        // Key numbers: 0 the id, 1..=n the properties, then the cluster keys.
+        let keys: Vec<&str> = std::iter::once(def.id_property.as_str())
+            .chain(def.properties.iter().map(|p| p.name.as_str()))
+            .chain([KEY_CLUSTER, KEY_COUNT])
+            .collect();
+        let mut w = LayerWriter::new(&def.name, &keys);
         let left = (MAX_TILE_BYTES as usize).saturating_sub(bytes.len());
         let budget = (def.tiles.max_bytes as usize).min(left);
         let s = if def.geometry.is_point() {
@@ -79,29 +91,25 @@ pub fn render(layers: &[&LayerState], coord: TileCoord) -> Rendered {
 /// The tags of a feature: its id property and every non-null declared property.
 fn tags<'a>(w: &mut LayerWriter<'a>, def: &'a LayerDef, idx: &'a LayerIndex, slot: u32) {
     w.clear_tags();
-    w.tag(&def.id_property, MvtValue::Str(idx.id(slot)));
-    for (i, p) in def.properties.iter().enumerate() {
+    w.tag_unique(0, MvtValue::Str(idx.id(slot)));
+    for i in 0..def.properties.len() {
+        if idx.is_text(i) {
+            if let Some((sym, text)) = idx.text_symbol(slot, i) {
+                w.tag_symbol(1 + i, ((i as u64) << 32) | sym as u64, text);
+            }
+            continue;
+        }
         match idx.value(slot, i) {
-            ValueRef::Null => {}
-            ValueRef::Text(s) => w.tag(&p.name, MvtValue::Str(s)),
-            ValueRef::Int(v) => w.tag(&p.name, MvtValue::Int(v)),
-            ValueRef::Float(v) => w.tag(&p.name, MvtValue::Double(v)),
-            ValueRef::Bool(v) => w.tag(&p.name, MvtValue::Bool(v)),
+            ValueRef::Null | ValueRef::Text(_) => {}
+            ValueRef::Int(v) => w.tag(1 + i, MvtValue::Int(v)),
+            ValueRef::Float(v) => w.tag(1 + i, MvtValue::Double(v)),
+            ValueRef::Bool(v) => w.tag(1 + i, MvtValue::Bool(v)),
         }
     }
 }
 
 fn quantise(p: [f64; 2]) -> (i32, i32) {
     (p[0].round() as i32, p[1].round() as i32)
-}
-
-/// Adds the feature if the budget allows; false when it does not (the caller stops).
-fn add(w: &mut LayerWriter<'_>, id: Option<u64>, ty: GeomType, g: &GeomBuf, budget: usize) -> bool {
-    if w.size() + w.feature_size(id, g) + 64 > budget {
-        return false;
-    }
-    w.add_feature(id, ty, g);
-    true
 }
 
 /// One cluster cell being filled.
@@ -162,14 +170,15 @@ fn points<'a>(
     if n_inside > max_points {
         return binned_clusters(idx, def, coord, &cands, w, budget);
     }
-    cands.sort_unstable_by_key(|c| idx.fid(c.0));
+    // Slot order is spatial order (see index): deterministic and cache-friendly.
+    cands.sort_unstable_by_key(|c| c.0);
     let mut stats = LayerStats::default();
     let mut g = GeomBuf::default();
     for (i, &(slot, p, _)) in cands.iter().enumerate() {
         g.clear();
         g.points(&[quantise(p)]);
         tags(w, def, idx, slot);
-        if !add(w, Some(idx.fid(slot) as u64), GeomType::Point, &g, budget) {
+        if !w.add_feature(Some(idx.fid(slot) as u64), GeomType::Point, &g, budget) {
             stats.dropped_budget += cands.len() - i;
             break;
         }
@@ -200,7 +209,7 @@ fn emit_cell<'a>(
         };
         g.points(&[quantise(coord.to_tile(wp))]);
         tags(w, def, idx, slot);
-        if !add(w, Some(idx.fid(slot) as u64), GeomType::Point, g, budget) {
+        if !w.add_feature(Some(idx.fid(slot) as u64), GeomType::Point, g, budget) {
             return false;
         }
         stats.features += 1;
@@ -213,17 +222,18 @@ fn emit_cell<'a>(
         p.1.clamp(0, EXTENT as i32 - 1),
     )]);
     w.clear_tags();
-    w.tag("cluster", MvtValue::Bool(true));
-    w.tag("count", MvtValue::Int(count as i64));
+    let n = def.properties.len();
+    w.tag(1 + n, MvtValue::Bool(true));
+    w.tag(2 + n, MvtValue::Int(count as i64));
     if let Some(rank_prop) = def.tiles.cluster_rank {
         let prop = &def.properties[rank_prop];
         if let (Some(values), Some(top)) = (&prop.values, ranks.iter().position(|&n| n > 0)) {
             if let Some(v) = values.get(top) {
-                w.tag(&prop.name, MvtValue::Str(v));
+                w.tag(1 + rank_prop, MvtValue::Str(v));
             }
         }
     }
-    if !add(w, None, GeomType::Point, g, budget) {
+    if !w.add_feature(None, GeomType::Point, g, budget) {
         return false;
     }
     stats.clusters += 1;
@@ -238,14 +248,25 @@ fn pyramid_clusters<'a>(
     w: &mut LayerWriter<'a>,
     budget: usize,
 ) -> LayerStats {
-    let mut cells: Vec<(u32, u32, crate::index::Cell)> = Vec::new();
-    pyramid.children(coord.z, coord.x, coord.y, CELL_ZOOM, |cx, cy, c| {
-        cells.push((cx, cy, *c))
-    });
+    // 64-unit cells; when they would still exceed the layer's point budget, cells
+    // twice as wide, and so on (down to 512 units): a tile's feature count stays bounded.
+    let max = def.tiles.max_points as usize;
+    let mut d = CELL_ZOOM;
+    let mut cells: Vec<(u32, u32, &crate::index::Cell)> = Vec::new();
+    loop {
+        cells.clear();
+        pyramid.children(coord.z, coord.x, coord.y, d, |cx, cy, c| {
+            cells.push((cx, cy, c))
+        });
+        if cells.len() <= max || d == MIN_CELL_ZOOM {
+            break;
+        }
+        d -= 1;
+    }
     cells.sort_unstable_by_key(|&(cx, cy, _)| (cy, cx));
     let mut stats = LayerStats::default();
     let mut g = GeomBuf::default();
-    let level = coord.z + CELL_ZOOM;
+    let level = coord.z + d;
     for (i, (cx, cy, c)) in cells.iter().enumerate() {
         let single = if c.count == 1 {
             Some(if c.rep != u32::MAX {
@@ -263,7 +284,7 @@ fn pyramid_clusters<'a>(
             w,
             &mut g,
             c.count,
-            &c.ranks,
+            &c.rank_counts(),
             c.centroid(),
             single.filter(|&s| s != u32::MAX),
             budget,
@@ -323,6 +344,15 @@ fn binned_clusters<'a>(
     }
     let mut stats = LayerStats::default();
     let mut g = GeomBuf::default();
+    // Coarser cells while there are more than the layer's point budget (see
+    // `pyramid_clusters`).
+    let mut side = CELLS;
+    while bins.iter().filter(|b| b.count > 0).count() > def.tiles.max_points as usize
+        && side > 1 << MIN_CELL_ZOOM
+    {
+        bins = coarsen(&bins, side);
+        side /= 2;
+    }
     let filled: Vec<&Bin> = bins.iter().filter(|b| b.count > 0).collect();
     for (i, b) in filled.iter().enumerate() {
         let centroid = [b.sum[0] / b.count as f64, b.sum[1] / b.count as f64];
@@ -346,6 +376,29 @@ fn binned_clusters<'a>(
     stats
 }
 
+/// Merges each 2×2 block of a `side`×`side` bin grid.
+fn coarsen(bins: &[Bin], side: u32) -> Vec<Bin> {
+    let half = side / 2;
+    let mut out = vec![Bin::default(); (half * half) as usize];
+    for y in 0..side {
+        for x in 0..side {
+            let b = &bins[(y * side + x) as usize];
+            if b.count == 0 {
+                continue;
+            }
+            let o = &mut out[((y / 2) * half + x / 2) as usize];
+            o.count += b.count;
+            o.sum[0] += b.sum[0];
+            o.sum[1] += b.sum[1];
+            o.slot = b.slot;
+            for (a, r) in o.ranks.iter_mut().zip(b.ranks) {
+                *a += r;
+            }
+        }
+    }
+    out
+}
+
 /// Signed area × 2 of a closed ring in tile units (y down): positive is clockwise on
 /// screen, which MVT 2.1 requires of exterior rings.
 fn ring_area2(r: &[(i32, i32)]) -> i64 {
@@ -367,33 +420,63 @@ fn shapes<'a>(
         min: -buffer,
         max: EXTENT as f64 + buffer,
     };
-    let mut slots = Vec::new();
-    idx.for_each_in_bbox(&coord.lonlat_bbox(ts.buffer), |s| slots.push(s));
-    if ts.importance.is_some() {
-        slots.sort_unstable_by(|&a, &b| {
-            idx.importance(b)
-                .total_cmp(&idx.importance(a))
-                .then(idx.fid(a).cmp(&idx.fid(b)))
-        });
-    } else {
-        slots.sort_unstable_by_key(|&s| idx.fid(s));
-    }
+    // Candidates, most important first when the layer ranks its features. Over large
+    // areas (low zoom) the precomputed order is walked lazily with a test on projected
+    // bounds, and the walk stops at the budget; over small ones the R-tree's few hits
+    // are sorted.
+    let ordered;
+    let listed: Vec<u32>;
+    let candidates: Box<dyn Iterator<Item = u32> + '_> =
+        if ts.importance.is_some() && coord.z <= ORDERED_SCAN_MAX_ZOOM {
+            let [x0, y0, x1, y1] = coord.world_bounds();
+            let pad = buffer / EXTENT as f64 / coord.scale();
+            let (x0, y0, x1, y1) = (x0 - pad, y0 - pad, x1 + pad, y1 + pad);
+            ordered = idx.importance_order();
+            Box::new(
+                ordered
+                    .iter()
+                    .filter(move |r| {
+                        r.bbox[0] <= x1 && r.bbox[2] >= x0 && r.bbox[1] <= y1 && r.bbox[3] >= y0
+                    })
+                    .map(|r| r.slot),
+            )
+        } else {
+            let mut v = Vec::new();
+            // Envelopes only: clipping below is the exact test.
+            idx.for_each_envelope_in_bbox(&coord.lonlat_bbox(ts.buffer), |s| v.push(s));
+            if ts.importance.is_some() {
+                let mut keyed: Vec<(f64, i64, u32)> = v
+                    .iter()
+                    .map(|&s| (idx.importance(s), idx.fid(s), s))
+                    .collect();
+                keyed.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                listed = keyed.into_iter().map(|k| k.2).collect();
+            } else {
+                v.sort_unstable_by_key(|&s| idx.fid(s));
+                listed = v;
+            }
+            Box::new(listed.iter().copied())
+        };
     // Douglas–Peucker tolerance in world units, squared (as the importances are).
     let tol = ts.simplify / EXTENT as f64 / coord.scale();
     let tol_sq = (tol * tol) as f32;
     let mut stats = LayerStats::default();
     let mut g = GeomBuf::default();
     let mut kept: Vec<[f64; 2]> = Vec::new();
-    let mut clipped: Vec<Vec<[f64; 2]>> = Vec::new();
+    let mut clipped: Vec<[f64; 2]> = Vec::new();
+    let mut clipped_parts: Vec<std::ops::Range<usize>> = Vec::new();
     let mut q: Vec<(i32, i32)> = Vec::new();
     let mut ty = GeomType::LineString;
-    for (i, &slot) in slots.iter().enumerate() {
+    let mut candidates = candidates;
+    while let Some(slot) = candidates.next() {
         let Some(shape) = idx.world_shape(slot) else {
             continue;
         };
         g.clear();
         // Whether the current polygon's exterior was kept (its holes follow it).
         let mut exterior_kept = false;
+        // Whether clipping left anything (then an empty result means it collapsed).
+        let mut reached = false;
         for part in &shape.parts {
             let (xy, imp) = shape.part(part);
             kept.clear();
@@ -406,9 +489,10 @@ fn shapes<'a>(
             match part.kind {
                 PartKind::Line => {
                     ty = GeomType::LineString;
-                    clipped.clear();
-                    clip_line(&kept, &bx, &mut clipped);
-                    for c in &clipped {
+                    clip_line_into(&kept, &bx, &mut clipped, &mut clipped_parts);
+                    reached |= !clipped_parts.is_empty();
+                    for r in clipped_parts.iter().cloned() {
+                        let c = &clipped[r];
                         q.clear();
                         for &p in c {
                             let p = quantise(p);
@@ -427,6 +511,7 @@ fn shapes<'a>(
                         continue;
                     }
                     let ring = clip_ring(&kept, &bx);
+                    reached |= !ring.is_empty();
                     q.clear();
                     for &p in &ring {
                         let p = quantise(p);
@@ -451,14 +536,16 @@ fn shapes<'a>(
             }
         }
         if g.is_empty() {
-            // Reached the tile's query box but left nothing drawable.
-            stats.dropped_degenerate += 1;
-            tracing::trace!(layer = %def.name, id = %idx.id(slot), z = coord.z, "feature collapsed in tile");
+            if reached {
+                // In the tile, but nothing drawable left after quantisation.
+                stats.dropped_degenerate += 1;
+                tracing::trace!(layer = %def.name, id = %idx.id(slot), z = coord.z, "feature collapsed in tile");
+            }
             continue;
         }
         tags(w, def, idx, slot);
-        if !add(w, Some(idx.fid(slot) as u64), ty, &g, budget) {
-            stats.dropped_budget += slots.len() - i;
+        if !w.add_feature(Some(idx.fid(slot) as u64), ty, &g, budget) {
+            stats.dropped_budget += 1 + candidates.count();
             break;
         }
         stats.features += 1;

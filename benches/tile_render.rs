@@ -1,0 +1,108 @@
+//! Renders a list of tile paths from a store, without HTTP: time per zoom (mean, p99,
+//! max) and the largest uncompressed tile per zoom.
+//!
+//! RISKMAP_DATA=/path/to/data PATHS=paths.txt [LAYERS=risk_points,pipelines,sensors]
+//!   cargo bench --bench tile_render
+//! PATHS lines are `z/x/y` (../shared/bench/tile_paths.py). With ZOOMS=0-18 instead of
+//! PATHS, every zoom 0..=18 is sampled around the data's risk points.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use riskmap::app::{App, OpenOptions};
+use riskmap::tiles::{TileCoord, render, resolve};
+
+/// Per zoom: render times (ms), the largest tile's size and address.
+type ZoomStats = (Vec<f64>, usize, (u32, u32));
+
+fn main() {
+    let data = PathBuf::from(std::env::var("RISKMAP_DATA").unwrap_or_else(|_| "data".into()));
+    let layers = std::env::var("LAYERS").unwrap_or_else(|_| "risk_points,pipelines,sensors".into());
+    let layer_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("layers");
+    let config = riskmap::config::Config::load(&layer_dir).expect("layers");
+    let t = Instant::now();
+    let app = App::open(
+        config,
+        &data,
+        OpenOptions {
+            demo: false,
+            ..Default::default()
+        },
+    )
+    .expect("store");
+    eprintln!(
+        "opened {} in {:.1} s",
+        data.display(),
+        t.elapsed().as_secs_f64()
+    );
+    let states = resolve(&layers, app.layers()).expect("layers");
+    let tiles: Vec<TileCoord> = match std::env::var("PATHS") {
+        Ok(p) => std::fs::read_to_string(p)
+            .expect("paths file")
+            .lines()
+            .filter_map(|l| {
+                let v: Vec<&str> = l.trim().split('/').collect();
+                (v.len() == 3)
+                    .then(|| TileCoord::parse(v[0], v[1], v[2]).ok())
+                    .flatten()
+            })
+            .collect(),
+        Err(_) => {
+            // Every zoom 0..=18, 40 tiles each around risk points.
+            let l = app.layer("risk_points").expect("risk_points");
+            let idx = l.index.read();
+            let pts: Vec<geo_types::Coord> = idx
+                .slots()
+                .take(100_000)
+                .filter_map(|s| match idx.geometry(s) {
+                    riskmap::index::GeomRef::Point(c) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            (0..=18u8)
+                .flat_map(|z| (0..40).map(move |i| (z, i)))
+                .filter_map(|(z, i)| {
+                    let c = pts[(i * 7919 + z as usize * 104_729) % pts.len()];
+                    TileCoord::of_lonlat(c.x, c.y, z)
+                })
+                .collect()
+        }
+    };
+    let repeat: usize = std::env::var("REPEAT")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
+    let tiles: Vec<TileCoord> = (0..repeat).flat_map(|_| tiles.iter().copied()).collect();
+    let mut by_zoom: BTreeMap<u8, ZoomStats> = BTreeMap::new();
+    let t = Instant::now();
+    for &tile in &tiles {
+        let s = Instant::now();
+        let r = render(&states, tile);
+        let ms = s.elapsed().as_secs_f64() * 1000.0;
+        let e = by_zoom.entry(tile.z).or_default();
+        e.0.push(ms);
+        if r.bytes.len() > e.1 {
+            e.1 = r.bytes.len();
+            e.2 = (tile.x, tile.y);
+        }
+    }
+    let total = t.elapsed().as_secs_f64();
+    println!(
+        "{} tiles of {layers} in {:.2} s: {:.0} tiles/s on one thread",
+        tiles.len(),
+        total,
+        tiles.len() as f64 / total
+    );
+    println!("zoom  tiles  mean_ms   p99_ms   max_ms  largest_bytes  largest_tile");
+    for (z, (mut ms, largest, (x, y))) in by_zoom {
+        ms.sort_by(f64::total_cmp);
+        let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+        let p99 = ms[((ms.len() as f64 * 0.99) as usize).min(ms.len() - 1)];
+        println!(
+            "{z:>4} {:>6} {mean:>8.2} {p99:>8.2} {:>8.2} {largest:>14}  {z}/{x}/{y}",
+            ms.len(),
+            ms[ms.len() - 1]
+        );
+    }
+}
