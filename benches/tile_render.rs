@@ -14,7 +14,7 @@ use riskmap::app::{App, OpenOptions};
 use riskmap::tiles::{TileCoord, render, resolve};
 
 /// Per zoom: render times (ms), the largest tile's size and address.
-type ZoomStats = (Vec<f64>, usize, (u32, u32));
+type ZoomStats = (Vec<f64>, usize, (u32, u32), usize);
 
 fn main() {
     let data = PathBuf::from(std::env::var("RISKMAP_DATA").unwrap_or_else(|_| "data".into()));
@@ -82,6 +82,7 @@ fn main() {
         let ms = s.elapsed().as_secs_f64() * 1000.0;
         let e = by_zoom.entry(tile.z).or_default();
         e.0.push(ms);
+        e.3 += r.bytes.len();
         if r.bytes.len() > e.1 {
             e.1 = r.bytes.len();
             e.2 = (tile.x, tile.y);
@@ -94,13 +95,14 @@ fn main() {
         total,
         tiles.len() as f64 / total
     );
-    println!("zoom  tiles  mean_ms   p99_ms   max_ms  largest_bytes  largest_tile");
-    for (z, (mut ms, largest, (x, y))) in by_zoom {
+    println!("zoom  tiles  mean_ms   p99_ms   max_ms  mean_bytes  largest_bytes  largest_tile");
+    for (z, (mut ms, largest, (x, y), total_bytes)) in by_zoom {
         ms.sort_by(f64::total_cmp);
         let mean = ms.iter().sum::<f64>() / ms.len() as f64;
         let p99 = ms[((ms.len() as f64 * 0.99) as usize).min(ms.len() - 1)];
+        let mean_bytes = total_bytes / ms.len();
         println!(
-            "{z:>4} {:>6} {mean:>8.2} {p99:>8.2} {:>8.2} {largest:>14}  {z}/{x}/{y}",
+            "{z:>4} {:>6} {mean:>8.2} {p99:>8.2} {:>8.2} {mean_bytes:>11} {largest:>14}  {z}/{x}/{y}",
             ms.len(),
             ms[ms.len() - 1]
         );

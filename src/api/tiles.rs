@@ -95,6 +95,14 @@ fn respond(t: &CachedTile, headers: &HeaderMap) -> Result<Response, ApiError> {
 
 type TilePath = Result<Path<(String, String, String, String)>, PathRejection>;
 
+/// Permits for concurrent tile drawing: one per core.
+fn render_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        tokio::sync::Semaphore::new(2 * std::thread::available_parallelism().map_or(2, |n| n.get()))
+    })
+}
+
 pub async fn tile(
     State(app): State<Arc<App>>,
     path: TilePath,
@@ -126,6 +134,13 @@ pub async fn tile(
             t
         }
         None => {
+            // One drawing per core at a time, in arrival order (the semaphore is fair):
+            // CPU-bound work gains nothing from more threads, and queueing in order
+            // keeps the slowest requests close to the typical one.
+            let _permit = render_slots()
+                .acquire()
+                .await
+                .map_err(|e| ApiError::internal("render queue", e))?;
             let a = app.clone();
             let (t, source) = blocking(move || {
                 let layers = tiles::resolve(&spec, a.layers()).map_err(list_error)?;

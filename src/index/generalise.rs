@@ -74,6 +74,9 @@ pub struct Part {
     pub start: u32,
     pub end: u32,
     pub kind: PartKind,
+    /// The highest importance among the part's interior vertices (0 when it has
+    /// none): at any tolerance above it the part is just its two ends.
+    pub max_inner: f32,
 }
 
 /// A line or polygon geometry in world coordinates with vertex importances.
@@ -96,10 +99,15 @@ impl WorldShape {
             s.xy.extend(l.0.iter().map(|&c| to_world_clamped(c)));
             s.importance.resize(s.xy.len(), 0.0);
             douglas_peucker_importance(&s.xy[start..], &mut s.importance[start..]);
+            let max_inner = s.importance[start..]
+                .iter()
+                .filter(|v| v.is_finite())
+                .fold(0.0f32, |a, &b| a.max(b));
             s.parts.push(Part {
                 start: start as u32,
                 end: s.xy.len() as u32,
                 kind,
+                max_inner,
             });
         };
         let polygon = |p: &Polygon, s: &mut WorldShape| {
@@ -343,8 +351,8 @@ impl Pyramid {
     }
 
     /// Cells (with their level coordinates) of the `2^d x 2^d` children of tile
-    /// `(z, x, y)` at level `z + d`, for `z + d <= PYRAMID_MAX_LEVEL`. Iterates the
-    /// level's cells when that is cheaper than probing every child.
+    /// `(z, x, y)` at level `z + d`, for `z + d <= PYRAMID_MAX_LEVEL`, found by descending
+    /// from the tile through non-empty cells only (sparse tiles cost little).
     pub fn children<'s>(
         &'s self,
         z: u8,
@@ -353,26 +361,35 @@ impl Pyramid {
         d: u8,
         mut visit: impl FnMut(u32, u32, &'s Cell),
     ) {
-        let l = z + d;
-        let Some(level) = self.levels.get(l as usize) else {
+        if (z + d) as usize >= self.levels.len() || self.cell(z, x, y).is_none() {
             return;
-        };
-        let side = 1u32 << d;
-        let (x0, y0) = (x << d, y << d);
-        if (side as usize * side as usize) <= level.len() {
-            for cy in y0..y0 + side {
-                for cx in x0..x0 + side {
+        }
+        let mut frontier = vec![(x, y)];
+        let mut next = Vec::new();
+        for l in z + 1..=z + d {
+            next.clear();
+            let level = &self.levels[l as usize];
+            for &(px, py) in &frontier {
+                for (cx, cy) in [
+                    (2 * px, 2 * py),
+                    (2 * px + 1, 2 * py),
+                    (2 * px, 2 * py + 1),
+                    (2 * px + 1, 2 * py + 1),
+                ] {
                     if let Some(c) = level.get(&cell_key(cx, cy)) {
-                        visit(cx, cy, c);
+                        if l == z + d {
+                            visit(cx, cy, c);
+                        } else {
+                            next.push((cx, cy));
+                        }
                     }
                 }
             }
-        } else {
-            for (&k, c) in level {
-                let (cx, cy) = ((k >> 32) as u32, k as u32);
-                if cx >> d == x && cy >> d == y {
-                    visit(cx, cy, c);
-                }
+            std::mem::swap(&mut frontier, &mut next);
+        }
+        if d == 0 {
+            if let Some(c) = self.cell(z, x, y) {
+                visit(x, y, c);
             }
         }
     }

@@ -158,6 +158,9 @@ impl LayerState {
     }
 }
 
+/// The importance order and each slot's rank in it.
+type ImportanceTables = (Arc<Vec<Ranked>>, Arc<Vec<u32>>);
+
 /// An entry of [`LayerIndex::importance_order`].
 #[derive(Clone, Copy, Debug)]
 pub struct Ranked {
@@ -200,7 +203,7 @@ pub struct LayerIndex {
     pyramid: Option<Pyramid>,
     /// Slots of a layer with an importance property, most important first (fid
     /// breaking ties); rebuilt on first use after an edit.
-    importance_order: parking_lot::Mutex<Option<Arc<Vec<Ranked>>>>,
+    importance_order: parking_lot::Mutex<Option<ImportanceTables>>,
 }
 
 /// World coordinates by slot: points (`NaN` beyond the Mercator latitude limit), or
@@ -283,8 +286,9 @@ impl LayerIndex {
     /// Renumbers the slots along a Morton (Z-order) curve of their world position, so
     /// features close on the map are close in memory: a tile touches a few runs of
     /// memory instead of a scattered slot per point (rows come in fid order, which is
-    /// import order, spatially random for sensors). Only for a freshly built index
-    /// without free slots.
+    /// import order, spatially random for sensors). Layers with an importance property
+    /// are ordered by importance first. Only for a freshly built index without free
+    /// slots.
     fn reorder_spatially(&mut self) {
         let n = self.fids.len();
         if n < 2 || !self.free.is_empty() {
@@ -304,9 +308,24 @@ impl LayerIndex {
             };
             morton(q(w[0]), q(w[1]))
         };
-        let mut order: Vec<(u64, u32)> = (0..n).map(|s| (key(s), s as u32)).collect();
-        order.sort_unstable();
-        let perm: Vec<u32> = order.into_iter().map(|(_, s)| s).collect();
+        // Layers ranked by an importance property are walked in that order at low zoom:
+        // they are ordered by importance first, then spatially.
+        let ranked = self.layer.tiles.importance.is_some();
+        let mut order: Vec<(f64, u64, u32)> = (0..n)
+            .map(|s| {
+                (
+                    if ranked {
+                        -self.importance(s as u32)
+                    } else {
+                        0.0
+                    },
+                    key(s),
+                    s as u32,
+                )
+            })
+            .collect();
+        order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let perm: Vec<u32> = order.into_iter().map(|(_, _, s)| s).collect();
         fn permute<T: Default>(v: &mut Vec<T>, perm: &[u32]) {
             let mut old = std::mem::take(v);
             *v = perm
@@ -645,10 +664,19 @@ impl LayerIndex {
         }
     }
 
-    /// Live line and polygon features by decreasing importance (then fid), with their
+    /// Live line and polygon features by decreasing importance (then slot), with their
     /// world bounds inline: tiles over large areas walk this in order, testing bounds
     /// as they go, instead of querying and sorting. Rebuilt on first use after an edit.
     pub fn importance_order(&self) -> Arc<Vec<Ranked>> {
+        self.importance_tables().0
+    }
+
+    /// Each slot's position in [`LayerIndex::importance_order`] (indexed by slot).
+    pub fn importance_rank(&self) -> Arc<Vec<u32>> {
+        self.importance_tables().1
+    }
+
+    fn importance_tables(&self) -> ImportanceTables {
         let mut cached = self.importance_order.lock();
         if let Some(o) = &*cached {
             return o.clone();
@@ -668,10 +696,17 @@ impl LayerIndex {
                 })
             })
             .collect();
-        keyed.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let order = Arc::new(keyed.into_iter().map(|k| k.2).collect::<Vec<Ranked>>());
-        *cached = Some(order.clone());
-        order
+        // Ties in slot order: after a load that is spatial order (see
+        // `reorder_spatially`), so the walk reads memory in sequence.
+        keyed.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.2.slot.cmp(&b.2.slot)));
+        let order: Vec<Ranked> = keyed.into_iter().map(|k| k.2).collect();
+        let mut rank = vec![u32::MAX; self.fids.len()];
+        for (i, r) in order.iter().enumerate() {
+            rank[r.slot as usize] = i as u32;
+        }
+        let tables = (Arc::new(order), Arc::new(rank));
+        *cached = Some(tables.clone());
+        tables
     }
 
     /// The slot's importance for tile budgets (the layer's importance property; 0 when

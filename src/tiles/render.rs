@@ -30,7 +30,9 @@ const MIN_CELL_ZOOM: u8 = 3;
 const KEY_CLUSTER: &str = "cluster";
 const KEY_COUNT: &str = "count";
 
-/// Up to this zoom, ranked line and polygon layers walk their importance order.
+/// Up to this zoom, ranked line and polygon layers walk their importance order (tiles
+/// cover much of a city, and the walk stops early at the byte budget); deeper, the
+/// R-tree's hits are sorted by rank.
 const ORDERED_SCAN_MAX_ZOOM: u8 = 12;
 
 /// What drawing one layer of one tile did.
@@ -38,8 +40,9 @@ const ORDERED_SCAN_MAX_ZOOM: u8 = 12;
 pub struct LayerStats {
     pub features: usize,
     pub clusters: usize,
-    /// Features left out because the byte budget was spent.
-    pub dropped_budget: usize,
+    /// Whether the byte budget was spent before every candidate was drawn (the least
+    /// important ones were left out).
+    pub truncated: bool,
     /// Features that reached the tile but had nothing drawable left (collapsed or
     /// invalid after clipping and quantisation).
     pub dropped_degenerate: usize,
@@ -75,9 +78,9 @@ pub fn render(layers: &[&LayerState], coord: TileCoord) -> Rendered {
             shapes(&idx, def, coord, &mut w, budget)
         };
         w.finish(&mut bytes);
-        if s.dropped_budget > 0 {
-            metrics::counter!("riskmap_tile_features_dropped_total", "layer" => def.name.clone(), "reason" => "budget")
-                .increment(s.dropped_budget as u64);
+        if s.truncated {
+            metrics::counter!("riskmap_tile_budget_cuts_total", "layer" => def.name.clone())
+                .increment(1);
         }
         if s.dropped_degenerate > 0 {
             metrics::counter!("riskmap_tile_features_dropped_total", "layer" => def.name.clone(), "reason" => "degenerate")
@@ -141,7 +144,9 @@ fn points<'a>(
         return LayerStats::default();
     }
     if let (Some(n), Some(p)) = (inside, pyramid) {
-        if n > max_points && coord.z + CELL_ZOOM <= PYRAMID_MAX_LEVEL {
+        // Pyramid cells serve clusters while cells of at least 512 units exist in it
+        // (to zoom 15 with the pyramid's 18 levels); deeper, points are binned.
+        if n > max_points && coord.z + MIN_CELL_ZOOM <= PYRAMID_MAX_LEVEL {
             return pyramid_clusters(idx, def, p, coord, w, budget);
         }
     }
@@ -174,12 +179,12 @@ fn points<'a>(
     cands.sort_unstable_by_key(|c| c.0);
     let mut stats = LayerStats::default();
     let mut g = GeomBuf::default();
-    for (i, &(slot, p, _)) in cands.iter().enumerate() {
+    for &(slot, p, _) in cands.iter() {
         g.clear();
         g.points(&[quantise(p)]);
         tags(w, def, idx, slot);
         if !w.add_feature(Some(idx.fid(slot) as u64), GeomType::Point, &g, budget) {
-            stats.dropped_budget += cands.len() - i;
+            stats.truncated = true;
             break;
         }
         stats.features += 1;
@@ -248,10 +253,11 @@ fn pyramid_clusters<'a>(
     w: &mut LayerWriter<'a>,
     budget: usize,
 ) -> LayerStats {
-    // 64-unit cells; when they would still exceed the layer's point budget, cells
-    // twice as wide, and so on (down to 512 units): a tile's feature count stays bounded.
+    // 64-unit cells (or the finest the pyramid holds); when they would still exceed
+    // the layer's point budget, cells twice as wide, and so on (down to 512 units): a
+    // tile's feature count stays bounded.
     let max = def.tiles.max_points as usize;
-    let mut d = CELL_ZOOM;
+    let mut d = CELL_ZOOM.min(PYRAMID_MAX_LEVEL - coord.z);
     let mut cells: Vec<(u32, u32, &crate::index::Cell)> = Vec::new();
     loop {
         cells.clear();
@@ -267,7 +273,7 @@ fn pyramid_clusters<'a>(
     let mut stats = LayerStats::default();
     let mut g = GeomBuf::default();
     let level = coord.z + d;
-    for (i, (cx, cy, c)) in cells.iter().enumerate() {
+    for (cx, cy, c) in cells.iter() {
         let single = if c.count == 1 {
             Some(if c.rep != u32::MAX {
                 c.rep
@@ -290,7 +296,7 @@ fn pyramid_clusters<'a>(
             budget,
             &mut stats,
         ) {
-            stats.dropped_budget += cells.len() - i;
+            stats.truncated = true;
             break;
         }
     }
@@ -354,7 +360,7 @@ fn binned_clusters<'a>(
         side /= 2;
     }
     let filled: Vec<&Bin> = bins.iter().filter(|b| b.count > 0).collect();
-    for (i, b) in filled.iter().enumerate() {
+    for b in filled.iter() {
         let centroid = [b.sum[0] / b.count as f64, b.sum[1] / b.count as f64];
         if !emit_cell(
             idx,
@@ -369,7 +375,7 @@ fn binned_clusters<'a>(
             budget,
             &mut stats,
         ) {
-            stats.dropped_budget += filled.len() - i;
+            stats.truncated = true;
             break;
         }
     }
@@ -467,8 +473,7 @@ fn shapes<'a>(
     let mut clipped_parts: Vec<std::ops::Range<usize>> = Vec::new();
     let mut q: Vec<(i32, i32)> = Vec::new();
     let mut ty = GeomType::LineString;
-    let mut candidates = candidates;
-    while let Some(slot) = candidates.next() {
+    for slot in candidates {
         let Some(shape) = idx.world_shape(slot) else {
             continue;
         };
@@ -480,12 +485,18 @@ fn shapes<'a>(
         for part in &shape.parts {
             let (xy, imp) = shape.part(part);
             kept.clear();
-            kept.extend(
-                xy.iter()
-                    .zip(imp)
-                    .filter(|(_, v)| **v > tol_sq)
-                    .map(|(p, _)| coord.to_tile(*p)),
-            );
+            if part.max_inner <= tol_sq {
+                // Simplified to its ends (most lines at low zoom): skip the vertex scan.
+                kept.push(coord.to_tile(xy[0]));
+                kept.push(coord.to_tile(xy[xy.len() - 1]));
+            } else {
+                kept.extend(
+                    xy.iter()
+                        .zip(imp)
+                        .filter(|(_, v)| **v > tol_sq)
+                        .map(|(p, _)| coord.to_tile(*p)),
+                );
+            }
             match part.kind {
                 PartKind::Line => {
                     ty = GeomType::LineString;
@@ -545,7 +556,7 @@ fn shapes<'a>(
         }
         tags(w, def, idx, slot);
         if !w.add_feature(Some(idx.fid(slot) as u64), ty, &g, budget) {
-            stats.dropped_budget += 1 + candidates.count();
+            stats.truncated = true;
             break;
         }
         stats.features += 1;
