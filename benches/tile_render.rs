@@ -17,7 +17,10 @@ use riskmap::tiles::{TileCoord, render, resolve};
 type ZoomStats = (Vec<f64>, usize, (u32, u32), usize);
 
 fn main() {
-    let data = PathBuf::from(std::env::var("RISKMAP_DATA").unwrap_or_else(|_| "data".into()));
+    let Ok(data) = std::env::var("RISKMAP_DATA").map(PathBuf::from) else {
+        eprintln!("usage: RISKMAP_DATA=DIR [PATHS=paths.txt] [LAYERS=..] [REPEAT=n] cargo bench --bench tile_render");
+        return;
+    };
     let layers = std::env::var("LAYERS").unwrap_or_else(|_| "risk_points,pipelines,sensors".into());
     let layer_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("layers");
     let config = riskmap::config::Config::load(&layer_dir).expect("layers");

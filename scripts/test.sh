@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh Debian 12 machine with Rust installed.
-# Installs what the tests use beyond Rust (GDAL's ogrinfo, to check that other GIS
-# tools read our GeoPackage), then runs every test.
+# The whole test suite, on a fresh Debian 12 machine with Rust and Node.js installed.
+# Installs what the tests use beyond Rust: GDAL's ogrinfo (other GIS tools must read our
+# GeoPackage and tiles), Debian's Chromium and playwright-core from npm (the browser
+# test of the map page). Then runs every Rust test and the browser test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null; then
   echo "cargo not found: install Rust first (https://rustup.rs)" >&2
   exit 1
 fi
-if ! command -v ogrinfo >/dev/null; then
+need=()
+command -v ogrinfo >/dev/null || need+=(gdal-bin)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v node >/dev/null || need+=(nodejs npm)
+if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends gdal-bin >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-cargo test --all-targets "$@"
+cargo test "$@"
+# The browser test drives the debug binary the tests just built.
+(cd web && npm ci --no-audit --no-fund --loglevel=error)
+cargo build --quiet
+node tests/browser/map.test.mjs

@@ -125,6 +125,7 @@ struct RawLayer {
 struct RawTiles {
     buffer: Option<i64>,
     max_points: Option<i64>,
+    cluster_cell: Option<i64>,
     cluster_rank: Option<String>,
     importance: Option<String>,
     max_bytes: Option<i64>,
@@ -385,6 +386,17 @@ fn tile_settings(
         Some(s) if s.is_finite() && (0.0..=64.0).contains(&s) => s,
         Some(s) => return Err(invalid("tiles.simplify", &s, "must be 0..=64 tile units")),
     };
+    let cluster_cell = match raw.cluster_cell {
+        None => d.cluster_cell,
+        Some(c @ (64 | 128 | 256 | 512)) => c as u32,
+        Some(c) => {
+            return Err(invalid(
+                "tiles.cluster_cell",
+                &c,
+                "must be 64, 128, 256 or 512 tile units",
+            ));
+        }
+    };
     let points = matches!(geometry, GeometryType::Point | GeometryType::MultiPoint);
     let find = |key: &str, name: &str| {
         properties
@@ -446,6 +458,7 @@ fn tile_settings(
     Ok(TileSettings {
         buffer,
         max_points,
+        cluster_cell,
         cluster_rank,
         importance,
         max_bytes,

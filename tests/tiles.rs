@@ -677,3 +677,136 @@ async fn after_an_edit_or_import_no_tile_shows_the_old_state() {
     );
     assert_fresh(&app, layers, &all, "after DELETE").await;
 }
+
+#[tokio::test]
+async fn the_map_page_its_style_and_maplibre_are_served_offline() {
+    let (_dir, app) = demo_app();
+    // Browsers get the page, API clients the landing JSON.
+    let (s, h, body) = get(&app, "/", &[("accept", "text/html,application/xhtml+xml")]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        h[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        h[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    let html = String::from_utf8(body).unwrap();
+    assert!(html.contains("/vendor/maplibre-gl/maplibre-gl.css") && html.contains("/app.js"));
+    assert!(!html.contains("https://"), "no CDN");
+    let (_, h, body) = get(&app, "/", &[("accept", "application/json")]).await;
+    assert_eq!(h[header::CONTENT_TYPE], "application/json");
+    assert!(serde_json::from_slice::<Value>(&body).unwrap()["links"].is_array());
+    for (uri, ct) in [
+        ("/app.js", "text/javascript"),
+        ("/app.css", "text/css"),
+        ("/favicon.svg", "image/svg+xml"),
+        ("/vendor/maplibre-gl/maplibre-gl.mjs", "text/javascript"),
+        (
+            "/vendor/maplibre-gl/maplibre-gl-worker.mjs",
+            "text/javascript",
+        ),
+        ("/vendor/maplibre-gl/maplibre-gl.css", "text/css"),
+    ] {
+        let (s, h, body) = get(&app, uri, &[]).await;
+        assert_eq!(s, StatusCode::OK, "{uri}");
+        assert!(
+            h[header::CONTENT_TYPE].to_str().unwrap().starts_with(ct),
+            "{uri}"
+        );
+        assert!(!body.is_empty());
+    }
+    // Static files resolve by name only: traversal attempts find nothing.
+    for uri in [
+        "/vendor/maplibre-gl/..%2F..%2FCargo.toml",
+        "/vendor/maplibre-gl/%2e%2e%2fapp.js",
+        "/vendor/maplibre-gl/..%5Capp.js",
+        "/vendor/maplibre-gl/app.js%00",
+        "/vendor/maplibre-gl/%252e%252e%252fCargo.toml",
+        "/styles/..%2Flayers%2Frisk_points.toml",
+    ] {
+        let (s, h, _) = get(&app, uri, &[]).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{uri}");
+        assert_eq!(h[header::CONTENT_TYPE], "application/json", "{uri}");
+    }
+    // The style points at our TileJSON with an absolute URL for the client's host.
+    let (s, _, body) = get(
+        &app,
+        "/styles/riskmap.json",
+        &[("host", "risk.example:9000")],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let style: Value = serde_json::from_slice(&body).unwrap();
+    let url = style["sources"]["riskmap"]["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(url.starts_with("http://risk.example:9000/tiles/"), "{url}");
+    let (s, _, body) = get(
+        &app,
+        url.trim_start_matches("http://risk.example:9000"),
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let tj: Value = serde_json::from_slice(&body).unwrap();
+    let served: Vec<&str> = tj["vector_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    for layer in style["layers"].as_array().unwrap() {
+        if let Some(sl) = layer["source-layer"].as_str() {
+            assert!(
+                served.contains(&sl),
+                "style layer {} uses {sl}, not in the tiles",
+                layer["id"]
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_feature_that_collapses_in_a_tile_is_dropped_counted_and_the_tile_still_served() {
+    let (dir, app) = demo_app();
+    // A polygon 20 cm wide: at zoom 8 it quantises to nothing.
+    let tiny = json!({"type":"Feature","id":"speck","geometry":{"type":"Polygon","coordinates":[[[106.5,29.5],[106.500002,29.5],[106.500002,29.500002],[106.5,29.5]]]},"properties":{"name":"speck"}});
+    let file = dir.path().join("speck.geojson");
+    std::fs::write(&file, collection(vec![tiny])).unwrap();
+    let o = riskmap(&[
+        "import",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--layer",
+        "boundary",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    app.follow_changes().unwrap();
+    let t = TileCoord::of_lonlat(106.5, 29.5, 8).unwrap();
+    let states = riskmap::tiles::resolve("boundary", app.layers()).unwrap();
+    let drawn = riskmap::tiles::render(&states, t);
+    assert_eq!(drawn.stats[0].1.dropped_degenerate, 1, "{:?}", drawn.stats);
+    let layers = decode(&tile(&app, "boundary", t).await);
+    assert_eq!(
+        layers["boundary"].len(),
+        1,
+        "the municipality is still drawn"
+    );
+    assert_eq!(layers["boundary"][0].tags["id"], "chongqing");
+    let (_, _, metrics) = get(&app, "/metrics", &[]).await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains(
+            "riskmap_tile_features_dropped_total{layer=\"boundary\",reason=\"degenerate\"}"
+        ),
+        "{metrics}"
+    );
+}

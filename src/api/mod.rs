@@ -11,6 +11,7 @@ mod landing;
 mod metrics;
 mod router;
 mod tiles;
+mod web;
 
 use std::sync::Arc;
 use std::time::Duration;

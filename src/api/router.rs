@@ -12,7 +12,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use super::error::ApiError;
-use super::{collections, health, items, landing, metrics, tiles};
+use super::{collections, health, items, metrics, tiles, web};
 use crate::app::App;
 
 /// Largest request body accepted (a feature with a very detailed polygon).
@@ -29,7 +29,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::render))
         // Web map clients and planners: the catalogue and features (public reads).
-        .route("/", get(landing::landing))
+        .route("/", get(web::root))
+        // The built-in map page, its style and MapLibre GL JS (embedded, offline).
+        .route("/app.js", get(web::app_js))
+        .route("/app.css", get(web::app_css))
+        .route("/favicon.svg", get(web::favicon))
+        .route("/favicon.ico", get(web::favicon))
+        .route("/vendor/maplibre-gl/{file}", get(web::vendor))
+        .route("/styles/{name}", get(web::style))
         .route("/collections", get(collections::list))
         .route("/collections/{layer}", get(collections::one))
         // Planners: edits (OGC API – Features Part 4), key with role planner or admin.

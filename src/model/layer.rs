@@ -72,6 +72,9 @@ pub struct TileSettings {
     /// Point layers: above this many points in a tile, points are aggregated into
     /// clusters (each from the points inside one 64-unit cell of that tile).
     pub max_points: u32,
+    /// Point layers: width of a cluster cell, 64, 128, 256 or 512 units (8 to 64 px):
+    /// a clustered tile holds at most (4096 / cell)² clusters.
+    pub cluster_cell: u32,
     /// Point layers: the property whose allowed values rank severity, most severe
     /// first; clusters carry the most severe value among their points.
     pub cluster_rank: Option<usize>,
@@ -88,7 +91,8 @@ impl Default for TileSettings {
     fn default() -> Self {
         TileSettings {
             buffer: 128,
-            max_points: 4000,
+            max_points: 1000,
+            cluster_cell: 128,
             cluster_rank: None,
             importance: None,
             max_bytes: 300_000,

@@ -2,10 +2,10 @@
 //!
 //! Points: when a layer has at most `max_points` points inside the tile, each is drawn
 //! (with those in the buffer around it). Otherwise the points inside the tile are
-//! aggregated per 64-unit cell: a cell of one point shows that point, a cell of more
-//! shows a cluster at their centroid carrying `cluster: true`, `count` and the most
-//! severe rank value among them. Cells come from the index's pyramid up to zoom 10 and
-//! are binned per request beyond.
+//! aggregated per cell (`cluster_cell` units wide): a cell of one point shows that
+//! point, a cell of more shows a cluster at their centroid carrying `cluster: true`,
+//! `count` and the most severe rank value among them. Cells come from the index's
+//! pyramid while it holds them and are binned per request beyond.
 //!
 //! Lines and polygons: vertices below the zoom's tolerance are dropped (precomputed
 //! Douglas–Peucker importance), parts are clipped to the buffered tile, quantised,
@@ -21,12 +21,11 @@ use super::clip::{ClipBox, clip_line_into, clip_ring};
 use super::coord::{EXTENT, TileCoord};
 use super::mvt::{GeomBuf, GeomType, LayerWriter, MvtValue};
 
-/// Cells per side of a cluster grid: 4096 / 64.
-const CELLS: u32 = 64;
-/// Cluster cells are tiles this many zooms below (64-unit cells)...
-const CELL_ZOOM: u8 = 6;
-/// ...or, in crowded tiles, as few as this many (512-unit cells).
-const MIN_CELL_ZOOM: u8 = 3;
+/// A layer's cluster cells are tiles this many zooms below the tile (`tiles.cluster_cell`
+/// units wide: 64 → 6, 128 → 5, 256 → 4, 512 → 3).
+fn cell_zoom(def: &LayerDef) -> u8 {
+    (EXTENT / def.tiles.cluster_cell).trailing_zeros() as u8
+}
 const KEY_CLUSTER: &str = "cluster";
 const KEY_COUNT: &str = "count";
 
@@ -144,9 +143,9 @@ fn points<'a>(
         return LayerStats::default();
     }
     if let (Some(n), Some(p)) = (inside, pyramid) {
-        // Pyramid cells serve clusters while cells of at least 512 units exist in it
-        // (to zoom 15 with the pyramid's 18 levels); deeper, points are binned.
-        if n > max_points && coord.z + MIN_CELL_ZOOM <= PYRAMID_MAX_LEVEL {
+        // Pyramid cells serve clusters while the layer's cells exist in it (to zoom 14
+        // for 256-unit cells with the pyramid's 18 levels); deeper, points are binned.
+        if n > max_points && coord.z + cell_zoom(def) <= PYRAMID_MAX_LEVEL {
             return pyramid_clusters(idx, def, p, coord, w, budget);
         }
     }
@@ -253,22 +252,12 @@ fn pyramid_clusters<'a>(
     w: &mut LayerWriter<'a>,
     budget: usize,
 ) -> LayerStats {
-    // 64-unit cells (or the finest the pyramid holds); when they would still exceed
-    // the layer's point budget, cells twice as wide, and so on (down to 512 units): a
-    // tile's feature count stays bounded.
-    let max = def.tiles.max_points as usize;
-    let mut d = CELL_ZOOM.min(PYRAMID_MAX_LEVEL - coord.z);
+    // The layer's cell size at every zoom, so clusters line up across tiles.
+    let d = cell_zoom(def);
     let mut cells: Vec<(u32, u32, &crate::index::Cell)> = Vec::new();
-    loop {
-        cells.clear();
-        pyramid.children(coord.z, coord.x, coord.y, d, |cx, cy, c| {
-            cells.push((cx, cy, c))
-        });
-        if cells.len() <= max || d == MIN_CELL_ZOOM {
-            break;
-        }
-        d -= 1;
-    }
+    pyramid.children(coord.z, coord.x, coord.y, d, |cx, cy, c| {
+        cells.push((cx, cy, c))
+    });
     cells.sort_unstable_by_key(|&(cx, cy, _)| (cy, cx));
     let mut stats = LayerStats::default();
     let mut g = GeomBuf::default();
@@ -327,17 +316,18 @@ fn binned_clusters<'a>(
     w: &mut LayerWriter<'a>,
     budget: usize,
 ) -> LayerStats {
-    let mut bins = vec![Bin::default(); (CELLS * CELLS) as usize];
-    let cell_units = (EXTENT / CELLS) as f64;
+    let side = EXTENT / def.tiles.cluster_cell;
+    let mut bins = vec![Bin::default(); (side * side) as usize];
+    let cell_units = def.tiles.cluster_cell as f64;
     for &(slot, p, inside) in cands {
         if !inside {
             continue;
         }
         let (cx, cy) = (
-            ((p[0] / cell_units) as u32).min(CELLS - 1),
-            ((p[1] / cell_units) as u32).min(CELLS - 1),
+            ((p[0] / cell_units) as u32).min(side - 1),
+            ((p[1] / cell_units) as u32).min(side - 1),
         );
-        let b = &mut bins[(cy * CELLS + cx) as usize];
+        let b = &mut bins[(cy * side + cx) as usize];
         if let Some(wp) = idx.world_point(slot) {
             b.count += 1;
             b.sum[0] += wp[0];
@@ -350,15 +340,6 @@ fn binned_clusters<'a>(
     }
     let mut stats = LayerStats::default();
     let mut g = GeomBuf::default();
-    // Coarser cells while there are more than the layer's point budget (see
-    // `pyramid_clusters`).
-    let mut side = CELLS;
-    while bins.iter().filter(|b| b.count > 0).count() > def.tiles.max_points as usize
-        && side > 1 << MIN_CELL_ZOOM
-    {
-        bins = coarsen(&bins, side);
-        side /= 2;
-    }
     let filled: Vec<&Bin> = bins.iter().filter(|b| b.count > 0).collect();
     for b in filled.iter() {
         let centroid = [b.sum[0] / b.count as f64, b.sum[1] / b.count as f64];
@@ -380,29 +361,6 @@ fn binned_clusters<'a>(
         }
     }
     stats
-}
-
-/// Merges each 2×2 block of a `side`×`side` bin grid.
-fn coarsen(bins: &[Bin], side: u32) -> Vec<Bin> {
-    let half = side / 2;
-    let mut out = vec![Bin::default(); (half * half) as usize];
-    for y in 0..side {
-        for x in 0..side {
-            let b = &bins[(y * side + x) as usize];
-            if b.count == 0 {
-                continue;
-            }
-            let o = &mut out[((y / 2) * half + x / 2) as usize];
-            o.count += b.count;
-            o.sum[0] += b.sum[0];
-            o.sum[1] += b.sum[1];
-            o.slot = b.slot;
-            for (a, r) in o.ranks.iter_mut().zip(b.ranks) {
-                *a += r;
-            }
-        }
-    }
-    out
 }
 
 /// Signed area × 2 of a closed ring in tile units (y down): positive is clockwise on
@@ -501,7 +459,7 @@ fn shapes<'a>(
                 PartKind::Line => {
                     ty = GeomType::LineString;
                     clip_line_into(&kept, &bx, &mut clipped, &mut clipped_parts);
-                    reached |= !clipped_parts.is_empty();
+                    reached |= !clipped_parts.is_empty() || kept.iter().any(|&p| bx.contains(p));
                     for r in clipped_parts.iter().cloned() {
                         let c = &clipped[r];
                         q.clear();
@@ -522,7 +480,7 @@ fn shapes<'a>(
                         continue;
                     }
                     let ring = clip_ring(&kept, &bx);
-                    reached |= !ring.is_empty();
+                    reached |= !ring.is_empty() || kept.iter().any(|&p| bx.contains(p));
                     q.clear();
                     for &p in &ring {
                         let p = quantise(p);
@@ -550,7 +508,7 @@ fn shapes<'a>(
             if reached {
                 // In the tile, but nothing drawable left after quantisation.
                 stats.dropped_degenerate += 1;
-                tracing::trace!(layer = %def.name, id = %idx.id(slot), z = coord.z, "feature collapsed in tile");
+                tracing::debug!(layer = %def.name, id = %idx.id(slot), z = coord.z, "feature dropped: nothing drawable left in the tile");
             }
             continue;
         }

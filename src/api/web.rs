@@ -1,0 +1,177 @@
+//! The built-in map page and what it needs, all embedded in the binary so riskmap runs
+//! offline: `GET /` (the page for browsers, the OGC landing JSON for API clients),
+//! `/app.js`, `/app.css`, MapLibre GL JS under `/vendor/maplibre-gl/` (from npm, see
+//! `web/package.json` and `scripts/vendor-web.sh`), the style at
+//! `/styles/riskmap.json`. The style declares no glyphs: MapLibre GL JS 6 draws its
+//! labels (cluster counts) with the browser's fonts, so no font files are shipped.
+//!
+//! Static files are found in a fixed table by exact name, never by joining a request
+//! path onto a directory: `..`, encoded slashes and the like simply do not match.
+
+use axum::body::Body;
+use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::tiles::base_url;
+
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    bytes: &'static [u8],
+    /// Versioned files may be cached by browsers; the rest revalidate.
+    immutable: bool,
+}
+
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "index.html",
+        content_type: "text/html; charset=utf-8",
+        bytes: include_bytes!("../../web/index.html"),
+        immutable: false,
+    },
+    Asset {
+        name: "app.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/app.js"),
+        immutable: false,
+    },
+    Asset {
+        name: "app.css",
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../web/app.css"),
+        immutable: false,
+    },
+    Asset {
+        name: "favicon.svg",
+        content_type: "image/svg+xml",
+        bytes: include_bytes!("../../web/favicon.svg"),
+        immutable: false,
+    },
+    Asset {
+        name: "maplibre-gl.mjs",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/vendor/maplibre-gl/maplibre-gl.mjs"),
+        immutable: true,
+    },
+    Asset {
+        name: "maplibre-gl-worker.mjs",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/vendor/maplibre-gl/maplibre-gl-worker.mjs"),
+        immutable: true,
+    },
+    Asset {
+        name: "maplibre-gl.css",
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../web/vendor/maplibre-gl/maplibre-gl.css"),
+        immutable: true,
+    },
+    Asset {
+        name: "LICENSE.txt",
+        content_type: "text/plain; charset=utf-8",
+        bytes: include_bytes!("../../web/vendor/maplibre-gl/LICENSE.txt"),
+        immutable: true,
+    },
+];
+
+const STYLES: &[(&str, &str)] = &[("riskmap.json", include_str!("../../styles/riskmap.json"))];
+
+/// The page may only talk to this server; MapLibre runs its worker from a blob URL.
+const CSP: &str = "default-src 'self'; script-src 'self'; worker-src 'self' blob:; child-src 'self' blob:; \
+    img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; connect-src 'self'; object-src 'none'; \
+    base-uri 'none'; frame-ancestors 'self'";
+
+fn asset(name: &str) -> Result<Response, ApiError> {
+    let a = ASSETS
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| ApiError::not_found("no such file"))?;
+    let mut resp = Body::from(a.bytes).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(a.content_type),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(if a.immutable {
+            "public, max-age=86400"
+        } else {
+            "no-cache"
+        }),
+    );
+    if a.name == "index.html" {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+    }
+    Ok(resp)
+}
+
+/// `GET /`: the map page for browsers (they ask for HTML), the landing JSON otherwise.
+pub async fn root(headers: HeaderMap) -> Result<Response, ApiError> {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with("text/html")));
+    if wants_html {
+        asset("index.html")
+    } else {
+        Ok(super::landing::landing().await.into_response())
+    }
+}
+
+pub async fn app_js() -> Result<Response, ApiError> {
+    asset("app.js")
+}
+
+pub async fn app_css() -> Result<Response, ApiError> {
+    asset("app.css")
+}
+
+pub async fn favicon() -> Result<Response, ApiError> {
+    asset("favicon.svg")
+}
+
+pub async fn vendor(path: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let Path(file) = path.map_err(|_| ApiError::not_found("no such file"))?;
+    asset(&file)
+}
+
+/// A style with its relative URLs made absolute for the client's host (MapLibre and
+/// other clients resolve TileJSON and glyph URLs against the page otherwise).
+pub async fn style(
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(name) = path.map_err(|_| ApiError::not_found("no such style"))?;
+    let (_, text) = STYLES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| ApiError::not_found("no such style"))?;
+    let mut style: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| ApiError::internal("embedded style", e))?;
+    let base = base_url(&headers);
+    if let Some(sources) = style.get_mut("sources").and_then(|s| s.as_object_mut()) {
+        for src in sources.values_mut() {
+            if let Some(url) = src
+                .get("url")
+                .and_then(|u| u.as_str())
+                .filter(|u| u.starts_with('/'))
+            {
+                src["url"] = format!("{base}{url}").into();
+            }
+        }
+    }
+    let mut resp = style.to_string().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}

@@ -1,0 +1,106 @@
+// Browser test of the built-in map page: headless Chromium (Debian's, driven by
+// playwright-core) opens `/` on a demo server, waits until the map has drawn our vector
+// tiles, finds no console errors, clicks a risk point and sees its popup, and saves a
+// screenshot to target/browser/map.png.
+//
+//   node tests/browser/map.test.mjs        (from the repository; .ci/run does it)
+// Env: RISKMAP_BIN (default target/debug/riskmap), CHROMIUM (default /usr/bin/chromium).
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const require = createRequire(join(root, 'web', 'package.json'));
+const { chromium } = require('playwright-core');
+
+const bin = process.env.RISKMAP_BIN || join(root, 'target', 'debug', 'riskmap');
+const data = mkdtempSync(join(tmpdir(), 'riskmap-browser-'));
+const fail = (msg) => { console.error(`FAIL: ${msg}`); process.exitCode = 1; };
+
+function startServer() {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(bin, ['serve', '--listen', '127.0.0.1:0', '--data', data, '--layers', join(root, 'layers')], {
+      env: { ...process.env, RISKMAP_LOG: 'info', NO_COLOR: '1' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error(`no address from riskmap: ${buf}`)), 120_000);
+    proc.stderr.on('data', (d) => {
+      buf += d.toString();
+      const m = buf.match(/listening on (http:\/\/[^/\s]+)\//);
+      if (m) { clearTimeout(timer); resolve({ proc, base: m[1] }); }
+    });
+    proc.on('exit', (code) => reject(new Error(`riskmap exited (${code}): ${buf}`)));
+  });
+}
+
+const { proc, base } = await startServer();
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--use-angle=swiftshader', '--enable-unsafe-swiftshader'],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const errors = [];
+  const tiles = { ok: 0, empty: 0, other: [] };
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
+  page.on('pageerror', (e) => errors.push(`page: ${e.message}`));
+  page.on('requestfailed', (r) => errors.push(`request failed: ${r.url()} ${r.failure()?.errorText}`));
+  page.on('response', (r) => {
+    if (r.status() >= 400) errors.push(`HTTP ${r.status()} ${r.url()}`);
+    if (!r.url().includes('/tiles/')) return;
+    if (r.status() === 200) tiles.ok += 1; else if (r.status() === 204) tiles.empty += 1;
+    else if (!r.url().endsWith('.json')) tiles.other.push(`${r.status()} ${r.url()}`);
+  });
+
+  await page.goto(`${base}/#12/29.56/106.55`, { waitUntil: 'load' });
+  // Drawn: the style is loaded, tiles are in, and risk points are on screen.
+  await page.waitForFunction(() => {
+    const m = window.riskmapMap;
+    return m && m.loaded() && m.areTilesLoaded() && m.queryRenderedFeatures({ layers: ['risk-points'] }).length > 0;
+  }, null, { timeout: 90_000 });
+  if (tiles.ok < 1) fail(`no vector tile was fetched (${JSON.stringify(tiles)})`);
+
+  // Click a risk point well inside the viewport and read its popup.
+  const target = await page.evaluate(() => {
+    const m = window.riskmapMap;
+    const canvas = m.getCanvas().getBoundingClientRect();
+    for (const f of m.queryRenderedFeatures({ layers: ['risk-points'] })) {
+      const p = m.project(f.geometry.coordinates);
+      if (p.x > 300 && p.x < canvas.width - 80 && p.y > 80 && p.y < canvas.height - 80) {
+        return { id: f.properties.id, x: p.x + canvas.left, y: p.y + canvas.top };
+      }
+    }
+    return null;
+  });
+  if (!target) throw new Error('no risk point drawn inside the viewport');
+  await page.mouse.click(target.x, target.y);
+  const popup = page.locator('.maplibregl-popup .riskmap-popup');
+  await popup.waitFor({ state: 'visible', timeout: 10_000 });
+  const text = await popup.innerText();
+  if (!text.includes(target.id)) fail(`popup does not show ${target.id}: ${text}`);
+  if (!/level/.test(text)) fail(`popup lacks the level: ${text}`);
+
+  // Layer toggles and legend are there.
+  const toggles = await page.locator('#layers input[type=checkbox]').count();
+  if (toggles < 5) fail(`expected 5 layer toggles, found ${toggles}`);
+  const legendItems = await page.locator('#legend .item').count();
+  if (legendItems < 10) fail(`expected a legend of levels and pipeline kinds, found ${legendItems} items`);
+
+  const out = join(root, 'target', 'browser');
+  mkdirSync(out, { recursive: true });
+  await page.screenshot({ path: join(out, 'map.png') });
+  if (errors.length) fail(`console or network errors:\n  ${errors.join('\n  ')}`);
+  console.log(`map drew ${tiles.ok} tiles (${tiles.empty} empty), popup for ${target.id} shown, screenshot in target/browser/map.png`);
+} catch (e) {
+  fail(e.stack || String(e));
+} finally {
+  await browser.close();
+  proc.kill('SIGTERM');
+  rmSync(data, { recursive: true, force: true });
+}
