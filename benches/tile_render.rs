@@ -3,8 +3,9 @@
 //!
 //! RISKMAP_DATA=/path/to/data PATHS=paths.txt [LAYERS=risk_points,pipelines,sensors]
 //!   cargo bench --bench tile_render
-//! PATHS lines are `z/x/y` (../shared/bench/tile_paths.py). With ZOOMS=0-18 instead of
-//! PATHS, every zoom 0..=18 is sampled around the data's risk points.
+//! PATHS lines are `z/x/y` (../shared/bench/tile_paths.py). Without PATHS, every zoom
+//! 0..=18 is sampled around the data's risk points; with COVER=1, zooms 0..=12 are
+//! covered tile by tile over the data's extent and 13..=18 sampled (400 tiles each).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,6 +52,37 @@ fn main() {
                     .flatten()
             })
             .collect(),
+        Err(_) if std::env::var("COVER").is_ok() => {
+            // Every tile over the data's extent at zooms 0..=12; 400 around risk points at
+            // 13..=18 (too many to cover there).
+            let extent = states.iter().filter_map(|l| l.index.read().extent()).reduce(riskmap::model::Bbox::union).expect("data");
+            let mut v = Vec::new();
+            for z in 0..=12u8 {
+                let a = TileCoord::of_lonlat(extent.min_lon, extent.max_lat, z).expect("in range");
+                let b = TileCoord::of_lonlat(extent.max_lon, extent.min_lat, z).expect("in range");
+                for x in a.x..=b.x {
+                    for y in a.y..=b.y {
+                        v.push(TileCoord { z, x, y });
+                    }
+                }
+            }
+            let l = app.layer("risk_points").expect("risk_points");
+            let idx = l.index.read();
+            let pts: Vec<geo_types::Coord> = idx
+                .slots()
+                .filter_map(|s| match idx.geometry(s) {
+                    riskmap::index::GeomRef::Point(c) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            for z in 13..=18u8 {
+                for i in 0..400usize {
+                    let c = pts[(i * 7919 + z as usize * 104_729) % pts.len()];
+                    v.extend(TileCoord::of_lonlat(c.x, c.y, z));
+                }
+            }
+            v
+        }
         Err(_) => {
             // Every zoom 0..=18, 40 tiles each around risk points.
             let l = app.layer("risk_points").expect("risk_points");
