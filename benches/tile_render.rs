@@ -19,7 +19,9 @@ type ZoomStats = (Vec<f64>, usize, (u32, u32), usize);
 
 fn main() {
     let Ok(data) = std::env::var("RISKMAP_DATA").map(PathBuf::from) else {
-        eprintln!("usage: RISKMAP_DATA=DIR [PATHS=paths.txt] [LAYERS=..] [REPEAT=n] cargo bench --bench tile_render");
+        eprintln!(
+            "usage: RISKMAP_DATA=DIR [PATHS=paths.txt] [LAYERS=..] [REPEAT=n] cargo bench --bench tile_render"
+        );
         return;
     };
     let layers = std::env::var("LAYERS").unwrap_or_else(|_| "risk_points,pipelines,sensors".into());
@@ -55,7 +57,11 @@ fn main() {
         Err(_) if std::env::var("COVER").is_ok() => {
             // Every tile over the data's extent at zooms 0..=12; 400 around risk points at
             // 13..=18 (too many to cover there).
-            let extent = states.iter().filter_map(|l| l.index.read().extent()).reduce(riskmap::model::Bbox::union).expect("data");
+            let extent = states
+                .iter()
+                .filter_map(|l| l.index.read().extent())
+                .reduce(riskmap::model::Bbox::union)
+                .expect("data");
             let mut v = Vec::new();
             for z in 0..=12u8 {
                 let a = TileCoord::of_lonlat(extent.min_lon, extent.max_lat, z).expect("in range");

@@ -107,6 +107,9 @@ pub struct App {
     started: Instant,
     options: OpenOptions,
     tiles: crate::tiles::TileCache,
+    /// Per thread: a read connection and the `data_version` it last saw (see
+    /// [`App::store_changed`]).
+    watch: thread_local::ThreadLocal<std::cell::RefCell<Option<(rusqlite::Connection, i64)>>>,
 }
 
 impl App {
@@ -166,6 +169,7 @@ impl App {
             started: Instant::now(),
             tiles: crate::tiles::TileCache::new(options.tile_cache_bytes),
             options,
+            watch: thread_local::ThreadLocal::new(),
         })
     }
 
@@ -354,6 +358,38 @@ impl App {
         metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => "delete")
             .increment(1);
         Ok(gone)
+    }
+
+    /// Whether another connection (an import in another process, or this server's own
+    /// writer) has committed since this thread last asked: SQLite's `data_version` on a
+    /// connection of this thread's own, about a microsecond and no shared lock. Readers
+    /// that must never see an acknowledged write missing (tiles, features) check it and
+    /// run [`App::follow_changes`] first when it says yes. Errors count as yes.
+    pub fn store_changed(&self) -> bool {
+        let cell = self.watch.get_or(|| std::cell::RefCell::new(None));
+        let mut slot = cell.borrow_mut();
+        let read = |c: &rusqlite::Connection| {
+            c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
+                .ok()
+        };
+        match slot.as_mut() {
+            Some((conn, seen)) => match read(conn) {
+                Some(v) if v == *seen => false,
+                Some(v) => {
+                    *seen = v;
+                    true
+                }
+                None => true,
+            },
+            None => {
+                if let Ok(conn) = self.store.open_reader() {
+                    if let Some(v) = read(&conn) {
+                        *slot = Some((conn, v));
+                    }
+                }
+                true // first look from this thread: catch up once
+            }
+        }
     }
 
     /// Applies the store's change feed to the indexes: single features are re-read

@@ -397,7 +397,20 @@ fn tile_settings(
             ));
         }
     };
-    let points = matches!(geometry, GeometryType::Point | GeometryType::MultiPoint);
+    // Clusters are drawn for point layers (a multipoint is drawn as it is).
+    let points = geometry == GeometryType::Point;
+    if points {
+        if let Some(p) = properties
+            .iter()
+            .find(|p| p.name == "cluster" || p.name == "count")
+        {
+            return Err(invalid(
+                "properties",
+                &p.name,
+                "cluster and count are reserved on point layers: tiles use them for clusters",
+            ));
+        }
+    }
     let find = |key: &str, name: &str| {
         properties
             .iter()

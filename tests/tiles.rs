@@ -175,177 +175,263 @@ fn sample_tiles(app: &App, n: usize) -> Vec<TileCoord> {
         .collect()
 }
 
-#[tokio::test]
-async fn point_counts_equal_brute_force_and_positions_are_within_a_pixel() {
-    // Low thresholds, so that the demo exercises raw points, clusters from the
-    // pyramid (zoom <= 10) and clusters binned per request (zoom >= 11).
-    let (_dir, app) = demo_app_with(|_, text| text.replace("max_points = 1000", "max_points = 60"));
-    let mut clustered_tiles = 0;
-    let mut raw_tiles = 0;
-    let mut clustered_at = std::collections::BTreeSet::new();
-    for t in sample_tiles(&app, 140) {
-        let bytes = tile(&app, "boundary,rivers,pipelines,risk_points,sensors", t).await;
-        let layers = decode(&bytes);
-        for name in ["risk_points", "sensors"] {
-            let l = app.layer(name).unwrap();
-            if t.z < l.def.minzoom {
+/// How a point layer's tile was drawn.
+#[derive(Debug, PartialEq)]
+enum Mode {
+    Absent,
+    Raw,
+    Clustered,
+}
+
+/// Checks one point layer of a decoded tile against brute force over the index:
+/// - raw: every point inside the tile is drawn, within a unit of its position, and
+///   nothing clearly inside is drawn that is not in the tile;
+/// - clustered: cell by cell (the layer's cluster cell size), the drawn count equals
+///   the points in that cell and a cluster's level is the most severe among them.
+fn check_point_layer(
+    app: &App,
+    name: &str,
+    t: TileCoord,
+    layers: &HashMap<String, Vec<Decoded>>,
+) -> Mode {
+    let l = app.layer(name).unwrap();
+    if t.z < l.def.minzoom {
+        assert!(
+            !layers.contains_key(name),
+            "{name} below its minzoom at {t:?}"
+        );
+        return Mode::Absent;
+    }
+    let cell = l.def.tiles.cluster_cell as f64;
+    let rank_prop = l.def.tiles.cluster_rank;
+    let idx = l.index.read();
+    // Brute force: every point of the layer, with the independent slippy-map formula.
+    let mut want: HashMap<String, (f64, f64, Option<String>)> = HashMap::new();
+    for s in idx.slots() {
+        let riskmap::index::GeomRef::Point(c) = idx.geometry(s) else {
+            unreachable!()
+        };
+        let (x, y) = slippy(c.x, c.y, t.z);
+        if x.floor() as u32 == t.x && y.floor() as u32 == t.y {
+            let level = rank_prop.and_then(|p| match idx.value(s, p) {
+                riskmap::model::ValueRef::Text(v) => Some(v.to_string()),
+                _ => None,
+            });
+            want.insert(
+                idx.id(s).to_string(),
+                ((x - t.x as f64) * 4096.0, (y - t.y as f64) * 4096.0, level),
+            );
+        }
+    }
+    let got = layers.get(name).cloned().unwrap_or_default();
+    for f in &got {
+        // Points carry their store fid as MVT id; clusters have none.
+        assert_eq!(
+            f.id.is_some(),
+            !f.tags.contains_key("cluster"),
+            "{name} at {t:?}: {f:?}"
+        );
+    }
+    let pos = |f: &Decoded| f.geom.coords_iter().next().unwrap();
+    if !got.iter().any(|f| f.tags.contains_key("cluster")) {
+        let by_id: HashMap<&str, &Decoded> = got
+            .iter()
+            .map(|f| (f.tags["id"].as_str().unwrap(), f))
+            .collect();
+        for (id, (wx, wy, _)) in &want {
+            let f = by_id
+                .get(id.as_str())
+                .unwrap_or_else(|| panic!("{name} {id} missing at {t:?}"));
+            let c = pos(f);
+            assert!(
+                (c.x - wx).abs() <= 1.0 && (c.y - wy).abs() <= 1.0,
+                "{name} {id} at {t:?}: ({}, {}) vs ({wx}, {wy})",
+                c.x,
+                c.y
+            );
+        }
+        for f in &got {
+            let c = pos(f);
+            if (1.0..4095.0).contains(&c.x) && (1.0..4095.0).contains(&c.y) {
                 assert!(
-                    !layers.contains_key(name),
-                    "{name} below its minzoom at {t:?}"
-                );
-                continue;
-            }
-            // Brute force over every feature of the layer.
-            let idx = l.index.read();
-            let mut want: HashMap<String, (f64, f64)> = HashMap::new();
-            for s in idx.slots() {
-                let riskmap::index::GeomRef::Point(c) = idx.geometry(s) else {
-                    unreachable!()
-                };
-                let (x, y) = slippy(c.x, c.y, t.z);
-                if x.floor() as u32 == t.x && y.floor() as u32 == t.y {
-                    want.insert(
-                        idx.id(s).to_string(),
-                        ((x - t.x as f64) * 4096.0, (y - t.y as f64) * 4096.0),
-                    );
-                }
-            }
-            let got = layers.get(name).cloned().unwrap_or_default();
-            let clusters: Vec<&Decoded> = got
-                .iter()
-                .filter(|f| f.tags.contains_key("cluster"))
-                .collect();
-            let inside = |f: &Decoded| {
-                let c = f.geom.coords_iter().next().unwrap();
-                (0.0..4096.0).contains(&c.x) && (0.0..4096.0).contains(&c.y)
-            };
-            for f in &got {
-                // Points carry their store fid as MVT id; clusters have none.
-                assert_eq!(
-                    f.id.is_some(),
-                    !f.tags.contains_key("cluster"),
-                    "{name} at {t:?}: {f:?}"
+                    want.contains_key(f.tags["id"].as_str().unwrap()),
+                    "{name} at {t:?}: {:?} drawn inside but not in the tile",
+                    f.tags["id"]
                 );
             }
-            if clusters.is_empty() {
-                raw_tiles += 1;
-                // Every point of the tile is drawn, within a unit of where it is; the
-                // others drawn are in the buffer (within half a unit of the edge at
-                // most, once quantised onto it).
-                let by_id: HashMap<&str, &Decoded> = got
-                    .iter()
-                    .map(|f| (f.tags["id"].as_str().unwrap(), f))
-                    .collect();
-                for (id, &(wx, wy)) in &want {
-                    let f = by_id
-                        .get(id.as_str())
-                        .unwrap_or_else(|| panic!("{name} {id} missing at {t:?}"));
-                    let c = f.geom.coords_iter().next().unwrap();
-                    assert!(
-                        (c.x - wx).abs() <= 1.0 && (c.y - wy).abs() <= 1.0,
-                        "{name} {id} at {t:?}: ({}, {}) vs ({wx}, {wy})",
-                        c.x,
-                        c.y
-                    );
+        }
+        return if got.is_empty() {
+            Mode::Absent
+        } else {
+            Mode::Raw
+        };
+    }
+    // Clustered: expected count and most severe level per cell.
+    let levels = ["I", "II", "III", "IV"];
+    let mut cells: HashMap<(i64, i64), (i64, Option<usize>)> = HashMap::new();
+    for (x, y, level) in want.values() {
+        let e = cells
+            .entry(((x / cell).floor() as i64, (y / cell).floor() as i64))
+            .or_insert((0, None));
+        e.0 += 1;
+        if let Some(r) = level
+            .as_deref()
+            .and_then(|l| levels.iter().position(|v| *v == l))
+        {
+            e.1 = Some(e.1.map_or(r, |o: usize| o.min(r)));
+        }
+    }
+    let mut seen: HashMap<(i64, i64), i64> = HashMap::new();
+    for f in &got {
+        let c = pos(f);
+        assert!(
+            (0.0..4096.0).contains(&c.x) && (0.0..4096.0).contains(&c.y),
+            "{name} at {t:?}: clustered tiles hold only the tile's own points"
+        );
+    }
+    // A cell of one point shows the point itself: placed by its id.
+    for f in got.iter().filter(|f| !f.tags.contains_key("cluster")) {
+        let id = f.tags["id"].as_str().unwrap();
+        let (x, y, _) = want
+            .get(id)
+            .unwrap_or_else(|| panic!("{name} at {t:?}: {id} is not in the tile"));
+        let key = ((x / cell).floor() as i64, (y / cell).floor() as i64);
+        assert_eq!(
+            cells[&key].0, 1,
+            "{name} at {t:?}: {id} shown alone in a cell of {}",
+            cells[&key].0
+        );
+        assert!(
+            seen.insert(key, 1).is_none(),
+            "{name} at {t:?}: cell {key:?} drawn twice"
+        );
+    }
+    // Clusters: at their centroid, which quantisation may move half a unit across a
+    // cell edge (the neighbour with the same count is then taken).
+    for f in got.iter().filter(|f| f.tags.contains_key("cluster")) {
+        let c = pos(f);
+        let count = f.tags["count"].as_i64().unwrap();
+        let options = [
+            (c.x, c.y),
+            (c.x - 0.5, c.y),
+            (c.x + 0.5, c.y),
+            (c.x, c.y - 0.5),
+            (c.x, c.y + 0.5),
+        ];
+        let key = options
+            .iter()
+            .map(|(x, y)| ((x / cell).floor() as i64, (y / cell).floor() as i64))
+            .find(|k| cells.get(k).is_some_and(|e| e.0 == count) && !seen.contains_key(k))
+            .unwrap_or_else(|| {
+                panic!("{name} at {t:?}: a cluster of {count} at {c:?} matches no cell")
+            });
+        seen.insert(key, count);
+        if let Some(r) = cells[&key].1 {
+            assert_eq!(
+                f.tags["level"], levels[r],
+                "{name} at {t:?}, cell {key:?}: the most severe level"
+            );
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        cells.len(),
+        "{name} at {t:?}: every non-empty cell is drawn"
+    );
+    Mode::Clustered
+}
+
+#[tokio::test]
+async fn point_counts_and_cluster_levels_equal_brute_force_and_positions_are_within_a_pixel() {
+    // Low thresholds, so that the demo exercises raw points, clusters from the
+    // pyramid and clusters binned per request.
+    let (_dir, app) = demo_app_with(|_, text| text.replace("max_points = 1000", "max_points = 60"));
+    let (mut clustered, mut raw) = (std::collections::BTreeSet::new(), 0);
+    for t in sample_tiles(&app, 140) {
+        let layers = decode(&tile(&app, "boundary,rivers,pipelines,risk_points,sensors", t).await);
+        for name in ["risk_points", "sensors"] {
+            match check_point_layer(&app, name, t, &layers) {
+                Mode::Clustered => {
+                    clustered.insert((name, t.z));
                 }
-                for f in &got {
-                    let c = f.geom.coords_iter().next().unwrap();
-                    if (1.0..4095.0).contains(&c.x) && (1.0..4095.0).contains(&c.y) {
-                        assert!(
-                            want.contains_key(f.tags["id"].as_str().unwrap()),
-                            "{name} at {t:?}: {:?} drawn inside but not in the tile",
-                            f.tags["id"]
-                        );
-                    }
-                }
-            } else {
-                clustered_tiles += 1;
-                clustered_at.insert(t.z);
-                // Cluster counts plus single points (inside the tile) add up.
-                let mut sum = 0i64;
-                for f in &got {
-                    assert!(
-                        inside(f),
-                        "{name} at {t:?}: clustered tiles hold only the tile's own points"
-                    );
-                    sum += f.tags.get("count").and_then(Value::as_i64).unwrap_or(1);
-                }
-                assert_eq!(sum as usize, want.len(), "{name} at {t:?}: cluster counts");
-                if name == "risk_points" {
-                    // A cluster's level is the most severe of its points.
-                    for c in clusters {
-                        assert!(
-                            ["I", "II", "III", "IV"].contains(&c.tags["level"].as_str().unwrap())
-                        );
-                    }
-                }
+                Mode::Raw => raw += 1,
+                Mode::Absent => {}
             }
         }
     }
+    let deep = riskmap::index::PYRAMID_MAX_LEVEL;
+    assert!(raw > 20, "raw tiles: {raw}");
+    let cell_zoom =
+        |n: &str| (4096 / app.layer(n).unwrap().def.tiles.cluster_cell).trailing_zeros() as u8;
     assert!(
-        clustered_tiles > 20 && raw_tiles > 20,
-        "both modes exercised: {clustered_tiles} clustered, {raw_tiles} raw"
+        clustered
+            .iter()
+            .any(|&(n, z)| n == "risk_points" && z + cell_zoom(n) <= deep),
+        "pyramid clusters: {clustered:?}"
     );
     assert!(
-        clustered_at.iter().any(|&z| z <= 10) && clustered_at.iter().any(|&z| z >= 11),
-        "pyramid and binned clusters: {clustered_at:?}"
+        clustered.iter().any(|&(n, z)| z + cell_zoom(n) > deep),
+        "binned clusters: {clustered:?}"
+    );
+    assert!(
+        clustered.iter().any(|&(n, _)| n == "sensors"),
+        "sensor clusters: {clustered:?}"
     );
 }
 
 #[tokio::test]
-async fn the_most_severe_level_is_never_hidden_in_a_cluster() {
-    let (_dir, app) = demo_app_with(|_, text| text.replace("max_points = 1000", "max_points = 60"));
-    let mut in_clusters = 0;
-    let l = app.layer("risk_points").unwrap();
-    // The single level-I point of a cluster-mode tile must colour its cluster.
-    for z in [0u8, 1, 3, 6, 8, 10, 11] {
-        let levels: Vec<(String, geo_types::Coord)> = {
-            let idx = l.index.read();
-            idx.slots()
-                .filter(|&s| idx.value(s, 2) == riskmap::model::ValueRef::Text("I"))
-                .map(|s| {
-                    let riskmap::index::GeomRef::Point(c) = idx.geometry(s) else {
-                        unreachable!()
-                    };
-                    (idx.id(s).to_string(), c)
-                })
-                .collect()
-        };
-        let (id, c) = &levels[0];
-        let t = TileCoord::of_lonlat(c.x, c.y, z).unwrap();
-        let layers = decode(&tile(&app, "risk_points", t).await);
-        let (x, y) = slippy(c.x, c.y, z);
-        let (px, py) = ((x - t.x as f64) * 4096.0, (y - t.y as f64) * 4096.0);
-        let holder = layers["risk_points"]
-            .iter()
-            .find(|f| {
-                f.tags.get("id").and_then(Value::as_str) == Some(id.as_str())
-                    || (f.tags.contains_key("cluster") && f.tags["level"] == "I" && {
-                        // Cells are 64 units wide, or up to 512 in crowded tiles: the
-                        // cluster's centroid shares the point's cell at one of these sizes.
-                        let p = f.geom.coords_iter().next().unwrap();
-                        [64.0, 128.0, 256.0, 512.0].iter().any(|s: &f64| {
-                            (p.x / s).floor() == (px / s).floor()
-                                && (p.y / s).floor() == (py / s).floor()
-                        })
-                    })
-            })
-            .unwrap_or_else(|| panic!("{id} not in {t:?}"));
-        assert_eq!(holder.tags["level"], "I", "z{z}: {holder:?}");
-        if holder
-            .tags
-            .get("count")
-            .and_then(Value::as_i64)
-            .unwrap_or(1)
-            > 1
-        {
-            in_clusters += 1;
+async fn when_the_budget_cannot_hold_a_tiles_own_points_they_are_clustered() {
+    // Sensors with room for a few dozen points per tile but no point-count limit.
+    let (_dir, app) = demo_app_with(|name, text| {
+        if name == "sensors.toml" {
+            text.replace(
+                "max_points = 1000",
+                "max_points = 100000\nmax_bytes = 16000",
+            )
+        } else {
+            text
+        }
+    });
+    let mut fell_back = 0;
+    for t in sample_tiles(&app, 140).into_iter().filter(|t| t.z >= 12) {
+        let layers = decode(&tile(&app, "sensors", t).await);
+        if check_point_layer(&app, "sensors", t, &layers) == Mode::Clustered {
+            fell_back += 1;
         }
     }
-    assert!(
-        in_clusters >= 3,
-        "the level-I point must sit in clusters at low zoom ({in_clusters})"
-    );
+    assert!(fell_back > 5, "{fell_back}");
+}
+
+#[tokio::test]
+async fn multipoint_layers_are_drawn() {
+    let (dir, _) = demo_app();
+    let layers = dir.path().join("layers");
+    std::fs::write(layers.join("wells.toml"), "name = \"wells\"\ntitle = \"Wells\"\nkind = \"reference\"\ngeometry = \"multipoint\"\nid_property = \"id\"\n").unwrap();
+    let cfg = riskmap::config::Config::load(&layers).unwrap();
+    let app = Arc::new(App::open(cfg, dir.path(), riskmap::app::OpenOptions::default()).unwrap());
+    let file = dir.path().join("wells.geojson");
+    let f = json!({"type":"Feature","id":"W1","geometry":{"type":"MultiPoint","coordinates":[[106.5,29.5],[106.51,29.51],[106.5,86.0]]},"properties":{}});
+    std::fs::write(&file, collection(vec![f])).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_riskmap"))
+        .args([
+            "import",
+            "--data",
+            dir.path().to_str().unwrap(),
+            "--layers",
+            layers.to_str().unwrap(),
+            "--layer",
+            "wells",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let t = TileCoord::of_lonlat(106.5, 29.5, 10).unwrap();
+    let decoded = decode(&tile(&app, "wells", t).await);
+    let Geometry::MultiPoint(m) = &decoded["wells"][0].geom else {
+        panic!("{:?}", decoded["wells"][0].geom)
+    };
+    assert_eq!(m.0.len(), 2, "the point beyond 85° is on no tile");
 }
 
 #[tokio::test]
@@ -586,7 +672,8 @@ async fn assert_fresh(app: &Arc<App>, layers: &str, tiles: &[TileCoord], what: &
 
 #[tokio::test]
 async fn after_an_edit_or_import_no_tile_shows_the_old_state() {
-    let (dir, app) = demo_app();
+    // Low thresholds: the tiles around the edited point hold clusters at low zoom.
+    let (dir, app) = demo_app_with(|_, text| text.replace("max_points = 1000", "max_points = 60"));
     let layers = "risk_points,sensors";
     let planner = app
         .store()
@@ -627,6 +714,11 @@ async fn after_an_edit_or_import_no_tile_shows_the_old_state() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_fresh(&app, layers, &all, "after PATCH").await;
+    // And every one of them still agrees with brute force (the count pyramid followed the move).
+    for &t in &all {
+        let decoded = decode(&tile(&app, layers, t).await);
+        check_point_layer(&app, "risk_points", t, &decoded);
+    }
     // At z16 the point is drawn at its new place with its new level, and gone from the old.
     let t_new = TileCoord::of_lonlat(new.x, new.y, 16).unwrap();
     let f = decode(&tile(&app, "risk_points", t_new).await)
@@ -657,7 +749,8 @@ async fn after_an_edit_or_import_no_tile_shows_the_old_state() {
         file.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    app.follow_changes().unwrap();
+    // No explicit catch-up: the next tile request applies the import itself.
+
     assert_fresh(&app, layers, &all, "after re-import").await;
 
     // A delete, too.

@@ -58,13 +58,15 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 fn respond(t: &CachedTile, headers: &HeaderMap) -> Result<Response, ApiError> {
-    let etag = HeaderValue::from_str(&t.etag).map_err(|e| ApiError::internal("tile etag", e))?;
-    let mut resp = if not_modified(headers, &t.etag) {
+    let gzip = accepts_gzip(headers) && t.gzip.is_some();
+    let tag = if gzip { &t.etag_gzip } else { &t.etag };
+    let etag = HeaderValue::from_str(tag).map_err(|e| ApiError::internal("tile etag", e))?;
+    let mut resp = if not_modified(headers, tag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         match &t.gzip {
             None => StatusCode::NO_CONTENT.into_response(),
-            Some(gz) if accepts_gzip(headers) => {
+            Some(gz) if gzip => {
                 let mut r = Body::from(gz.clone()).into_response();
                 r.headers_mut()
                     .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -95,7 +97,17 @@ fn respond(t: &CachedTile, headers: &HeaderMap) -> Result<Response, ApiError> {
 
 type TilePath = Result<Path<(String, String, String, String)>, PathRejection>;
 
-/// Permits for concurrent tile drawing: one per core.
+/// Applies writes committed by other processes (an import that has returned) before
+/// answering, so no tile shows a state older than an acknowledged write.
+pub(super) async fn catch_up(app: &Arc<App>) -> Result<(), ApiError> {
+    if app.store_changed() {
+        let a = app.clone();
+        blocking(move || a.follow_changes().map(|_| ()).map_err(ApiError::from)).await?;
+    }
+    Ok(())
+}
+
+/// Permits for concurrent tile drawing: two per core.
 fn render_slots() -> &'static tokio::sync::Semaphore {
     static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
     SLOTS.get_or_init(|| {
@@ -122,6 +134,7 @@ pub async fn tile(
         blocking(move || auth::require_read(&a, &h)).await?;
     }
     let spec: Arc<str> = spec.into();
+    catch_up(&app).await?;
     // A fresh cached tile is answered here; drawing happens off the async threads.
     let layers = tiles::resolve(&spec, app.layers()).map_err(list_error)?;
     let key = tiles::TileKey {

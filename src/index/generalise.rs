@@ -62,6 +62,8 @@ fn to_world_clamped(c: Coord) -> [f64; 2] {
 /// What a part of a shape is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PartKind {
+    /// One point of a multipoint.
+    Point,
     Line,
     /// Polygon exterior ring; the interior rings that follow belong to it.
     Exterior,
@@ -95,6 +97,11 @@ impl WorldShape {
     pub fn new(g: &Geometry) -> Self {
         let mut s = WorldShape::default();
         let add = |l: &LineString, kind: PartKind, s: &mut WorldShape| {
+            // A part wholly beyond the Mercator limit is not on any tile (clamping
+            // would draw it along the world's edge).
+            if l.0.iter().all(|c| !(-MAX_LAT..=MAX_LAT).contains(&c.y)) {
+                return;
+            }
             let start = s.xy.len();
             s.xy.extend(l.0.iter().map(|&c| to_world_clamped(c)));
             s.importance.resize(s.xy.len(), 0.0);
@@ -121,6 +128,10 @@ impl WorldShape {
             Geometry::MultiLineString(m) => m.0.iter().for_each(|l| add(l, PartKind::Line, &mut s)),
             Geometry::Polygon(p) => polygon(p, &mut s),
             Geometry::MultiPolygon(m) => m.0.iter().for_each(|p| polygon(p, &mut s)),
+            Geometry::MultiPoint(m) => {
+                m.0.iter()
+                    .for_each(|p| add(&LineString(vec![p.0]), PartKind::Point, &mut s))
+            }
             _ => {}
         }
         s.bbox = s.xy.iter().fold(

@@ -32,13 +32,24 @@ pub struct CachedTile {
     pub gzip: Option<bytes::Bytes>,
     /// Size before compression.
     pub raw_len: usize,
-    /// Strong validator: CRC-32 and length of the uncompressed tile.
+    /// Strong validator of the uncompressed body: CRC-32, a 64-bit SipHash (fixed
+    /// keys, so stable across restarts) and the length.
     pub etag: String,
+    /// The gzip body's validator (a different representation needs its own).
+    pub etag_gzip: String,
 }
 
 impl CachedTile {
     pub fn new(stamps: Vec<u64>, area: Bbox, raw: &[u8]) -> Self {
-        let etag = format!("\"{:08x}-{:x}\"", crc32fast::hash(raw), raw.len());
+        let sip = {
+            use std::hash::Hasher;
+            #[allow(deprecated)] // SipHasher: fixed keys on purpose (stable validators)
+            let mut h = std::hash::SipHasher::new();
+            h.write(raw);
+            h.finish()
+        };
+        let tag = format!("{:08x}{sip:016x}-{:x}", crc32fast::hash(raw), raw.len());
+        let (etag, etag_gzip) = (format!("\"{tag}\""), format!("\"{tag}-gz\""));
         let gzip = if raw.is_empty() {
             None
         } else {
@@ -54,6 +65,7 @@ impl CachedTile {
             gzip,
             raw_len: raw.len(),
             etag,
+            etag_gzip,
         }
     }
 

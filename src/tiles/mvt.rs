@@ -135,6 +135,16 @@ pub struct LayerWriter<'a> {
     feature_count: usize,
     scratch: Vec<u8>,
     tags: Vec<u32>,
+    /// Table sizes before the current feature's tags, to undo them if it is refused.
+    mark: Mark,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Mark {
+    keys: usize,
+    keys_len: usize,
+    values_len: usize,
+    value_count: u32,
 }
 
 /// How a tag's value is shared between features.
@@ -164,6 +174,7 @@ impl<'a> LayerWriter<'a> {
             feature_count: 0,
             scratch: Vec::new(),
             tags: Vec::new(),
+            mark: Mark::default(),
         }
     }
 
@@ -173,6 +184,44 @@ impl<'a> LayerWriter<'a> {
 
     /// Starts the tags of the next feature.
     pub fn clear_tags(&mut self) {
+        self.tags.clear();
+        self.mark = Mark {
+            keys: self.keys.len(),
+            keys_len: self.keys_len,
+            values_len: self.values.len(),
+            value_count: self.value_count,
+        };
+    }
+
+    /// Empties the layer (features, keys and values), keeping its name and key names.
+    pub fn clear(&mut self) {
+        self.keys.clear();
+        self.key_slots.iter_mut().for_each(|k| *k = u32::MAX);
+        self.keys_len = 0;
+        self.values.clear();
+        self.value_index.clear();
+        self.symbol_index.clear();
+        self.value_count = 0;
+        self.features.clear();
+        self.feature_count = 0;
+        self.tags.clear();
+        self.mark = Mark::default();
+    }
+
+    /// Takes out the keys and values the refused feature's tags added.
+    fn undo_tags(&mut self) {
+        let m = self.mark;
+        self.keys.truncate(m.keys);
+        for slot in &mut self.key_slots {
+            if *slot != u32::MAX && *slot as usize >= m.keys {
+                *slot = u32::MAX;
+            }
+        }
+        self.keys_len = m.keys_len;
+        self.values.truncate(m.values_len);
+        self.value_count = m.value_count;
+        self.value_index.retain(|_, v| *v < m.value_count);
+        self.symbol_index.retain(|_, v| *v < m.value_count);
         self.tags.clear();
     }
 
@@ -285,7 +334,7 @@ impl<'a> LayerWriter<'a> {
         geom: &GeomBuf,
         budget: usize,
     ) -> bool {
-        let size = self.size();
+        let body = self.body_len();
         let s = &mut self.scratch;
         s.clear();
         if let Some(id) = id {
@@ -308,8 +357,10 @@ impl<'a> LayerWriter<'a> {
         for &c in &geom.cmds {
             put_varint(s, c as u64);
         }
-        let add = 1 + varint_len(s.len() as u64) + s.len();
-        if size + add > budget {
+        // The layer's size with this feature, its length prefix included (it may grow).
+        let new_body = body + 1 + varint_len(s.len() as u64) + s.len();
+        if 1 + varint_len(new_body as u64) + new_body > budget {
+            self.undo_tags();
             return false;
         }
         self.features.push(0x12); // layer field 2
@@ -363,11 +414,23 @@ mod tests {
             assert!(l.add_feature(Some(i as u64 + 1), GeomType::Point, &g, usize::MAX));
         }
         let size = l.size();
+        // Refused for budget: the new key and values its tags brought are taken out.
+        l.clear_tags();
+        l.tag_unique(
+            0,
+            MvtValue::Str("a new id with a long text that would not fit"),
+        );
+        l.tag(2, MvtValue::Int(-77));
         assert!(
             !l.add_feature(Some(1), GeomType::Point, &g, size + 3),
             "over budget: refused"
         );
         assert_eq!(l.size(), size, "a refused feature leaves nothing behind");
+        // The tables still work after the undo.
+        l.clear_tags();
+        l.tag(2, MvtValue::Int(-77));
+        assert!(l.add_feature(Some(2), GeomType::Point, &g, usize::MAX));
+        let size = l.size();
         let mut tile = Vec::new();
         l.finish(&mut tile);
         assert_eq!(tile.len(), size);

@@ -158,7 +158,9 @@ fn points<'a>(
     // they lie in the tile itself.
     let mut cands: Vec<(u32, [f64; 2], bool)> = Vec::new();
     let query = if inside.is_some_and(|n| n > max_points) {
-        coord.lonlat_bbox(0)
+        // One unit of padding: the lon/lat box computed back from world coordinates
+        // may be an ulp short of the tile; `contains` below decides exactly.
+        coord.lonlat_bbox(1)
     } else {
         coord.lonlat_bbox(ts.buffer)
     };
@@ -174,15 +176,22 @@ fn points<'a>(
     if n_inside > max_points {
         return binned_clusters(idx, def, coord, &cands, w, budget);
     }
-    // Slot order is spatial order (see index): deterministic and cache-friendly.
-    cands.sort_unstable_by_key(|c| c.0);
+    // The tile's own points first, then those of the buffer; each group in slot order
+    // (spatial order, see index: deterministic and cache-friendly).
+    cands.sort_unstable_by_key(|c| (!c.2, c.0));
     let mut stats = LayerStats::default();
     let mut g = GeomBuf::default();
-    for &(slot, p, _) in cands.iter() {
+    for &(slot, p, inside) in cands.iter() {
         g.clear();
         g.points(&[quantise(p)]);
         tags(w, def, idx, slot);
         if !w.add_feature(Some(idx.fid(slot) as u64), GeomType::Point, &g, budget) {
+            if inside {
+                // The budget cannot hold the tile's own points: show clusters instead,
+                // so every point is still counted.
+                w.clear();
+                return binned_clusters(idx, def, coord, &cands, w, budget);
+            }
             stats.truncated = true;
             break;
         }
@@ -430,12 +439,14 @@ fn shapes<'a>(
     let mut clipped: Vec<[f64; 2]> = Vec::new();
     let mut clipped_parts: Vec<std::ops::Range<usize>> = Vec::new();
     let mut q: Vec<(i32, i32)> = Vec::new();
+    let mut points_q: Vec<(i32, i32)> = Vec::new();
     let mut ty = GeomType::LineString;
     for slot in candidates {
         let Some(shape) = idx.world_shape(slot) else {
             continue;
         };
         g.clear();
+        points_q.clear();
         // Whether the current polygon's exterior was kept (its holes follow it).
         let mut exterior_kept = false;
         // Whether clipping left anything (then an empty result means it collapsed).
@@ -456,6 +467,14 @@ fn shapes<'a>(
                 );
             }
             match part.kind {
+                PartKind::Point => {
+                    ty = GeomType::Point;
+                    let p = coord.to_tile(xy[0]);
+                    if bx.contains(p) {
+                        reached = true;
+                        points_q.push(quantise(p));
+                    }
+                }
                 PartKind::Line => {
                     ty = GeomType::LineString;
                     clip_line_into(&kept, &bx, &mut clipped, &mut clipped_parts);
@@ -503,6 +522,9 @@ fn shapes<'a>(
                     g.ring(&q);
                 }
             }
+        }
+        if !points_q.is_empty() {
+            g.points(&points_q);
         }
         if g.is_empty() {
             if reached {
