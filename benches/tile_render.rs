@@ -3,7 +3,8 @@
 //!
 //! RISKMAP_DATA=/path/to/data PATHS=paths.txt [LAYERS=risk_points,pipelines,sensors]
 //!   cargo bench --bench tile_render
-//! PATHS lines are `z/x/y` (../shared/bench/tile_paths.py). Without PATHS, every zoom
+//! PATHS lines are `z/x/y` (../shared/bench/tile_paths.py); DECODE=1 also decodes every
+//! tile strictly and checks point totals. Without PATHS, every zoom
 //! 0..=18 is sampled around the data's risk points; with COVER=1, zooms 0..=12 are
 //! covered tile by tile over the data's extent and 13..=18 sampled (400 tiles each).
 
@@ -13,6 +14,75 @@ use std::time::Instant;
 
 use riskmap::app::{App, OpenOptions};
 use riskmap::tiles::{TileCoord, render, resolve};
+
+/// DECODE=1: every tile decoded strictly by geozero's MVT reader (an independent
+/// decoder that refuses wrong winding), and for point layers the points of the tile
+/// (single points inside it plus cluster counts) compared with the index's exact count.
+fn verify(app: &App, states: &[&riskmap::index::LayerState], tiles: &[TileCoord]) {
+    use geozero::mvt::{Message, Tile};
+    let (mut decoded, mut features, mut checked) = (0usize, 0usize, 0usize);
+    for &t in tiles {
+        let bytes = render(states, t).bytes;
+        let tile =
+            Tile::decode(&bytes[..]).unwrap_or_else(|e| panic!("{t:?}: not a valid tile: {e}"));
+        for layer in &tile.layers {
+            assert_eq!((layer.version, layer.extent), (2, Some(4096)), "{t:?}");
+            let mut clustered = false;
+            let (mut sum, mut drawn_ids) = (0i64, std::collections::HashSet::new());
+            for f in &layer.features {
+                let mut w = geozero::geo_types::GeoWriter::new();
+                geozero::mvt::process_geom(f, &mut w)
+                    .unwrap_or_else(|e| panic!("{t:?} {}: {e}", layer.name));
+                w.take_geometry().expect("geometry");
+                features += 1;
+                let count = f
+                    .tags
+                    .chunks(2)
+                    .find(|p| layer.keys[p[0] as usize] == "count")
+                    .and_then(|p| layer.values[p[1] as usize].int_value);
+                clustered |= count.is_some();
+                sum += count.unwrap_or(1);
+                if let Some(id) = f.id {
+                    drawn_ids.insert(id as i64);
+                }
+            }
+            let l = app.layer(&layer.name).expect("layer");
+            if l.def.geometry == riskmap::model::GeometryType::Point {
+                let idx = l.index.read();
+                let mut exact = Vec::new();
+                idx.for_each_in_bbox(&t.lonlat_bbox(1), |s| {
+                    if idx.world_point(s).is_some_and(|w| t.contains(w)) {
+                        exact.push(idx.fid(s));
+                    }
+                });
+                if clustered {
+                    // Clustered tiles hold exactly the tile's points.
+                    assert_eq!(
+                        sum,
+                        exact.len() as i64,
+                        "{t:?} {}: cluster counts",
+                        layer.name
+                    );
+                } else {
+                    // Raw tiles draw every point of the tile (and some of the buffer).
+                    let missing = exact.iter().filter(|f| !drawn_ids.contains(*f)).count();
+                    assert_eq!(
+                        missing,
+                        0,
+                        "{t:?} {}: {missing} of {} points not drawn",
+                        layer.name,
+                        exact.len()
+                    );
+                }
+                checked += 1;
+            }
+        }
+        decoded += 1;
+    }
+    println!(
+        "decoded {decoded} tiles strictly ({features} features); point totals checked in {checked} layer tiles"
+    );
+}
 
 /// Per zoom: render times (ms), the largest tile's size and address.
 type ZoomStats = (Vec<f64>, usize, (u32, u32), usize);
@@ -130,6 +200,9 @@ fn main() {
         }
     }
     let total = t.elapsed().as_secs_f64();
+    if std::env::var("DECODE").is_ok() {
+        verify(&app, &states, &tiles);
+    }
     println!(
         "{} tiles of {layers} in {:.2} s: {:.0} tiles/s on one thread",
         tiles.len(),
