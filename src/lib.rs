@@ -11,7 +11,9 @@
 //!                                            v
 //!                         app: index (per-layer R-tree) kept in step, under one lock
 //!                                            │
-//!                         api: /collections, /items, /health, /metrics  <── clients
+//!                         tiles: clip, generalise, encode MVT, cache (fresh by change logs)
+//!                                            │
+//!                         api: /tiles, /collections, /items, /, /health, /metrics  <── clients
 //! ```
 //!
 //! # Modules
@@ -22,16 +24,18 @@
 //! - [`store`]: the GeoPackage file (WAL, `synchronous=FULL`): layer tables, audit trail,
 //!   change feed, API keys.
 //! - [`index`]: per-layer R-tree (rstar) with compact columnar features; exact bbox and
-//!   nearest queries.
+//!   nearest queries; what tiles need precomputed (Web Mercator coordinates, vertex
+//!   importance, count pyramid) and where each layer last changed.
+//! - [`tiles`]: tile maths, clipping, generalisation, the MVT encoder and the tile cache.
 //! - [`ingest`]: streaming readers and the all-or-nothing import.
 //! - [`demo`]: the built-in Chongqing demo.
 //! - [`app`]: the running catalogue, where edits go to the store then the index, and
 //!   where writes by other processes arrive through the change feed.
-//! - [`api`]: HTTP, the only module that knows axum.
+//! - [`api`]: HTTP, the only module that knows axum (also serves the built-in map page).
 //! - [`cli`]: the `riskmap` command line.
 //!
-//! Dependencies point one way: `model` ← `index`, `store` ← `ingest`, `demo` ← `app` ←
-//! `api` ← `cli`.
+//! Dependencies point one way: `model` ← `index`, `store` ← `ingest`, `demo`, `tiles` ←
+//! `app` ← `api` ← `cli`.
 
 pub mod api;
 pub mod app;

@@ -76,15 +76,7 @@ fn seed(dir: &Path) {
         ]),
     )
     .unwrap();
-    let o = riskmap(&[
-        "import",
-        "--data",
-        dir.to_str().unwrap(),
-        "--layer",
-        "risk_points",
-        file.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    cli_import(dir, "risk_points", &file);
 }
 
 fn key(app: &App, role: Role) -> String {
@@ -712,15 +704,7 @@ async fn writes_by_another_process_reach_the_index_through_the_change_feed() {
         ]),
     )
     .unwrap();
-    let o = riskmap(&[
-        "import",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--layer",
-        "risk_points",
-        file.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    cli_import(dir.path(), "risk_points", &file);
     // The import has returned: the very next read sees it (the request catches up with
     // the store's change feed itself, without waiting for the background poll).
     let r = call(
@@ -747,15 +731,7 @@ async fn writes_by_another_process_reach_the_index_through_the_change_feed() {
         })
         .collect();
     std::fs::write(&file, collection(many)).unwrap();
-    let o = riskmap(&[
-        "import",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--layer",
-        "risk_points",
-        file.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    cli_import(dir.path(), "risk_points", &file);
     app.follow_changes().unwrap();
     assert_eq!(
         app.layer("risk_points").unwrap().index.read().len(),

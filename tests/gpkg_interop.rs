@@ -88,15 +88,7 @@ fn a_store_left_by_an_import_is_a_complete_geopackage_on_its_own() {
         ),
     )
     .unwrap();
-    let o = riskmap(&[
-        "import",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--layer",
-        "risk_points",
-        file.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    cli_import(dir.path(), "risk_points", &file);
     let alone = dir.path().join("copy");
     std::fs::create_dir(&alone).unwrap();
     std::fs::copy(store_path(dir.path()), alone.join("riskmap.gpkg")).unwrap();

@@ -12,15 +12,7 @@ use riskmap::app::{App, OpenOptions};
 fn import(dir: &std::path::Path, layer: &str, features: Vec<serde_json::Value>) {
     let file = dir.join(format!("{layer}-{}.geojson", features.len()));
     std::fs::write(&file, collection(features)).unwrap();
-    let o = riskmap(&[
-        "import",
-        "--data",
-        dir.to_str().unwrap(),
-        "--layer",
-        layer,
-        file.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    cli_import(dir, layer, &file);
 }
 
 fn age_change_feed(dir: &std::path::Path) {
@@ -180,41 +172,17 @@ fn geojson_with_a_byte_order_mark_and_csv_with_spaces_are_read() {
     let mut bytes = b"\xEF\xBB\xBF".to_vec();
     bytes.extend_from_slice(collection(vec![risk_point("R1", 106.5, 29.5, "I")]).as_bytes());
     std::fs::write(&file, &bytes).unwrap();
-    let o = riskmap(&[
-        "import",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--layer",
-        "risk_points",
-        file.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    cli_import(dir.path(), "risk_points", &file);
     let noext = dir.path().join("bom_no_extension");
     std::fs::write(&noext, &bytes).unwrap();
-    let o = riskmap(&[
-        "import",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--layer",
-        "risk_points",
-        noext.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    cli_import(dir.path(), "risk_points", &noext);
     let csv = dir.path().join("s.csv");
     std::fs::write(
         &csv,
         "id, type_id, risk_point_id, lon, lat\n S1 , 254.0 , R000001 , 106.5, 29.5\n",
     )
     .unwrap();
-    let o = riskmap(&[
-        "import",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--layer",
-        "sensors",
-        csv.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    cli_import(dir.path(), "sensors", &csv);
     let s = open_store(dir.path())
         .get_feature(&layer("sensors"), "S1")
         .unwrap()

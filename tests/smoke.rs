@@ -136,15 +136,7 @@ fn serve_edit_import_revoke_and_stop() {
         collection(vec![risk_point("NEW1", 106.5, 29.5, "II")]),
     )
     .unwrap();
-    let o = riskmap(&[
-        "import",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--layer",
-        "risk_points",
-        file.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    cli_import(dir.path(), "risk_points", &file);
     let t = Instant::now();
     loop {
         let (status, _) = http(

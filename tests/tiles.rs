@@ -465,15 +465,7 @@ async fn polygons_are_wound_as_mvt_requires_and_lines_split_where_they_leave() {
         .collect();
     let file = dir.path().join("u.geojson");
     std::fs::write(&file, collection(vec![json!({"type":"Feature","id":"U","geometry":{"type":"LineString","coordinates":u},"properties":{"wdb_level":3}})])).unwrap();
-    let o = riskmap(&[
-        "import",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--layer",
-        "rivers",
-        file.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    cli_import(dir.path(), "rivers", &file);
     app.follow_changes().unwrap();
     let layers = decode(&tile(&app, "rivers", t).await);
     let u = layers["rivers"]
@@ -740,15 +732,7 @@ async fn after_an_edit_or_import_no_tile_shows_the_old_state() {
     f["properties"]["category"] = json!("landslide");
     let file = dir.path().join("again.geojson");
     std::fs::write(&file, collection(vec![f])).unwrap();
-    let o = riskmap(&[
-        "import",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--layer",
-        "risk_points",
-        file.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    cli_import(dir.path(), "risk_points", &file);
     // No explicit catch-up: the next tile request applies the import itself.
 
     assert_fresh(&app, layers, &all, "after re-import").await;
@@ -873,15 +857,7 @@ async fn a_feature_that_collapses_in_a_tile_is_dropped_counted_and_the_tile_stil
     let tiny = json!({"type":"Feature","id":"speck","geometry":{"type":"Polygon","coordinates":[[[106.5,29.5],[106.500002,29.5],[106.500002,29.500002],[106.5,29.5]]]},"properties":{"name":"speck"}});
     let file = dir.path().join("speck.geojson");
     std::fs::write(&file, collection(vec![tiny])).unwrap();
-    let o = riskmap(&[
-        "import",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--layer",
-        "boundary",
-        file.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    cli_import(dir.path(), "boundary", &file);
     app.follow_changes().unwrap();
     let t = TileCoord::of_lonlat(106.5, 29.5, 8).unwrap();
     let states = riskmap::tiles::resolve("boundary", app.layers()).unwrap();

@@ -228,6 +228,16 @@ impl Cell {
         self.ranks.as_ref()?.iter().position(|&n| n > 0)
     }
 
+    /// Counts one more point at world position `w`.
+    fn add(&mut self, w: [f64; 2], rank: Option<usize>) {
+        self.count += 1;
+        self.sum[0] += w[0];
+        self.sum[1] += w[1];
+        if let Some(r) = rank {
+            self.ranks.get_or_insert_with(Box::default)[r] += 1;
+        }
+    }
+
     /// Counts per rank (zeros when the layer ranks nothing).
     pub fn rank_counts(&self) -> [u32; MAX_RANKS] {
         self.ranks.as_deref().copied().unwrap_or_default()
@@ -281,12 +291,7 @@ impl Pyramid {
                     rep: slot,
                     ..Cell::default()
                 });
-                c.count += 1;
-                c.sum[0] += w[0];
-                c.sum[1] += w[1];
-                if let Some(r) = rank {
-                    c.ranks.get_or_insert_with(Box::default)[r] += 1;
-                }
+                c.add(w, rank);
                 if c.rep == u32::MAX {
                     c.rep = slot;
                 }
@@ -316,16 +321,13 @@ impl Pyramid {
         let deepest = &mut levels[PYRAMID_MAX_LEVEL as usize];
         for (w, rank, slot) in points {
             let (x, y) = cell_of(w, PYRAMID_MAX_LEVEL);
-            let c = deepest.entry(cell_key(x, y)).or_insert(Cell {
-                rep: slot,
-                ..Cell::default()
-            });
-            c.count += 1;
-            c.sum[0] += w[0];
-            c.sum[1] += w[1];
-            if let Some(r) = rank {
-                c.ranks.get_or_insert_with(Box::default)[r] += 1;
-            }
+            deepest
+                .entry(cell_key(x, y))
+                .or_insert(Cell {
+                    rep: slot,
+                    ..Cell::default()
+                })
+                .add(w, rank);
         }
         for l in (0..PYRAMID_MAX_LEVEL as usize).rev() {
             let (upper, lower) = levels.split_at_mut(l + 1);

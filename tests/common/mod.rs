@@ -102,3 +102,22 @@ pub fn sqlite_audit_count(dir: &Path, action: &str) -> i64 {
     )
     .expect("count")
 }
+
+/// Imports `file` into `layer` of the store in `dir` with the `riskmap` binary, as
+/// another process would; panics with the importer's message if it fails.
+pub fn cli_import(dir: &Path, layer: &str, file: &Path) {
+    let o = riskmap(&[
+        "import",
+        "--data",
+        dir.to_str().unwrap(),
+        "--layer",
+        layer,
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success(),
+        "import of {} into {layer}: {}",
+        file.display(),
+        text(&o.stderr)
+    );
+}
