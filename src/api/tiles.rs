@@ -128,28 +128,28 @@ pub async fn tile(
             ApiError::not_found("tile paths end in .mvt: /tiles/{layers}/{z}/{x}/{y}.mvt")
         })?;
     let coord = TileCoord::parse(&z, &x, y).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    tiles::resolve(&spec, app.layers()).map_err(list_error)?;
+    let layers = tiles::resolve(&spec, app.layers()).map_err(list_error)?;
     if !app.public_reads() {
         let (a, h) = (app.clone(), headers.clone());
         blocking(move || auth::require_read(&a, &h)).await?;
     }
-    let spec: Arc<str> = spec.into();
     catch_up(&app).await?;
-    // A fresh cached tile is answered here; drawing happens off the async threads.
-    let layers = tiles::resolve(&spec, app.layers()).map_err(list_error)?;
+    let spec: Arc<str> = spec.into();
     let key = tiles::TileKey {
         layers: spec.clone(),
         coord,
     };
+    // A fresh cached tile is answered here; drawing happens off the async threads.
     let t = match app.tile_cache().get(&key, &layers) {
         Some(t) => {
             metrics::counter!("riskmap_tiles_total", "source" => "cache").increment(1);
             t
         }
         None => {
-            // One drawing per core at a time, in arrival order (the semaphore is fair):
-            // CPU-bound work gains nothing from more threads, and queueing in order
-            // keeps the slowest requests close to the typical one.
+            // At most two drawings per core at a time, in arrival order (the semaphore is
+            // fair): CPU-bound work gains nothing from more threads, and queueing in
+            // order keeps the slowest requests close to the typical one. Two, not one:
+            // a drawing thread preempted by the network side must not idle a core.
             let _permit = render_slots()
                 .acquire()
                 .await
