@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -107,9 +108,23 @@ pub struct App {
     started: Instant,
     options: OpenOptions,
     tiles: crate::tiles::TileCache,
-    /// Per thread: a read connection and the `data_version` it last saw (see
-    /// [`App::store_changed`]).
-    watch: thread_local::ThreadLocal<std::cell::RefCell<Option<(rusqlite::Connection, i64)>>>,
+    /// Per thread: a read connection and what its `data_version` says has been
+    /// applied (see [`App::store_changed`]).
+    watch: thread_local::ThreadLocal<std::cell::RefCell<Option<Watch>>>,
+    /// Passes of [`App::follow_changes`] begun and completed, numbered from 1: a
+    /// change seen before pass `n` began is applied once `follows_done >= n`.
+    follows_begun: AtomicU64,
+    follows_done: AtomicU64,
+}
+
+/// One thread's view of the store for [`App::store_changed`].
+struct Watch {
+    conn: rusqlite::Connection,
+    /// The newest `data_version` known to be applied to the indexes.
+    applied: Option<i64>,
+    /// A newer version seen, and how many passes had begun when it was seen: it is
+    /// applied when a pass begun later has completed.
+    pending: Option<(i64, u64)>,
 }
 
 impl App {
@@ -170,6 +185,8 @@ impl App {
             tiles: crate::tiles::TileCache::new(options.tile_cache_bytes),
             options,
             watch: thread_local::ThreadLocal::new(),
+            follows_begun: AtomicU64::new(0),
+            follows_done: AtomicU64::new(0),
         })
     }
 
@@ -361,10 +378,16 @@ impl App {
     }
 
     /// Whether another connection (an import in another process, or this server's own
-    /// writer) has committed since this thread last asked: SQLite's `data_version` on a
-    /// connection of this thread's own, about a microsecond and no shared lock. Readers
-    /// that must never see an acknowledged write missing (tiles, features) check it and
-    /// run [`App::follow_changes`] first when it says yes. Errors count as yes.
+    /// writer) may have committed something the indexes do not show yet: SQLite's
+    /// `data_version` on a connection of this thread's own, about a microsecond and no
+    /// shared lock. Readers that must never see an acknowledged write missing (tiles,
+    /// features) check it and run [`App::follow_changes`] first when it says yes.
+    /// Errors count as yes.
+    ///
+    /// A version counts as applied only once a pass of `follow_changes` that began
+    /// after it was seen has completed, so every request that arrives while a catch-up
+    /// is still running (on any thread) also waits for it, instead of being answered
+    /// from the old state.
     pub fn store_changed(&self) -> bool {
         let cell = self.watch.get_or(|| std::cell::RefCell::new(None));
         let mut slot = cell.borrow_mut();
@@ -372,24 +395,34 @@ impl App {
             c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
                 .ok()
         };
-        match slot.as_mut() {
-            Some((conn, seen)) => match read(conn) {
-                Some(v) if v == *seen => false,
-                Some(v) => {
-                    *seen = v;
-                    true
-                }
-                None => true,
+        let done = self.follows_done.load(Ordering::Acquire);
+        let w = match slot.as_mut() {
+            Some(w) => w,
+            None => match self.store.open_reader() {
+                Ok(conn) => slot.insert(Watch {
+                    conn,
+                    applied: None,
+                    pending: None,
+                }),
+                Err(_) => return true,
             },
-            None => {
-                if let Ok(conn) = self.store.open_reader() {
-                    if let Some(v) = read(&conn) {
-                        *slot = Some((conn, v));
-                    }
-                }
-                true // first look from this thread: catch up once
+        };
+        if let Some((v, begun)) = w.pending {
+            if done > begun {
+                w.applied = Some(v);
+                w.pending = None;
             }
         }
+        let Some(now) = read(&w.conn) else {
+            return true;
+        };
+        if w.applied == Some(now) {
+            return false;
+        }
+        if w.pending.is_none_or(|(v, _)| v != now) {
+            w.pending = Some((now, self.follows_begun.load(Ordering::Acquire)));
+        }
+        true
     }
 
     /// Applies the store's change feed to the indexes: single features are re-read
@@ -397,6 +430,15 @@ impl App {
     /// number of entries applied.
     pub fn follow_changes(&self) -> Result<usize, StoreError> {
         let _w = self.write_lock.lock();
+        // Numbered before the feed is read: whatever was committed before this point
+        // is applied when the pass completes (see `store_changed`).
+        let pass = self.follows_begun.fetch_add(1, Ordering::AcqRel) + 1;
+        let applied = self.apply_feed()?;
+        self.follows_done.store(pass, Ordering::Release);
+        Ok(applied)
+    }
+
+    fn apply_feed(&self) -> Result<usize, StoreError> {
         let mut seq = self.applied_seq.lock();
         let mut applied = 0;
         loop {
