@@ -4,7 +4,8 @@
 //! RISKMAP_DATA=/path/to/data PATHS=paths.txt [LAYERS=risk_points,pipelines,sensors]
 //!   cargo bench --bench tile_render
 //! PATHS lines are `z/x/y` (../shared/bench/tile_paths.py); DECODE=1 also decodes every
-//! tile strictly and checks point totals. Without PATHS, every zoom
+//! tile strictly (polygons must be valid and wound as MVT 2.1 says) and checks point
+//! totals. Without PATHS, every zoom
 //! 0..=18 is sampled around the data's risk points; with COVER=1, zooms 0..=12 are
 //! covered tile by tile over the data's extent and 13..=18 sampled (400 tiles each).
 
@@ -33,7 +34,18 @@ fn verify(app: &App, states: &[&riskmap::index::LayerState], tiles: &[TileCoord]
                 let mut w = geozero::geo_types::GeoWriter::new();
                 geozero::mvt::process_geom(f, &mut w)
                     .unwrap_or_else(|e| panic!("{t:?} {}: {e}", layer.name));
-                w.take_geometry().expect("geometry");
+                let geom = w.take_geometry().expect("geometry");
+                if matches!(
+                    geom,
+                    geo_types::Geometry::Polygon(_) | geo_types::Geometry::MultiPolygon(_)
+                ) {
+                    // A hole wound the wrong way reads as a polygon inside another;
+                    // crossing or touching rings are invalid too (MVT 2.1, 4.3.4.4).
+                    use geo::Validation;
+                    if let Err(e) = geom.check_validation() {
+                        panic!("{t:?} {}: invalid polygon: {e}", layer.name);
+                    }
+                }
                 features += 1;
                 let count = f
                     .tags

@@ -30,20 +30,35 @@ fn list_error(e: LayerListError) -> ApiError {
     }
 }
 
+/// Whether `Accept-Encoding` allows gzip (RFC 9110, 12.5.3): named or through `*`,
+/// with a quality above zero (`q=0`, `q=0.00`... refuse it; a named coding overrides
+/// `*`). Items with an unreadable quality are ignored.
 fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
+    let (mut gzip, mut any) = (None, None);
+    for item in headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',').any(|item| {
-                let mut parts = item.split(';').map(str::trim);
-                let coding = parts.next().unwrap_or("");
-                let q_zero =
-                    parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
-                (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !q_zero
-            })
-        })
+        .flat_map(|v| v.split(','))
+    {
+        let mut parts = item.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or("");
+        let q = match parts.find_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="))) {
+            None => Some(1.0),
+            Some(q) => q
+                .trim()
+                .parse::<f32>()
+                .ok()
+                .filter(|q| (0.0..=1.0).contains(q)),
+        };
+        let Some(q) = q else { continue };
+        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            gzip = Some(gzip.map_or(q, |g: f32| g.max(q)));
+        } else if coding == "*" {
+            any = Some(q);
+        }
+    }
+    gzip.or(any).is_some_and(|q| q > 0.0)
 }
 
 fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
@@ -283,4 +298,36 @@ pub async fn tilejson_handler(
         HeaderValue::from_static("application/json"),
     );
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_is_taken_when_allowed_with_a_quality_above_zero() {
+        let cases = [
+            ("gzip", true),
+            ("br, gzip;q=0.5", true),
+            ("GZIP", true),
+            ("x-gzip", true),
+            ("*", true),
+            ("identity", false),
+            ("gzip;q=0", false),
+            ("gzip;q=0.00", false),
+            ("gzip; q=0.000", false),
+            ("gzip;q=0.001", true),
+            ("*;q=0", false),
+            ("*, gzip;q=0", false),
+            ("gzip;q=0, *", false),
+            ("gzip;q=nonsense", false),
+            ("", false),
+        ];
+        for (value, want) in cases {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(value));
+            assert_eq!(accepts_gzip(&h), want, "{value:?}");
+        }
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
 }

@@ -201,8 +201,8 @@ pub struct LayerIndex {
     world: World,
     /// Count pyramid of a point layer (clusters in tiles).
     pyramid: Option<Pyramid>,
-    /// Slots of a layer with an importance property, most important first (fid
-    /// breaking ties); rebuilt on first use after an edit.
+    /// Slots of a layer with an importance property, most important first (slot
+    /// order breaking ties: spatial after a load); rebuilt on first use after an edit.
     importance_order: parking_lot::Mutex<Option<ImportanceTables>>,
 }
 
@@ -681,13 +681,12 @@ impl LayerIndex {
         if let Some(o) = &*cached {
             return o.clone();
         }
-        let mut keyed: Vec<(f64, i64, Ranked)> = self
+        let mut keyed: Vec<(f64, Ranked)> = self
             .slots()
             .filter_map(|s| {
                 self.world_shape(s).map(|w| {
                     (
                         self.importance(s),
-                        self.fid(s),
                         Ranked {
                             slot: s,
                             bbox: w.bbox,
@@ -698,8 +697,8 @@ impl LayerIndex {
             .collect();
         // Ties in slot order: after a load that is spatial order (see
         // `reorder_spatially`), so the walk reads memory in sequence.
-        keyed.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.2.slot.cmp(&b.2.slot)));
-        let order: Vec<Ranked> = keyed.into_iter().map(|k| k.2).collect();
+        keyed.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.slot.cmp(&b.1.slot)));
+        let order: Vec<Ranked> = keyed.into_iter().map(|k| k.1).collect();
         let mut rank = vec![u32::MAX; self.fids.len()];
         for (i, r) in order.iter().enumerate() {
             rank[r.slot as usize] = i as u32;

@@ -147,17 +147,6 @@ struct Mark {
     value_count: u32,
 }
 
-/// How a tag's value is shared between features.
-#[derive(Clone, Copy, Debug)]
-enum Share {
-    /// Looked up by value (numbers, and text without a symbol).
-    ByValue,
-    /// Looked up by a caller's symbol (interned text: no string hashing).
-    BySymbol(u64),
-    /// Never shared (ids: unique per feature).
-    Never,
-}
-
 impl<'a> LayerWriter<'a> {
     pub fn new(name: &'a str, key_names: &'a [&'a str]) -> Self {
         LayerWriter {
@@ -263,53 +252,57 @@ impl<'a> LayerWriter<'a> {
         v
     }
 
-    fn push_tag(&mut self, key: usize, value: MvtValue<'a>, share: Share) {
-        let k = self.key(key);
-        let v = match share {
-            Share::Never => self.new_value(value),
-            Share::BySymbol(sym) => match self.symbol_index.get(&sym) {
-                Some(&v) => v,
-                None => {
-                    let v = self.new_value(value);
-                    self.symbol_index.insert(sym, v);
-                    v
-                }
-            },
-            Share::ByValue => {
-                let vk = match value {
-                    MvtValue::Str(s) => ValueKey::Str(s),
-                    MvtValue::Int(i) => ValueKey::Int(i),
-                    MvtValue::Double(d) => ValueKey::Double(d.to_bits()),
-                    MvtValue::Bool(b) => ValueKey::Bool(b),
-                };
-                match self.value_index.get(&vk) {
-                    Some(&v) => v,
-                    None => {
-                        let v = self.new_value(value);
-                        self.value_index.insert(vk, v);
-                        v
-                    }
-                }
-            }
+    /// The value number of `value`, shared with earlier equal values.
+    fn shared_value(&mut self, value: MvtValue<'a>) -> u32 {
+        let vk = match value {
+            MvtValue::Str(s) => ValueKey::Str(s),
+            MvtValue::Int(i) => ValueKey::Int(i),
+            MvtValue::Double(d) => ValueKey::Double(d.to_bits()),
+            MvtValue::Bool(b) => ValueKey::Bool(b),
         };
+        match self.value_index.get(&vk) {
+            Some(&v) => v,
+            None => {
+                let v = self.new_value(value);
+                self.value_index.insert(vk, v);
+                v
+            }
+        }
+    }
+
+    fn push_tag(&mut self, key: usize, value: u32) {
+        let k = self.key(key);
         self.tags.push(k);
-        self.tags.push(v);
+        self.tags.push(value);
     }
 
     /// Adds a tag (key number `key`) to the next feature, sharing equal values.
     pub fn tag(&mut self, key: usize, value: MvtValue<'a>) {
-        self.push_tag(key, value, Share::ByValue);
+        let v = self.shared_value(value);
+        self.push_tag(key, v);
     }
 
     /// Adds a text tag whose value the caller identifies by `symbol` (interned text:
-    /// equal symbols are equal strings). Symbols must be unique across keys.
+    /// equal symbols are equal strings), so that equal texts are found without hashing
+    /// them. Symbols must be unique across keys.
     pub fn tag_symbol(&mut self, key: usize, symbol: u64, value: &'a str) {
-        self.push_tag(key, MvtValue::Str(value), Share::BySymbol(symbol));
+        let v = match self.symbol_index.get(&symbol) {
+            Some(&v) => v,
+            None => {
+                // First use of the symbol in this layer: the same text may be in the
+                // table already, tagged by value (a cluster's level).
+                let v = self.shared_value(MvtValue::Str(value));
+                self.symbol_index.insert(symbol, v);
+                v
+            }
+        };
+        self.push_tag(key, v);
     }
 
     /// Adds a tag whose value no other feature shares (an id).
     pub fn tag_unique(&mut self, key: usize, value: MvtValue<'a>) {
-        self.push_tag(key, value, Share::Never);
+        let v = self.new_value(value);
+        self.push_tag(key, v);
     }
 
     /// The layer's encoded size now, in bytes (as it would appear inside the tile).
@@ -434,5 +427,29 @@ mod tests {
         let mut tile = Vec::new();
         l.finish(&mut tile);
         assert_eq!(tile.len(), size);
+    }
+
+    #[test]
+    fn equal_texts_share_one_value_however_they_were_tagged() {
+        use geozero::mvt::{Message, Tile};
+        const KEYS: [&str; 2] = ["id", "level"];
+        let mut l = LayerWriter::new("risk_points", &KEYS);
+        let mut g = GeomBuf::default();
+        g.points(&[(1, 1)]);
+        // A cluster's level by value, then points' levels by symbol, then by value.
+        for (i, by_symbol) in [false, true, true, false].into_iter().enumerate() {
+            l.clear_tags();
+            if by_symbol {
+                l.tag_symbol(1, 42, "III");
+            } else {
+                l.tag(1, MvtValue::Str("III"));
+            }
+            assert!(l.add_feature(Some(i as u64), GeomType::Point, &g, usize::MAX));
+        }
+        let mut tile = Vec::new();
+        l.finish(&mut tile);
+        let t = Tile::decode(&tile[..]).unwrap();
+        assert_eq!(t.layers[0].values.len(), 1, "{:?}", t.layers[0].values);
+        assert!(t.layers[0].features.iter().all(|f| f.tags == [0, 0]));
     }
 }

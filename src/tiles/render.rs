@@ -17,7 +17,7 @@ use crate::config::MAX_TILE_BYTES;
 use crate::index::{LayerIndex, LayerState, PYRAMID_MAX_LEVEL, PartKind};
 use crate::model::{LayerDef, ValueRef};
 
-use super::clip::{ClipBox, clip_line_into, clip_ring};
+use super::clip::{ClipBox, clip_line_into, clip_polygon};
 use super::coord::{EXTENT, TileCoord};
 use super::mvt::{GeomBuf, GeomType, LayerWriter, MvtValue};
 
@@ -53,11 +53,17 @@ pub struct Rendered {
     pub stats: Vec<(String, LayerStats)>,
 }
 
-/// Draws `layers` (in that order) for `coord`.
+/// Draws `layers` for `coord`, written in that order. Point layers are drawn first
+/// and line and polygon layers share what is left of the tile's byte budget: points
+/// (and the counts their clusters carry) are exact, while lines are generalised by
+/// design, most important first.
 pub fn render(layers: &[&LayerState], coord: TileCoord) -> Rendered {
-    let mut bytes = Vec::new();
-    let mut stats = Vec::with_capacity(layers.len());
-    for l in layers {
+    let mut order: Vec<usize> = (0..layers.len()).collect();
+    order.sort_by_key(|&i| !layers[i].def.geometry.is_point());
+    let mut drawn: Vec<Option<(Vec<u8>, LayerStats)>> = vec![None; layers.len()];
+    let mut used = 0usize;
+    for i in order {
+        let l = layers[i];
         let def: &LayerDef = &l.def;
         if coord.z < def.minzoom || coord.z > def.maxzoom {
             continue;
@@ -69,14 +75,16 @@ pub fn render(layers: &[&LayerState], coord: TileCoord) -> Rendered {
             .chain([KEY_CLUSTER, KEY_COUNT])
             .collect();
         let mut w = LayerWriter::new(&def.name, &keys);
-        let left = (MAX_TILE_BYTES as usize).saturating_sub(bytes.len());
+        let left = (MAX_TILE_BYTES as usize).saturating_sub(used);
         let budget = (def.tiles.max_bytes as usize).min(left);
         let s = if def.geometry.is_point() {
             points(&idx, def, coord, &mut w, budget)
         } else {
             shapes(&idx, def, coord, &mut w, budget)
         };
+        let mut bytes = Vec::new();
         w.finish(&mut bytes);
+        used += bytes.len();
         if s.truncated {
             metrics::counter!("riskmap_tile_budget_cuts_total", "layer" => def.name.clone())
                 .increment(1);
@@ -85,7 +93,15 @@ pub fn render(layers: &[&LayerState], coord: TileCoord) -> Rendered {
             metrics::counter!("riskmap_tile_features_dropped_total", "layer" => def.name.clone(), "reason" => "degenerate")
                 .increment(s.dropped_degenerate as u64);
         }
-        stats.push((def.name.clone(), s));
+        drawn[i] = Some((bytes, s));
+    }
+    let mut bytes = Vec::with_capacity(used);
+    let mut stats = Vec::with_capacity(layers.len());
+    for (l, d) in layers.iter().zip(drawn) {
+        if let Some((b, s)) = d {
+            bytes.extend_from_slice(&b);
+            stats.push((l.def.name.clone(), s));
+        }
     }
     Rendered { bytes, stats }
 }
@@ -374,12 +390,6 @@ fn binned_clusters<'a>(
 
 /// Signed area × 2 of a closed ring in tile units (y down): positive is clockwise on
 /// screen, which MVT 2.1 requires of exterior rings.
-fn ring_area2(r: &[(i32, i32)]) -> i64 {
-    r.windows(2)
-        .map(|w| w[0].0 as i64 * w[1].1 as i64 - w[1].0 as i64 * w[0].1 as i64)
-        .sum()
-}
-
 fn shapes<'a>(
     idx: &'a LayerIndex,
     def: &'a LayerDef,
@@ -399,43 +409,43 @@ fn shapes<'a>(
     // are sorted.
     let ordered;
     let listed: Vec<u32>;
-    let candidates: Box<dyn Iterator<Item = u32> + '_> =
-        if ts.importance.is_some() && coord.z <= ORDERED_SCAN_MAX_ZOOM {
-            let [x0, y0, x1, y1] = coord.world_bounds();
-            let pad = buffer / EXTENT as f64 / coord.scale();
-            let (x0, y0, x1, y1) = (x0 - pad, y0 - pad, x1 + pad, y1 + pad);
-            ordered = idx.importance_order();
-            Box::new(
-                ordered
-                    .iter()
-                    .filter(move |r| {
-                        r.bbox[0] <= x1 && r.bbox[2] >= x0 && r.bbox[1] <= y1 && r.bbox[3] >= y0
-                    })
-                    .map(|r| r.slot),
-            )
+    let candidates: Box<dyn Iterator<Item = u32> + '_> = if ts.importance.is_some()
+        && coord.z <= ORDERED_SCAN_MAX_ZOOM
+    {
+        let [x0, y0, x1, y1] = coord.world_bounds();
+        let pad = buffer / EXTENT as f64 / coord.scale();
+        let (x0, y0, x1, y1) = (x0 - pad, y0 - pad, x1 + pad, y1 + pad);
+        ordered = idx.importance_order();
+        Box::new(
+            ordered
+                .iter()
+                .filter(move |r| {
+                    r.bbox[0] <= x1 && r.bbox[2] >= x0 && r.bbox[1] <= y1 && r.bbox[3] >= y0
+                })
+                .map(|r| r.slot),
+        )
+    } else {
+        let mut v = Vec::new();
+        // Envelopes only: clipping below is the exact test.
+        idx.for_each_envelope_in_bbox(&coord.lonlat_bbox(ts.buffer), |s| v.push(s));
+        if ts.importance.is_some() {
+            // Ties in slot order, as in the importance order of lower zooms.
+            let mut keyed: Vec<(f64, u32)> = v.iter().map(|&s| (idx.importance(s), s)).collect();
+            keyed.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            listed = keyed.into_iter().map(|k| k.1).collect();
         } else {
-            let mut v = Vec::new();
-            // Envelopes only: clipping below is the exact test.
-            idx.for_each_envelope_in_bbox(&coord.lonlat_bbox(ts.buffer), |s| v.push(s));
-            if ts.importance.is_some() {
-                let mut keyed: Vec<(f64, i64, u32)> = v
-                    .iter()
-                    .map(|&s| (idx.importance(s), idx.fid(s), s))
-                    .collect();
-                keyed.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                listed = keyed.into_iter().map(|k| k.2).collect();
-            } else {
-                v.sort_unstable_by_key(|&s| idx.fid(s));
-                listed = v;
-            }
-            Box::new(listed.iter().copied())
-        };
+            v.sort_unstable_by_key(|&s| idx.fid(s));
+            listed = v;
+        }
+        Box::new(listed.iter().copied())
+    };
     // Douglas–Peucker tolerance in world units, squared (as the importances are).
     let tol = ts.simplify / EXTENT as f64 / coord.scale();
     let tol_sq = (tol * tol) as f32;
     let mut stats = LayerStats::default();
     let mut g = GeomBuf::default();
     let mut kept: Vec<[f64; 2]> = Vec::new();
+    let mut rings: Vec<Vec<[f64; 2]>> = Vec::new();
     let mut clipped: Vec<[f64; 2]> = Vec::new();
     let mut clipped_parts: Vec<std::ops::Range<usize>> = Vec::new();
     let mut q: Vec<(i32, i32)> = Vec::new();
@@ -495,33 +505,32 @@ fn shapes<'a>(
                 }
                 PartKind::Exterior | PartKind::Interior => {
                     ty = GeomType::Polygon;
-                    if part.kind == PartKind::Interior && !exterior_kept {
-                        continue;
-                    }
-                    let ring = clip_ring(&kept, &bx);
-                    reached |= !ring.is_empty() || kept.iter().any(|&p| bx.contains(p));
-                    q.clear();
-                    for &p in &ring {
-                        let p = quantise(p);
-                        if q.last() != Some(&p) {
-                            q.push(p);
-                        }
-                    }
-                    let area = ring_area2(&q);
-                    let ok = q.len() >= 4 && q.first() == q.last() && area != 0;
+                    // A vertex strictly inside the box: the polygon's area reaches
+                    // the tile, so nothing drawn means it collapsed (simplified or
+                    // snapped away).
+                    reached |= kept
+                        .iter()
+                        .any(|p| p[0] > bx.min && p[0] < bx.max && p[1] > bx.min && p[1] < bx.max);
+                    // A ring simplified below three points is gone, and the holes of
+                    // a vanished exterior with it (even-odd would fill them).
+                    let distinct = kept.len() >= 4;
                     if part.kind == PartKind::Exterior {
-                        exterior_kept = ok;
+                        exterior_kept = distinct;
                     }
-                    if !ok {
+                    if !distinct || !exterior_kept {
                         continue;
                     }
-                    let want_positive = part.kind == PartKind::Exterior;
-                    if (area > 0) != want_positive {
-                        q.reverse();
-                    }
-                    g.ring(&q);
+                    rings.push(std::mem::take(&mut kept));
                 }
             }
+        }
+        if !rings.is_empty() {
+            for shape in clip_polygon(&rings, &bx) {
+                for ring in &shape {
+                    g.ring(ring);
+                }
+            }
+            rings.clear();
         }
         if !points_q.is_empty() {
             g.points(&points_q);
