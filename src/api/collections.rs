@@ -66,7 +66,6 @@ fn describe(l: &LayerState) -> Value {
         "geometryType": def.geometry.geojson_name(),
         "featureCount": count,
         "crs": [CRS84],
-        "extent": { "spatial": { "bbox": extent.map(|b| vec![b.to_array().to_vec()]).unwrap_or_default(), "crs": CRS84 } },
         "minzoom": def.minzoom,
         "maxzoom": def.maxzoom,
         "idProperty": def.id_property,
@@ -76,6 +75,11 @@ fn describe(l: &LayerState) -> Value {
             {"href": format!("/collections/{}/items", def.name), "rel": "items", "type": "application/geo+json", "title": "Features"},
         ],
     });
+    // An empty layer has no extent (OGC API – Features: a bbox has four numbers, so
+    // the member is left out rather than given an empty list).
+    if let Some(b) = extent {
+        v["extent"] = json!({ "spatial": { "bbox": [b.to_array()], "crs": CRS84 } });
+    }
     if matches!(
         def.geometry,
         GeometryType::LineString | GeometryType::MultiLineString

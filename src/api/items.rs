@@ -230,7 +230,14 @@ pub async fn list(
         None => None,
     };
     let def = state.def.clone();
-    let (features, matched) = {
+    // Selecting and sorting a page can touch every feature of a layer (4.52 million
+    // sensors without a bbox): off the async threads, like the other blocking work.
+    let (a, name) = (app.clone(), layer.clone());
+    let (features, matched) = blocking(move || {
+        let state = a
+            .layer(&name)
+            .ok_or_else(|| ApiError::not_found(format!("no layer named {name:?}")))?;
+        let def = &state.def;
         let idx = state.index.read();
         let mut slots: Vec<u32> = match &bbox {
             Some(b) => {
@@ -253,10 +260,11 @@ pub async fn list(
             .get(offset..end)
             .unwrap_or(&[])
             .iter()
-            .map(|&s| feature_json(&def, &idx.feature(s)))
+            .map(|&s| feature_json(def, &idx.feature(s)))
             .collect();
-        (page, matched)
-    };
+        Ok((page, matched))
+    })
+    .await?;
     let base = format!("/collections/{}/items", def.name);
     let with = |off: usize| {
         let mut q = vec![format!("limit={limit}"), format!("offset={off}")];

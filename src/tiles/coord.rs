@@ -211,9 +211,51 @@ mod tests {
     }
     const MAX_LAT_TEST: f64 = 85.0;
 
+    #[test]
+    fn tile_bounds_in_degrees_are_the_standard_ones() {
+        use crate::index::MAX_LAT;
+        // (z, x, y) → (west, south, east, north), from the slippy-map formulas.
+        let cases = [
+            ((0, 0, 0), (-180.0, -MAX_LAT, 180.0, MAX_LAT)),
+            ((1, 0, 0), (-180.0, 0.0, 0.0, MAX_LAT)),
+            ((1, 1, 1), (0.0, -MAX_LAT, 180.0, 0.0)),
+            ((2, 3, 1), (90.0, 0.0, 180.0, 66.513_260_443_111_8)),
+            (
+                (12, 3260, 1695),
+                (
+                    106.523_437_5,
+                    29.535_229_562_948_5,
+                    106.611_328_125,
+                    29.611_670_115_197_4,
+                ),
+            ),
+        ];
+        for ((z, x, y), (w, s, e, n)) in cases {
+            let b = TileCoord { z, x, y }.lonlat_bbox(0);
+            let got = [b.min_lon, b.min_lat, b.max_lon, b.max_lat];
+            // The world's edge rows reach the poles in the query box (nothing is lost).
+            let want = [
+                w,
+                if s == -MAX_LAT { -90.0 } else { s },
+                e,
+                if n == MAX_LAT { 90.0 } else { n },
+            ];
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-9, "{z}/{x}/{y}: {got:?} vs {want:?}");
+            }
+        }
+        // The Mercator limit is the last latitude that has a tile; beyond, none.
+        let top = TileCoord::of_lonlat(0.0, MAX_LAT, 30).unwrap();
+        assert_eq!(top.y, 0);
+        let bottom = TileCoord::of_lonlat(180.0, -MAX_LAT, 30).unwrap();
+        assert_eq!((bottom.x, bottom.y), ((1 << 30) - 1, (1 << 30) - 1));
+        assert_eq!(TileCoord::of_lonlat(0.0, 85.06, 3), None);
+        assert_eq!(TileCoord::of_lonlat(0.0, -90.0, 3), None);
+    }
+
     proptest! {
         #[test]
-        fn lonlat_tile_bounds_round_trip(lon in -180.0f64..180.0, lat in -85.0f64..85.0, z in 0u8..=30) {
+        fn lonlat_tile_bounds_round_trip(lon in -180.0f64..=180.0, lat in -crate::index::MAX_LAT..=crate::index::MAX_LAT, z in 0u8..=30) {
             let t = TileCoord::of_lonlat(lon, lat, z).unwrap();
             let w = to_world(geo_types::Coord { x: lon, y: lat }).unwrap();
             prop_assert!(t.contains(w));
@@ -230,7 +272,7 @@ mod tests {
         }
 
         #[test]
-        fn each_point_is_in_exactly_one_tile(x in 0.0f64..=1.0, y in 0.0f64..=1.0, z in 0u8..=12) {
+        fn each_point_is_in_exactly_one_tile(x in 0.0f64..=1.0, y in 0.0f64..=1.0, z in 0u8..=30) {
             let n = 1u32 << z;
             let cx = ((x * n as f64) as u32).min(n - 1);
             let cy = ((y * n as f64) as u32).min(n - 1);
