@@ -138,6 +138,29 @@ fn bad_inputs() -> Vec<Bad> {
     ]
     .concat();
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    // The same file with a UTF-8 byte-order mark: positions must still name 'name'.
+    let bom_non_utf8 = [&b"\xEF\xBB\xBF"[..], &non_utf8].concat();
+    // A literal that JSON does not allow in place of the bad feature's longitude.
+    let bad_number = |literal: &str| {
+        let mut f = good.clone();
+        f.push(risk_point("X1", 106.25, 29.0, "I"));
+        collection(f).replace("106.25", literal).into_bytes()
+    };
+    // Newline-delimited: the first document (then the second) carries the bad number.
+    let nd = |bad_line: usize| {
+        (0..3)
+            .map(|i| {
+                let line = risk_point(&format!("N{i}"), 106.25, 29.0, "I").to_string();
+                if i == bad_line {
+                    line.replace("106.25", "NaN")
+                } else {
+                    line
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes()
+    };
     vec![
         Bad { what: "malformed JSON", layer: "risk_points", name: "trunc.geojson", bytes: collection(good.clone()).as_bytes()[..800].to_vec(), expect: &["trunc.geojson", "malformed GeoJSON in feature", "EOF"] },
         Bad { what: "out-of-range longitude", layer: "risk_points", name: "far.geojson", bytes: with(risk_point("X1", 200.0, 29.0, "I")), expect: &["far.geojson", "feature 31", "X1", "field 'geometry'", "longitude 200"] },
@@ -150,7 +173,14 @@ fn bad_inputs() -> Vec<Bad> {
         Bad { what: "undeclared property", layer: "risk_points", name: "extra.geojson", bytes: with(json!({"type":"Feature","id":"X1","geometry":{"type":"Point","coordinates":[106,29]},"properties":{"name":"n","category":"landslide","level":"I","colour":"red"}})), expect: &["feature 31", "field 'properties.colour'", "not declared"] },
         Bad { what: "open polygon ring", layer: "boundary", name: "ring.geojson", bytes: collection(vec![json!({"type":"Feature","id":"b","geometry":{"type":"Polygon","coordinates":[[[106,29],[107,29],[107,30],[106,30]]]},"properties":{}})]).into_bytes(), expect: &["feature 1", "field 'geometry'", "not closed"] },
         Bad { what: "self-intersecting polygon", layer: "boundary", name: "bowtie.geojson", bytes: collection(vec![json!({"type":"Feature","id":"b","geometry":{"type":"Polygon","coordinates":[[[106,29],[107,30],[107,29],[106,30],[106,29]]]},"properties":{}})]).into_bytes(), expect: &["feature 1", "field 'geometry'", "intersect"] },
-        Bad { what: "non-UTF-8 text", layer: "risk_points", name: "gbk.geojson", bytes: non_utf8, expect: &["gbk.geojson", "feature 31", "'name'", "UTF-8"] },
+        Bad { what: "non-UTF-8 text", layer: "risk_points", name: "gbk.geojson", bytes: non_utf8, expect: &["gbk.geojson", "feature 31", "(id \"X1\")", "field 'properties.name'", "UTF-8"] },
+        Bad { what: "non-UTF-8 text after a BOM", layer: "risk_points", name: "bomgbk.geojson", bytes: bom_non_utf8, expect: &["bomgbk.geojson", "feature 31", "(id \"X1\")", "field 'properties.name'", "UTF-8"] },
+        Bad { what: "GeoJSON NaN coordinate", layer: "risk_points", name: "nan.geojson", bytes: bad_number("NaN"), expect: &["nan.geojson", "malformed GeoJSON", "feature 31", "(id \"X1\")", "field 'geometry.coordinates[0]'"] },
+        Bad { what: "GeoJSON Infinity coordinate", layer: "risk_points", name: "inf.geojson", bytes: bad_number("Infinity"), expect: &["inf.geojson", "malformed GeoJSON", "feature 31", "(id \"X1\")", "field 'geometry.coordinates[0]'"] },
+        Bad { what: "GeoJSON -Infinity coordinate", layer: "risk_points", name: "neginf.geojson", bytes: bad_number("-Infinity"), expect: &["neginf.geojson", "malformed GeoJSON", "feature 31", "(id \"X1\")", "field 'geometry.coordinates[0]'"] },
+        Bad { what: "GeoJSON 1e400 coordinate", layer: "risk_points", name: "e400.geojson", bytes: bad_number("1e400"), expect: &["e400.geojson", "number out of range", "feature 31", "(id \"X1\")", "field 'geometry.coordinates[0]'"] },
+        Bad { what: "NaN in the first line of newline-delimited GeoJSON", layer: "risk_points", name: "first.geojsonl", bytes: nd(0), expect: &["first.geojsonl", "malformed GeoJSON", "feature 1", "(id \"N0\")", "field 'geometry.coordinates[0]'"] },
+        Bad { what: "NaN in the second line of newline-delimited GeoJSON", layer: "risk_points", name: "second.geojsonl", bytes: nd(1), expect: &["second.geojsonl", "malformed GeoJSON", "feature 2", "(id \"N1\")", "field 'geometry.coordinates[0]'"] },
         Bad { what: "100,000-deep nesting", layer: "risk_points", name: "deep.geojson", bytes: format!("{{\"type\":\"FeatureCollection\",\"features\":{deep}}}").into_bytes(), expect: &["deep.geojson", "recursion limit"] },
         Bad { what: "CSV NaN coordinate", layer: "sensors", name: "nan.csv", bytes: b"id,type_id,lon,lat\nS1,1,106.5,29.5\nS2,1,NaN,29.5\n".to_vec(), expect: &["nan.csv", "feature 2", "line 3", "S2", "field 'lon'", "finite number"] },
         Bad { what: "CSV non-UTF-8 cell", layer: "sensors", name: "gbk.csv", bytes: [b"id,type_id,risk_point_id,lon,lat\nS1,1,".to_vec(), vec![0xD6, 0xD8], b",106.5,29.5\n".to_vec()].concat(), expect: &["gbk.csv", "feature 1", "field 'risk_point_id'", "UTF-8"] },
@@ -176,13 +206,21 @@ fn bad_input_is_refused_naming_file_feature_and_field_and_writes_nothing() {
     assert_eq!(import(dir.path(), "risk_points", &base, &[]).0, 0);
     let before_audit = sqlite_audit_count(dir.path(), "import");
 
+    // Wording problems are collected, so one run shows every case that fails.
+    let mut wording = Vec::new();
     for bad in bad_inputs() {
         let file = dir.path().join(bad.name);
         std::fs::write(&file, &bad.bytes).unwrap();
         let (code, _, err) = import(dir.path(), bad.layer, &file, &[]);
         assert_ne!(code, 0, "{}: exit code", bad.what);
-        for e in bad.expect {
-            assert!(err.contains(e), "{}: message lacks {e:?}:\n{err}", bad.what);
+        let lacking: Vec<&str> = bad
+            .expect
+            .iter()
+            .copied()
+            .filter(|e| !err.contains(e))
+            .collect();
+        if !lacking.is_empty() {
+            wording.push(format!("{}: message lacks {lacking:?}:\n{err}", bad.what));
         }
         assert!(!err.contains("panicked"), "{}: {err}", bad.what);
         for table in ["risk_points", "sensors", "pipelines", "boundary"] {
@@ -201,6 +239,7 @@ fn bad_input_is_refused_naming_file_feature_and_field_and_writes_nothing() {
             bad.what
         );
     }
+    assert!(wording.is_empty(), "{}", wording.join("\n"));
 }
 
 #[test]
