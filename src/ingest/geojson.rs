@@ -1,6 +1,11 @@
 //! Streaming GeoJSON: a FeatureCollection (features are handed over one at a time,
 //! never all held), a single Feature, or a sequence of them (newline-delimited, or
 //! RFC 8142 with record separators).
+//!
+//! Foreign members (RFC 7946 §6.1) are skipped, including a Feature's member named
+//! `features`. Streaming decides what a top-level `features` member is when it
+//! comes: a collection's, unless `"type": "Feature"` or a `geometry` came before it.
+//! A document whose later `type` contradicts that decision is refused as ambiguous.
 
 use std::fmt;
 use std::io::Read;
@@ -357,12 +362,24 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         use serde::de::Error;
         let mut ty: Option<String> = None;
-        let mut saw_features = false;
+        // A `features` member streamed as a FeatureCollection's, or skipped as a
+        // Feature's foreign member (RFC 7946 allows them).
+        let (mut saw_features, mut skipped_features) = (false, false);
         // Members of a Feature, kept in case the document is one.
         let mut members = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
             self.ctx.trail.path.push(Seg::Key(key.clone()));
+            // Streaming must decide when `features` comes: a Feature is one once its
+            // type says so, or once it has a geometry (collections have none).
+            let feature_like = match ty.as_deref() {
+                Some(t) => t == "Feature",
+                None => members.contains_key("geometry"),
+            };
             match key.as_str() {
+                "features" if feature_like => {
+                    skipped_features = true;
+                    map.next_value::<IgnoredAny>()?;
+                }
                 "features" => {
                     if saw_features {
                         return Err(A::Error::custom("duplicate \"features\" member"));
@@ -409,9 +426,16 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
             }
             self.ctx.trail.path.pop();
         }
+        const TYPE_FIRST: &str = "this reader streams and decides what \"features\" is when it comes: put \"type\" first";
         match ty.as_deref() {
+            Some("FeatureCollection") if skipped_features => Err(A::Error::custom(format!(
+                "a FeatureCollection whose \"type\" comes after its \"geometry\" and \"features\" members is ambiguous; {TYPE_FIRST}"
+            ))),
             Some("FeatureCollection") => Ok(()),
-            Some("Feature") if !saw_features => self
+            Some("Feature") if saw_features => Err(A::Error::custom(format!(
+                "a Feature whose \"type\" comes after a \"features\" member (read as a FeatureCollection's) is ambiguous; {TYPE_FIRST}"
+            ))),
+            Some("Feature") => self
                 .ctx
                 .feature(Json::Object(members))
                 .map_err(A::Error::custom),
@@ -616,6 +640,24 @@ mod tests {
             err.contains("in feature 2 (id \"A\")") && err.contains("at line 2"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_feature_with_a_features_member_is_a_feature() {
+        // RFC 7946 allows foreign members; "features" is one when "type" is "Feature".
+        let doc = POINT.replace(r#""id":"A","#, r#""id":"A","features":[{"x":1},2],"#);
+        let (numbers, err) = read_bytes(doc.as_bytes());
+        assert_eq!((numbers, err), (vec![1], None));
+        // Also when "features" comes first but the geometry already said "Feature".
+        let doc = r#"{"geometry":{"type":"Point","coordinates":[1,2]},"features":[],"type":"Feature","id":"A"}"#;
+        let (numbers, err) = read_bytes(doc.as_bytes());
+        assert_eq!((numbers, err), (vec![1], None));
+        // "features" before any sign of a Feature is streamed as a collection's; a
+        // later "type": "Feature" makes the document ambiguous: refused, saying so.
+        let doc = format!(r#"{{"features":[{POINT}],"type":"Feature","id":"B"}}"#);
+        let (_, err) = read_bytes(doc.as_bytes());
+        let err = err.expect("refused");
+        assert!(err.contains("put \"type\" first"), "{err}");
     }
 
     #[test]
