@@ -146,6 +146,14 @@ fn bad_inputs() -> Vec<Bad> {
         f.push(risk_point("X1", 106.25, 29.0, "I"));
         collection(f).replace("106.25", literal).into_bytes()
     };
+    // A member given twice in the bad feature (JSON text: serde_json::Value cannot).
+    let twice = |from: &str, to: &str| {
+        let mut f = good.clone();
+        f.push(risk_point("X1", 106.25, 29.0, "I"));
+        let text = collection(f);
+        assert_eq!(text.matches(from).count(), 1, "{from}");
+        text.replace(from, to).into_bytes()
+    };
     // Newline-delimited: the first document (then the second) carries the bad number.
     let nd = |bad_line: usize| {
         (0..3)
@@ -169,6 +177,8 @@ fn bad_inputs() -> Vec<Bad> {
         Bad { what: "wrong geometry type", layer: "risk_points", name: "line.geojson", bytes: with(json!({"type":"Feature","id":"X1","geometry":{"type":"LineString","coordinates":[[106,29],[107,30]]},"properties":{"name":"n","category":"landslide","level":"I"}})), expect: &["feature 31", "field 'geometry'", "expected a Point geometry, found LineString"] },
         Bad { what: "null geometry", layer: "risk_points", name: "nullgeom.geojson", bytes: with(json!({"type":"Feature","id":"X1","geometry":null,"properties":{"name":"n","category":"landslide","level":"I"}})), expect: &["feature 31", "field 'geometry'", "null"] },
         Bad { what: "duplicate ids", layer: "risk_points", name: "dup.geojson", bytes: with(risk_point("R00003", 106.0, 29.0, "I")), expect: &["feature 31", "R00003", "field 'id'", "duplicate", "feature 4"] },
+        Bad { what: "id member given twice", layer: "risk_points", name: "twoids.geojson", bytes: twice(r#""id":"X1","geometry""#, r#""id":"X1","id":"X2","geometry""#), expect: &["twoids.geojson", "feature 31", "field 'id'", "duplicate member"] },
+        Bad { what: "property given twice", layer: "risk_points", name: "twolevels.geojson", bytes: twice(r#""level":"I","#, r#""level":"I","level":"II","#), expect: &["twolevels.geojson", "feature 31", "X1", "field 'properties.level'", "duplicate member"] },
         Bad { what: "value not allowed", layer: "risk_points", name: "level.geojson", bytes: with(risk_point("X1", 106.0, 29.0, "V")), expect: &["feature 31", "field 'properties.level'", "\"V\" is not one of I, II, III, IV"] },
         Bad { what: "undeclared property", layer: "risk_points", name: "extra.geojson", bytes: with(json!({"type":"Feature","id":"X1","geometry":{"type":"Point","coordinates":[106,29]},"properties":{"name":"n","category":"landslide","level":"I","colour":"red"}})), expect: &["feature 31", "field 'properties.colour'", "not declared"] },
         Bad { what: "open polygon ring", layer: "boundary", name: "ring.geojson", bytes: collection(vec![json!({"type":"Feature","id":"b","geometry":{"type":"Polygon","coordinates":[[[106,29],[107,29],[107,30],[106,30]]]},"properties":{}})]).into_bytes(), expect: &["feature 1", "field 'geometry'", "not closed"] },

@@ -6,6 +6,11 @@
 //! `features`. Streaming decides what a top-level `features` member is when it
 //! comes: a collection's, unless `"type": "Feature"` or a `geometry` came before it.
 //! A document whose later `type` contradicts that decision is refused as ambiguous.
+//!
+//! A member given twice in one object of a feature (`"id"`, a property, a geometry
+//! member...) refuses that feature, naming the member: keeping either value would
+//! lose the other silently. Errors name the feature, its id when already read, and
+//! the path of the field (`geometry.coordinates[0]`), tracked while parsing.
 
 use std::fmt;
 use std::io::Read;
@@ -15,7 +20,7 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde_json::Value as Json;
 
 use super::{IngestError, Item};
-use crate::model::{Feature, LayerDef, feature::id_of};
+use crate::model::{Feature, FieldError, LayerDef, feature::id_of};
 
 /// Replaces RFC 8142 record separators (0x1E) with spaces. JSON strings cannot hold a
 /// raw control character, so the byte only ever appears between records.
@@ -54,6 +59,8 @@ struct Trail {
     base: usize,
     /// The current feature's id, once its `id` (or `properties.<id property>`) is read.
     id: Option<String>,
+    /// The first member of the current feature given twice in one object.
+    duplicate: Option<String>,
     id_property: String,
 }
 
@@ -70,6 +77,14 @@ impl Trail {
     fn start_feature(&mut self) {
         self.base = self.path.len();
         self.id = None;
+        self.duplicate = None;
+    }
+
+    /// Notes that the member at the current path was given before in its object.
+    fn note_duplicate(&mut self) {
+        if self.duplicate.is_none() {
+            self.duplicate = Some(self.field());
+        }
     }
 
     /// `geometry.coordinates[0][3]`: the path inside the current feature (or document).
@@ -129,10 +144,30 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn feature(&mut self, v: Json) -> Result<(), String> {
         self.count += 1;
-        let result = Feature::from_geojson(self.layer, &v).map_err(|e| {
-            let id = id_of(self.layer, &v).ok().flatten();
-            (id, e)
-        });
+        let result = match self.trail.duplicate.take() {
+            // Policy: a member given twice is refused, never resolved by keeping one
+            // of the values (JSON readers disagree on which; data would be lost).
+            Some(field) => {
+                let ambiguous_id =
+                    field == "id" || field == format!("properties.{}", self.layer.id_property);
+                let id = if ambiguous_id {
+                    None
+                } else {
+                    id_of(self.layer, &v).ok().flatten()
+                };
+                Err((
+                    id,
+                    FieldError::new(
+                        field,
+                        "duplicate member: given more than once in the same object (refused rather than keeping one of the values)",
+                    ),
+                ))
+            }
+            None => Feature::from_geojson(self.layer, &v).map_err(|e| {
+                let id = id_of(self.layer, &v).ok().flatten();
+                (id, e)
+            }),
+        };
         let item = Item {
             number: self.count,
             line: None,
@@ -333,6 +368,9 @@ impl<'de> Visitor<'de> for Tracked<'_> {
             if (self.root && key == "id") || (in_properties && key == self.t.id_property) {
                 self.t.note_id(&v);
             }
+            if out.contains_key(&key) {
+                self.t.note_duplicate();
+            }
             self.t.path.pop();
             out.insert(key, v);
         }
@@ -394,6 +432,9 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
                         t: &mut self.ctx.trail,
                         root: false,
                     })?;
+                    if self.ctx.trail.duplicate.take().is_some() {
+                        return Err(A::Error::custom("a member is given twice in \"crs\""));
+                    }
                     if let Some(name) = crs_name(&crs) {
                         if !is_wgs84(&name) {
                             self.ctx.bad_crs = Some(name);
@@ -417,6 +458,12 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
                         }
                     } else if key == "id" {
                         self.ctx.trail.note_id(&v);
+                    }
+                    if members.contains_key(&key) {
+                        if key == "type" {
+                            return Err(A::Error::custom("duplicate \"type\" member"));
+                        }
+                        self.ctx.trail.note_duplicate();
                     }
                     members.insert(key, v);
                 }
@@ -640,6 +687,78 @@ mod tests {
             err.contains("in feature 2 (id \"A\")") && err.contains("at line 2"),
             "{err}"
         );
+    }
+
+    /// Reads `bytes`; returns each feature's id or refusal (id, field, reason).
+    #[allow(clippy::type_complexity)]
+    fn read_results(bytes: &[u8]) -> Vec<Result<String, (Option<String>, String, String)>> {
+        let layer = risk_points();
+        let mut out = Vec::new();
+        let mut sink = |item: Item| {
+            out.push(
+                item.result
+                    .map(|f| f.id)
+                    .map_err(|(id, e)| (id, e.field, e.reason)),
+            );
+            Ok(())
+        };
+        let r = read(Path::new("f.geojson"), &layer, &mut &bytes[..], &mut sink);
+        assert!(r.is_ok(), "{r:?}");
+        out
+    }
+
+    #[test]
+    fn a_member_given_twice_refuses_the_feature_naming_it() {
+        let twice = [
+            (
+                POINT.replace(r#""id":"A""#, r#""id":"A","id":"B""#),
+                "id",
+                None,
+            ),
+            (
+                POINT.replace(r#""level":"I""#, r#""level":"I","level":"IV""#),
+                "properties.level",
+                Some("A"),
+            ),
+            (
+                POINT.replace(r#""name":"n""#, r#""id":"A","name":"n","id":"A""#),
+                "properties.id",
+                None,
+            ),
+            (
+                POINT.replace(
+                    r#""type":"Point","#,
+                    r#""type":"Point","type":"LineString","#,
+                ),
+                "geometry.type",
+                Some("A"),
+            ),
+        ];
+        for (doc, field, id) in &twice {
+            let collection =
+                format!(r#"{{"type":"FeatureCollection","features":[{doc},{POINT}]}}"#);
+            let newline_delimited = format!("{doc}\n{POINT}\n");
+            for bytes in [collection, newline_delimited] {
+                let got = read_results(bytes.as_bytes());
+                assert_eq!(got.len(), 2, "{bytes}");
+                match &got[0] {
+                    Err((got_id, got_field, reason)) => {
+                        assert_eq!(
+                            (got_id.as_deref(), got_field.as_str()),
+                            (*id, *field),
+                            "{bytes}"
+                        );
+                        assert!(reason.starts_with("duplicate member"), "{reason}");
+                    }
+                    Ok(id) => panic!("{bytes}: accepted as {id}"),
+                }
+                // The refusal is the feature's alone: the next one is read as usual.
+                assert_eq!(got[1], Ok("A".to_string()));
+            }
+        }
+        // Foreign members are not read, so they are not checked either.
+        let foreign = POINT.replace(r#""id":"A","#, r#""id":"A","x":1,"x":2,"#);
+        assert_eq!(read_results(foreign.as_bytes()), [Ok("A".to_string())]);
     }
 
     #[test]
