@@ -195,6 +195,7 @@ fn bad_inputs() -> Vec<Bad> {
         Bad { what: "CSV NaN coordinate", layer: "sensors", name: "nan.csv", bytes: b"id,type_id,lon,lat\nS1,1,106.5,29.5\nS2,1,NaN,29.5\n".to_vec(), expect: &["nan.csv", "feature 2", "line 3", "S2", "field 'lon'", "finite number"] },
         Bad { what: "CSV non-UTF-8 cell", layer: "sensors", name: "gbk.csv", bytes: [b"id,type_id,risk_point_id,lon,lat\nS1,1,".to_vec(), vec![0xD6, 0xD8], b",106.5,29.5\n".to_vec()].concat(), expect: &["gbk.csv", "feature 1", "field 'risk_point_id'", "UTF-8"] },
         Bad { what: "CSV missing id", layer: "sensors", name: "noid.csv", bytes: b"id,type_id,lon,lat\nS1,1,106.5,29.5\n,1,106.5,29.5\n".to_vec(), expect: &["feature 2", "field 'id'", "missing"] },
+        Bad { what: "CSV id with spaces", layer: "sensors", name: "spaceid.csv", bytes: b"id,type_id,lon,lat\nS1,1,106.5,29.5\n S2 ,1,106.5,29.5\n".to_vec(), expect: &["spaceid.csv", "feature 2", "line 3", "field 'id'", "leading or trailing whitespace"] },
         Bad { what: "CSV bad integer", layer: "sensors", name: "type.csv", bytes: b"id,type_id,lon,lat\nS1,one,106.5,29.5\n".to_vec(), expect: &["feature 1", "field 'properties.type_id'", "expected an integer"] },
         Bad { what: "CSV for a line layer", layer: "pipelines", name: "lines.csv", bytes: b"id,lon,lat\nL1,106.5,29.5\n".to_vec(), expect: &["lines.csv", "CSV can only feed point layers"] },
         Bad { what: "CSV without coordinates", layer: "sensors", name: "nocoords.csv", bytes: b"id,type_id\nS1,1\n".to_vec(), expect: &["nocoords.csv", "no longitude column"] },
