@@ -195,12 +195,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&g.layers)?;
             let Some(def) = config.layer(&layer).cloned() else {
                 eprintln!(
-                    "error: {}",
+                    "error: {}: {}",
+                    file.display(),
                     IngestError::UnknownLayer {
                         name: layer,
                         known: config.layer_names().join(", ")
                     }
                 );
+                eprintln!("error: {}: nothing was imported", file.display());
                 return Ok(ExitCode::from(2));
             };
             let store = Store::open(

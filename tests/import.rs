@@ -278,9 +278,12 @@ fn an_unknown_layer_is_a_usage_error() {
     let (code, _, err) = import(dir.path(), "wells", &file, &[]);
     assert_eq!(code, 2);
     assert!(
-        err.contains("unknown layer \"wells\"") && err.contains("risk_points"),
+        err.contains(&format!("{}: unknown layer \"wells\"", file.display()))
+            && err.contains("risk_points")
+            && err.contains("nothing was imported"),
         "{err}"
     );
+    assert!(!store_path(dir.path()).exists(), "the store was created");
 }
 
 #[test]
