@@ -296,7 +296,7 @@ fn skip_invalid_imports_the_valid_features_and_lists_the_others() {
     let (code, _, err) = import(dir.path(), "risk_points", &file, &[]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("1 of 11 features rejected; nothing was imported"),
+        err.contains("1 of 11 features rejected (1 listed above); nothing was imported"),
         "{err}"
     );
     assert_eq!(sqlite_count(dir.path(), "risk_points"), 0);
@@ -307,8 +307,43 @@ fn skip_invalid_imports_the_valid_features_and_lists_the_others() {
         "{err}"
     );
     assert!(
-        out.contains("10 added") && out.contains("1 rejected"),
+        out.contains("10 added") && out.contains("1 rejected (1 listed above)"),
         "{out}"
     );
     assert_eq!(sqlite_count(dir.path(), "risk_points"), 10);
+}
+
+#[test]
+fn every_rejection_is_listed_even_beyond_the_in_memory_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let n_bad = riskmap::ingest::MAX_REPORTED_REJECTIONS + 100;
+    let mut f = good_points(5);
+    f.extend((0..n_bad).map(|i| risk_point(&format!("BAD{i}"), 300.0, 29.0, "I")));
+    let file = dir.path().join("many.geojson");
+    std::fs::write(&file, collection(f)).unwrap();
+    let (code, _, err) = import(dir.path(), "risk_points", &file, &[]);
+    assert_eq!(code, 1);
+    let listed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("rejected: "))
+        .collect();
+    assert_eq!(
+        listed.len(),
+        n_bad,
+        "{}",
+        &err[err.len().saturating_sub(500)..]
+    );
+    for (i, line) in listed.iter().enumerate() {
+        let want = format!("feature {} (id \"BAD{i}\"): field 'geometry'", i + 6);
+        assert!(line.contains(&want), "{line} lacks {want}");
+    }
+    assert!(
+        err.contains(&format!(
+            "{n_bad} of {} features rejected ({n_bad} listed above); nothing was imported",
+            n_bad + 5
+        )),
+        "{}",
+        &err[err.len().saturating_sub(500)..]
+    );
+    assert_eq!(sqlite_count(dir.path(), "risk_points"), 0);
 }

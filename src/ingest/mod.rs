@@ -26,7 +26,8 @@ use crate::store::{AuditEntry, Store, StoreError, UpsertOutcome};
 /// When an import changes more features than this, the change feed says "reload the
 /// layer" instead of listing them (followers rebuild with one bulk load).
 pub const CHANGE_LIST_LIMIT: usize = 10_000;
-/// At most this many refusals are kept with their reasons (all are counted).
+/// At most this many refusals are kept in [`ImportReport::rejections`] (memory stays
+/// bounded); every one is counted and handed to [`Progress::rejected`] as found.
 pub const MAX_REPORTED_REJECTIONS: usize = 1_000;
 
 /// A feature refused, and why.
@@ -135,7 +136,7 @@ pub struct ImportReport {
     pub updated: u64,
     pub unchanged: u64,
     /// Number of refused features; the first [`MAX_REPORTED_REJECTIONS`] are in
-    /// `rejections`.
+    /// `rejections` (all of them went to [`Progress::rejected`]).
     pub rejected: u64,
     pub rejections: Vec<Rejection>,
     /// Whether anything was written (false when refusals stopped the import).
@@ -149,10 +150,13 @@ pub struct ImportReport {
     pub length_km: f64,
 }
 
-/// Receives progress: bytes of the file consumed and features read so far.
+/// Receives progress: bytes of the file consumed and features read so far, and each
+/// refusal as it is found (all of them, however many: the report keeps only the
+/// first [`MAX_REPORTED_REJECTIONS`]).
 pub trait Progress: Sync {
     fn start(&self, _total_bytes: u64) {}
     fn update(&self, _bytes: u64, _features: u64) {}
+    fn rejected(&self, _rejection: &Rejection) {}
     fn finish(&self) {}
 }
 
@@ -276,14 +280,16 @@ pub fn import_file(
             };
             if let Some((id, e)) = refusal {
                 report.rejected += 1;
+                let rejection = Rejection {
+                    feature: item.number,
+                    line: item.line,
+                    id,
+                    field: e.field,
+                    reason: e.reason,
+                };
+                progress.rejected(&rejection);
                 if report.rejections.len() < MAX_REPORTED_REJECTIONS {
-                    report.rejections.push(Rejection {
-                        feature: item.number,
-                        line: item.line,
-                        id,
-                        field: e.field,
-                        reason: e.reason,
-                    });
+                    report.rejections.push(rejection);
                 }
                 if !opts.skip_invalid {
                     writing = false;
