@@ -347,3 +347,117 @@ fn every_rejection_is_listed_even_beyond_the_in_memory_cap() {
     );
     assert_eq!(sqlite_count(dir.path(), "risk_points"), 0);
 }
+
+/// Every audit row, oldest first: (seq, action, feature id, before, after, detail).
+#[allow(clippy::type_complexity)]
+fn audit_rows(
+    dir: &Path,
+) -> Vec<(
+    i64,
+    String,
+    Option<String>,
+    Option<serde_json::Value>,
+    Option<serde_json::Value>,
+    Option<serde_json::Value>,
+)> {
+    let c = rusqlite::Connection::open(store_path(dir)).unwrap();
+    let mut stmt = c
+        .prepare(
+            "SELECT seq, action, feature_id, before, after, detail FROM riskmap_audit ORDER BY seq",
+        )
+        .unwrap();
+    let json = |s: Option<String>| s.map(|s| serde_json::from_str(&s).unwrap());
+    stmt.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            json(r.get(3)?),
+            json(r.get(4)?),
+            json(r.get(5)?),
+        ))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+#[test]
+fn a_reimport_audits_the_before_and_after_of_each_updated_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("points.geojson");
+    std::fs::write(&file, collection(good_points(20))).unwrap();
+    assert_eq!(import(dir.path(), "risk_points", &file, &[]).0, 0);
+    let def = layer("risk_points");
+    let stored = |id: &str| {
+        open_store(dir.path())
+            .get_feature(&def, id)
+            .unwrap()
+            .unwrap()
+            .feature
+            .to_geojson(&def)
+    };
+    let old: Vec<serde_json::Value> = ["R00003", "R00007", "R00011"]
+        .iter()
+        .map(|id| stored(id))
+        .collect();
+
+    // Moved, re-levelled, both; one added; the rest unchanged.
+    let mut changed = good_points(20);
+    changed[3] = risk_point("R00003", 106.9, 29.9, "III");
+    changed[7] = risk_point("R00007", 106.007, 29.5, "I");
+    changed[11] = risk_point("R00011", 107.1, 30.1, "IV");
+    changed.push(risk_point("R99999", 107.0, 30.0, "II"));
+
+    // Refused first (one bad feature after the changes): no audit row of any kind.
+    let rows_before = audit_rows(dir.path());
+    let mut refused = changed.clone();
+    refused.push(risk_point("BAD", 300.0, 29.0, "I"));
+    let bad = dir.path().join("bad.geojson");
+    std::fs::write(&bad, collection(refused)).unwrap();
+    assert_eq!(import(dir.path(), "risk_points", &bad, &[]).0, 1);
+    assert_eq!(
+        audit_rows(dir.path()),
+        rows_before,
+        "a refused import wrote audit rows"
+    );
+
+    std::fs::write(&file, collection(changed)).unwrap();
+    let (code, out, err) = import(dir.path(), "risk_points", &file, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 added, 3 updated, 17 unchanged"), "{out}");
+
+    let rows = audit_rows(dir.path());
+    let new_rows = &rows[rows_before.len()..];
+    let import_row = new_rows
+        .iter()
+        .find(|r| r.1 == "import")
+        .expect("the import row");
+    let detail = import_row.5.as_ref().unwrap();
+    assert_eq!(
+        (&detail["added"], &detail["updated"], &detail["unchanged"]),
+        (&json!(1), &json!(3), &json!(17))
+    );
+    assert_eq!(detail["sha256"].as_str().unwrap().len(), 64);
+    let updates: Vec<_> = new_rows.iter().filter(|r| r.1 == "import_update").collect();
+    assert_eq!(updates.len(), 3, "{new_rows:?}");
+    assert_eq!(
+        new_rows.len(),
+        4,
+        "added and unchanged features get no row of their own"
+    );
+    for (id, before) in ["R00003", "R00007", "R00011"].iter().zip(&old) {
+        let row = updates
+            .iter()
+            .find(|r| r.2.as_deref() == Some(*id))
+            .unwrap_or_else(|| panic!("no audit row for {id}"));
+        assert_eq!(row.3.as_ref(), Some(before), "{id}: before");
+        assert_eq!(row.4.as_ref(), Some(&stored(id)), "{id}: after");
+        assert_ne!(row.3, row.4, "{id}");
+        assert_eq!(
+            row.5.as_ref().unwrap()["import"],
+            json!(import_row.0),
+            "{id}: the row names its import"
+        );
+    }
+}
