@@ -17,7 +17,7 @@ use rand::prelude::*;
 use rand_chacha::ChaCha8Rng;
 use riskmap::index::LayerIndex;
 use riskmap::model::{Bbox, Feature, Value};
-use riskmap::store::blob;
+use riskmap::store::{WriterSettings, blob};
 
 const N: usize = 6_000;
 
@@ -185,6 +185,36 @@ fn spawn_import(dir: &Path, layer: &str, file: &Path) -> std::process::Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+#[test]
+fn every_connection_that_writes_is_wal_with_synchronous_full() {
+    // SIGKILL leaves the OS page cache intact, so the kill test below passes even with
+    // synchronous=OFF: the settings themselves are checked here, on the connection
+    // every write goes through, opened the ways riskmap opens it.
+    let want = WriterSettings {
+        journal_mode: "wal".into(),
+        synchronous: "full".into(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // `riskmap import` / `keys`: a new store, then an existing one.
+    for _ in 0..2 {
+        let store = open_store(dir.path());
+        assert_eq!(store.writer_settings().unwrap(), want);
+        // Still so after a write transaction.
+        let def = layer("risk_points");
+        store
+            .write(|tx| {
+                let f = Feature::from_geojson(&def, &risk_point("W1", 106.0, 29.0, "I")).unwrap();
+                tx.upsert(&def, &f)?;
+                tx.commit()
+            })
+            .unwrap();
+        assert_eq!(store.writer_settings().unwrap(), want);
+    }
+    // `riskmap serve`.
+    let app = open_app(dir.path());
+    assert_eq!(app.store().writer_settings().unwrap(), want);
 }
 
 #[test]
