@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
@@ -195,12 +196,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&g.layers)?;
             let Some(def) = config.layer(&layer).cloned() else {
                 eprintln!(
-                    "error: {}",
+                    "error: {}: {}",
+                    file.display(),
                     IngestError::UnknownLayer {
                         name: layer,
                         known: config.layer_names().join(", ")
                     }
                 );
+                eprintln!("error: {}: nothing was imported", file.display());
                 return Ok(ExitCode::from(2));
             };
             let store = Store::open(
@@ -271,19 +274,29 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// A progress bar on a terminal, nothing otherwise.
-struct Bar(indicatif::ProgressBar);
+/// A progress bar on a terminal (nothing otherwise), and every refusal on standard
+/// error as it is found: the import's report keeps only the first ones in memory.
+struct Bar<'a> {
+    bar: indicatif::ProgressBar,
+    file: &'a Path,
+    listed: AtomicU64,
+}
 
-impl ingest::Progress for Bar {
+impl ingest::Progress for Bar<'_> {
     fn start(&self, total: u64) {
-        self.0.set_length(total);
+        self.bar.set_length(total);
     }
     fn update(&self, bytes: u64, features: u64) {
-        self.0.set_position(bytes);
-        self.0.set_message(format!("{features} features"));
+        self.bar.set_position(bytes);
+        self.bar.set_message(format!("{features} features"));
+    }
+    fn rejected(&self, r: &ingest::Rejection) {
+        self.bar
+            .suspend(|| eprintln!("rejected: {}: {r}", self.file.display()));
+        self.listed.fetch_add(1, Ordering::Relaxed);
     }
     fn finish(&self) {
-        self.0.finish_and_clear();
+        self.bar.finish_and_clear();
     }
 }
 
@@ -307,7 +320,12 @@ fn import(
         indicatif::ProgressBar::hidden()
     };
     let started = Instant::now();
-    let report = match ingest::import_file(store, layer, file, opts, &Bar(bar)) {
+    let progress = Bar {
+        bar,
+        file,
+        listed: AtomicU64::new(0),
+    };
+    let report = match ingest::import_file(store, layer, file, opts, &progress) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -315,15 +333,7 @@ fn import(
             return Ok(ExitCode::from(1));
         }
     };
-    for r in &report.rejections {
-        eprintln!("rejected: {}: {r}", file.display());
-    }
-    if report.rejected as usize > report.rejections.len() {
-        eprintln!(
-            "rejected: ... and {} more",
-            report.rejected as usize - report.rejections.len()
-        );
-    }
+    let listed = progress.listed.load(Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
     let length = if report.length_km > 0.0 {
         format!(", {:.1} km of lines", report.length_km)
@@ -332,7 +342,7 @@ fn import(
     };
     if !report.committed {
         eprintln!(
-            "error: {}: {} of {} features rejected; nothing was imported (fix them, or pass --skip-invalid to import the valid ones: {})",
+            "error: {}: {} of {} features rejected ({listed} listed above); nothing was imported (fix them, or pass --skip-invalid to import the valid ones: {})",
             file.display(),
             report.rejected,
             report.features,
@@ -346,8 +356,13 @@ fn import(
             tracing::warn!(error = %e, "checkpoint after import failed (harmless: SQLite will retry)");
         }
     }
+    let listed_note = if report.rejected > 0 {
+        format!(" ({listed} listed above)")
+    } else {
+        String::new()
+    };
     println!(
-        "{} -> layer {}: {} features read, {} added, {} updated, {} unchanged, {} rejected{length} in {secs:.1} s",
+        "{} -> layer {}: {} features read, {} added, {} updated, {} unchanged, {} rejected{listed_note}{length} in {secs:.1} s",
         file.display(),
         layer.name,
         report.features,

@@ -138,6 +138,37 @@ fn bad_inputs() -> Vec<Bad> {
     ]
     .concat();
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    // The same file with a UTF-8 byte-order mark: positions must still name 'name'.
+    let bom_non_utf8 = [&b"\xEF\xBB\xBF"[..], &non_utf8].concat();
+    // A literal that JSON does not allow in place of the bad feature's longitude.
+    let bad_number = |literal: &str| {
+        let mut f = good.clone();
+        f.push(risk_point("X1", 106.25, 29.0, "I"));
+        collection(f).replace("106.25", literal).into_bytes()
+    };
+    // A member given twice in the bad feature (JSON text: serde_json::Value cannot).
+    let twice = |from: &str, to: &str| {
+        let mut f = good.clone();
+        f.push(risk_point("X1", 106.25, 29.0, "I"));
+        let text = collection(f);
+        assert_eq!(text.matches(from).count(), 1, "{from}");
+        text.replace(from, to).into_bytes()
+    };
+    // Newline-delimited: the first document (then the second) carries the bad number.
+    let nd = |bad_line: usize| {
+        (0..3)
+            .map(|i| {
+                let line = risk_point(&format!("N{i}"), 106.25, 29.0, "I").to_string();
+                if i == bad_line {
+                    line.replace("106.25", "NaN")
+                } else {
+                    line
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes()
+    };
     vec![
         Bad { what: "malformed JSON", layer: "risk_points", name: "trunc.geojson", bytes: collection(good.clone()).as_bytes()[..800].to_vec(), expect: &["trunc.geojson", "malformed GeoJSON in feature", "EOF"] },
         Bad { what: "out-of-range longitude", layer: "risk_points", name: "far.geojson", bytes: with(risk_point("X1", 200.0, 29.0, "I")), expect: &["far.geojson", "feature 31", "X1", "field 'geometry'", "longitude 200"] },
@@ -146,15 +177,25 @@ fn bad_inputs() -> Vec<Bad> {
         Bad { what: "wrong geometry type", layer: "risk_points", name: "line.geojson", bytes: with(json!({"type":"Feature","id":"X1","geometry":{"type":"LineString","coordinates":[[106,29],[107,30]]},"properties":{"name":"n","category":"landslide","level":"I"}})), expect: &["feature 31", "field 'geometry'", "expected a Point geometry, found LineString"] },
         Bad { what: "null geometry", layer: "risk_points", name: "nullgeom.geojson", bytes: with(json!({"type":"Feature","id":"X1","geometry":null,"properties":{"name":"n","category":"landslide","level":"I"}})), expect: &["feature 31", "field 'geometry'", "null"] },
         Bad { what: "duplicate ids", layer: "risk_points", name: "dup.geojson", bytes: with(risk_point("R00003", 106.0, 29.0, "I")), expect: &["feature 31", "R00003", "field 'id'", "duplicate", "feature 4"] },
+        Bad { what: "id member given twice", layer: "risk_points", name: "twoids.geojson", bytes: twice(r#""id":"X1","geometry""#, r#""id":"X1","id":"X2","geometry""#), expect: &["twoids.geojson", "feature 31", "field 'id'", "duplicate member"] },
+        Bad { what: "property given twice", layer: "risk_points", name: "twolevels.geojson", bytes: twice(r#""level":"I","#, r#""level":"I","level":"II","#), expect: &["twolevels.geojson", "feature 31", "X1", "field 'properties.level'", "duplicate member"] },
         Bad { what: "value not allowed", layer: "risk_points", name: "level.geojson", bytes: with(risk_point("X1", 106.0, 29.0, "V")), expect: &["feature 31", "field 'properties.level'", "\"V\" is not one of I, II, III, IV"] },
         Bad { what: "undeclared property", layer: "risk_points", name: "extra.geojson", bytes: with(json!({"type":"Feature","id":"X1","geometry":{"type":"Point","coordinates":[106,29]},"properties":{"name":"n","category":"landslide","level":"I","colour":"red"}})), expect: &["feature 31", "field 'properties.colour'", "not declared"] },
         Bad { what: "open polygon ring", layer: "boundary", name: "ring.geojson", bytes: collection(vec![json!({"type":"Feature","id":"b","geometry":{"type":"Polygon","coordinates":[[[106,29],[107,29],[107,30],[106,30]]]},"properties":{}})]).into_bytes(), expect: &["feature 1", "field 'geometry'", "not closed"] },
         Bad { what: "self-intersecting polygon", layer: "boundary", name: "bowtie.geojson", bytes: collection(vec![json!({"type":"Feature","id":"b","geometry":{"type":"Polygon","coordinates":[[[106,29],[107,30],[107,29],[106,30],[106,29]]]},"properties":{}})]).into_bytes(), expect: &["feature 1", "field 'geometry'", "intersect"] },
-        Bad { what: "non-UTF-8 text", layer: "risk_points", name: "gbk.geojson", bytes: non_utf8, expect: &["gbk.geojson", "feature 31", "'name'", "UTF-8"] },
+        Bad { what: "non-UTF-8 text", layer: "risk_points", name: "gbk.geojson", bytes: non_utf8, expect: &["gbk.geojson", "feature 31", "(id \"X1\")", "field 'properties.name'", "UTF-8"] },
+        Bad { what: "non-UTF-8 text after a BOM", layer: "risk_points", name: "bomgbk.geojson", bytes: bom_non_utf8, expect: &["bomgbk.geojson", "feature 31", "(id \"X1\")", "field 'properties.name'", "UTF-8"] },
+        Bad { what: "GeoJSON NaN coordinate", layer: "risk_points", name: "nan.geojson", bytes: bad_number("NaN"), expect: &["nan.geojson", "malformed GeoJSON", "feature 31", "(id \"X1\")", "field 'geometry.coordinates[0]'"] },
+        Bad { what: "GeoJSON Infinity coordinate", layer: "risk_points", name: "inf.geojson", bytes: bad_number("Infinity"), expect: &["inf.geojson", "malformed GeoJSON", "feature 31", "(id \"X1\")", "field 'geometry.coordinates[0]'"] },
+        Bad { what: "GeoJSON -Infinity coordinate", layer: "risk_points", name: "neginf.geojson", bytes: bad_number("-Infinity"), expect: &["neginf.geojson", "malformed GeoJSON", "feature 31", "(id \"X1\")", "field 'geometry.coordinates[0]'"] },
+        Bad { what: "GeoJSON 1e400 coordinate", layer: "risk_points", name: "e400.geojson", bytes: bad_number("1e400"), expect: &["e400.geojson", "number out of range", "feature 31", "(id \"X1\")", "field 'geometry.coordinates[0]'"] },
+        Bad { what: "NaN in the first line of newline-delimited GeoJSON", layer: "risk_points", name: "first.geojsonl", bytes: nd(0), expect: &["first.geojsonl", "malformed GeoJSON", "feature 1", "(id \"N0\")", "field 'geometry.coordinates[0]'"] },
+        Bad { what: "NaN in the second line of newline-delimited GeoJSON", layer: "risk_points", name: "second.geojsonl", bytes: nd(1), expect: &["second.geojsonl", "malformed GeoJSON", "feature 2", "(id \"N1\")", "field 'geometry.coordinates[0]'"] },
         Bad { what: "100,000-deep nesting", layer: "risk_points", name: "deep.geojson", bytes: format!("{{\"type\":\"FeatureCollection\",\"features\":{deep}}}").into_bytes(), expect: &["deep.geojson", "recursion limit"] },
         Bad { what: "CSV NaN coordinate", layer: "sensors", name: "nan.csv", bytes: b"id,type_id,lon,lat\nS1,1,106.5,29.5\nS2,1,NaN,29.5\n".to_vec(), expect: &["nan.csv", "feature 2", "line 3", "S2", "field 'lon'", "finite number"] },
         Bad { what: "CSV non-UTF-8 cell", layer: "sensors", name: "gbk.csv", bytes: [b"id,type_id,risk_point_id,lon,lat\nS1,1,".to_vec(), vec![0xD6, 0xD8], b",106.5,29.5\n".to_vec()].concat(), expect: &["gbk.csv", "feature 1", "field 'risk_point_id'", "UTF-8"] },
         Bad { what: "CSV missing id", layer: "sensors", name: "noid.csv", bytes: b"id,type_id,lon,lat\nS1,1,106.5,29.5\n,1,106.5,29.5\n".to_vec(), expect: &["feature 2", "field 'id'", "missing"] },
+        Bad { what: "CSV id with spaces", layer: "sensors", name: "spaceid.csv", bytes: b"id,type_id,lon,lat\nS1,1,106.5,29.5\n S2 ,1,106.5,29.5\n".to_vec(), expect: &["spaceid.csv", "feature 2", "line 3", "field 'id'", "leading or trailing whitespace"] },
         Bad { what: "CSV bad integer", layer: "sensors", name: "type.csv", bytes: b"id,type_id,lon,lat\nS1,one,106.5,29.5\n".to_vec(), expect: &["feature 1", "field 'properties.type_id'", "expected an integer"] },
         Bad { what: "CSV for a line layer", layer: "pipelines", name: "lines.csv", bytes: b"id,lon,lat\nL1,106.5,29.5\n".to_vec(), expect: &["lines.csv", "CSV can only feed point layers"] },
         Bad { what: "CSV without coordinates", layer: "sensors", name: "nocoords.csv", bytes: b"id,type_id\nS1,1\n".to_vec(), expect: &["nocoords.csv", "no longitude column"] },
@@ -176,13 +217,21 @@ fn bad_input_is_refused_naming_file_feature_and_field_and_writes_nothing() {
     assert_eq!(import(dir.path(), "risk_points", &base, &[]).0, 0);
     let before_audit = sqlite_audit_count(dir.path(), "import");
 
+    // Wording problems are collected, so one run shows every case that fails.
+    let mut wording = Vec::new();
     for bad in bad_inputs() {
         let file = dir.path().join(bad.name);
         std::fs::write(&file, &bad.bytes).unwrap();
         let (code, _, err) = import(dir.path(), bad.layer, &file, &[]);
         assert_ne!(code, 0, "{}: exit code", bad.what);
-        for e in bad.expect {
-            assert!(err.contains(e), "{}: message lacks {e:?}:\n{err}", bad.what);
+        let lacking: Vec<&str> = bad
+            .expect
+            .iter()
+            .copied()
+            .filter(|e| !err.contains(e))
+            .collect();
+        if !lacking.is_empty() {
+            wording.push(format!("{}: message lacks {lacking:?}:\n{err}", bad.what));
         }
         assert!(!err.contains("panicked"), "{}: {err}", bad.what);
         for table in ["risk_points", "sensors", "pipelines", "boundary"] {
@@ -201,6 +250,7 @@ fn bad_input_is_refused_naming_file_feature_and_field_and_writes_nothing() {
             bad.what
         );
     }
+    assert!(wording.is_empty(), "{}", wording.join("\n"));
 }
 
 #[test]
@@ -228,9 +278,12 @@ fn an_unknown_layer_is_a_usage_error() {
     let (code, _, err) = import(dir.path(), "wells", &file, &[]);
     assert_eq!(code, 2);
     assert!(
-        err.contains("unknown layer \"wells\"") && err.contains("risk_points"),
+        err.contains(&format!("{}: unknown layer \"wells\"", file.display()))
+            && err.contains("risk_points")
+            && err.contains("nothing was imported"),
         "{err}"
     );
+    assert!(!store_path(dir.path()).exists(), "the store was created");
 }
 
 #[test]
@@ -243,7 +296,7 @@ fn skip_invalid_imports_the_valid_features_and_lists_the_others() {
     let (code, _, err) = import(dir.path(), "risk_points", &file, &[]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("1 of 11 features rejected; nothing was imported"),
+        err.contains("1 of 11 features rejected (1 listed above); nothing was imported"),
         "{err}"
     );
     assert_eq!(sqlite_count(dir.path(), "risk_points"), 0);
@@ -254,8 +307,157 @@ fn skip_invalid_imports_the_valid_features_and_lists_the_others() {
         "{err}"
     );
     assert!(
-        out.contains("10 added") && out.contains("1 rejected"),
+        out.contains("10 added") && out.contains("1 rejected (1 listed above)"),
         "{out}"
     );
     assert_eq!(sqlite_count(dir.path(), "risk_points"), 10);
+}
+
+#[test]
+fn every_rejection_is_listed_even_beyond_the_in_memory_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let n_bad = riskmap::ingest::MAX_REPORTED_REJECTIONS + 100;
+    let mut f = good_points(5);
+    f.extend((0..n_bad).map(|i| risk_point(&format!("BAD{i}"), 300.0, 29.0, "I")));
+    let file = dir.path().join("many.geojson");
+    std::fs::write(&file, collection(f)).unwrap();
+    let (code, _, err) = import(dir.path(), "risk_points", &file, &[]);
+    assert_eq!(code, 1);
+    let listed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("rejected: "))
+        .collect();
+    assert_eq!(
+        listed.len(),
+        n_bad,
+        "{}",
+        &err[err.len().saturating_sub(500)..]
+    );
+    for (i, line) in listed.iter().enumerate() {
+        let want = format!("feature {} (id \"BAD{i}\"): field 'geometry'", i + 6);
+        assert!(line.contains(&want), "{line} lacks {want}");
+    }
+    assert!(
+        err.contains(&format!(
+            "{n_bad} of {} features rejected ({n_bad} listed above); nothing was imported",
+            n_bad + 5
+        )),
+        "{}",
+        &err[err.len().saturating_sub(500)..]
+    );
+    assert_eq!(sqlite_count(dir.path(), "risk_points"), 0);
+}
+
+/// Every audit row, oldest first: (seq, action, feature id, before, after, detail).
+#[allow(clippy::type_complexity)]
+fn audit_rows(
+    dir: &Path,
+) -> Vec<(
+    i64,
+    String,
+    Option<String>,
+    Option<serde_json::Value>,
+    Option<serde_json::Value>,
+    Option<serde_json::Value>,
+)> {
+    let c = rusqlite::Connection::open(store_path(dir)).unwrap();
+    let mut stmt = c
+        .prepare(
+            "SELECT seq, action, feature_id, before, after, detail FROM riskmap_audit ORDER BY seq",
+        )
+        .unwrap();
+    let json = |s: Option<String>| s.map(|s| serde_json::from_str(&s).unwrap());
+    stmt.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            json(r.get(3)?),
+            json(r.get(4)?),
+            json(r.get(5)?),
+        ))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+#[test]
+fn a_reimport_audits_the_before_and_after_of_each_updated_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("points.geojson");
+    std::fs::write(&file, collection(good_points(20))).unwrap();
+    assert_eq!(import(dir.path(), "risk_points", &file, &[]).0, 0);
+    let def = layer("risk_points");
+    let stored = |id: &str| {
+        open_store(dir.path())
+            .get_feature(&def, id)
+            .unwrap()
+            .unwrap()
+            .feature
+            .to_geojson(&def)
+    };
+    let old: Vec<serde_json::Value> = ["R00003", "R00007", "R00011"]
+        .iter()
+        .map(|id| stored(id))
+        .collect();
+
+    // Moved, re-levelled, both; one added; the rest unchanged.
+    let mut changed = good_points(20);
+    changed[3] = risk_point("R00003", 106.9, 29.9, "III");
+    changed[7] = risk_point("R00007", 106.007, 29.5, "I");
+    changed[11] = risk_point("R00011", 107.1, 30.1, "IV");
+    changed.push(risk_point("R99999", 107.0, 30.0, "II"));
+
+    // Refused first (one bad feature after the changes): no audit row of any kind.
+    let rows_before = audit_rows(dir.path());
+    let mut refused = changed.clone();
+    refused.push(risk_point("BAD", 300.0, 29.0, "I"));
+    let bad = dir.path().join("bad.geojson");
+    std::fs::write(&bad, collection(refused)).unwrap();
+    assert_eq!(import(dir.path(), "risk_points", &bad, &[]).0, 1);
+    assert_eq!(
+        audit_rows(dir.path()),
+        rows_before,
+        "a refused import wrote audit rows"
+    );
+
+    std::fs::write(&file, collection(changed)).unwrap();
+    let (code, out, err) = import(dir.path(), "risk_points", &file, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 added, 3 updated, 17 unchanged"), "{out}");
+
+    let rows = audit_rows(dir.path());
+    let new_rows = &rows[rows_before.len()..];
+    let import_row = new_rows
+        .iter()
+        .find(|r| r.1 == "import")
+        .expect("the import row");
+    let detail = import_row.5.as_ref().unwrap();
+    assert_eq!(
+        (&detail["added"], &detail["updated"], &detail["unchanged"]),
+        (&json!(1), &json!(3), &json!(17))
+    );
+    assert_eq!(detail["sha256"].as_str().unwrap().len(), 64);
+    let updates: Vec<_> = new_rows.iter().filter(|r| r.1 == "import_update").collect();
+    assert_eq!(updates.len(), 3, "{new_rows:?}");
+    assert_eq!(
+        new_rows.len(),
+        4,
+        "added and unchanged features get no row of their own"
+    );
+    for (id, before) in ["R00003", "R00007", "R00011"].iter().zip(&old) {
+        let row = updates
+            .iter()
+            .find(|r| r.2.as_deref() == Some(*id))
+            .unwrap_or_else(|| panic!("no audit row for {id}"));
+        assert_eq!(row.3.as_ref(), Some(before), "{id}: before");
+        assert_eq!(row.4.as_ref(), Some(&stored(id)), "{id}: after");
+        assert_ne!(row.3, row.4, "{id}");
+        assert_eq!(
+            row.5.as_ref().unwrap()["import"],
+            json!(import_row.0),
+            "{id}: the row names its import"
+        );
+    }
 }

@@ -176,20 +176,32 @@ fn geojson_with_a_byte_order_mark_and_csv_with_spaces_are_read() {
     let noext = dir.path().join("bom_no_extension");
     std::fs::write(&noext, &bytes).unwrap();
     cli_import(dir.path(), "risk_points", &noext);
+    // Spaces around header names and numbers are layout; text cells are data, kept
+    // verbatim, quoted or not (the csv crate cannot tell which were quoted).
     let csv = dir.path().join("s.csv");
     std::fs::write(
         &csv,
-        "id, type_id, risk_point_id, lon, lat\n S1 , 254.0 , R000001 , 106.5, 29.5\n",
+        "id , type_id, risk_point_id ,lon, lat\nS1, 254.0 ,R000001, 106.5 , 29.5\nS2,1,\"  R 1  \",106.5,29.5\nS3,1,  R 2 ,106.5,29.5\nS4,1,\"   \",106.5,29.5\n",
     )
     .unwrap();
     cli_import(dir.path(), "sensors", &csv);
-    let s = open_store(dir.path())
-        .get_feature(&layer("sensors"), "S1")
-        .unwrap()
-        .unwrap();
+    let store = open_store(dir.path());
+    let get = |id: &str| store.get_feature(&layer("sensors"), id).unwrap().unwrap();
+    let s = get("S1");
     assert_eq!(s.feature.values[0], riskmap::model::Value::Int(254));
     assert_eq!(
         s.feature.values[1],
         riskmap::model::Value::Text("R000001".into())
     );
+    assert_eq!(
+        s.feature.geometry,
+        geo_types::Geometry::Point(geo_types::Point::new(106.5, 29.5))
+    );
+    for (id, text) in [("S2", "  R 1  "), ("S3", "  R 2 "), ("S4", "   ")] {
+        assert_eq!(
+            get(id).feature.values[1],
+            riskmap::model::Value::Text(text.into()),
+            "{id}"
+        );
+    }
 }

@@ -2,6 +2,13 @@
 //! `sensors.csv`: `id,type_id,risk_point_id,pipeline_id,lon,lat`). Header names are
 //! matched without case; an empty cell is null. Text must be UTF-8 (a BOM is
 //! skipped).
+//!
+//! Whitespace: values are taken verbatim. The csv crate does not say which cells
+//! were quoted, so `  R 1  ` and `"  R 1  "` cannot be told apart, and neither is
+//! trimmed: a string cell is stored as written (a cell of spaces is that text, not
+//! null). Only header names are trimmed, and a number, boolean or coordinate is
+//! parsed ignoring the spaces around it (`" 254 "` is 254: the value is the same).
+//! The id is verbatim too, so an id with spaces around it is refused, as in GeoJSON.
 
 use std::io::Read;
 use std::path::Path;
@@ -45,9 +52,9 @@ pub(super) fn read(
             layer.geometry.geojson_name()
         )));
     }
-    // Cells are trimmed: spaces around values are a CSV artefact, not data.
+    // Header names only: values are verbatim (see the module comment).
     let mut rdr = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
+        .trim(csv::Trim::Headers)
         .has_headers(true)
         .flexible(true)
         .from_reader(reader);
@@ -167,8 +174,8 @@ fn row(
     let id = record
         .get(id_col)
         .and_then(|b| std::str::from_utf8(b).ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty());
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
     let fail = |field: &str, reason: String| (id.clone(), FieldError::new(field, reason));
     if record.len() != names.len() {
         return Err(fail(

@@ -1,6 +1,16 @@
 //! Streaming GeoJSON: a FeatureCollection (features are handed over one at a time,
 //! never all held), a single Feature, or a sequence of them (newline-delimited, or
 //! RFC 8142 with record separators).
+//!
+//! Foreign members (RFC 7946 §6.1) are skipped, including a Feature's member named
+//! `features`. Streaming decides what a top-level `features` member is when it
+//! comes: a collection's, unless `"type": "Feature"` or a `geometry` came before it.
+//! A document whose later `type` contradicts that decision is refused as ambiguous.
+//!
+//! A member given twice in one object of a feature (`"id"`, a property, a geometry
+//! member...) refuses that feature, naming the member: keeping either value would
+//! lose the other silently. Errors name the feature, its id when already read, and
+//! the path of the field (`geometry.coordinates[0]`), tracked while parsing.
 
 use std::fmt;
 use std::io::Read;
@@ -10,7 +20,7 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde_json::Value as Json;
 
 use super::{IngestError, Item};
-use crate::model::{Feature, LayerDef, feature::id_of};
+use crate::model::{Feature, FieldError, LayerDef, feature::id_of};
 
 /// Replaces RFC 8142 record separators (0x1E) with spaces. JSON strings cannot hold a
 /// raw control character, so the byte only ever appears between records.
@@ -28,14 +38,94 @@ impl<R: Read> Read for NoRecordSeparators<R> {
     }
 }
 
-/// Skips a UTF-8 byte-order mark at the start (JSON forbids it, Windows tools write it).
-fn skip_bom(r: &mut impl std::io::BufRead) -> std::io::Result<()> {
+/// Skips a UTF-8 byte-order mark at the start (JSON forbids it, Windows tools write
+/// it); says whether there was one.
+fn skip_bom(r: &mut impl std::io::BufRead) -> std::io::Result<bool> {
     let head = r.fill_buf()?;
     if head.starts_with(b"\xEF\xBB\xBF") {
         r.consume(3);
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
+
+/// Where the parser is, for error messages: the member path inside the current
+/// document (from `base`: inside the current feature) and the feature's id once read.
+/// Syntax errors and text that is not UTF-8 are both worded from it.
+#[derive(Default)]
+struct Trail {
+    path: Vec<Seg>,
+    /// Where the current feature's own members start in `path`.
+    base: usize,
+    /// The current feature's id, once its `id` (or `properties.<id property>`) is read.
+    id: Option<String>,
+    /// The first member of the current feature given twice in one object.
+    duplicate: Option<String>,
+    id_property: String,
+}
+
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// Paths deeper than this are cut short in messages (a 100,000-deep nesting error
+/// must not print 128 indices).
+const MAX_SHOWN_DEPTH: usize = 10;
+
+impl Trail {
+    fn start_feature(&mut self) {
+        self.base = self.path.len();
+        self.id = None;
+        self.duplicate = None;
+    }
+
+    /// Notes that the member at the current path was given before in its object.
+    fn note_duplicate(&mut self) {
+        if self.duplicate.is_none() {
+            self.duplicate = Some(self.field());
+        }
+    }
+
+    /// `geometry.coordinates[0][3]`: the path inside the current feature (or document).
+    fn field(&self) -> String {
+        let mut out = String::new();
+        let segs = &self.path[self.base.min(self.path.len())..];
+        for seg in segs.iter().take(MAX_SHOWN_DEPTH) {
+            match seg {
+                Seg::Key(k) if out.is_empty() => out.push_str(k),
+                Seg::Key(k) => {
+                    out.push('.');
+                    out.push_str(k);
+                }
+                Seg::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        if segs.len() > MAX_SHOWN_DEPTH {
+            out.push_str("...");
+        }
+        out
+    }
+
+    /// True when the object being read is the current feature's `properties`.
+    fn in_properties(&self) -> bool {
+        self.path.len() == self.base + 1
+            && matches!(&self.path[self.base], Seg::Key(k) if k == "properties")
+    }
+
+    fn note_id(&mut self, v: &Json) {
+        if self.id.is_none() {
+            self.id = match v {
+                Json::String(s) => Some(s.clone()),
+                Json::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+                _ => None,
+            };
+        }
+    }
+}
+
+/// The members of a Feature riskmap reads; others (foreign members) are skipped.
+const FEATURE_MEMBERS: [&str; 4] = ["type", "id", "geometry", "properties"];
 
 /// Shared state of one read.
 struct Ctx<'a> {
@@ -46,17 +136,38 @@ struct Ctx<'a> {
     failed: Option<IngestError>,
     /// A `crs` member naming a CRS we cannot take.
     bad_crs: Option<String>,
-    /// Inside a `features` array (a syntax error there belongs to feature count + 1).
-    in_features: bool,
+    /// Reading a feature (a syntax error now belongs to feature count + 1).
+    in_feature: bool,
+    trail: Trail,
 }
 
 impl Ctx<'_> {
     fn feature(&mut self, v: Json) -> Result<(), String> {
         self.count += 1;
-        let result = Feature::from_geojson(self.layer, &v).map_err(|e| {
-            let id = id_of(self.layer, &v).ok().flatten();
-            (id, e)
-        });
+        let result = match self.trail.duplicate.take() {
+            // Policy: a member given twice is refused, never resolved by keeping one
+            // of the values (JSON readers disagree on which; data would be lost).
+            Some(field) => {
+                let ambiguous_id =
+                    field == "id" || field == format!("properties.{}", self.layer.id_property);
+                let id = if ambiguous_id {
+                    None
+                } else {
+                    id_of(self.layer, &v).ok().flatten()
+                };
+                Err((
+                    id,
+                    FieldError::new(
+                        field,
+                        "duplicate member: given more than once in the same object (refused rather than keeping one of the values)",
+                    ),
+                ))
+            }
+            None => Feature::from_geojson(self.layer, &v).map_err(|e| {
+                let id = id_of(self.layer, &v).ok().flatten();
+                (id, e)
+            }),
+        };
         let item = Item {
             number: self.count,
             line: None,
@@ -82,10 +193,14 @@ pub(super) fn read(
         count: 0,
         failed: None,
         bad_crs: None,
-        in_features: false,
+        in_feature: false,
+        trail: Trail {
+            id_property: layer.id_property.clone(),
+            ..Default::default()
+        },
     };
     let mut reader = std::io::BufReader::new(reader);
-    skip_bom(&mut reader).map_err(|source| IngestError::Read {
+    let bom = skip_bom(&mut reader).map_err(|source| IngestError::Read {
         path: path.to_path_buf(),
         source,
     })?;
@@ -96,6 +211,10 @@ pub(super) fn read(
             break;
         }
         documents += 1;
+        ctx.trail.path.clear();
+        ctx.trail.start_feature();
+        // In a sequence every document is a feature; the first one may be anything.
+        ctx.in_feature = documents > 1;
         let r = Top { ctx: &mut ctx }.deserialize(&mut de);
         if let Some(e) = ctx.failed.take() {
             return Err(e);
@@ -109,12 +228,7 @@ pub(super) fn read(
             });
         }
         if let Err(e) = r {
-            return Err(syntax_error(
-                path,
-                ctx.count,
-                ctx.in_features || documents > 1,
-                e,
-            ));
+            return Err(syntax_error(path, &ctx, bom, e));
         }
     }
     if documents == 0 {
@@ -126,62 +240,142 @@ pub(super) fn read(
     Ok(())
 }
 
-/// Turns a serde_json error into a message naming the feature and, for text that is
-/// not UTF-8, the field.
-fn syntax_error(
-    path: &Path,
-    features_before: u64,
-    in_feature: bool,
-    e: serde_json::Error,
-) -> IngestError {
-    let (line, column) = (e.line(), e.column());
-    let text = e.to_string();
-    let message = if text.contains("invalid unicode code point")
+/// Turns a serde_json error into a message naming the feature (number, and id when
+/// it was read before the error), the field, and the position in the file.
+fn syntax_error(path: &Path, ctx: &Ctx<'_>, bom: bool, e: serde_json::Error) -> IngestError {
+    let (line, mut column) = (e.line(), e.column());
+    // serde_json counts from after the byte-order mark we skipped; the file does not.
+    if bom && line == 1 {
+        column += 3;
+    }
+    let mut text = e.to_string();
+    // serde_json appends its own (BOM-blind) position: say it once, corrected.
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    if let Some(stripped) = text.strip_suffix(&suffix) {
+        text = stripped.to_string();
+    }
+    let position = if line > 0 {
+        format!(" at line {line} column {column}")
+    } else {
+        String::new()
+    };
+    let reason = if text.contains("invalid unicode code point")
         || text.contains("invalid escape") && text.contains("unicode")
     {
-        let field = key_before(path, line, column)
-            .map(|k| format!(", field '{k}'"))
-            .unwrap_or_default();
         format!(
-            "feature {}{field}: text is not valid UTF-8 at line {line}, column {column} (GeoJSON must be UTF-8; convert with iconv -f GB18030 -t UTF-8)",
-            features_before + 1
-        )
-    } else if in_feature {
-        format!(
-            "malformed GeoJSON in feature {}: {text}",
-            features_before + 1
+            "text is not valid UTF-8{position} (GeoJSON must be UTF-8; convert with iconv -f GB18030 -t UTF-8)"
         )
     } else {
-        format!("malformed GeoJSON: {text}")
+        format!("{text}{position}")
     };
+    let mut place = String::new();
+    if ctx.in_feature {
+        place.push_str(&format!(" in feature {}", ctx.count + 1));
+        if let Some(id) = &ctx.trail.id {
+            place.push_str(&format!(" (id {id:?})"));
+        }
+    }
+    let field = ctx.trail.field();
+    if !field.is_empty() {
+        place.push_str(&format!(", field '{field}'"));
+    }
     IngestError::Format {
         path: path.to_path_buf(),
-        message,
+        message: format!("malformed GeoJSON{place}: {reason}"),
     }
 }
 
-/// The JSON key whose value holds position `line`:`column` (1-based), found by
-/// scanning back from there for `"key":`. Used only to word an error.
-fn key_before(path: &Path, line: usize, column: usize) -> Option<String> {
-    use std::io::BufRead;
-    // Read only up to the error's line.
-    let mut reader = std::io::BufReader::new(std::fs::File::open(path).ok()?);
-    let mut bytes = Vec::new();
-    for _ in 0..line {
-        if reader.read_until(b'\n', &mut bytes).ok()? == 0 {
-            break;
+/// Any JSON value, read while keeping [`Trail`] up to date, so an error anywhere
+/// inside can be named. `root`: the value is a feature (its foreign members are
+/// skipped, its `id` noted).
+struct Tracked<'t> {
+    t: &'t mut Trail,
+    root: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Tracked<'_> {
+    type Value = Json;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Tracked<'_> {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(Json::from(v))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Json, E> {
+        serde_json::Number::from_f64(v)
+            .map(Json::Number)
+            .ok_or_else(|| E::custom("not a finite number"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Json, E> {
+        Ok(Json::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_none<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut out = Vec::new();
+        loop {
+            // On an error the path is left as it is: it names where the error is.
+            self.t.path.push(Seg::Index(out.len()));
+            let next = seq.next_element_seed(Tracked {
+                t: &mut *self.t,
+                root: false,
+            })?;
+            self.t.path.pop();
+            match next {
+                Some(v) => out.push(v),
+                None => break,
+            }
         }
+        Ok(Json::Array(out))
     }
-    let mut offset = 0usize;
-    for _ in 1..line {
-        offset += bytes[offset..].iter().position(|&b| b == b'\n')? + 1;
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let in_properties = !self.root && self.t.in_properties();
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            self.t.path.push(Seg::Key(key.clone()));
+            if self.root && !FEATURE_MEMBERS.contains(&key.as_str()) {
+                map.next_value::<IgnoredAny>()?;
+                self.t.path.pop();
+                continue;
+            }
+            let v = map.next_value_seed(Tracked {
+                t: &mut *self.t,
+                root: false,
+            })?;
+            if (self.root && key == "id") || (in_properties && key == self.t.id_property) {
+                self.t.note_id(&v);
+            }
+            if out.contains_key(&key) {
+                self.t.note_duplicate();
+            }
+            self.t.path.pop();
+            out.insert(key, v);
+        }
+        Ok(Json::Object(out))
     }
-    let end = (offset + column).min(bytes.len());
-    let before = &bytes[..end];
-    // Find the last `":` before the error, then the key's opening quote.
-    let colon = before.windows(2).rposition(|w| w == b"\":")?;
-    let start = before[..colon].iter().rposition(|&b| b == b'"')?;
-    String::from_utf8(before[start + 1..colon].to_vec()).ok()
 }
 
 /// A top-level JSON document: FeatureCollection or Feature.
@@ -206,11 +400,24 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         use serde::de::Error;
         let mut ty: Option<String> = None;
-        let mut saw_features = false;
+        // A `features` member streamed as a FeatureCollection's, or skipped as a
+        // Feature's foreign member (RFC 7946 allows them).
+        let (mut saw_features, mut skipped_features) = (false, false);
         // Members of a Feature, kept in case the document is one.
         let mut members = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
+            self.ctx.trail.path.push(Seg::Key(key.clone()));
+            // Streaming must decide when `features` comes: a Feature is one once its
+            // type says so, or once it has a geometry (collections have none).
+            let feature_like = match ty.as_deref() {
+                Some(t) => t == "Feature",
+                None => members.contains_key("geometry"),
+            };
             match key.as_str() {
+                "features" if feature_like => {
+                    skipped_features = true;
+                    map.next_value::<IgnoredAny>()?;
+                }
                 "features" => {
                     if saw_features {
                         return Err(A::Error::custom("duplicate \"features\" member"));
@@ -221,7 +428,13 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
                     })?;
                 }
                 "crs" => {
-                    let crs: Json = map.next_value()?;
+                    let crs = map.next_value_seed(Tracked {
+                        t: &mut self.ctx.trail,
+                        root: false,
+                    })?;
+                    if self.ctx.trail.duplicate.take().is_some() {
+                        return Err(A::Error::custom("a member is given twice in \"crs\""));
+                    }
                     if let Some(name) = crs_name(&crs) {
                         if !is_wgs84(&name) {
                             self.ctx.bad_crs = Some(name);
@@ -229,22 +442,47 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
                         }
                     }
                 }
-                "type" => {
-                    let t: Json = map.next_value()?;
-                    ty = t.as_str().map(str::to_string);
-                    members.insert(key, t);
-                }
-                "id" | "geometry" | "properties" => {
-                    members.insert(key, map.next_value()?);
+                "type" | "id" | "geometry" | "properties" => {
+                    if key != "type" && !saw_features {
+                        // A member only a Feature has: errors in it belong to a feature.
+                        self.ctx.in_feature = true;
+                    }
+                    let v = map.next_value_seed(Tracked {
+                        t: &mut self.ctx.trail,
+                        root: false,
+                    })?;
+                    if key == "type" {
+                        ty = v.as_str().map(str::to_string);
+                        if ty.as_deref() == Some("Feature") && !saw_features {
+                            self.ctx.in_feature = true;
+                        }
+                    } else if key == "id" {
+                        self.ctx.trail.note_id(&v);
+                    }
+                    if members.contains_key(&key) {
+                        if key == "type" {
+                            return Err(A::Error::custom("duplicate \"type\" member"));
+                        }
+                        self.ctx.trail.note_duplicate();
+                    }
+                    members.insert(key, v);
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
+            self.ctx.trail.path.pop();
         }
+        const TYPE_FIRST: &str = "this reader streams and decides what \"features\" is when it comes: put \"type\" first";
         match ty.as_deref() {
+            Some("FeatureCollection") if skipped_features => Err(A::Error::custom(format!(
+                "a FeatureCollection whose \"type\" comes after its \"geometry\" and \"features\" members is ambiguous; {TYPE_FIRST}"
+            ))),
             Some("FeatureCollection") => Ok(()),
-            Some("Feature") if !saw_features => self
+            Some("Feature") if saw_features => Err(A::Error::custom(format!(
+                "a Feature whose \"type\" comes after a \"features\" member (read as a FeatureCollection's) is ambiguous; {TYPE_FIRST}"
+            ))),
+            Some("Feature") => self
                 .ctx
                 .feature(Json::Object(members))
                 .map_err(A::Error::custom),
@@ -277,11 +515,21 @@ impl<'de> Visitor<'de> for Features<'_, '_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         use serde::de::Error;
-        self.ctx.in_features = true;
-        while let Some(v) = seq.next_element::<Json>()? {
-            self.ctx.feature(v).map_err(A::Error::custom)?;
+        self.ctx.in_feature = true;
+        loop {
+            self.ctx.trail.start_feature();
+            let next = seq.next_element_seed(Tracked {
+                t: &mut self.ctx.trail,
+                root: true,
+            })?;
+            match next {
+                Some(v) => self.ctx.feature(v).map_err(A::Error::custom)?,
+                None => break,
+            }
         }
-        self.ctx.in_features = false;
+        self.ctx.in_feature = false;
+        self.ctx.trail.base = 0;
+        self.ctx.trail.id = None;
         Ok(())
     }
 }
@@ -313,6 +561,239 @@ fn is_wgs84(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn risk_points() -> LayerDef {
+        crate::config::parse_layer(
+            Path::new("layers/risk_points.toml"),
+            include_str!("../../layers/risk_points.toml"),
+        )
+        .expect("the repository's layer file parses")
+    }
+
+    /// Reads `bytes`; returns the feature numbers handed over and the error message.
+    fn read_bytes(bytes: &[u8]) -> (Vec<u64>, Option<String>) {
+        let layer = risk_points();
+        let mut numbers = Vec::new();
+        let mut sink = |item: Item| {
+            numbers.push(item.number);
+            Ok(())
+        };
+        let r = read(Path::new("f.geojson"), &layer, &mut &bytes[..], &mut sink);
+        (numbers, r.err().map(|e| e.to_string()))
+    }
+
+    const POINT: &str = r#"{"type":"Feature","id":"A","geometry":{"type":"Point","coordinates":[106.5,29.5]},"properties":{"name":"n","category":"landslide","level":"I"}}"#;
+
+    /// The 1-based line and column a message gives.
+    fn position(msg: &str) -> (usize, usize) {
+        let at = msg.rfind(" at line ").expect("a position");
+        let mut words = msg[at..].split_whitespace().skip(2);
+        let line = words.next().and_then(|w| w.parse().ok()).expect("a line");
+        let column = words
+            .nth(1)
+            .map(|w| w.trim_matches(|c: char| !c.is_ascii_digit()))
+            .and_then(|w| w.parse().ok())
+            .expect("a column");
+        (line, column)
+    }
+
+    #[test]
+    fn non_utf8_text_is_named_by_field_and_position_with_or_without_a_bom() {
+        let doc = POINT.replace("\"n\"", "\"@@\"");
+        let at = doc.find("@@").unwrap_or_default();
+        let gbk = [
+            &doc.as_bytes()[..at],
+            &[0xD6, 0xD8],
+            &doc.as_bytes()[at + 2..],
+        ]
+        .concat();
+        for bom in [false, true] {
+            let bytes = if bom {
+                [&b"\xEF\xBB\xBF"[..], &gbk].concat()
+            } else {
+                gbk.clone()
+            };
+            let (_, err) = read_bytes(&bytes);
+            let err = err.expect("refused");
+            assert!(
+                err.contains(
+                    "feature 1 (id \"A\"), field 'properties.name': text is not valid UTF-8"
+                ),
+                "bom {bom}: {err}"
+            );
+            // The column is the file's: it points into the bad string, BOM or not.
+            let (line, column) = position(&err);
+            let start = at + 1 + if bom { 3 } else { 0 };
+            assert_eq!(line, 1);
+            assert!(
+                (start..=start + 3).contains(&column),
+                "bom {bom}: column {column}, the string starts at {start}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_errors_name_feature_id_and_field() {
+        let bad = POINT.replace("106.5", "NaN");
+        let (_, err) = read_bytes(bad.as_bytes());
+        let err = err.expect("refused");
+        assert!(
+            err.contains("malformed GeoJSON in feature 1 (id \"A\"), field 'geometry.coordinates[0]': expected value at line 1"),
+            "{err}"
+        );
+        // The id is named only when it was read before the error.
+        let late_id = r#"{"type":"Feature","geometry":{"type":"Point","coordinates":[106.5,Infinity]},"id":"A"}"#;
+        let (_, err) = read_bytes(late_id.as_bytes());
+        let err = err.expect("refused");
+        assert!(
+            err.contains("in feature 1, field 'geometry.coordinates[1]'"),
+            "{err}"
+        );
+        // An id in properties counts too; a collection's features are numbered.
+        let in_props = format!(
+            r#"{{"type":"FeatureCollection","features":[{POINT},{{"type":"Feature","properties":{{"id":"B","name":"x"}},"geometry":{{"type":"Point","coordinates":[1e400,1]}}}}]}}"#
+        );
+        let (numbers, err) = read_bytes(in_props.as_bytes());
+        let err = err.expect("refused");
+        assert_eq!(numbers, [1]);
+        assert!(
+            err.contains(
+                "in feature 2 (id \"B\"), field 'geometry.coordinates[0]': number out of range"
+            ),
+            "{err}"
+        );
+        // Outside any feature: the collection's member is named.
+        let (_, err) = read_bytes(br#"{"type":"FeatureCollection","features":7}"#);
+        let err = err.expect("refused");
+        assert!(
+            err.contains("malformed GeoJSON, field 'features': invalid type"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_in_the_first_of_newline_delimited_features_has_its_number() {
+        let bad = POINT.replace("106.5", "NaN");
+        let (_, err) = read_bytes(format!("{bad}\n{POINT}\n").as_bytes());
+        let err = err.expect("refused");
+        assert!(
+            err.contains("in feature 1 (id \"A\"), field 'geometry.coordinates[0]'"),
+            "{err}"
+        );
+        let (numbers, err) = read_bytes(format!("{POINT}\n{bad}\n").as_bytes());
+        let err = err.expect("refused");
+        assert_eq!(numbers, [1]);
+        assert!(
+            err.contains("in feature 2 (id \"A\")") && err.contains("at line 2"),
+            "{err}"
+        );
+    }
+
+    /// Reads `bytes`; returns each feature's id or refusal (id, field, reason).
+    #[allow(clippy::type_complexity)]
+    fn read_results(bytes: &[u8]) -> Vec<Result<String, (Option<String>, String, String)>> {
+        let layer = risk_points();
+        let mut out = Vec::new();
+        let mut sink = |item: Item| {
+            out.push(
+                item.result
+                    .map(|f| f.id)
+                    .map_err(|(id, e)| (id, e.field, e.reason)),
+            );
+            Ok(())
+        };
+        let r = read(Path::new("f.geojson"), &layer, &mut &bytes[..], &mut sink);
+        assert!(r.is_ok(), "{r:?}");
+        out
+    }
+
+    #[test]
+    fn a_member_given_twice_refuses_the_feature_naming_it() {
+        let twice = [
+            (
+                POINT.replace(r#""id":"A""#, r#""id":"A","id":"B""#),
+                "id",
+                None,
+            ),
+            (
+                POINT.replace(r#""level":"I""#, r#""level":"I","level":"IV""#),
+                "properties.level",
+                Some("A"),
+            ),
+            (
+                POINT.replace(r#""name":"n""#, r#""id":"A","name":"n","id":"A""#),
+                "properties.id",
+                None,
+            ),
+            (
+                POINT.replace(
+                    r#""type":"Point","#,
+                    r#""type":"Point","type":"LineString","#,
+                ),
+                "geometry.type",
+                Some("A"),
+            ),
+        ];
+        for (doc, field, id) in &twice {
+            let collection =
+                format!(r#"{{"type":"FeatureCollection","features":[{doc},{POINT}]}}"#);
+            let newline_delimited = format!("{doc}\n{POINT}\n");
+            for bytes in [collection, newline_delimited] {
+                let got = read_results(bytes.as_bytes());
+                assert_eq!(got.len(), 2, "{bytes}");
+                match &got[0] {
+                    Err((got_id, got_field, reason)) => {
+                        assert_eq!(
+                            (got_id.as_deref(), got_field.as_str()),
+                            (*id, *field),
+                            "{bytes}"
+                        );
+                        assert!(reason.starts_with("duplicate member"), "{reason}");
+                    }
+                    Ok(id) => panic!("{bytes}: accepted as {id}"),
+                }
+                // The refusal is the feature's alone: the next one is read as usual.
+                assert_eq!(got[1], Ok("A".to_string()));
+            }
+        }
+        // Foreign members are not read, so they are not checked either.
+        let foreign = POINT.replace(r#""id":"A","#, r#""id":"A","x":1,"x":2,"#);
+        assert_eq!(read_results(foreign.as_bytes()), [Ok("A".to_string())]);
+    }
+
+    #[test]
+    fn a_feature_with_a_features_member_is_a_feature() {
+        // RFC 7946 allows foreign members; "features" is one when "type" is "Feature".
+        let doc = POINT.replace(r#""id":"A","#, r#""id":"A","features":[{"x":1},2],"#);
+        let (numbers, err) = read_bytes(doc.as_bytes());
+        assert_eq!((numbers, err), (vec![1], None));
+        // Also when "features" comes first but the geometry already said "Feature".
+        let doc = r#"{"geometry":{"type":"Point","coordinates":[1,2]},"features":[],"type":"Feature","id":"A"}"#;
+        let (numbers, err) = read_bytes(doc.as_bytes());
+        assert_eq!((numbers, err), (vec![1], None));
+        // "features" before any sign of a Feature is streamed as a collection's; a
+        // later "type": "Feature" makes the document ambiguous: refused, saying so.
+        let doc = format!(r#"{{"features":[{POINT}],"type":"Feature","id":"B"}}"#);
+        let (_, err) = read_bytes(doc.as_bytes());
+        let err = err.expect("refused");
+        assert!(err.contains("put \"type\" first"), "{err}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_with_a_short_field() {
+        let deep = format!(
+            r#"{{"type":"FeatureCollection","features":[{{"type":"Feature","geometry":{}{}}}]}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let (_, err) = read_bytes(deep.as_bytes());
+        let err = err.expect("refused");
+        assert!(err.contains("recursion limit exceeded"), "{err}");
+        assert!(
+            err.contains("field 'geometry[0][0]") && err.len() < 300,
+            "{err}"
+        );
+    }
 
     #[test]
     fn crs_names_for_wgs84_are_recognised() {

@@ -5,6 +5,11 @@
 //! refusal is reported with its feature number, id and field. Unless the caller asks
 //! to skip invalid features, one refusal means nothing is written. Syntax errors
 //! (malformed JSON) stop the read and write nothing.
+//!
+//! Audit, in the import's transaction: one `import` row (file, sha256, counts) and one
+//! `import_update` row per feature it changed, with the feature's GeoJSON before and
+//! after (its detail names the `import` row's seq). Added features are identified by
+//! the file's hash; unchanged ones need nothing.
 
 mod csv;
 mod geojson;
@@ -26,7 +31,8 @@ use crate::store::{AuditEntry, Store, StoreError, UpsertOutcome};
 /// When an import changes more features than this, the change feed says "reload the
 /// layer" instead of listing them (followers rebuild with one bulk load).
 pub const CHANGE_LIST_LIMIT: usize = 10_000;
-/// At most this many refusals are kept with their reasons (all are counted).
+/// At most this many refusals are kept in [`ImportReport::rejections`] (memory stays
+/// bounded); every one is counted and handed to [`Progress::rejected`] as found.
 pub const MAX_REPORTED_REJECTIONS: usize = 1_000;
 
 /// A feature refused, and why.
@@ -135,7 +141,7 @@ pub struct ImportReport {
     pub updated: u64,
     pub unchanged: u64,
     /// Number of refused features; the first [`MAX_REPORTED_REJECTIONS`] are in
-    /// `rejections`.
+    /// `rejections` (all of them went to [`Progress::rejected`]).
     pub rejected: u64,
     pub rejections: Vec<Rejection>,
     /// Whether anything was written (false when refusals stopped the import).
@@ -149,10 +155,13 @@ pub struct ImportReport {
     pub length_km: f64,
 }
 
-/// Receives progress: bytes of the file consumed and features read so far.
+/// Receives progress: bytes of the file consumed and features read so far, and each
+/// refusal as it is found (all of them, however many: the report keeps only the
+/// first [`MAX_REPORTED_REJECTIONS`]).
 pub trait Progress: Sync {
     fn start(&self, _total_bytes: u64) {}
     fn update(&self, _bytes: u64, _features: u64) {}
+    fn rejected(&self, _rejection: &Rejection) {}
     fn finish(&self) {}
 }
 
@@ -225,6 +234,15 @@ pub fn import_file(
         ..Default::default()
     };
     let result = store.write(|tx| -> Result<(), IngestError> {
+        // The import's own row first, so each feature's row can name it; its detail
+        // (counts, the file's hash) is filled in at the end. A refused or failed
+        // import rolls all of them back.
+        let import_seq = tx.audit(&AuditEntry {
+            actor: opts.actor.clone(),
+            action: "import".into(),
+            layer: Some(layer.name.clone()),
+            ..Default::default()
+        })?;
         let mut seen: HashMap<CompactString, u64> = HashMap::new();
         let mut writing = true;
         let mut sink = |item: Item| -> Result<(), IngestError> {
@@ -249,12 +267,26 @@ pub fn import_file(
                         report.length_km += crate::index::geodesic_length_km(&f.geometry);
                         if writing {
                             let outcome = tx.upsert(layer, &f)?;
-                            match outcome {
+                            match &outcome {
                                 UpsertOutcome::Added => report.added += 1,
-                                UpsertOutcome::Updated => report.updated += 1,
+                                UpsertOutcome::Updated { before } => {
+                                    report.updated += 1;
+                                    // Added features are identified by the file's hash
+                                    // in the import row; an update loses the earlier
+                                    // value, so it is kept here.
+                                    tx.audit(&AuditEntry {
+                                        actor: opts.actor.clone(),
+                                        action: "import_update".into(),
+                                        layer: Some(layer.name.clone()),
+                                        feature_id: Some(f.id.clone()),
+                                        before: Some(before.to_geojson(layer)),
+                                        after: Some(f.to_geojson(layer)),
+                                        detail: Some(serde_json::json!({ "import": import_seq })),
+                                    })?;
+                                }
                                 UpsertOutcome::Unchanged => report.unchanged += 1,
                             }
-                            if outcome != UpsertOutcome::Unchanged {
+                            if !matches!(outcome, UpsertOutcome::Unchanged) {
                                 let b = Bbox::of_geometry(&f.geometry);
                                 report.changed_bbox = match (report.changed_bbox, b) {
                                     (Some(a), Some(b)) => Some(a.union(b)),
@@ -276,14 +308,16 @@ pub fn import_file(
             };
             if let Some((id, e)) = refusal {
                 report.rejected += 1;
+                let rejection = Rejection {
+                    feature: item.number,
+                    line: item.line,
+                    id,
+                    field: e.field,
+                    reason: e.reason,
+                };
+                progress.rejected(&rejection);
                 if report.rejections.len() < MAX_REPORTED_REJECTIONS {
-                    report.rejections.push(Rejection {
-                        feature: item.number,
-                        line: item.line,
-                        id,
-                        field: e.field,
-                        reason: e.reason,
-                    });
+                    report.rejections.push(rejection);
                 }
                 if !opts.skip_invalid {
                     writing = false;
@@ -308,17 +342,14 @@ pub fn import_file(
             return Ok(()); // dropping tx rolls back: nothing of this file is written
         }
         tx.touch_layer(layer, report.changed_bbox)?;
-        tx.audit(&AuditEntry {
-            actor: opts.actor.clone(),
-            action: "import".into(),
-            layer: Some(layer.name.clone()),
-            detail: Some(serde_json::json!({
+        tx.set_audit_detail(
+            import_seq,
+            &serde_json::json!({
                 "file": report.file, "sha256": report.sha256, "bytes": report.bytes,
                 "features": report.features, "added": report.added, "updated": report.updated,
                 "unchanged": report.unchanged, "rejected": report.rejected,
-            })),
-            ..Default::default()
-        })?;
+            }),
+        )?;
         match &report.changed_ids {
             Some(ids) => {
                 for id in ids {

@@ -193,13 +193,16 @@ impl PropertyDef {
     /// Validates a text cell (CSV); the empty cell is null.
     pub fn value_from_text(&self, text: &str) -> Result<Value, String> {
         let t = text.trim();
-        let value = if t.is_empty() {
+        let value = if text.is_empty() {
             Value::Null
         } else {
             match self.ty {
+                // Text is data: verbatim, spaces included (only an empty cell is null).
                 PropertyType::String | PropertyType::Date | PropertyType::DateTime => {
                     Value::Text(text.to_string())
                 }
+                // A blank number cell is a missing number.
+                _ if t.is_empty() => Value::Null,
                 // "254.0" is an integer written by a tool that made the column float
                 // (pandas does, for columns with blanks), as JSON accepts 254.0.
                 PropertyType::Integer => match (t.parse::<i64>(), t.parse::<f64>()) {
@@ -342,6 +345,11 @@ mod tests {
         );
         assert_eq!(d.value_from_text(" 42 "), Ok(Value::Int(42)));
         assert_eq!(d.value_from_text(""), Ok(Value::Null));
+        assert_eq!(d.value_from_text("  "), Ok(Value::Null));
+        let s = def(PropertyType::String);
+        assert_eq!(s.value_from_text(" R 1 "), Ok(Value::Text(" R 1 ".into())));
+        assert_eq!(s.value_from_text("  "), Ok(Value::Text("  ".into())));
+        assert_eq!(s.value_from_text(""), Ok(Value::Null));
     }
 
     #[test]

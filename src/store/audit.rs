@@ -10,7 +10,8 @@ use super::{Store, StoreError, Tx, now_timestamp};
 pub struct AuditEntry {
     /// `key:ID:NAME` for an API key, `cli:USER` for the command line.
     pub actor: String,
-    /// `create`, `replace`, `patch`, `delete`, `import`, `demo`, `key_add`, `key_revoke`.
+    /// `create`, `replace`, `patch`, `delete`, `import`, `import_update` (one per
+    /// feature an import changed, with before/after), `demo`, `key_add`, `key_revoke`.
     pub action: String,
     pub layer: Option<String>,
     pub feature_id: Option<String>,
@@ -62,6 +63,17 @@ impl Tx<'_> {
             })
             .map_err(StoreError::sqlite("writing the audit row"))?;
         Ok(self.conn().last_insert_rowid())
+    }
+
+    /// Replaces the `detail` of audit row `seq` written earlier in this transaction
+    /// (an import writes its row first, so its per-feature rows can name it, and
+    /// fills in the counts and the file's hash at the end).
+    pub fn set_audit_detail(&self, seq: i64, detail: &serde_json::Value) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached("UPDATE riskmap_audit SET detail = ?2 WHERE seq = ?1")
+            .and_then(|mut s| s.execute(params![seq, detail.to_string()]))
+            .map_err(StoreError::sqlite("writing the audit row"))?;
+        Ok(())
     }
 
     /// Records that `feature_id` of `layer` changed (`None`: reload the whole layer).

@@ -1,7 +1,7 @@
 //! Reading and writing features in layer tables.
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OptionalExtension, Row, ToSql, params_from_iter};
+use rusqlite::{Connection, Row, ToSql, params_from_iter};
 
 use super::schema::q;
 use super::{Store, StoreError, Tx, blob, now_timestamp};
@@ -12,10 +12,14 @@ use crate::model::{
 pub use crate::model::StoredFeature;
 
 /// What an import's upsert did to one feature.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum UpsertOutcome {
     Added,
-    Updated,
+    /// The stored feature differed and was overwritten; `before` is what it was (read
+    /// by the comparison itself, for the audit trail).
+    Updated {
+        before: Feature,
+    },
     /// The stored feature was already identical: nothing written.
     Unchanged,
 }
@@ -369,44 +373,55 @@ impl Tx<'_> {
     }
 
     /// Insert or update by id, skipping the write when the stored row is identical.
+    /// One read of the stored row serves the comparison and, when it differs, the
+    /// returned `before`.
     pub fn upsert(&self, layer: &LayerDef, f: &Feature) -> Result<UpsertOutcome, StoreError> {
         let sql = format!(
-            "SELECT fid, geom, {} FROM {} WHERE {} = ?1",
-            prop_list(layer),
+            "SELECT {} FROM {} WHERE {} = ?1",
+            columns(layer),
             q(&layer.name),
             q(&layer.id_property)
         );
         let new_blob = blob::encode(&f.geometry);
-        let existing: Option<(i64, bool)> = {
+        // `Some((fid, None))`: stored and identical; `Some((fid, Some(old)))`: differs.
+        let existing: Option<(i64, Option<Feature>)> = {
             let mut stmt = self
                 .conn()
                 .prepare_cached(&sql)
                 .map_err(StoreError::sqlite("preparing a lookup"))?;
-            stmt.query_row([&f.id], |row| {
-                let fid: i64 = row.get(0)?;
-                let same_geom =
-                    matches!(row.get_ref(1)?, ValueRef::Blob(b) if b == new_blob.as_slice());
-                let mut same = same_geom;
-                for (i, (p, v)) in layer.properties.iter().zip(&f.values).enumerate() {
-                    if !same {
-                        break;
+            let lookup = || StoreError::sqlite(format!("looking up {}", f.id));
+            let mut rows = stmt.query([&f.id]).map_err(lookup())?;
+            match rows.next().map_err(lookup())? {
+                None => None,
+                Some(row) => {
+                    let fid: i64 = row.get(0).map_err(lookup())?;
+                    let mut same = matches!(row.get_ref(2).map_err(lookup())?,
+                        ValueRef::Blob(b) if b == new_blob.as_slice());
+                    for (i, (p, v)) in layer.properties.iter().zip(&f.values).enumerate() {
+                        if !same {
+                            break;
+                        }
+                        same = read_value(row.get_ref(3 + i).map_err(lookup())?, p.ty)
+                            .is_ok_and(|old| old == *v);
                     }
-                    same = read_value(row.get_ref(2 + i)?, p.ty).is_ok_and(|old| old == *v);
+                    let before = if same {
+                        None
+                    } else {
+                        Some(row_to_feature(layer, row)?.feature)
+                    };
+                    Some((fid, before))
                 }
-                Ok((fid, same))
-            })
-            .optional()
-            .map_err(StoreError::sqlite(format!("looking up {}", f.id)))?
+            }
         };
         match existing {
             None => {
                 self.insert_feature(layer, f)?;
                 Ok(UpsertOutcome::Added)
             }
-            Some((_, true)) => Ok(UpsertOutcome::Unchanged),
-            Some((fid, false)) => {
+            Some((_, None)) => Ok(UpsertOutcome::Unchanged),
+            Some((fid, Some(before))) => {
                 self.update_feature(layer, fid, f)?;
-                Ok(UpsertOutcome::Updated)
+                Ok(UpsertOutcome::Updated { before })
             }
         }
     }
@@ -436,17 +451,4 @@ impl Tx<'_> {
             .map_err(StoreError::sqlite("updating gpkg_contents"))?;
         Ok(())
     }
-}
-
-fn prop_list(layer: &LayerDef) -> String {
-    if layer.properties.is_empty() {
-        // Keeps the SELECT well-formed; never read.
-        return "NULL".into();
-    }
-    layer
-        .properties
-        .iter()
-        .map(|p| q(&p.name))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -91,6 +91,14 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// What [`Store::writer_settings`] reports: `journal_mode` (`wal`) and
+/// `synchronous` (`full`), lower case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriterSettings {
+    pub journal_mode: String,
+    pub synchronous: String,
+}
+
 /// Whether [`Store::open`] may create the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenMode {
@@ -266,6 +274,30 @@ impl Store {
     /// `PRAGMA integrity_check`: `Ok(())` or the problems SQLite lists.
     pub fn integrity_check(&self) -> Result<(), StoreError> {
         integrity(&self.open_reader()?, &self.path)
+    }
+
+    /// The durability settings of the connection every write goes through, as SQLite
+    /// reports them now. A kill test cannot see a weakened setting (the OS page cache
+    /// survives SIGKILL), so tests check these directly.
+    pub fn writer_settings(&self) -> Result<WriterSettings, StoreError> {
+        let conn = self.writer.lock();
+        let journal_mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(StoreError::sqlite("reading journal_mode"))?;
+        let synchronous: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .map_err(StoreError::sqlite("reading synchronous"))?;
+        Ok(WriterSettings {
+            journal_mode: journal_mode.to_ascii_lowercase(),
+            synchronous: match synchronous {
+                0 => "off",
+                1 => "normal",
+                2 => "full",
+                3 => "extra",
+                _ => "unknown",
+            }
+            .to_string(),
+        })
     }
 
     /// Copies the WAL into the main file and truncates it (after big imports).
