@@ -7,8 +7,8 @@
 //! (malformed JSON) stop the read and write nothing.
 //!
 //! Audit, in the import's transaction: one `import` row (file, sha256, counts) and one
-//! `import_update` row per feature it changed, with the feature's GeoJSON before and
-//! after (its detail names the `import` row's seq). Added features are identified by
+//! `import_update` row per feature it changed, with the members that changed, before
+//! and after (see [`Feature::changes`]; its detail names the `import` row's seq). Added features are identified by
 //! the file's hash; unchanged ones need nothing.
 
 mod csv;
@@ -273,14 +273,15 @@ pub fn import_file(
                                     report.updated += 1;
                                     // Added features are identified by the file's hash
                                     // in the import row; an update loses the earlier
-                                    // value, so it is kept here.
+                                    // values, so the changed members are kept here.
+                                    let (was, is) = before.changes(layer, &f);
                                     tx.audit(&AuditEntry {
                                         actor: opts.actor.clone(),
                                         action: "import_update".into(),
                                         layer: Some(layer.name.clone()),
                                         feature_id: Some(f.id.clone()),
-                                        before: Some(before.to_geojson(layer)),
-                                        after: Some(f.to_geojson(layer)),
+                                        before: Some(was),
+                                        after: Some(is),
                                         detail: Some(serde_json::json!({ "import": import_seq })),
                                     })?;
                                 }
