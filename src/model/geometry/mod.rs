@@ -145,6 +145,20 @@ pub fn check_coord(c: Coord) -> Result<(), String> {
     Ok(())
 }
 
+/// The check of a geometry read from the store (rows written by other tools are not
+/// trusted): brought to the layer's type, then [`check`]ed, so the index never sees
+/// a wrong type or a non-finite or out-of-range coordinate. For points, the common
+/// case (millions of sensors at start-up), a few float comparisons.
+pub fn check_stored(ty: GeometryType, g: Geometry) -> Result<Geometry, String> {
+    if let (GeometryType::Point, Geometry::Point(p)) = (ty, &g) {
+        check_coord(p.0)?;
+        return Ok(g);
+    }
+    let g = ty.conform(g)?;
+    check(&g)?;
+    Ok(g)
+}
+
 /// The full check of a geometry that is about to be stored: coordinates, size, and
 /// topology (lines of two distinct points; polygons by the OGC rules, see
 /// [`check_polygons_sweep`]), with the reason of the first problem found.
@@ -275,6 +289,29 @@ mod tests {
         let l: Geometry = line_string![(x: 0., y: 0.), (x: 1., y: 1.)].into();
         let e = GeometryType::Point.conform(l).unwrap_err();
         assert_eq!(e, "expected a Point geometry, found LineString");
+    }
+
+    #[test]
+    fn stored_geometries_must_conform_and_pass_the_checks() {
+        let p = |x, y| Geometry::Point(Point::new(x, y));
+        assert_eq!(
+            check_stored(GeometryType::Point, p(106.5, 29.5)),
+            Ok(p(106.5, 29.5))
+        );
+        let nan = check_stored(GeometryType::Point, p(f64::NAN, 29.0)).unwrap_err();
+        assert!(nan.contains("not finite"), "{nan}");
+        let far = check_stored(GeometryType::Point, p(1e300, -1e300)).unwrap_err();
+        assert!(far.contains("longitude"), "{far}");
+        let line: Geometry = line_string![(x: 106.5, y: 29.5), (x: 106.6, y: 29.6)].into();
+        let e = check_stored(GeometryType::Point, line).unwrap_err();
+        assert_eq!(e, "expected a Point geometry, found LineString");
+        let square: Geometry =
+            polygon![(x: 0., y: 0.), (x: 1., y: 0.), (x: 1., y: 1.), (x: 0., y: 0.)].into();
+        let m = check_stored(GeometryType::MultiPolygon, square).unwrap();
+        assert_eq!(GeometryType::of(&m), Some(GeometryType::MultiPolygon));
+        let bowtie: Geometry =
+            polygon![(x: 0., y: 0.), (x: 1., y: 1.), (x: 1., y: 0.), (x: 0., y: 1.), (x: 0., y: 0.)].into();
+        assert!(check_stored(GeometryType::Polygon, bowtie).is_err());
     }
 
     #[test]
