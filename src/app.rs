@@ -19,13 +19,15 @@ use sha2::{Digest, Sha256};
 use crate::config::Config;
 use crate::demo::{self, DemoError};
 use crate::index::{LayerIndex, LayerState};
-use crate::model::{Bbox, Feature, FieldError, LayerDef};
+use crate::model::{Bbox, Feature, FieldError, LayerDef, UnreadableRow};
 use crate::store::{AuditEntry, OpenMode, Store, StoreError, StoredFeature};
 
 /// File name of the store inside the data directory.
 pub const STORE_FILE: &str = "riskmap.gpkg";
 /// Change-feed rows older than this are pruned at start.
 const CHANGE_FEED_KEEP_SECONDS: i64 = 24 * 3600;
+/// Unreadable rows logged one by one per read of a layer; the rest in one line.
+const UNREADABLE_LOGGED: usize = 100;
 
 /// How to open the catalogue.
 #[derive(Clone, Debug)]
@@ -175,6 +177,13 @@ impl App {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "indexes built"
         );
+        let unreadable: usize = layers.iter().map(|l| l.unreadable.lock().len()).sum();
+        if unreadable > 0 {
+            tracing::warn!(
+                rows = unreadable,
+                "the store is not served whole: rows that cannot be served were skipped (GET /health lists them by layer)"
+            );
+        }
         Ok(App {
             config,
             store,
@@ -476,12 +485,16 @@ impl App {
                 match self.store.get_feature(&l.def, id) {
                     Ok(Some(sf)) => apply(l, &sf),
                     Ok(None) => remove(l, id),
-                    // A row another tool wrote that riskmap cannot read: keep what
-                    // the index has, say so, and go on with the rest of the feed.
-                    Err(e @ StoreError::BadRow { .. }) => {
-                        tracing::warn!(error = %e, "change feed: unreadable row skipped");
+                    // A row another tool wrote that cannot be served: the index drops
+                    // what it had under this id (the store no longer has it), the
+                    // row is counted, and the rest of the feed goes on.
+                    Err(e) => {
+                        let row = e.into_unreadable()?;
+                        remove(l, id);
+                        if l.unreadable.lock().insert(row.clone()) {
+                            log_unreadable(&l.def.name, &[row]);
+                        }
                     }
-                    Err(e) => return Err(e),
                 }
             }
             applied += changes.len();
@@ -492,10 +505,12 @@ impl App {
 
     fn reload(&self, l: &LayerState) -> Result<(), StoreError> {
         let started = Instant::now();
-        let index = build_index(&self.store, &l.def)?;
+        let (index, skipped) = build_index(&self.store, &l.def)?;
         let n = index.len();
         let old = std::mem::replace(&mut *l.index.write(), index);
         l.changes.record_all();
+        let new = l.unreadable.lock().replace(skipped);
+        log_unreadable(&l.def.name, &new);
         drop(old); // freed after the lock is released: readers are not held up
         tracing::info!(layer = %l.def.name, features = n, elapsed_ms = started.elapsed().as_millis() as u64, "layer reloaded from the store");
         Ok(())
@@ -505,6 +520,7 @@ impl App {
 /// Puts a stored feature into a layer's index and records where the layer changed
 /// (old and new boxes) for tile freshness: index first, change log second.
 fn apply(state: &LayerState, sf: &StoredFeature) {
+    forget_unreadable(state, &sf.feature.id);
     let old = state.index.write().upsert(sf.fid, &sf.feature);
     let new = Bbox::of_geometry(&sf.feature.geometry);
     state
@@ -514,8 +530,37 @@ fn apply(state: &LayerState, sf: &StoredFeature) {
 
 /// Takes a feature out of a layer's index and records where.
 fn remove(state: &LayerState, id: &str) {
+    forget_unreadable(state, id);
     if let Some(old) = state.index.write().remove(id) {
         state.changes.record(&[old]);
+    }
+}
+
+/// The row with this id was replaced or deleted: it is no longer unreadable.
+fn forget_unreadable(state: &LayerState, id: &str) {
+    let mut u = state.unreadable.lock();
+    if !u.is_empty() {
+        u.remove_id(id);
+    }
+}
+
+/// Logs rows that are not served, each once (callers pass only rows not known yet).
+fn log_unreadable(layer: &str, rows: &[UnreadableRow]) {
+    for r in rows.iter().take(UNREADABLE_LOGGED) {
+        tracing::warn!(
+            layer,
+            fid = r.fid,
+            id = r.id.as_deref().unwrap_or("(unreadable)"),
+            reason = %r.reason,
+            "row in the store cannot be served: skipped"
+        );
+    }
+    if rows.len() > UNREADABLE_LOGGED {
+        tracing::warn!(
+            layer,
+            rows = rows.len() - UNREADABLE_LOGGED,
+            "more rows that cannot be served were skipped (not logged one by one)"
+        );
     }
 }
 
@@ -546,21 +591,31 @@ fn check_if_match(
     }
 }
 
-fn build_index(store: &Store, def: &Arc<LayerDef>) -> Result<LayerIndex, StoreError> {
+/// A layer's index bulk-loaded from the store, and the rows it could not serve.
+fn build_index(
+    store: &Store,
+    def: &Arc<LayerDef>,
+) -> Result<(LayerIndex, Vec<UnreadableRow>), StoreError> {
     let mut conn = store.open_reader()?;
     let expected = store.count(def)? as usize;
-    LayerIndex::build(def.clone(), expected, |push| {
-        store.scan_layer(&mut conn, def, push)
-    })
+    let mut skipped = Vec::new();
+    let index = LayerIndex::build(def.clone(), expected, |push| {
+        skipped = store.scan_layer(&mut conn, def, push)?;
+        Ok::<_, StoreError>(())
+    })?;
+    Ok((index, skipped))
 }
 
 /// Loads every layer, one thread each.
 fn load_all(store: &Store, defs: &[Arc<LayerDef>]) -> Result<Vec<LayerState>, StoreError> {
+    let load = |def: &Arc<LayerDef>| {
+        let (index, skipped) = build_index(store, def)?;
+        let state = LayerState::new(index);
+        log_unreadable(&def.name, &state.unreadable.lock().replace(skipped));
+        Ok(state)
+    };
     std::thread::scope(|s| {
-        let handles: Vec<_> = defs
-            .iter()
-            .map(|def| s.spawn(move || build_index(store, def).map(LayerState::new)))
-            .collect();
+        let handles: Vec<_> = defs.iter().map(|def| s.spawn(move || load(def))).collect();
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))

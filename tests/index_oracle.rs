@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use geo_types::{Coord, Geometry, LineString, Point, Polygon};
+use geo_types::{Coord, Geometry, LineString, MultiPolygon, Point, Polygon};
 use rand::prelude::*;
 use rand_chacha::ChaCha8Rng;
 use riskmap::config::parse_layer;
@@ -58,6 +58,29 @@ fn random_geometry(kind: &str, rng: &mut ChaCha8Rng) -> Geometry {
                 break g;
             }
         },
+        "polygon" if rng.random_bool(0.5) => loop {
+            let g: Geometry = polygon_with_holes(rng).into();
+            if riskmap::model::geometry::check(&g).is_ok() {
+                break g;
+            }
+        },
+        "multipolygon" => loop {
+            let mut parts = Vec::new();
+            for _ in 0..rng.random_range(1..4) {
+                match rng.random_range(0..3) {
+                    0 => parts.extend(lake_with_island(rng)),
+                    1 => parts.push(polygon_with_holes(rng)),
+                    _ => match random_geometry("polygon", rng) {
+                        Geometry::Polygon(p) => parts.push(p),
+                        other => unreachable!("{other:?}"),
+                    },
+                }
+            }
+            let g: Geometry = MultiPolygon(parts).into();
+            if riskmap::model::geometry::check(&g).is_ok() {
+                break g;
+            }
+        },
         _ => loop {
             let c = grid(rng);
             let (w, h) = (
@@ -89,6 +112,56 @@ fn random_geometry(kind: &str, rng: &mut ChaCha8Rng) -> Geometry {
             }
         },
     }
+}
+
+fn rect(c: Coord, w: i32, h: i32) -> LineString {
+    let at = |i: i32, j: i32| Coord {
+        x: c.x + i as f64 * STEP,
+        y: c.y + j as f64 * STEP,
+    };
+    LineString(vec![at(0, 0), at(w, 0), at(w, h), at(0, h), at(0, 0)])
+}
+
+/// A rectangle with a rectangular hole, or one or two random grid triangles as holes
+/// (often touching the shell or each other at a point; invalid draws are refused by
+/// the caller's check).
+fn polygon_with_holes(rng: &mut ChaCha8Rng) -> Polygon {
+    let c = grid(rng);
+    let (w, h) = (rng.random_range(3..9), rng.random_range(3..9));
+    if rng.random_bool(0.5) {
+        let inset = Coord {
+            x: c.x + STEP,
+            y: c.y + STEP,
+        };
+        return Polygon::new(rect(c, w, h), vec![rect(inset, w - 2, h - 2)]);
+    }
+    let holes = (0..rng.random_range(1..3))
+        .map(|_| {
+            let mut pts: Vec<Coord> = (0..3)
+                .map(|_| Coord {
+                    x: c.x + rng.random_range(0..=w) as f64 * STEP,
+                    y: c.y + rng.random_range(0..=h) as f64 * STEP,
+                })
+                .collect();
+            pts.push(pts[0]);
+            LineString(pts)
+        })
+        .collect();
+    Polygon::new(rect(c, w, h), holes)
+}
+
+/// A rectangle with a rectangular hole, and an island in the hole.
+fn lake_with_island(rng: &mut ChaCha8Rng) -> [Polygon; 2] {
+    let c = grid(rng);
+    let (w, h) = (rng.random_range(5..12), rng.random_range(5..12));
+    let inset = |k: i32| Coord {
+        x: c.x + k as f64 * STEP,
+        y: c.y + k as f64 * STEP,
+    };
+    [
+        Polygon::new(rect(c, w, h), vec![rect(inset(1), w - 2, h - 2)]),
+        Polygon::new(rect(inset(2), w - 4, h - 4), vec![]),
+    ]
 }
 
 fn random_bbox(rng: &mut ChaCha8Rng) -> Bbox {
@@ -169,8 +242,11 @@ fn segments_meet(a: P, b: P, c: P, d: P) -> bool {
 /// here, independent of the index's code (and of geo's). Points: inside the closed
 /// box (plain comparisons). Shapes, in exact integer arithmetic: a segment meets the
 /// box if an end is inside or it meets one of the box's edges; a polygon meets it if
-/// an edge does or the box's corner is inside the polygon (crossing number).
-fn brute_bbox(all: &[(String, Geometry)], b: &Bbox) -> BTreeSet<String> {
+/// an edge of one of its rings does or the box's corner is inside the polygon (inside
+/// its exterior ring and no interior ring, by crossing numbers); a multipolygon if
+/// one of its polygons does. Also returns how many polygons were missed only because
+/// the box lies in one of their holes (the cases holes are there for).
+fn brute_bbox(all: &[(String, Geometry)], b: &Bbox) -> (BTreeSet<String>, usize) {
     let (lo, hi) = (
         grid_point(b.min_lon, b.min_lat),
         grid_point(b.max_lon, b.max_lat),
@@ -200,20 +276,39 @@ fn brute_bbox(all: &[(String, Geometry)], b: &Bbox) -> BTreeSet<String> {
         }
         inside
     };
-    all.iter()
+    let in_hole = std::cell::Cell::new(0);
+    let polygon_meets = |p: &Polygon| {
+        let rings: Vec<Vec<P>> = std::iter::once(p.exterior())
+            .chain(p.interiors())
+            .map(ring_points)
+            .collect();
+        if rings
+            .iter()
+            .any(|r| r.windows(2).any(|w| seg_meets_box(w[0], w[1])))
+        {
+            return true;
+        }
+        if !corner_in_ring(&rings[0], lo) {
+            return false;
+        }
+        let holed = rings[1..].iter().any(|h| corner_in_ring(h, lo));
+        in_hole.set(in_hole.get() + usize::from(holed));
+        !holed
+    };
+    let hits = all
+        .iter()
         .filter(|(_, g)| match g {
             Geometry::Point(p) => {
                 b.min_lon <= p.x() && p.x() <= b.max_lon && b.min_lat <= p.y() && p.y() <= b.max_lat
             }
             Geometry::LineString(l) => ring_points(l).windows(2).any(|w| seg_meets_box(w[0], w[1])),
-            Geometry::Polygon(p) => {
-                let ring = ring_points(p.exterior());
-                ring.windows(2).any(|w| seg_meets_box(w[0], w[1])) || corner_in_ring(&ring, lo)
-            }
+            Geometry::Polygon(p) => polygon_meets(p),
+            Geometry::MultiPolygon(m) => m.0.iter().any(polygon_meets),
             other => panic!("no oracle for {other:?}"),
         })
         .map(|(id, _)| id.clone())
-        .collect()
+        .collect();
+    (hits, in_hole.get())
 }
 
 fn index_bbox(idx: &LayerIndex, b: &Bbox) -> BTreeSet<String> {
@@ -269,11 +364,12 @@ fn check_kind(kind: &str, n: usize, seed: u64) {
     .unwrap();
     assert_eq!(idx.len(), n);
 
-    let mut edge_hits = 0;
+    let (mut edge_hits, mut hole_misses) = (0, 0);
     for round in 0..3 {
         for _ in 0..400 {
             let b = random_bbox(&mut rng);
-            let want = brute_bbox(&all, &b);
+            let (want, in_hole) = brute_bbox(&all, &b);
+            hole_misses += in_hole;
             assert_eq!(
                 index_bbox(&idx, &b),
                 want,
@@ -345,6 +441,12 @@ fn check_kind(kind: &str, n: usize, seed: u64) {
             "the data must exercise points on box edges ({edge_hits})"
         );
     }
+    if kind.ends_with("polygon") {
+        assert!(
+            hole_misses > 50,
+            "the data must exercise boxes inside holes ({hole_misses})"
+        );
+    }
 }
 
 #[test]
@@ -360,6 +462,11 @@ fn line_queries_equal_brute_force() {
 #[test]
 fn polygon_queries_equal_brute_force() {
     check_kind("polygon", 800, 3);
+}
+
+#[test]
+fn multipolygon_queries_equal_brute_force() {
+    check_kind("multipolygon", 600, 4);
 }
 
 #[test]

@@ -86,10 +86,15 @@ fn check_store(dir: &Path, table: &str, expected: &BTreeMap<String, usize>) -> R
     // An index rebuilt from the store equals the rows SQLite holds.
     let def = layer(table);
     let mut conn = store.open_reader().unwrap();
+    let mut skipped = Vec::new();
     let idx = LayerIndex::build(def.clone(), 0, |push| {
-        store.scan_layer(&mut conn, &def, push)
+        skipped = store.scan_layer(&mut conn, &def, push)?;
+        Ok::<_, riskmap::store::StoreError>(())
     })
     .map_err(|e| e.to_string())?;
+    if !skipped.is_empty() {
+        return Err(format!("rows the server would not serve: {skipped:?}"));
+    }
     let c = rusqlite::Connection::open(store_path(dir)).unwrap();
     let cols: Vec<String> = def
         .properties

@@ -205,3 +205,377 @@ fn geojson_with_a_byte_order_mark_and_csv_with_spaces_are_read() {
         );
     }
 }
+
+/// 5,000 sensors on a grid around (106.55, 29.55) and one risk point, written by
+/// `riskmap import` (fids 1..=5000 and 1).
+fn good_store(dir: &std::path::Path) {
+    let csv = dir.join("sensors.csv");
+    let mut text = String::from("id,type_id,risk_point_id,lon,lat\n");
+    for i in 0..5_000 {
+        let (x, y) = sensor_position(i);
+        text += &format!("S{i:04},{},R000001,{x},{y}\n", 1 + i % 254);
+    }
+    std::fs::write(&csv, text).unwrap();
+    cli_import(dir, "sensors", &csv);
+    import(
+        dir,
+        "risk_points",
+        vec![risk_point("R1", 106.55, 29.55, "I")],
+    );
+}
+
+fn sensor_position(i: usize) -> (f64, f64) {
+    (
+        106.5 + (i % 100) as f64 * 0.001,
+        29.5 + (i / 100) as f64 * 0.002,
+    )
+}
+
+/// Ids of the sensor rows [`write_bad_rows`] writes (a sixth has a non-UTF-8 id).
+const BAD_SENSORS: [&str; 5] = ["BAD-NAN", "BAD-FAR", "BAD-LINE", "BAD-BLOB", "BAD-TYPE"];
+
+/// Writes, as another tool might, rows riskmap must not serve: sensors at (NaN, 29.55)
+/// and (1e300, -1e300), a LineString, a truncated blob, text in the integer column, a
+/// non-UTF-8 id; a risk point at (NaN, 29).
+fn write_bad_rows(dir: &std::path::Path) {
+    use riskmap::store::blob::encode;
+    let point = |x: f64, y: f64| encode(&geo_types::Point::new(x, y).into());
+    let line = encode(&geo_types::LineString::from(vec![(106.5, 29.5), (106.6, 29.6)]).into());
+    let mut broken = point(106.55, 29.55);
+    broken.truncate(15);
+    let c = rusqlite::Connection::open(store_path(dir)).unwrap();
+    let rows: [(&str, Vec<u8>, &str); 5] = [
+        ("BAD-NAN", point(f64::NAN, 29.55), "7"),
+        ("BAD-FAR", point(1e300, -1e300), "7"),
+        ("BAD-LINE", line, "7"),
+        ("BAD-BLOB", broken, "7"),
+        ("BAD-TYPE", point(106.55, 29.55), "not a number"),
+    ];
+    for (id, geom, type_id) in rows {
+        c.execute(
+            "INSERT INTO sensors (id, geom, type_id) VALUES (?1, ?2, ?3)",
+            rusqlite::params![id, geom, type_id],
+        )
+        .unwrap();
+    }
+    c.execute(
+        "INSERT INTO sensors (id, geom, type_id) VALUES (CAST(X'42ff' AS TEXT), ?1, 7)",
+        [point(106.55, 29.55)],
+    )
+    .unwrap();
+    c.execute(
+        "INSERT INTO risk_points (id, geom, name, category, level) VALUES ('RBAD', ?1, 'x', 'landslide', 'I')",
+        [point(f64::NAN, 29.0)],
+    )
+    .unwrap();
+}
+
+/// A change-feed row, as `riskmap import` writes them (`None`: reload the layer).
+fn feed(dir: &std::path::Path, layer: &str, id: Option<&str>) {
+    let c = rusqlite::Connection::open(store_path(dir)).unwrap();
+    c.execute(
+        "INSERT INTO riskmap_changes (at, layer, feature_id) VALUES ('2030-01-01T00:00:00.000Z', ?1, ?2)",
+        rusqlite::params![layer, id],
+    )
+    .unwrap();
+}
+
+/// What the server serves of the test data: the fids a bbox query over the whole
+/// world finds, the extents of /collections, and the tiles over the sensors at zooms
+/// 12 and 14 (hashes of their bytes).
+#[derive(Debug, PartialEq)]
+struct Served {
+    sensors: Vec<i64>,
+    risk_points: Vec<i64>,
+    extents: Vec<serde_json::Value>,
+    tiles: Vec<(String, u64)>,
+}
+
+async fn served(app: &std::sync::Arc<App>) -> Served {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let world = riskmap::model::Bbox::new(-180.0, -90.0, 180.0, 90.0).unwrap();
+    let fids = |l: &str| -> Vec<i64> {
+        let idx = app.layer(l).unwrap().index.read();
+        idx.in_bbox(&world)
+            .into_iter()
+            .map(|s| idx.fid(s))
+            .collect()
+    };
+    let c = http_json(app, "/collections").await;
+    let extents = c["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| serde_json::json!([c["id"], c["extent"]]))
+        .collect();
+    let mut tiles = Vec::new();
+    for z in [12u8, 14] {
+        let n = (1u64 << z) as f64;
+        let tx = |lon: f64| ((lon + 180.0) / 360.0 * n) as u64;
+        let ty = |lat: f64| {
+            ((1.0 - lat.to_radians().tan().asinh() / std::f64::consts::PI) / 2.0 * n) as u64
+        };
+        for x in tx(106.5)..=tx(106.6) {
+            for y in ty(29.6)..=ty(29.5) {
+                let path = format!("/tiles/sensors,risk_points/{z}/{x}/{y}.mvt");
+                let (status, body) = http_get(app, &path).await;
+                assert!(status.is_success(), "{path}: {status}");
+                let mut h = DefaultHasher::new();
+                body.hash(&mut h);
+                tiles.push((path, h.finish()));
+            }
+        }
+    }
+    Served {
+        sensors: fids("sensors"),
+        risk_points: fids("risk_points"),
+        extents,
+        tiles,
+    }
+}
+
+/// Asserts two servers serve the same, saying briefly where they differ.
+fn assert_same(got: &Served, want: &Served, what: &str) {
+    let only = |a: &[i64], b: &[i64]| -> Vec<i64> {
+        a.iter()
+            .filter(|f| !b.contains(f))
+            .copied()
+            .take(10)
+            .collect()
+    };
+    assert!(
+        got == want,
+        "{what}: sensors {} vs {} (only got {:?}, only want {:?}); risk points {:?} vs {:?}; extents {:?} vs {:?}; tiles differing {:?}",
+        got.sensors.len(),
+        want.sensors.len(),
+        only(&got.sensors, &want.sensors),
+        only(&want.sensors, &got.sensors),
+        got.risk_points,
+        want.risk_points,
+        got.extents,
+        want.extents,
+        got.tiles
+            .iter()
+            .zip(&want.tiles)
+            .filter(|(a, b)| a != b)
+            .map(|(a, _)| &a.0)
+            .collect::<Vec<_>>()
+    );
+}
+
+fn unreadable(h: &serde_json::Value, layer: &str) -> i64 {
+    h["unreadable_rows"][layer].as_i64().unwrap_or(-1)
+}
+
+#[tokio::test]
+async fn rows_that_cannot_be_served_are_skipped_at_start_counted_and_reported() {
+    let clean = tempfile::tempdir().unwrap();
+    good_store(clean.path());
+    let dirty = tempfile::tempdir().unwrap();
+    good_store(dirty.path());
+    write_bad_rows(dirty.path());
+
+    let want = open_app(clean.path());
+    let app = open_app(dirty.path()); // starts: no panic, no refusal
+    let got = served(&app).await;
+    assert!(
+        got.sensors == (1..=5_000).collect::<Vec<i64>>(),
+        "every good sensor and nothing else: {} sensors",
+        got.sensors.len()
+    );
+    assert_eq!(
+        got.risk_points,
+        [1],
+        "the good point is found next to a NaN one"
+    );
+    assert_same(
+        &got,
+        &served(&want).await,
+        "served as if the bad rows were not there",
+    );
+
+    let h = http_json(&app, "/health").await;
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(unreadable(&h, "sensors"), 6, "{h}");
+    assert_eq!(unreadable(&h, "risk_points"), 1, "{h}");
+    assert_eq!(unreadable(&h, "pipelines"), 0, "{h}");
+    assert_eq!(h["layers"]["sensors"], 5_000);
+    let ok = http_json(&want, "/health").await;
+    assert_eq!(ok["status"], "ok", "{ok}");
+    assert_eq!(unreadable(&ok, "sensors"), 0, "{ok}");
+
+    let (_, m) = http_get(&app, "/metrics").await;
+    let m = String::from_utf8(m).unwrap();
+    assert!(
+        m.contains("riskmap_unreadable_rows{layer=\"sensors\"} 6"),
+        "{m}"
+    );
+    assert!(
+        m.contains("riskmap_unreadable_rows{layer=\"risk_points\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn rows_that_cannot_be_served_are_skipped_by_the_change_feed_and_reloads() {
+    let clean = tempfile::tempdir().unwrap();
+    good_store(clean.path());
+    let dir = tempfile::tempdir().unwrap();
+    good_store(dir.path());
+    let want = open_app(clean.path());
+    let app = open_app(dir.path());
+    let before = served(&app).await;
+    assert_same(&before, &served(&want).await, "the same store");
+
+    write_bad_rows(dir.path());
+    for id in BAD_SENSORS {
+        feed(dir.path(), "sensors", Some(id));
+    }
+    feed(dir.path(), "risk_points", Some("RBAD"));
+    app.follow_changes().unwrap();
+    assert_same(
+        &served(&app).await,
+        &before,
+        "the feed serves none of the bad rows",
+    );
+    let h = http_json(&app, "/health").await;
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(
+        unreadable(&h, "sensors"),
+        5,
+        "the non-UTF-8 id is not in the feed: {h}"
+    );
+    assert_eq!(unreadable(&h, "risk_points"), 1, "{h}");
+
+    // A reload reads the whole layer: the sixth bad row is found, none counted twice.
+    feed(dir.path(), "sensors", None);
+    app.follow_changes().unwrap();
+    assert_same(&served(&app).await, &before, "after a reload");
+    let h = http_json(&app, "/health").await;
+    assert_eq!(unreadable(&h, "sensors"), 6, "{h}");
+
+    // A served sensor overwritten with a NaN point stops being served (the index does
+    // not keep a position the store no longer has); fixed, it comes back.
+    let c = rusqlite::Connection::open(store_path(dir.path())).unwrap();
+    let blob = |x: f64, y: f64| riskmap::store::blob::encode(&geo_types::Point::new(x, y).into());
+    c.execute(
+        "UPDATE sensors SET geom = ?1 WHERE id = 'S0042'",
+        [blob(f64::NAN, 29.5)],
+    )
+    .unwrap();
+    feed(dir.path(), "sensors", Some("S0042"));
+    app.follow_changes().unwrap();
+    assert!(
+        app.layer("sensors")
+            .unwrap()
+            .index
+            .read()
+            .get("S0042")
+            .is_none()
+    );
+    let h = http_json(&app, "/health").await;
+    assert_eq!(unreadable(&h, "sensors"), 7, "{h}");
+    let (x, y) = sensor_position(42);
+    c.execute(
+        "UPDATE sensors SET geom = ?1 WHERE id = 'S0042'",
+        [blob(x, y)],
+    )
+    .unwrap();
+    feed(dir.path(), "sensors", Some("S0042"));
+    // Bad rows the other tool deletes stop being counted.
+    c.execute("DELETE FROM sensors WHERE id LIKE 'BAD-%'", [])
+        .unwrap();
+    c.execute("DELETE FROM risk_points WHERE id = 'RBAD'", [])
+        .unwrap();
+    for id in BAD_SENSORS {
+        feed(dir.path(), "sensors", Some(id));
+    }
+    feed(dir.path(), "risk_points", Some("RBAD"));
+    app.follow_changes().unwrap();
+    assert_same(&served(&app).await, &before, "S0042 back where it was");
+    let h = http_json(&app, "/health").await;
+    assert_eq!(
+        unreadable(&h, "sensors"),
+        1,
+        "the non-UTF-8 id is left: {h}"
+    );
+    assert_eq!(unreadable(&h, "risk_points"), 0, "{h}");
+}
+
+async fn send(
+    app: &std::sync::Arc<App>,
+    method: &str,
+    uri: &str,
+    key: &str,
+    body: Option<serde_json::Value>,
+) -> (axum::http::StatusCode, serde_json::Value) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/geo+json");
+    let req = req
+        .body(body.map_or_else(axum::body::Body::empty, |b| b.to_string().into()))
+        .unwrap();
+    let resp = riskmap::api::router(app.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
+#[tokio::test]
+async fn edits_replace_or_delete_rows_the_server_does_not_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    good_store(dir.path());
+    write_bad_rows(dir.path());
+    let app = open_app(dir.path());
+    let key = app
+        .store()
+        .add_key("test", riskmap::model::Role::Planner, "planner")
+        .unwrap()
+        .secret;
+    let items = "/collections/risk_points/items";
+    let (s, _) = send(&app, "GET", &format!("{items}/RBAD"), &key, None).await;
+    assert_eq!(s, 404, "not served");
+    // A replacement fixes the row: served, no longer counted.
+    let fixed = risk_point("RBAD", 106.51, 29.51, "II");
+    let (s, b) = send(&app, "PUT", &format!("{items}/RBAD"), &key, Some(fixed)).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = send(&app, "GET", &format!("{items}/RBAD"), &key, None).await;
+    assert_eq!(
+        (s.as_u16(), &b["geometry"]["coordinates"]),
+        (200, &serde_json::json!([106.51, 29.51]))
+    );
+    let h = http_json(&app, "/health").await;
+    assert_eq!(unreadable(&h, "risk_points"), 0, "{h}");
+
+    // A sensor at (NaN, 29.55) is deleted; its id is not free for a create meanwhile
+    // (the row is there), and a row whose cells cannot be read is a conflict.
+    let sensors = "/collections/sensors/items";
+    let sensor = |id: &str| serde_json::json!({"type": "Feature", "id": id, "geometry": {"type": "Point", "coordinates": [106.5, 29.5]}, "properties": {"type_id": 3}});
+    let (s, b) = send(&app, "POST", sensors, &key, Some(sensor("BAD-NAN"))).await;
+    assert_eq!(s, 409, "{b}");
+    let (s, b) = send(&app, "DELETE", &format!("{sensors}/BAD-NAN"), &key, None).await;
+    assert!(s.is_success(), "{s} {b}");
+    let (s, b) = send(
+        &app,
+        "PUT",
+        &format!("{sensors}/BAD-TYPE"),
+        &key,
+        Some(sensor("BAD-TYPE")),
+    )
+    .await;
+    assert_eq!(
+        (s.as_u16(), b["code"].as_str()),
+        (409, Some("UnreadableRow")),
+        "{b}"
+    );
+    let h = http_json(&app, "/health").await;
+    assert_eq!(unreadable(&h, "sensors"), 5, "{h}");
+    assert_eq!(h["status"], "degraded");
+}

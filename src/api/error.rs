@@ -2,7 +2,8 @@
 //! 1. Every error is JSON `{"status", "code", "description"}` with `nosniff`; never HTML, and
 //!    request text is never echoed into markup.
 //! 2. Client mistakes are 4xx naming the field at fault; a busy store is 503 with `Retry-After`;
-//!    anything else is a 500 whose detail goes to the log, not to the client.
+//!    an edit of a row the store holds in unreadable form is 409; anything else is a 500 whose
+//!    detail goes to the log, not to the client.
 //! 3. Handlers return `Result<_, ApiError>`; domain errors are mapped once, in the `From` impls here.
 
 use axum::Json;
@@ -85,6 +86,12 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "StoreBusy", e.to_string())
                     .with_header(header::RETRY_AFTER, "2")
             }
+            // An edit of a row whose cells cannot be read (written by another tool).
+            StoreError::BadRow { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "UnreadableRow",
+                format!("{e}; the row is not served: fix or delete it in the store"),
+            ),
             e => ApiError::internal("store error", e),
         }
     }

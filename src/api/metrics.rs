@@ -59,6 +59,9 @@ pub async fn render(State(app): State<Arc<App>>) -> Response {
     for l in app.layers() {
         let n = l.index.read().len();
         metrics::gauge!("riskmap_features", "layer" => l.def.name.clone()).set(n as f64);
+        let unreadable = l.unreadable.lock().len();
+        metrics::gauge!("riskmap_unreadable_rows", "layer" => l.def.name.clone())
+            .set(unreadable as f64);
     }
     metrics::gauge!("riskmap_uptime_seconds").set(app.uptime().as_secs_f64());
     metrics::gauge!("riskmap_tile_cache_bytes").set(app.tile_cache().weighted_size() as f64);

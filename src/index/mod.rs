@@ -31,7 +31,7 @@ pub use generalise::{
     cell_of, douglas_peucker_importance, from_world, to_world,
 };
 
-use crate::model::{Bbox, Feature, FeatureRef, LayerDef, StoredFeature, ValueRef};
+use crate::model::{Bbox, Feature, FeatureRef, LayerDef, StoredFeature, UnreadableRows, ValueRef};
 
 /// An R-tree leaf: a feature's envelope and its slot.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -140,12 +140,13 @@ fn geodesic_length_m(g: GeomRef<'_>) -> f64 {
     }
 }
 
-/// One layer as the server holds it: its definition, its index, and where it last
-/// changed (for tile freshness).
+/// One layer as the server holds it: its definition, its index, where it last
+/// changed (for tile freshness), and the rows of its table it does not serve.
 pub struct LayerState {
     pub def: Arc<LayerDef>,
     pub index: parking_lot::RwLock<LayerIndex>,
     pub changes: ChangeLog,
+    pub unreadable: parking_lot::Mutex<UnreadableRows>,
 }
 
 impl LayerState {
@@ -154,6 +155,7 @@ impl LayerState {
             def: index.layer().clone(),
             index: parking_lot::RwLock::new(index),
             changes: ChangeLog::default(),
+            unreadable: parking_lot::Mutex::new(UnreadableRows::default()),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod bbox;
 pub mod feature;
 pub mod geometry;
 pub mod layer;
+pub mod unreadable;
 pub mod value;
 
 pub use access::{Action, Role};
@@ -16,6 +17,7 @@ pub use bbox::Bbox;
 pub use feature::{Feature, FeatureRef, FieldError, StoredFeature};
 pub use geometry::GeometryType;
 pub use layer::{LayerDef, LayerKind, PropertyDef, TileSettings, UnknownProperties};
+pub use unreadable::{UnreadableRow, UnreadableRows};
 pub use value::{PropertyType, Value, ValueRef};
 
 /// Hand-built layer definitions for unit tests (the real ones come from `layers/`).

@@ -5,8 +5,10 @@ use rusqlite::{Connection, Row, ToSql, params_from_iter};
 
 use super::schema::q;
 use super::{Store, StoreError, Tx, blob, now_timestamp};
+use crate::model::geometry::check_stored;
 use crate::model::{
-    Bbox, Feature, FeatureRef, LayerDef, PropertyType, Value, ValueRef as ModelValueRef,
+    Bbox, Feature, FeatureRef, LayerDef, PropertyType, UnreadableRow, Value,
+    ValueRef as ModelValueRef,
 };
 
 pub use crate::model::StoredFeature;
@@ -78,24 +80,77 @@ fn read_value(v: ValueRef<'_>, ty: PropertyType) -> Result<Value, String> {
     })
 }
 
-fn row_to_feature(layer: &LayerDef, row: &Row<'_>) -> Result<StoredFeature, StoreError> {
-    let fid: i64 = row.get(0).map_err(StoreError::sqlite("reading fid"))?;
-    let bad = |reason: String| StoreError::BadRow {
+/// How far a row read from the store is trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    /// To be served: the geometry must conform to the layer and pass the checks
+    /// ([`check_stored`]).
+    Serve,
+    /// The current row for an edit: decoded only, so that an edit can replace or
+    /// delete a row the server does not serve.
+    Edit,
+}
+
+fn bad_row(layer: &LayerDef, fid: i64, id: Option<&str>, reason: String) -> StoreError {
+    StoreError::BadRow {
         layer: layer.name.clone(),
         fid,
+        id: id.map(str::to_string),
         reason,
-    };
-    let id = match row.get_ref(1).map_err(StoreError::sqlite("reading id"))? {
-        ValueRef::Text(t) => std::str::from_utf8(t)
-            .map_err(|_| bad("id is not UTF-8".into()))?
-            .to_string(),
-        ValueRef::Integer(i) => i.to_string(),
-        other => return Err(bad(format!("id is {:?}", other.data_type()))),
-    };
-    let geometry = match row.get_ref(2).map_err(StoreError::sqlite("reading geom"))? {
-        ValueRef::Blob(b) => blob::decode(b).map_err(|e| bad(format!("geom: {e}")))?,
+    }
+}
+
+/// The id cell as text: `Ok(None)` for another type than TEXT.
+fn text_id<'r>(layer: &LayerDef, fid: i64, v: ValueRef<'r>) -> Result<Option<&'r str>, StoreError> {
+    match v {
+        ValueRef::Text(t) => std::str::from_utf8(t).map(Some).map_err(|_| {
+            let lossy = String::from_utf8_lossy(t);
+            bad_row(layer, fid, None, format!("id is not UTF-8 ({lossy:?})"))
+        }),
+        _ => Ok(None),
+    }
+}
+
+fn geometry_cell(
+    layer: &LayerDef,
+    fid: i64,
+    id: &str,
+    v: ValueRef<'_>,
+    read: Read,
+) -> Result<geo_types::Geometry, StoreError> {
+    let bad = |reason: String| bad_row(layer, fid, Some(id), reason);
+    let g = match v {
+        ValueRef::Blob(b) => blob::decode(b).map_err(|e| bad(format!("geometry: {e}")))?,
         other => return Err(bad(format!("geom is {:?}, not a blob", other.data_type()))),
     };
+    match read {
+        Read::Serve => check_stored(layer.geometry, g).map_err(|e| bad(format!("geometry: {e}"))),
+        Read::Edit => Ok(g),
+    }
+}
+
+fn row_to_feature(
+    layer: &LayerDef,
+    row: &Row<'_>,
+    read: Read,
+) -> Result<StoredFeature, StoreError> {
+    let fid: i64 = row.get(0).map_err(StoreError::sqlite("reading fid"))?;
+    let cell = row.get_ref(1).map_err(StoreError::sqlite("reading id"))?;
+    let id = match (text_id(layer, fid, cell)?, cell) {
+        (Some(t), _) => t.to_string(),
+        (None, ValueRef::Integer(i)) => i.to_string(),
+        (None, other) => {
+            return Err(bad_row(
+                layer,
+                fid,
+                None,
+                format!("id is {:?}", other.data_type()),
+            ));
+        }
+    };
+    let bad = |reason: String| bad_row(layer, fid, Some(&id), reason);
+    let cell = row.get_ref(2).map_err(StoreError::sqlite("reading geom"))?;
+    let geometry = geometry_cell(layer, fid, &id, cell, read)?;
     let mut values = Vec::with_capacity(layer.properties.len());
     for (i, p) in layer.properties.iter().enumerate() {
         let v = row
@@ -121,19 +176,13 @@ fn borrowed_row<'r>(
     row: &'r Row<'_>,
 ) -> Result<Option<(i64, &'r str, geo_types::Geometry, Vec<ModelValueRef<'r>>)>, StoreError> {
     let fid: i64 = row.get(0).map_err(StoreError::sqlite("reading fid"))?;
-    let bad = |reason: String| StoreError::BadRow {
-        layer: layer.name.clone(),
-        fid,
-        reason,
+    let cell = row.get_ref(1).map_err(StoreError::sqlite("reading id"))?;
+    let Some(id) = text_id(layer, fid, cell)? else {
+        return Ok(None);
     };
-    let id = match row.get_ref(1).map_err(StoreError::sqlite("reading id"))? {
-        ValueRef::Text(t) => std::str::from_utf8(t).map_err(|_| bad("id is not UTF-8".into()))?,
-        _ => return Ok(None),
-    };
-    let geometry = match row.get_ref(2).map_err(StoreError::sqlite("reading geom"))? {
-        ValueRef::Blob(b) => blob::decode(b).map_err(|e| bad(format!("geom: {e}")))?,
-        other => return Err(bad(format!("geom is {:?}, not a blob", other.data_type()))),
-    };
+    let bad = |reason: String| bad_row(layer, fid, Some(id), reason);
+    let cell = row.get_ref(2).map_err(StoreError::sqlite("reading geom"))?;
+    let geometry = geometry_cell(layer, fid, id, cell, Read::Serve)?;
     let mut values = Vec::with_capacity(layer.properties.len());
     for (i, p) in layer.properties.iter().enumerate() {
         let v = row
@@ -161,6 +210,7 @@ fn get_by_id(
     conn: &Connection,
     layer: &LayerDef,
     id: &str,
+    read: Read,
 ) -> Result<Option<StoredFeature>, StoreError> {
     let sql = format!(
         "SELECT {} FROM {} WHERE {} = ?1",
@@ -178,22 +228,25 @@ fn get_by_id(
         .next()
         .map_err(StoreError::sqlite("reading a feature"))?
     {
-        Some(row) => row_to_feature(layer, row).map(Some),
+        Some(row) => row_to_feature(layer, row, read).map(Some),
         None => Ok(None),
     }
 }
 
 impl Store {
-    /// Streams every feature of a layer, in fid order, over `conn` (from
+    /// Streams every servable feature of a layer, in fid order, over `conn` (from
     /// [`Store::open_reader`]) inside one read transaction, so the rows are a consistent
     /// snapshot. `f` sees each feature once, borrowed from SQLite's row buffer: text is
-    /// not copied (millions of sensors load in seconds).
+    /// not copied (millions of sensors load in seconds). Rows that cannot be served
+    /// (unreadable cells, a geometry of the wrong type or failing the checks) are
+    /// skipped and returned.
     pub fn scan_layer(
         &self,
         conn: &mut Connection,
         layer: &LayerDef,
         mut f: impl FnMut(i64, FeatureRef<'_>),
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<UnreadableRow>, StoreError> {
+        let mut skipped = Vec::new();
         let tx = conn
             .transaction()
             .map_err(StoreError::sqlite("starting a read"))?;
@@ -213,8 +266,8 @@ impl Store {
                 .next()
                 .map_err(|e| self.corrupt_or(e, "reading", layer))?
             {
-                match borrowed_row(layer, row)? {
-                    Some((fid, id, geometry, values)) => f(
+                match borrowed_row(layer, row) {
+                    Ok(Some((fid, id, geometry, values))) => f(
                         fid,
                         FeatureRef {
                             id,
@@ -222,9 +275,16 @@ impl Store {
                             values: &values,
                         },
                     ),
-                    None => {
+                    Err(e) => skipped.push(e.into_unreadable()?),
+                    Ok(None) => {
                         // Cells another tool stored in another type: convert, owned.
-                        let sf = row_to_feature(layer, row)?;
+                        let sf = match row_to_feature(layer, row, Read::Serve) {
+                            Ok(sf) => sf,
+                            Err(e) => {
+                                skipped.push(e.into_unreadable()?);
+                                continue;
+                            }
+                        };
                         let values: Vec<ModelValueRef<'_>> =
                             sf.feature.values.iter().map(|v| v.as_ref()).collect();
                         f(
@@ -239,7 +299,8 @@ impl Store {
                 }
             }
         }
-        tx.finish().map_err(StoreError::sqlite("ending a read"))
+        tx.finish().map_err(StoreError::sqlite("ending a read"))?;
+        Ok(skipped)
     }
 
     /// Like [`Store::scan_layer`], with owned features.
@@ -248,7 +309,7 @@ impl Store {
         conn: &mut Connection,
         layer: &LayerDef,
         mut f: impl FnMut(StoredFeature),
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<UnreadableRow>, StoreError> {
         self.scan_layer(conn, layer, |fid, r| {
             f(StoredFeature {
                 fid,
@@ -273,13 +334,14 @@ impl Store {
         }
     }
 
-    /// One feature by id, over the shared reader.
+    /// One feature by id, over the shared reader, checked as [`Store::scan_layer`]
+    /// checks rows: [`StoreError::BadRow`] for a row that cannot be served.
     pub fn get_feature(
         &self,
         layer: &LayerDef,
         id: &str,
     ) -> Result<Option<StoredFeature>, StoreError> {
-        self.read(|conn| get_by_id(conn, layer, id))
+        self.read(|conn| get_by_id(conn, layer, id, Read::Serve))
     }
 
     /// Number of rows in the layer's table.
@@ -297,12 +359,14 @@ impl Store {
 }
 
 impl Tx<'_> {
+    /// The current row for an edit: its cells decoded, its geometry not checked, so
+    /// that an edit can replace or delete a row the server does not serve.
     pub fn get_feature(
         &self,
         layer: &LayerDef,
         id: &str,
     ) -> Result<Option<StoredFeature>, StoreError> {
-        get_by_id(self.conn(), layer, id)
+        get_by_id(self.conn(), layer, id, Read::Edit)
     }
 
     /// Inserts a feature whose id is not in the layer yet; returns its fid.

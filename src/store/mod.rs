@@ -26,6 +26,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+use crate::model::UnreadableRow;
+
 pub use audit::{AuditEntry, Change, ImportTotals};
 pub use features::{StoredFeature, UpsertOutcome};
 pub use keys::{ApiKey, NewKey};
@@ -56,10 +58,13 @@ pub enum StoreError {
     Corrupt { path: PathBuf, detail: String },
     #[error("layer {layer}: the store table does not match layers/{layer}.toml: {detail}")]
     SchemaMismatch { layer: String, detail: String },
-    #[error("layer {layer}, row fid {fid}: {reason}")]
+    /// A row that cannot be served (see [`crate::model::unreadable`]).
+    #[error("layer {layer}, row fid {fid}{}: {reason}", .id.as_ref().map(|i| format!(" (id {i:?})")).unwrap_or_default())]
     BadRow {
         layer: String,
         fid: i64,
+        /// The row's id, when it is readable text.
+        id: Option<String>,
         reason: String,
     },
     #[error("the store is busy with another write (an import?); try again shortly")]
@@ -72,6 +77,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The row a [`StoreError::BadRow`] is about; other errors are given back.
+    pub fn into_unreadable(self) -> Result<UnreadableRow, StoreError> {
+        match self {
+            StoreError::BadRow {
+                fid, id, reason, ..
+            } => Ok(UnreadableRow { fid, id, reason }),
+            e => Err(e),
+        }
+    }
+
     fn sqlite(doing: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> StoreError {
         let doing = doing.into();
         move |source| {

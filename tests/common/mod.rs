@@ -121,3 +121,26 @@ pub fn cli_import(dir: &Path, layer: &str, file: &Path) {
         text(&o.stderr)
     );
 }
+
+/// A GET through the router (no socket): status and body bytes (identity encoding).
+pub async fn http_get(app: &Arc<App>, uri: &str) -> (axum::http::StatusCode, Vec<u8>) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let req = axum::http::Request::get(uri)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = riskmap::api::router(app.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, body.to_vec())
+}
+
+/// A GET of a JSON resource through the router.
+pub async fn http_json(app: &Arc<App>, uri: &str) -> Value {
+    let (status, body) = http_get(app, uri).await;
+    assert_eq!(status, axum::http::StatusCode::OK, "GET {uri}");
+    serde_json::from_slice(&body).unwrap()
+}

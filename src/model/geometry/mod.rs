@@ -5,6 +5,10 @@
 //! Z and M values are dropped (the store is 2D). Coordinates must be finite WGS84
 //! degrees: longitude in -180..=180, latitude in -90..=90.
 
+mod polygons;
+
+pub use polygons::check_polygons_sweep;
+
 use geo::Validation;
 use geo_types::{
     Coord, Geometry, LineString, MultiLineString, MultiPoint, MultiPolygon, Point, Polygon,
@@ -141,9 +145,23 @@ pub fn check_coord(c: Coord) -> Result<(), String> {
     Ok(())
 }
 
+/// The check of a geometry read from the store (rows written by other tools are not
+/// trusted): brought to the layer's type, then [`check`]ed, so the index never sees
+/// a wrong type or a non-finite or out-of-range coordinate. For points, the common
+/// case (millions of sensors at start-up), a few float comparisons.
+pub fn check_stored(ty: GeometryType, g: Geometry) -> Result<Geometry, String> {
+    if let (GeometryType::Point, Geometry::Point(p)) = (ty, &g) {
+        check_coord(p.0)?;
+        return Ok(g);
+    }
+    let g = ty.conform(g)?;
+    check(&g)?;
+    Ok(g)
+}
+
 /// The full check of a geometry that is about to be stored: coordinates, size, and
-/// topology (lines of two distinct points, rings of three, no self-intersection,
-/// holes inside shells), with the reason of the first problem found.
+/// topology (lines of two distinct points; polygons by the OGC rules, see
+/// [`check_polygons_sweep`]), with the reason of the first problem found.
 pub fn check(g: &Geometry) -> Result<(), String> {
     use geo::CoordsIter;
     let mut vertices = 0usize;
@@ -169,122 +187,13 @@ pub fn check(g: &Geometry) -> Result<(), String> {
         return Err("geometry has an empty part".into());
     }
     match g {
-        Geometry::Polygon(p) if vertices > FULL_VALIDATION_MAX_VERTICES => {
-            check_polygons_sweep(&[p])
-        }
-        Geometry::MultiPolygon(m) if vertices > FULL_VALIDATION_MAX_VERTICES => {
-            check_polygons_sweep(&m.0.iter().collect::<Vec<_>>())
-        }
+        // geo's `Validation` tests every segment of a ring against every other and
+        // accepts rings of zero area; the sweep is O(n log n) and gives every vertex
+        // count the same verdict (tests compare the two).
+        Geometry::Polygon(p) => check_polygons_sweep(&[p]),
+        Geometry::MultiPolygon(m) => check_polygons_sweep(&m.0.iter().collect::<Vec<_>>()),
         _ => g.check_validation().map_err(|e| e.to_string()),
     }
-}
-
-/// Above this many vertices, polygons are checked by [`check_polygons_sweep`]: geo's
-/// `Validation` tests every segment against every other (a 40,000-vertex boundary
-/// takes seconds), the sweep takes milliseconds.
-pub const FULL_VALIDATION_MAX_VERTICES: usize = 2_000;
-
-/// A ring segment for the sweep: which ring, which position.
-#[derive(Clone, Copy, Debug)]
-struct RingSegment {
-    line: geo_types::Line,
-    ring: u32,
-    index: u32,
-    segments: u32,
-}
-
-impl geo::algorithm::sweep::Cross for RingSegment {
-    type Scalar = f64;
-    fn line(&self) -> geo_types::Line {
-        self.line
-    }
-}
-
-/// Polygon topology for large polygons, in O(n log n) for real shapes: every ring has
-/// three distinct points; no two segments meet except neighbours at their shared
-/// vertex (so rings neither cross nor touch themselves or each other, a little
-/// stricter than OGC, which lets a hole touch its shell at one point); every hole lies
-/// inside its shell; no polygon of a multipolygon lies inside another.
-pub fn check_polygons_sweep(polygons: &[&Polygon]) -> Result<(), String> {
-    use geo::line_intersection::LineIntersection;
-    use geo::{BoundingRect, Contains, Intersects};
-    let mut segments = Vec::new();
-    let mut ring_no = 0u32;
-    for (pi, p) in polygons.iter().enumerate() {
-        for (ri, ring) in std::iter::once(p.exterior())
-            .chain(p.interiors())
-            .enumerate()
-        {
-            let mut pts: Vec<Coord> = Vec::with_capacity(ring.0.len());
-            for &c in &ring.0 {
-                if pts.last() != Some(&c) {
-                    pts.push(c);
-                }
-            }
-            let distinct = pts.len().saturating_sub(1);
-            if distinct < 3 {
-                return Err(format!(
-                    "polygon {pi}, ring {ri}: fewer than 3 distinct points"
-                ));
-            }
-            let n = (pts.len() - 1) as u32;
-            for (i, w) in pts.windows(2).enumerate() {
-                segments.push(RingSegment {
-                    line: geo_types::Line::new(w[0], w[1]),
-                    ring: ring_no,
-                    index: i as u32,
-                    segments: n,
-                });
-            }
-            ring_no += 1;
-        }
-    }
-    for (a, b, x) in geo::Intersections::from_iter(segments) {
-        let neighbours = a.ring == b.ring && {
-            let (i, j, n) = (a.index.min(b.index), a.index.max(b.index), a.segments);
-            j == i + 1 || (i == 0 && j == n - 1)
-        };
-        let at = match x {
-            LineIntersection::SinglePoint {
-                is_proper: false, ..
-            } if neighbours => continue,
-            LineIntersection::SinglePoint { intersection, .. } => intersection,
-            LineIntersection::Collinear { intersection } => intersection.start,
-        };
-        return Err(format!(
-            "rings cross or touch themselves or each other near ({}, {})",
-            at.x, at.y
-        ));
-    }
-    for (pi, p) in polygons.iter().enumerate() {
-        let shell = Polygon::new(p.exterior().clone(), vec![]);
-        for (hi, hole) in p.interiors().iter().enumerate() {
-            if let Some(&c) = hole.0.first() {
-                if !shell.intersects(&c) {
-                    return Err(format!(
-                        "polygon {pi}: interior ring {hi} lies outside the exterior ring"
-                    ));
-                }
-            }
-        }
-    }
-    let boxes: Vec<_> = polygons.iter().map(|p| p.bounding_rect()).collect();
-    for (i, p) in polygons.iter().enumerate() {
-        let shell = Polygon::new(p.exterior().clone(), vec![]);
-        for (j, q) in polygons.iter().enumerate() {
-            let overlap = matches!((boxes[i], boxes[j]), (Some(a), Some(b)) if a.intersects(&b));
-            if i != j && overlap {
-                if let Some(&c) = q.exterior().0.first() {
-                    if shell.contains(&c) {
-                        return Err(format!(
-                            "polygon {j} lies inside polygon {i} of the multipolygon"
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Converts a parsed GeoJSON geometry, checking what the conversion would otherwise
@@ -383,6 +292,29 @@ mod tests {
     }
 
     #[test]
+    fn stored_geometries_must_conform_and_pass_the_checks() {
+        let p = |x, y| Geometry::Point(Point::new(x, y));
+        assert_eq!(
+            check_stored(GeometryType::Point, p(106.5, 29.5)),
+            Ok(p(106.5, 29.5))
+        );
+        let nan = check_stored(GeometryType::Point, p(f64::NAN, 29.0)).unwrap_err();
+        assert!(nan.contains("not finite"), "{nan}");
+        let far = check_stored(GeometryType::Point, p(1e300, -1e300)).unwrap_err();
+        assert!(far.contains("longitude"), "{far}");
+        let line: Geometry = line_string![(x: 106.5, y: 29.5), (x: 106.6, y: 29.6)].into();
+        let e = check_stored(GeometryType::Point, line).unwrap_err();
+        assert_eq!(e, "expected a Point geometry, found LineString");
+        let square: Geometry =
+            polygon![(x: 0., y: 0.), (x: 1., y: 0.), (x: 1., y: 1.), (x: 0., y: 0.)].into();
+        let m = check_stored(GeometryType::MultiPolygon, square).unwrap();
+        assert_eq!(GeometryType::of(&m), Some(GeometryType::MultiPolygon));
+        let bowtie: Geometry =
+            polygon![(x: 0., y: 0.), (x: 1., y: 1.), (x: 1., y: 0.), (x: 0., y: 1.), (x: 0., y: 0.)].into();
+        assert!(check_stored(GeometryType::Polygon, bowtie).is_err());
+    }
+
+    #[test]
     fn check_refuses_out_of_range_non_finite_degenerate_and_self_intersecting() {
         let far: Geometry = Point(coord! { x: 190.0, y: 0.0 }).into();
         assert!(check(&far).unwrap_err().contains("longitude 190"));
@@ -423,7 +355,7 @@ mod tests {
             y: 29.5,
         };
         let bent: Geometry = Polygon::new(LineString(bent), vec![]).into();
-        assert!(check(&bent).unwrap_err().contains("cross"));
+        assert!(check(&bent).unwrap_err().contains("intersects itself"));
         let hole_outside = Polygon::new(
             LineString(ring.clone()),
             vec![LineString(vec![
