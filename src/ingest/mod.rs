@@ -274,15 +274,28 @@ pub fn import_file(
                                     // Added features are identified by the file's hash
                                     // in the import row; an update loses the earlier
                                     // values, so the changed members are kept here.
-                                    let (was, is) = before.changes(layer, &f);
+                                    // A row riskmap could not read (written by
+                                    // another tool) is replaced whole: the after is
+                                    // the whole feature, the detail says why.
+                                    let (was, is, detail) = match before {
+                                        Ok(b) => {
+                                            let (was, is) = b.changes(layer, &f);
+                                            (Some(was), is, serde_json::json!({ "import": import_seq }))
+                                        }
+                                        Err(reason) => (
+                                            None,
+                                            f.to_geojson(layer),
+                                            serde_json::json!({ "import": import_seq, "replaced_unreadable_row": reason }),
+                                        ),
+                                    };
                                     tx.audit(&AuditEntry {
                                         actor: opts.actor.clone(),
                                         action: "import_update".into(),
                                         layer: Some(layer.name.clone()),
                                         feature_id: Some(f.id.clone()),
-                                        before: Some(was),
+                                        before: was,
                                         after: Some(is),
-                                        detail: Some(serde_json::json!({ "import": import_seq })),
+                                        detail: Some(detail),
                                     })?;
                                 }
                                 UpsertOutcome::Unchanged => report.unchanged += 1,

@@ -18,9 +18,10 @@ pub use crate::model::StoredFeature;
 pub enum UpsertOutcome {
     Added,
     /// The stored feature differed and was overwritten; `before` is what it was (read
-    /// by the comparison itself, for the audit trail).
+    /// by the comparison itself, for the audit trail), or why it could not be read
+    /// (a row another tool wrote, which the import replaces).
     Updated {
-        before: Feature,
+        before: Result<Feature, String>,
     },
     /// The stored feature was already identical: nothing written.
     Unchanged,
@@ -448,7 +449,7 @@ impl Tx<'_> {
         );
         let new_blob = blob::encode(&f.geometry);
         // `Some((fid, None))`: stored and identical; `Some((fid, Some(old)))`: differs.
-        let existing: Option<(i64, Option<Feature>)> = {
+        let existing: Option<(i64, Option<Result<Feature, String>>)> = {
             let mut stmt = self
                 .conn()
                 .prepare_cached(&sql)
@@ -471,7 +472,11 @@ impl Tx<'_> {
                     let before = if same {
                         None
                     } else {
-                        Some(row_to_feature(layer, row)?.feature)
+                        match row_to_feature(layer, row, Read::Edit) {
+                            Ok(sf) => Some(Ok(sf.feature)),
+                            Err(StoreError::BadRow { reason, .. }) => Some(Err(reason)),
+                            Err(e) => return Err(e),
+                        }
                     };
                     Some((fid, before))
                 }
