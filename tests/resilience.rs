@@ -579,3 +579,56 @@ async fn edits_replace_or_delete_rows_the_server_does_not_serve() {
     assert_eq!(unreadable(&h, "sensors"), 5, "{h}");
     assert_eq!(h["status"], "degraded");
 }
+
+#[tokio::test]
+async fn an_import_replaces_rows_the_server_does_not_serve_and_audits_them() {
+    let dir = tempfile::tempdir().unwrap();
+    good_store(dir.path());
+    write_bad_rows(dir.path());
+    let fixed: Vec<serde_json::Value> = ["BAD-NAN", "BAD-BLOB", "BAD-TYPE"]
+        .iter()
+        .map(|id| serde_json::json!({"type": "Feature", "id": id, "geometry": {"type": "Point", "coordinates": [106.52, 29.52]}, "properties": {"type_id": 9}}))
+        .collect();
+    import(dir.path(), "sensors", fixed);
+    let c = rusqlite::Connection::open(store_path(dir.path())).unwrap();
+    let mut stmt = c
+        .prepare("SELECT feature_id, before, after, detail FROM riskmap_audit WHERE action = 'import_update' ORDER BY feature_id")
+        .unwrap();
+    let rows: Vec<(String, Option<String>, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(ids, ["BAD-BLOB", "BAD-NAN", "BAD-TYPE"]);
+    for (id, before, after, detail) in &rows {
+        let after: serde_json::Value = serde_json::from_str(after).unwrap();
+        let detail: serde_json::Value = serde_json::from_str(detail).unwrap();
+        if detail.get("replaced_unreadable_row").is_some() {
+            // Unreadable: no before, the whole new feature after.
+            assert_eq!(before, &None, "{id}");
+            assert_eq!(after["id"], id.as_str());
+        } else {
+            // Readable but not servable (a NaN position): the changed members.
+            assert_eq!(id, "BAD-NAN");
+            assert!(
+                before.is_some()
+                    && after["geometry"]["coordinates"] == serde_json::json!([106.52, 29.52]),
+                "{after}"
+            );
+        }
+    }
+    let replaced: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.3.contains("replaced_unreadable_row"))
+        .map(|r| r.0.as_str())
+        .collect();
+    assert_eq!(replaced, ["BAD-BLOB", "BAD-TYPE"]);
+    let app = open_app(dir.path());
+    let h = http_json(&app, "/health").await;
+    assert_eq!(unreadable(&h, "sensors"), 3, "{h}");
+    let idx = app.layer("sensors").unwrap().index.read();
+    for id in ["BAD-NAN", "BAD-BLOB", "BAD-TYPE"] {
+        assert!(idx.slot(id).is_some(), "{id} is served after the import");
+    }
+}
