@@ -30,24 +30,22 @@ async fn call(
     key: Option<&str>,
     body: Option<(&str, Value)>,
 ) -> Resp {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(k) = key {
-        req = req.header(header::AUTHORIZATION, format!("Bearer {k}"));
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if let Some(a) = &auth {
+        headers.push(("authorization", a));
     }
-    let req = match body {
-        Some((ct, v)) => req
-            .header(header::CONTENT_TYPE, ct)
-            .body(Body::from(v.to_string())),
-        None => req.body(Body::empty()),
+    if let Some((ct, _)) = &body {
+        headers.push(("content-type", ct));
     }
-    .unwrap();
-    let resp = riskmap::api::router(app.clone())
-        .oneshot(req)
-        .await
-        .unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let (status, headers, bytes) = http(
+        app,
+        method.as_str(),
+        uri,
+        &headers,
+        body.map(|(_, v)| v.to_string()),
+    )
+    .await;
     let body = if bytes.is_empty() {
         Value::Null
     } else {

@@ -509,22 +509,12 @@ async fn send(
     key: &str,
     body: Option<serde_json::Value>,
 ) -> (axum::http::StatusCode, serde_json::Value) {
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-    let req = axum::http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/geo+json");
-    let req = req
-        .body(body.map_or_else(axum::body::Body::empty, |b| b.to_string().into()))
-        .unwrap();
-    let resp = riskmap::api::router(app.clone())
-        .oneshot(req)
-        .await
-        .unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let auth = format!("Bearer {key}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/geo+json"),
+    ];
+    let (status, _, bytes) = http(app, method, uri, &headers, body.map(|b| b.to_string())).await;
     (status, serde_json::from_slice(&bytes).unwrap_or_default())
 }
 

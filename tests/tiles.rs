@@ -15,7 +15,6 @@ use common::*;
 use geo::CoordsIter;
 use geo_types::Geometry;
 use geozero::mvt::{Message, Tile};
-use http_body_util::BodyExt;
 use riskmap::app::App;
 use riskmap::model::Role;
 use riskmap::tiles::TileCoord;
@@ -88,23 +87,7 @@ async fn get(
     uri: &str,
     headers: &[(&str, &str)],
 ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-    let mut req = Request::builder().method(Method::GET).uri(uri);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = riskmap::api::router(app.clone())
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let (status, h) = (resp.status(), resp.headers().clone());
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    (status, h, body)
+    http(app, "GET", uri, headers, None).await
 }
 
 /// A tile's MVT bytes over HTTP (gzip on the wire), or empty for 204.

@@ -122,20 +122,36 @@ pub fn cli_import(dir: &Path, layer: &str, file: &Path) {
     );
 }
 
-/// A GET through the router (no socket): status and body bytes (identity encoding).
-pub async fn http_get(app: &Arc<App>, uri: &str) -> (axum::http::StatusCode, Vec<u8>) {
+/// One request through the router (no socket): status, headers and body bytes.
+pub async fn http(
+    app: &Arc<App>,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> (axum::http::StatusCode, axum::http::HeaderMap, Vec<u8>) {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
-    let req = axum::http::Request::get(uri)
-        .body(axum::body::Body::empty())
+    let mut req = axum::http::Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(body.map_or_else(axum::body::Body::empty, axum::body::Body::from))
         .unwrap();
     let resp = riskmap::api::router(app.clone())
         .oneshot(req)
         .await
         .unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, body.to_vec())
+    let (status, h) = (resp.status(), resp.headers().clone());
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, h, bytes.to_vec())
+}
+
+/// A GET through the router: status and body bytes (identity encoding).
+pub async fn http_get(app: &Arc<App>, uri: &str) -> (axum::http::StatusCode, Vec<u8>) {
+    let (status, _, body) = http(app, "GET", uri, &[], None).await;
+    (status, body)
 }
 
 /// A GET of a JSON resource through the router.
