@@ -1,6 +1,9 @@
-//! Polygon topology for polygons too large for geo's `Validation` (which tests every
-//! segment against every other), with the same verdicts: the OGC rules as geo applies
-//! them. O(n log n) for real shapes:
+//! Polygon topology, the OGC rules as geo's `Validation` applies them, for polygons of
+//! every size. Written here because geo's `Validation` tests every segment against
+//! every other (a 40,000-vertex boundary takes seconds, a hostile multipolygon hours)
+//! and no maintained crate validates in O(n log n); using this check at every size
+//! means a polygon's verdict never depends on its vertex count (tests compare it
+//! with geo's on every case). O(n log n) for real shapes:
 //!
 //! 1. Every ring has three distinct points.
 //! 2. Segments whose boxes meet (an R-tree over every segment) are intersected. Within
