@@ -869,3 +869,61 @@ async fn unknown_methods_do_not_create_metric_series() {
     assert!(!text.contains("XAAA1"));
     assert!(text.contains("method=\"other\""), "{text}");
 }
+
+#[tokio::test]
+async fn an_edit_that_names_a_member_twice_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    seed(dir.path());
+    let app = open_app(dir.path());
+    let planner = key(&app, Role::Planner);
+    let auth = format!("Bearer {planner}");
+    let before = app
+        .store()
+        .count(&app.layer("risk_points").unwrap().def)
+        .unwrap();
+    let cases = [
+        (
+            "POST",
+            "/collections/risk_points/items",
+            r#"{"type":"Feature","id":"R9","geometry":{"type":"Point","coordinates":[106.5,29.5]},"properties":{"name":"n","category":"landslide","level":"I","level":"IV"}}"#,
+            "application/geo+json",
+        ),
+        (
+            "PUT",
+            "/collections/risk_points/items/R1",
+            r#"{"type":"Feature","id":"R1","id":"R2","geometry":{"type":"Point","coordinates":[106.5,29.5]},"properties":{"name":"n","category":"landslide","level":"I"}}"#,
+            "application/geo+json",
+        ),
+        (
+            "PATCH",
+            "/collections/risk_points/items/R1",
+            r#"{"properties":{"level":"I","level":"II"}}"#,
+            "application/merge-patch+json",
+        ),
+    ];
+    for (method, uri, body, ct) in cases {
+        let (status, _, bytes) = http(
+            &app,
+            method,
+            uri,
+            &[("authorization", &auth), ("content-type", ct)],
+            Some(body.to_string()),
+        )
+        .await;
+        let err: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {uri}: {err}");
+        assert!(
+            err["description"]
+                .as_str()
+                .unwrap()
+                .contains("duplicate member"),
+            "{err}"
+        );
+    }
+    let l = app.layer("risk_points").unwrap();
+    assert_eq!(app.store().count(&l.def).unwrap(), before);
+    assert!(app.store().get_feature(&l.def, "R9").unwrap().is_none());
+    let r1 = app.store().get_feature(&l.def, "R1").unwrap().unwrap();
+    assert_eq!(r1.feature.to_geojson(&l.def)["properties"]["level"], "III");
+    index_matches_store(&app, "risk_points", "R1");
+}

@@ -123,7 +123,7 @@ async fn json_body(body: Body) -> Result<Json, ApiError> {
                 format!("the body is larger than {MAX_BODY_BYTES} bytes or was cut off"),
             )
         })?;
-    serde_json::from_slice(&bytes)
+    crate::model::json::from_slice_strict(&bytes)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
 }
 

@@ -8,6 +8,7 @@ pub mod access;
 pub mod bbox;
 pub mod feature;
 pub mod geometry;
+pub mod json;
 pub mod layer;
 pub mod unreadable;
 pub mod value;
