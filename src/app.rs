@@ -1,24 +1,34 @@
 //! The running catalogue: the store, one index per layer, and the operations that
 //! keep them in step. HTTP handlers call these; nothing here knows HTTP.
 //!
-//! Consistency rule: every change is committed to the store first (durable), then
-//! applied to the index, under one write lock, before the caller is answered. Writes
-//! by other processes (`riskmap import`) reach the index through the store's change
-//! feed ([`App::follow_changes`]), applied under the same lock, so the two paths never
-//! interleave.
+//! Consistency rules:
+//! - Every change is committed to the store first (durable), then applied to the index
+//!   before the caller is answered. What indexing costs (projection, vertex importance,
+//!   length) is derived before the commit ([`Prepared`]), so the index's lock is held
+//!   for a tree update of microseconds.
+//! - Readers never wait on writers: they take only a layer's index read lock, which a
+//!   writer holds just for that update or to swap in a layer rebuilt beside the live
+//!   one. They never take `write_lock` (held across a commit's fsync) and never catch
+//!   up with the store themselves.
+//! - This server applies each of its own writes once: the change-feed entries it wrote
+//!   are remembered and skipped by [`App::follow_changes`], which applies only what
+//!   other processes (`riskmap import`) wrote, in the background.
+//! - Index updates never go back in time: every one happens under `apply_lock`, and the
+//!   follower holds it from reading a row to applying it, so a row read before one of
+//!   our commits is never applied after it.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::demo::{self, DemoError};
-use crate::index::{LayerIndex, LayerState};
+use crate::index::{Derived, LayerIndex, LayerState, Prepared};
 use crate::model::{Bbox, Feature, FieldError, LayerDef, UnreadableRow};
 use crate::store::{AuditEntry, OpenMode, Store, StoreError, StoredFeature};
 
@@ -98,35 +108,41 @@ pub enum EditError {
     Store(#[from] StoreError),
 }
 
+/// Points where a test can hold a writer (see [`App::set_pause`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pause {
+    /// An edit's transaction, written and about to commit (the writers' lock held).
+    BeforeCommit,
+    /// A layer rebuilt beside the live one, about to be swapped in.
+    ReloadBuilt,
+}
+
+/// What a paused writer calls.
+pub type PauseFn = Arc<dyn Fn() + Send + Sync>;
+
 /// The catalogue.
 pub struct App {
     config: Config,
     store: Store,
     layers: Vec<LayerState>,
-    /// Serialises store writes with their index updates (see the module comment).
+    /// Serialises this server's writers around their commit and the index update that
+    /// follows it, so its own writes reach the index in commit order. Readers never
+    /// take it.
     write_lock: Mutex<()>,
-    /// Newest change-feed entry applied to the indexes.
-    applied_seq: Mutex<i64>,
+    /// Serialises every index update (see the module comment).
+    apply_lock: Mutex<()>,
+    /// Serialises passes of [`App::follow_changes`]; holds the newest change-feed entry
+    /// applied to the indexes.
+    follow: Mutex<i64>,
+    /// Change-feed entries this server wrote, already applied to its indexes: the
+    /// follower skips them (entries are added before their commit, removed when the
+    /// commit fails or the follower has passed them).
+    own_changes: Mutex<BTreeSet<i64>>,
+    /// See [`App::set_pause`].
+    pauses: parking_lot::RwLock<Vec<(Pause, PauseFn)>>,
     started: Instant,
     options: OpenOptions,
     tiles: crate::tiles::TileCache,
-    /// Per thread: a read connection and what its `data_version` says has been
-    /// applied (see [`App::store_changed`]).
-    watch: thread_local::ThreadLocal<std::cell::RefCell<Option<Watch>>>,
-    /// Passes of [`App::follow_changes`] begun and completed, numbered from 1: a
-    /// change seen before pass `n` began is applied once `follows_done >= n`.
-    follows_begun: AtomicU64,
-    follows_done: AtomicU64,
-}
-
-/// One thread's view of the store for [`App::store_changed`].
-struct Watch {
-    conn: rusqlite::Connection,
-    /// The newest `data_version` known to be applied to the indexes.
-    applied: Option<i64>,
-    /// A newer version seen, and how many passes had begun when it was seen: it is
-    /// applied when a pass begun later has completed.
-    pending: Option<(i64, u64)>,
 }
 
 impl App {
@@ -189,13 +205,13 @@ impl App {
             store,
             layers,
             write_lock: Mutex::new(()),
-            applied_seq: Mutex::new(seq),
+            apply_lock: Mutex::new(()),
+            follow: Mutex::new(seq),
+            own_changes: Mutex::new(BTreeSet::new()),
+            pauses: parking_lot::RwLock::new(Vec::new()),
             started: Instant::now(),
             tiles: crate::tiles::TileCache::new(options.tile_cache_bytes),
             options,
-            watch: thread_local::ThreadLocal::new(),
-            follows_begun: AtomicU64::new(0),
-            follows_done: AtomicU64::new(0),
         })
     }
 
@@ -247,8 +263,10 @@ impl App {
         let actor = ctx.actor;
         let state = self.layer_or(layer)?;
         let def = &state.def;
-        let _w = self.write_lock.lock();
-        let stored = self.store.write(|tx| {
+        // The expensive part of indexing, before any lock.
+        let Prepared { feature, derived } = Prepared::new(def, feature);
+        let _w = self.lock_writers(&ctx)?;
+        let fid = self.store.write(|tx| {
             if tx.get_feature(def, &feature.id)?.is_some() {
                 return Err(EditError::Exists {
                     layer: def.name.clone(),
@@ -265,12 +283,13 @@ impl App {
                 after: Some(feature.to_geojson(def)),
                 ..Default::default()
             })?;
-            tx.record_change(&def.name, Some(&feature.id))?;
-            ctx.check_deadline()?;
-            tx.commit()?;
-            Ok::<_, EditError>(StoredFeature { fid, feature })
+            let seq = tx.record_change(&def.name, Some(&feature.id))?;
+            self.commit_own(&ctx, tx, seq)?;
+            Ok::<_, EditError>(fid)
         })?;
-        apply(state, &stored);
+        // Committed: from here on the answer is the success.
+        let stored = StoredFeature { fid, feature };
+        self.apply_own(state, &stored, derived);
         metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => "create")
             .increment(1);
         Ok(stored)
@@ -283,7 +302,11 @@ impl App {
         layer: &str,
         feature: Feature,
     ) -> Result<StoredFeature, EditError> {
-        self.update(ctx, layer, &feature.id.clone(), "replace", |_| Ok(feature))
+        let def = self.layer_or(layer)?.def.clone();
+        let id = feature.id.clone();
+        // Prepared before the writers' lock: the new feature does not depend on the old.
+        let prepared = Prepared::new(&def, feature);
+        self.update(ctx, layer, &id, "replace", |_| Ok(prepared))
     }
 
     /// Applies a JSON merge patch (RFC 7396) to an existing feature.
@@ -295,8 +318,13 @@ impl App {
         patch: &Json,
     ) -> Result<StoredFeature, EditError> {
         let def = self.layer_or(layer)?.def.clone();
+        // The patched feature depends on the stored one, so it is prepared inside the
+        // transaction: still before the commit and outside every lock readers take.
         self.update(ctx, layer, id, "patch", |current| {
-            current.merge_patch(&def, patch).map_err(EditError::Invalid)
+            let next = current
+                .merge_patch(&def, patch)
+                .map_err(EditError::Invalid)?;
+            Ok(Prepared::new(&def, next))
         })
     }
 
@@ -306,13 +334,13 @@ impl App {
         layer: &str,
         id: &str,
         action: &'static str,
-        change: impl FnOnce(&Feature) -> Result<Feature, EditError>,
+        change: impl FnOnce(&Feature) -> Result<Prepared, EditError>,
     ) -> Result<StoredFeature, EditError> {
         let (actor, if_match) = (ctx.actor, ctx.if_match);
         let state = self.layer_or(layer)?;
         let def = &state.def;
-        let _w = self.write_lock.lock();
-        let stored = self.store.write(|tx| {
+        let _w = self.lock_writers(&ctx)?;
+        let (stored, derived) = self.store.write(|tx| {
             let current = tx
                 .get_feature(def, id)?
                 .ok_or_else(|| EditError::NotFound {
@@ -320,7 +348,10 @@ impl App {
                     id: id.to_string(),
                 })?;
             check_if_match(def, &current.feature, if_match)?;
-            let next = change(&current.feature)?;
+            let Prepared {
+                feature: next,
+                derived,
+            } = change(&current.feature)?;
             tx.update_feature(def, current.fid, &next)?;
             tx.touch_layer(def, Bbox::of_geometry(&next.geometry))?;
             tx.audit(&AuditEntry {
@@ -332,15 +363,15 @@ impl App {
                 after: Some(next.to_geojson(def)),
                 ..Default::default()
             })?;
-            tx.record_change(&def.name, Some(id))?;
-            ctx.check_deadline()?;
-            tx.commit()?;
-            Ok::<_, EditError>(StoredFeature {
+            let seq = tx.record_change(&def.name, Some(id))?;
+            self.commit_own(&ctx, tx, seq)?;
+            let stored = StoredFeature {
                 fid: current.fid,
                 feature: next,
-            })
+            };
+            Ok::<_, EditError>((stored, derived))
         })?;
-        apply(state, &stored);
+        self.apply_own(state, &stored, derived);
         metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => action)
             .increment(1);
         Ok(stored)
@@ -356,7 +387,7 @@ impl App {
         let (actor, if_match) = (ctx.actor, ctx.if_match);
         let state = self.layer_or(layer)?;
         let def = &state.def;
-        let _w = self.write_lock.lock();
+        let _w = self.lock_writers(&ctx)?;
         let gone = self.store.write(|tx| {
             let current = tx
                 .get_feature(def, id)?
@@ -375,80 +406,83 @@ impl App {
                 before: Some(current.feature.to_geojson(def)),
                 ..Default::default()
             })?;
-            tx.record_change(&def.name, Some(id))?;
-            ctx.check_deadline()?;
-            tx.commit()?;
+            let seq = tx.record_change(&def.name, Some(id))?;
+            self.commit_own(&ctx, tx, seq)?;
             Ok::<_, EditError>(current)
         })?;
-        remove(state, id);
+        let _a = self.apply_lock.lock();
+        remove_from(state, &mut state.index.write(), id);
         metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => "delete")
             .increment(1);
         Ok(gone)
     }
 
-    /// Whether another connection (an import in another process, or this server's own
-    /// writer) may have committed something the indexes do not show yet: SQLite's
-    /// `data_version` on a connection of this thread's own, about a microsecond and no
-    /// shared lock. Readers that must never see an acknowledged write missing (tiles,
-    /// features) check it and run [`App::follow_changes`] first when it says yes.
-    /// Errors count as yes.
-    ///
-    /// A version counts as applied only once a pass of `follow_changes` that began
-    /// after it was seen has completed, so every request that arrives while a catch-up
-    /// is still running (on any thread) also waits for it, instead of being answered
-    /// from the old state.
-    pub fn store_changed(&self) -> bool {
-        let cell = self.watch.get_or(|| std::cell::RefCell::new(None));
-        let mut slot = cell.borrow_mut();
-        let read = |c: &rusqlite::Connection| {
-            c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
-                .ok()
-        };
-        let done = self.follows_done.load(Ordering::Acquire);
-        let w = match slot.as_mut() {
-            Some(w) => w,
-            None => match self.store.open_reader() {
-                Ok(conn) => slot.insert(Watch {
-                    conn,
-                    applied: None,
-                    pending: None,
-                }),
-                Err(_) => return true,
-            },
-        };
-        if let Some((v, begun)) = w.pending {
-            if done > begun {
-                w.applied = Some(v);
-                w.pending = None;
-            }
+    /// Takes the writers' lock, giving up at the edit's deadline (nothing has been
+    /// written then, so the client may be told the edit timed out).
+    fn lock_writers(&self, ctx: &EditContext<'_>) -> Result<MutexGuard<'_, ()>, EditError> {
+        match ctx.deadline {
+            Some(d) => self.write_lock.try_lock_until(d).ok_or(EditError::TimedOut),
+            None => Ok(self.write_lock.lock()),
         }
-        let Some(now) = read(&w.conn) else {
-            return true;
-        };
-        if w.applied == Some(now) {
-            return false;
-        }
-        if w.pending.is_none_or(|(v, _)| v != now) {
-            w.pending = Some((now, self.follows_begun.load(Ordering::Acquire)));
-        }
-        true
     }
 
-    /// Applies the store's change feed to the indexes: single features are re-read
-    /// from the store, "reload" entries rebuild the layer with a bulk load. Returns the
-    /// number of entries applied.
+    /// Commits a transaction whose change-feed entry `seq` this server will apply
+    /// itself: the entry is marked as ours before the commit (so the follower, which
+    /// sees it only once committed, always knows to skip it) and unmarked if the commit
+    /// fails.
+    /// The edit's deadline is checked last before the commit: after it, the answer is
+    /// the success.
+    fn commit_own(
+        &self,
+        ctx: &EditContext<'_>,
+        tx: crate::store::Tx<'_>,
+        seq: i64,
+    ) -> Result<(), EditError> {
+        self.pause(Pause::BeforeCommit);
+        ctx.check_deadline()?;
+        self.own_changes.lock().insert(seq);
+        tx.commit().map_err(|e| {
+            self.own_changes.lock().remove(&seq);
+            e.into()
+        })
+    }
+
+    /// Makes the writer (or reloader) that reaches `at` call `f` there, or nobody when
+    /// `f` is `None`. For tests that hold a writer at that point to show what readers
+    /// and other writers do meanwhile.
+    pub fn set_pause(&self, at: Pause, f: Option<PauseFn>) {
+        let mut p = self.pauses.write();
+        p.retain(|(a, _)| *a != at);
+        if let Some(f) = f {
+            p.push((at, f));
+        }
+    }
+
+    fn pause(&self, at: Pause) {
+        let f = self
+            .pauses
+            .read()
+            .iter()
+            .find(|(a, _)| *a == at)
+            .map(|(_, f)| f.clone());
+        if let Some(f) = f {
+            f();
+        }
+    }
+
+    /// Applies one of this server's own committed writes to the index.
+    fn apply_own(&self, state: &LayerState, sf: &StoredFeature, derived: Derived) {
+        let _a = self.apply_lock.lock();
+        apply_to(state, &mut state.index.write(), sf, derived);
+    }
+
+    /// Applies to the indexes what other processes wrote to the store (the change feed
+    /// since the last pass), skipping this server's own entries: single features are
+    /// re-read from the store, "reload" entries rebuild the layer beside the live one
+    /// and swap it in. Readers are never held up; this server's writers only while a
+    /// re-read row is applied. Returns the number of entries applied.
     pub fn follow_changes(&self) -> Result<usize, StoreError> {
-        let _w = self.write_lock.lock();
-        // Numbered before the feed is read: whatever was committed before this point
-        // is applied when the pass completes (see `store_changed`).
-        let pass = self.follows_begun.fetch_add(1, Ordering::AcqRel) + 1;
-        let applied = self.apply_feed()?;
-        self.follows_done.store(pass, Ordering::Release);
-        Ok(applied)
-    }
-
-    fn apply_feed(&self) -> Result<usize, StoreError> {
-        let mut seq = self.applied_seq.lock();
+        let mut seq = self.follow.lock();
         let mut applied = 0;
         loop {
             let (changes, gap) = self.store.changes_since(*seq, 10_000)?;
@@ -464,74 +498,150 @@ impl App {
             let Some(last) = changes.last().map(|c| c.seq) else {
                 break;
             };
+            let own: BTreeSet<i64> = self.own_changes.lock().range(..=last).copied().collect();
             let mut reloaded: Vec<&str> = Vec::new();
             for c in &changes {
                 if c.feature_id.is_none() && !reloaded.contains(&c.layer.as_str()) {
                     reloaded.push(&c.layer);
                 }
             }
+            // A reload reads a snapshot taken after this batch was read, and applies
+            // every later change of its layer itself: the batch's single changes of a
+            // reloaded layer are in it.
             for name in &reloaded {
                 if let Some(l) = self.layer(name) {
                     self.reload(l)?;
                 }
             }
             for c in &changes {
+                if own.contains(&c.seq) {
+                    continue; // applied when it was committed
+                }
+                applied += 1;
                 let (Some(id), Some(l)) = (&c.feature_id, self.layer(&c.layer)) else {
                     continue;
                 };
                 if reloaded.contains(&c.layer.as_str()) {
                     continue;
                 }
-                match self.store.get_feature(&l.def, id) {
-                    Ok(Some(sf)) => apply(l, &sf),
-                    Ok(None) => remove(l, id),
-                    // A row another tool wrote that cannot be served: the index drops
-                    // what it had under this id (the store no longer has it), the
-                    // row is counted, and the rest of the feed goes on.
-                    Err(e) => {
-                        let row = e.into_unreadable()?;
-                        remove(l, id);
-                        if l.unreadable.lock().insert(row.clone()) {
-                            log_unreadable(&l.def.name, &[row]);
-                        }
-                    }
-                }
+                let _a = self.apply_lock.lock();
+                let read = self.read_for_index(l, id)?;
+                apply_read(l, &mut l.index.write(), id, read);
             }
-            applied += changes.len();
             *seq = last;
+            let mut mine = self.own_changes.lock();
+            for s in own {
+                mine.remove(&s);
+            }
         }
         Ok(applied)
     }
 
+    /// A row as the index should show it, read and prepared (the caller holds
+    /// `apply_lock`): `Some` to put in, `None` to take out (deleted, or unreadable:
+    /// then recorded as such).
+    fn read_for_index(&self, l: &LayerState, id: &str) -> Result<RowRead, StoreError> {
+        match self.store.get_feature(&l.def, id) {
+            Ok(Some(sf)) => {
+                let Prepared { feature, derived } = Prepared::new(&l.def, sf.feature);
+                Ok(RowRead::Put(
+                    StoredFeature {
+                        fid: sf.fid,
+                        feature,
+                    },
+                    derived,
+                ))
+            }
+            Ok(None) => Ok(RowRead::Gone),
+            // A row another tool wrote that cannot be served: the index drops what it
+            // had under this id (the store no longer has it), the row is counted, and
+            // the rest of the feed goes on.
+            Err(e) => Ok(RowRead::Unreadable(e.into_unreadable()?)),
+        }
+    }
+
+    /// Rebuilds a layer's index from the store beside the live one, without any lock,
+    /// then swaps it in together with the layer's changes committed after the snapshot
+    /// it was built from (this server's own writes made meanwhile among them), so no
+    /// reader ever sees an acknowledged write go missing.
     fn reload(&self, l: &LayerState) -> Result<(), StoreError> {
         let started = Instant::now();
-        let (index, skipped) = build_index(&self.store, &l.def)?;
+        let (index, skipped, snapshot) = build_index(&self.store, &l.def)?;
         let n = index.len();
-        let old = std::mem::replace(&mut *l.index.write(), index);
-        l.changes.record_all();
-        let new = l.unreadable.lock().replace(skipped);
-        log_unreadable(&l.def.name, &new);
-        drop(old); // freed after the lock is released: readers are not held up
+        self.pause(Pause::ReloadBuilt);
+        let old = {
+            let _a = self.apply_lock.lock();
+            let mut later = Vec::new();
+            let mut from = snapshot;
+            loop {
+                let (changes, _) = self.store.changes_since(from, 10_000)?;
+                let Some(last) = changes.last().map(|c| c.seq) else {
+                    break;
+                };
+                for c in changes {
+                    if c.layer != l.def.name {
+                        continue;
+                    }
+                    // A later reload entry of this layer is the follower's next job.
+                    if let Some(id) = c.feature_id {
+                        let read = self.read_for_index(l, &id)?;
+                        later.push((id, read));
+                    }
+                }
+                from = last;
+            }
+            let mut live = l.index.write();
+            let old = std::mem::replace(&mut *live, index);
+            l.changes.record_all();
+            let new = l.unreadable.lock().replace(skipped);
+            log_unreadable(&l.def.name, &new);
+            for (id, read) in later {
+                apply_read(l, &mut live, &id, read);
+            }
+            old
+        };
+        drop(old); // freed after the locks are released: readers are not held up
         tracing::info!(layer = %l.def.name, features = n, elapsed_ms = started.elapsed().as_millis() as u64, "layer reloaded from the store");
         Ok(())
     }
 }
 
-/// Puts a stored feature into a layer's index and records where the layer changed
-/// (old and new boxes) for tile freshness: index first, change log second.
-fn apply(state: &LayerState, sf: &StoredFeature) {
+/// A row read from the store for the index.
+enum RowRead {
+    Put(StoredFeature, Derived),
+    Gone,
+    Unreadable(UnreadableRow),
+}
+
+/// Applies a row read by [`App::read_for_index`] to a layer's locked index.
+fn apply_read(state: &LayerState, index: &mut LayerIndex, id: &str, read: RowRead) {
+    match read {
+        RowRead::Put(sf, derived) => apply_to(state, index, &sf, derived),
+        RowRead::Gone => remove_from(state, index, id),
+        RowRead::Unreadable(row) => {
+            remove_from(state, index, id);
+            if state.unreadable.lock().insert(row.clone()) {
+                log_unreadable(&state.def.name, &[row]);
+            }
+        }
+    }
+}
+
+/// Puts a stored feature into a layer's (locked) index and records where the layer
+/// changed (old and new boxes) for tile freshness: index first, change log second.
+fn apply_to(state: &LayerState, index: &mut LayerIndex, sf: &StoredFeature, derived: Derived) {
     forget_unreadable(state, &sf.feature.id);
-    let old = state.index.write().upsert(sf.fid, &sf.feature);
+    let old = index.upsert_prepared(sf.fid, &sf.feature, derived);
     let new = Bbox::of_geometry(&sf.feature.geometry);
     state
         .changes
         .record(&old.into_iter().chain(new).collect::<Vec<_>>());
 }
 
-/// Takes a feature out of a layer's index and records where.
-fn remove(state: &LayerState, id: &str) {
+/// Takes a feature out of a layer's (locked) index and records where.
+fn remove_from(state: &LayerState, index: &mut LayerIndex, id: &str) {
     forget_unreadable(state, id);
-    if let Some(old) = state.index.write().remove(id) {
+    if let Some(old) = index.remove(id) {
         state.changes.record(&[old]);
     }
 }
@@ -592,24 +702,25 @@ fn check_if_match(
 }
 
 /// A layer's index bulk-loaded from the store, and the rows it could not serve.
+/// Also returns the change-feed position of the snapshot it was read from.
 fn build_index(
     store: &Store,
     def: &Arc<LayerDef>,
-) -> Result<(LayerIndex, Vec<UnreadableRow>), StoreError> {
+) -> Result<(LayerIndex, Vec<UnreadableRow>, i64), StoreError> {
     let mut conn = store.open_reader()?;
     let expected = store.count(def)? as usize;
-    let mut skipped = Vec::new();
+    let (mut skipped, mut seq) = (Vec::new(), 0);
     let index = LayerIndex::build(def.clone(), expected, |push| {
-        skipped = store.scan_layer(&mut conn, def, push)?;
+        (skipped, seq) = store.scan_layer_snapshot(&mut conn, def, push)?;
         Ok::<_, StoreError>(())
     })?;
-    Ok((index, skipped))
+    Ok((index, skipped, seq))
 }
 
 /// Loads every layer, one thread each.
 fn load_all(store: &Store, defs: &[Arc<LayerDef>]) -> Result<Vec<LayerState>, StoreError> {
     let load = |def: &Arc<LayerDef>| {
-        let (index, skipped) = build_index(store, def)?;
+        let (index, skipped, _) = build_index(store, def)?;
         let state = LayerState::new(index);
         log_unreadable(&def.name, &state.unreadable.lock().replace(skipped));
         Ok(state)

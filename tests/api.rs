@@ -703,8 +703,13 @@ async fn writes_by_another_process_reach_the_index_through_the_change_feed() {
     )
     .unwrap();
     cli_import(dir.path(), "risk_points", &file);
-    // The import has returned: the very next read sees it (the request catches up with
-    // the store's change feed itself, without waiting for the background poll).
+    // Readers never catch up themselves (they never wait on writes): the server's
+    // follower applies the feed (in `serve`, every `FOLLOW_INTERVAL`; here, by hand).
+    assert_eq!(
+        app.follow_changes().unwrap(),
+        2,
+        "R1 and R3 from the import"
+    );
     let r = call(
         &app,
         Method::GET,
@@ -716,6 +721,24 @@ async fn writes_by_another_process_reach_the_index_through_the_change_feed() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["properties"]["level"], "II");
     assert_eq!(app.follow_changes().unwrap(), 0, "already applied");
+    // This server's own edits are applied once, when committed: the follower skips them.
+    let planner = key(&app, Role::Planner);
+    let r = call_with(
+        &app,
+        Method::PATCH,
+        "/collections/risk_points/items/R3",
+        &planner,
+        "application/merge-patch+json",
+        json!({"properties": {"level": "I"}}),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        app.follow_changes().unwrap(),
+        0,
+        "own edit not applied again"
+    );
     index_matches_store(&app, "risk_points", "R1");
     // ... and a big one (the feed says "reload the layer").
     let many: Vec<Value> = (0..riskmap::ingest::CHANGE_LIST_LIMIT + 5)

@@ -158,7 +158,6 @@ pub async fn get(
     let (layer, id) = ids(path)?;
     let (a, h) = (app.clone(), headers.clone());
     blocking(move || auth::require_read(&a, &h)).await?;
-    super::tiles::catch_up(&app).await?;
     let state = app
         .layer(&layer)
         .ok_or_else(|| ApiError::not_found(format!("no layer named {layer:?}")))?;
@@ -197,7 +196,6 @@ pub async fn list(
     let Path(layer) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (a, h) = (app.clone(), headers.clone());
     blocking(move || auth::require_read(&a, &h)).await?;
-    super::tiles::catch_up(&app).await?;
     let state = app
         .layer(&layer)
         .ok_or_else(|| ApiError::not_found(format!("no layer named {layer:?}")))?;

@@ -87,9 +87,15 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Answers JSON 503 when a request runs past [`REQUEST_TIMEOUT`].
+/// Answers JSON 503 when a read runs past [`REQUEST_TIMEOUT`]. Writes are not cut
+/// here: a write cut after its commit would be reported as failed when it is not. They
+/// carry a deadline instead, checked before the commit (see `items::deadline`); once
+/// committed, the answer is the success.
 async fn timeout(req: axum::extract::Request, next: middleware::Next) -> axum::response::Response {
     use axum::response::IntoResponse;
+    if !req.method().is_safe() {
+        return next.run(req).await;
+    }
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::new(

@@ -112,16 +112,6 @@ fn respond(t: &CachedTile, headers: &HeaderMap) -> Result<Response, ApiError> {
 
 type TilePath = Result<Path<(String, String, String, String)>, PathRejection>;
 
-/// Applies writes committed by other processes (an import that has returned) before
-/// answering, so no tile shows a state older than an acknowledged write.
-pub(super) async fn catch_up(app: &Arc<App>) -> Result<(), ApiError> {
-    if app.store_changed() {
-        let a = app.clone();
-        blocking(move || a.follow_changes().map(|_| ()).map_err(ApiError::from)).await?;
-    }
-    Ok(())
-}
-
 /// Permits for concurrent tile drawing: two per core.
 fn render_slots() -> &'static tokio::sync::Semaphore {
     static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
@@ -148,7 +138,6 @@ pub async fn tile(
         let (a, h) = (app.clone(), headers.clone());
         blocking(move || auth::require_read(&a, &h)).await?;
     }
-    catch_up(&app).await?;
     let spec: Arc<str> = spec.into();
     let key = tiles::TileKey {
         layers: spec.clone(),

@@ -176,21 +176,44 @@ fn seg_dist_sq(p: [f64; 2], a: [f64; 2], b: [f64; 2]) -> f64 {
     (p[0] - x).powi(2) + (p[1] - y).powi(2)
 }
 
+/// Distance evaluations Douglas–Peucker may spend on `n` vertices before it gives way
+/// to [`eliminate_importance`]: far above what real lines need (DP costs about
+/// `n log2 n` on them; the whole city's pipelines never reach a tenth of this), far below
+/// DP's quadratic worst case (a zigzag of 150,000 vertices: 10^10).
+pub fn dp_work_budget(n: usize) -> u64 {
+    let n = n as u64;
+    let log2 = 64 - n.leading_zeros() as u64;
+    n * (8 * log2 + 64)
+}
+
 /// Fills `imp` with each vertex's Douglas–Peucker importance (iteratively: lines can
 /// have a million vertices). Ends are infinite; a vertex's importance never exceeds
 /// its parent's, so `importance > t` selects exactly the DP simplification at `t`.
-pub fn douglas_peucker_importance(xy: &[[f64; 2]], imp: &mut [f32]) {
+///
+/// # Runtime
+/// O(n log n) on any input. DP itself is quadratic on adversarial lines (each split
+/// peels one vertex off a zigzag), so it runs within [`dp_work_budget`]; a line that
+/// exhausts it is ranked by [`eliminate_importance`] instead, O(n log n), whose filter
+/// is a nested simplification of the same kind (not DP's exact result). Returns the
+/// work done (distance evaluations and heap operations), which tests bound.
+pub fn douglas_peucker_importance(xy: &[[f64; 2]], imp: &mut [f32]) -> u64 {
     let n = xy.len();
     if n == 0 {
-        return;
+        return 0;
     }
     imp.iter_mut().for_each(|v| *v = 0.0);
     imp[0] = f32::INFINITY;
     imp[n - 1] = f32::INFINITY;
+    let budget = dp_work_budget(n);
+    let mut work = 0u64;
     let mut stack = vec![(0usize, n - 1, f32::INFINITY)];
     while let Some((first, last, cap)) = stack.pop() {
         if last <= first + 1 {
             continue;
+        }
+        work += (last - first - 1) as u64;
+        if work > budget {
+            return work + eliminate_importance(xy, imp);
         }
         let (mut best, mut index) = (0.0f64, 0usize);
         for i in first + 1..last {
@@ -208,6 +231,67 @@ pub fn douglas_peucker_importance(xy: &[[f64; 2]], imp: &mut [f32]) {
         stack.push((first, index, v));
         stack.push((index, last, v));
     }
+    work
+}
+
+/// Ranks vertices by repeated elimination, O(n log n) (Visvalingam–Whyatt's scheme
+/// with Douglas–Peucker's measure): the vertex closest to the segment joining its
+/// current neighbours goes first, its neighbours are re-measured, and so on. A vertex's
+/// importance is the largest squared world distance measured up to its removal, so
+/// importances grow along the removal order and `importance > t` keeps a suffix of it:
+/// a nested simplification, ends always kept. Written by hand: geo's `SimplifyVw`
+/// gives one result per tolerance, not a rank per vertex. Returns the work done.
+pub fn eliminate_importance(xy: &[[f64; 2]], imp: &mut [f32]) -> u64 {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let n = xy.len();
+    if n == 0 {
+        return 0;
+    }
+    imp.iter_mut().for_each(|v| *v = 0.0);
+    imp[0] = f32::INFINITY;
+    imp[n - 1] = f32::INFINITY;
+    if n < 3 {
+        return 0;
+    }
+    // Neighbours in the current (partly eliminated) line.
+    let mut prev: Vec<u32> = (0..n as u32).map(|i| i.saturating_sub(1)).collect();
+    let mut next: Vec<u32> = (0..n as u32).map(|i| i + 1).collect();
+    // Each vertex's current measure, as the bits of a non-negative f64 (which order
+    // as the numbers do); a heap entry whose measure differs is stale.
+    let mut key = vec![0u64; n];
+    let mut heap = BinaryHeap::with_capacity(n);
+    let measure = |i: usize, prev: &[u32], next: &[u32]| {
+        seg_dist_sq(xy[i], xy[prev[i] as usize], xy[next[i] as usize]).to_bits()
+    };
+    for (i, k) in key.iter_mut().enumerate().take(n - 1).skip(1) {
+        *k = measure(i, &prev, &next);
+        heap.push(Reverse((*k, i as u32)));
+    }
+    let mut work = n as u64;
+    let mut running = 0.0f64;
+    let mut removed = vec![false; n];
+    while let Some(Reverse((k, i))) = heap.pop() {
+        work += 1;
+        let i = i as usize;
+        if removed[i] || key[i] != k {
+            continue;
+        }
+        removed[i] = true;
+        running = running.max(f64::from_bits(k));
+        imp[i] = running as f32;
+        let (p, q) = (prev[i] as usize, next[i] as usize);
+        next[p] = q as u32;
+        prev[q] = p as u32;
+        for j in [p, q] {
+            if j != 0 && j != n - 1 {
+                key[j] = measure(j, &prev, &next);
+                heap.push(Reverse((key[j], j as u32)));
+                work += 1;
+            }
+        }
+    }
+    work
 }
 
 /// One pyramid cell: 32 bytes, so millions of sensors cost little. Rank counts are
@@ -469,6 +553,108 @@ mod tests {
             dp.sort();
             assert_eq!(kept, dp, "tolerance {tol}");
         }
+    }
+
+    /// The hostile lines of issue 7: a zigzag whose amplitude grows along the line makes
+    /// every DP split peel one vertex off (quadratic); the work must stay O(n log n).
+    fn zigzag(n: usize) -> Vec<[f64; 2]> {
+        (0..n)
+            .map(|i| {
+                let a = 1e-9 * (1.0 + i as f64);
+                [i as f64 * 1e-8, if i % 2 == 0 { 0.5 } else { 0.5 + a }]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn importance_work_is_n_log_n_on_hostile_zigzags() {
+        for n in [1_000usize, 20_000, 150_000, 1_000_000] {
+            let xy = zigzag(n);
+            let mut imp = vec![0.0f32; n];
+            let work = douglas_peucker_importance(&xy, &mut imp);
+            let log2 = (n as f64).log2().ceil() as u64;
+            // DP's budget plus the elimination's heap operations (at most 3n pushes and
+            // pops, each O(log n) but counted once: the heap's own cost is log n per op).
+            let bound = dp_work_budget(n) + 8 * n as u64;
+            assert!(
+                work <= bound,
+                "n = {n}: {work} operations, more than {bound}"
+            );
+            assert!(
+                work <= n as u64 * (8 * log2 + 80),
+                "n = {n}: {work} operations is not O(n log n)"
+            );
+            assert!(imp[0].is_infinite() && imp[n - 1].is_infinite());
+        }
+        // Without the budget DP would have evaluated about n^2 / 2 distances here.
+        let n = 20_000;
+        assert!(dp_work_budget(n) < (n * n / 2) as u64 / 50);
+    }
+
+    #[test]
+    fn ordinary_lines_stay_within_the_dp_budget() {
+        // A smooth pipeline-like curve and a random walk: DP finishes within its
+        // budget, so their importances are exactly DP's.
+        let curve: Vec<[f64; 2]> = (0..50_000)
+            .map(|i| {
+                let t = i as f64 / 50_000.0;
+                [0.5 + 0.01 * t, 0.5 + 0.002 * (t * 40.0).sin()]
+            })
+            .collect();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut p = [0.5, 0.5];
+        let walk: Vec<[f64; 2]> = (0..50_000)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                p[0] += ((rng & 0xffff) as f64 / 65536.0 - 0.5) * 1e-6;
+                p[1] += (((rng >> 16) & 0xffff) as f64 / 65536.0 - 0.5) * 1e-6;
+                p
+            })
+            .collect();
+        for xy in [curve, walk] {
+            let mut imp = vec![0.0f32; xy.len()];
+            let work = douglas_peucker_importance(&xy, &mut imp);
+            assert!(work <= dp_work_budget(xy.len()), "{work} operations");
+        }
+    }
+
+    #[test]
+    fn elimination_ranks_form_a_nested_simplification() {
+        let xy = zigzag(5_000);
+        let mut imp = vec![0.0f32; xy.len()];
+        let work = eliminate_importance(&xy, &mut imp);
+        assert!(work > 0);
+        assert!(imp[0].is_infinite() && imp[xy.len() - 1].is_infinite());
+        // Nested: the set kept at a larger tolerance is a subset of the set kept at a
+        // smaller one (true of any threshold filter), and the kept counts fall as the
+        // tolerance grows, down to the two ends.
+        let kept = |t: f32| imp.iter().filter(|&&v| v > t).count();
+        let mut last = usize::MAX;
+        let mut finite: Vec<f32> = imp.iter().copied().filter(|v| v.is_finite()).collect();
+        finite.sort_by(f32::total_cmp);
+        for t in finite.iter().step_by(500) {
+            let k = kept(*t);
+            assert!(k <= last);
+            last = k;
+        }
+        assert_eq!(kept(f32::MAX), 2);
+        // The running maximum makes importances follow the removal order: a vertex
+        // dropped early (close to its neighbours' segment) never outranks the line's
+        // widest swings, which are the last inner vertices to go.
+        let widest = (1..xy.len() - 1)
+            .max_by(|&a, &b| imp[a].total_cmp(&imp[b]))
+            .unwrap();
+        assert!(
+            widest > xy.len() / 2,
+            "the large-amplitude end survives longest"
+        );
+        // Collinear vertices cost nothing at any tolerance.
+        let line: Vec<[f64; 2]> = (0..10).map(|i| [i as f64, 0.0]).collect();
+        let mut imp = vec![0.0f32; 10];
+        eliminate_importance(&line, &mut imp);
+        assert!(imp[1..9].iter().all(|&v| v == 0.0));
     }
 
     #[test]

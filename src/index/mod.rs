@@ -140,6 +140,58 @@ fn geodesic_length_m(g: GeomRef<'_>) -> f64 {
     }
 }
 
+/// What indexing a feature costs beyond copying it, computed before any lock is taken
+/// (see [`LayerIndex::prepare`]): its Web Mercator coordinates with vertex importances
+/// (Douglas–Peucker, O(n log n) on any input) and its geodesic length.
+#[derive(Clone, Debug)]
+pub struct Derived {
+    world: DerivedWorld,
+    /// Geodesic length on WGS84, metres (0 for points and polygons).
+    length_m: f64,
+}
+
+#[derive(Clone, Debug)]
+enum DerivedWorld {
+    /// World coordinates of a point (`NaN` beyond the Mercator latitude limit).
+    Point([f64; 2]),
+    Shape(WorldShape),
+}
+
+impl Derived {
+    /// The derived data of `g` in a layer of points (`point_layer`) or of shapes.
+    pub fn of(point_layer: bool, g: &Geometry) -> Derived {
+        if point_layer {
+            let w = match g {
+                Geometry::Point(p) => to_world(p.0).unwrap_or([f64::NAN; 2]),
+                _ => [f64::NAN; 2],
+            };
+            Derived {
+                world: DerivedWorld::Point(w),
+                length_m: 0.0,
+            }
+        } else {
+            Derived {
+                world: DerivedWorld::Shape(WorldShape::new(g)),
+                length_m: geodesic_length_m(GeomRef::Shape(g)),
+            }
+        }
+    }
+}
+
+/// A feature ready to enter an index: the expensive part done (outside every lock).
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub feature: Feature,
+    pub derived: Derived,
+}
+
+impl Prepared {
+    pub fn new(layer: &LayerDef, feature: Feature) -> Prepared {
+        let derived = Derived::of(layer.geometry.is_point(), &feature.geometry);
+        Prepared { feature, derived }
+    }
+}
+
 /// One layer as the server holds it: its definition, its index, where it last
 /// changed (for tile freshness), and the rows of its table it does not serve.
 pub struct LayerState {
@@ -199,6 +251,8 @@ pub struct LayerIndex {
     free: Vec<u32>,
     /// Sum of geodesic lengths of line features, metres.
     length_m: f64,
+    /// Each slot's geodesic length, metres (empty for point layers).
+    lengths: Vec<f64>,
     /// Web Mercator world coordinates by slot (see `generalise`).
     world: World,
     /// Count pyramid of a point layer (clusters in tiles).
@@ -243,6 +297,7 @@ impl LayerIndex {
             hasher: DefaultHashBuilder::default(),
             free: Vec::new(),
             length_m: 0.0,
+            lengths: Vec::new(),
         }
     }
 
@@ -263,7 +318,8 @@ impl LayerIndex {
         let pyramid = index.pyramid.take();
         load(&mut |fid, f| {
             debug_assert!(index.slot(f.id).is_none(), "duplicate id {}", f.id);
-            index.allocate(fid, &f);
+            let derived = Derived::of(index.layer.geometry.is_point(), f.geometry);
+            index.allocate(fid, &f, derived);
         })?;
         index.reorder_spatially();
         let entries: Vec<Entry> = (0..index.fids.len() as u32)
@@ -336,6 +392,9 @@ impl LayerIndex {
                 .collect();
         }
         permute(&mut self.fids, &perm);
+        if !self.lengths.is_empty() {
+            permute(&mut self.lengths, &perm);
+        }
         permute(&mut self.ids, &perm);
         match &mut self.geoms {
             Geoms::Points(v) => permute(v, &perm),
@@ -485,10 +544,10 @@ impl LayerIndex {
 
     /// Puts a feature in a free (or new) slot and its id in the hash table; the
     /// caller adds the tree entry.
-    fn allocate(&mut self, fid: i64, f: &FeatureRef<'_>) -> u32 {
+    fn allocate(&mut self, fid: i64, f: &FeatureRef<'_>, derived: Derived) -> u32 {
         let slot = match self.free.pop() {
             Some(slot) => {
-                self.write_slot(slot, fid, f);
+                self.write_slot(slot, fid, f, derived);
                 slot
             }
             None => {
@@ -504,12 +563,15 @@ impl LayerIndex {
                 for (col, v) in self.columns.iter_mut().zip(f.values) {
                     col.push(*v);
                 }
-                match (&mut self.world, f.geometry) {
-                    (World::Points(v), Geometry::Point(p)) => {
-                        v.push(to_world(p.0).unwrap_or([f64::NAN; 2]))
-                    }
+                match (&mut self.world, derived.world) {
+                    (World::Points(v), DerivedWorld::Point(w)) => v.push(w),
+                    (World::Shapes(v), DerivedWorld::Shape(w)) => v.push(w),
+                    // `Derived::of` follows the layer's kind; a mismatch draws nothing.
                     (World::Points(v), _) => v.push([f64::NAN; 2]),
-                    (World::Shapes(v), g) => v.push(WorldShape::new(g)),
+                    (World::Shapes(v), _) => v.push(WorldShape::default()),
+                }
+                if !self.layer.geometry.is_point() {
+                    self.lengths.push(derived.length_m);
                 }
                 self.index_derived(slot);
                 slot
@@ -523,7 +585,7 @@ impl LayerIndex {
     }
 
     /// Overwrites a slot's content, keeping the length total and the pyramid right.
-    fn write_slot(&mut self, slot: u32, fid: i64, f: &FeatureRef<'_>) {
+    fn write_slot(&mut self, slot: u32, fid: i64, f: &FeatureRef<'_>, derived: Derived) {
         let s = slot as usize;
         self.unindex_derived(slot);
         self.fids[s] = fid;
@@ -536,10 +598,14 @@ impl LayerIndex {
         for (col, v) in self.columns.iter_mut().zip(f.values) {
             col.set(s, *v);
         }
-        match (&mut self.world, f.geometry) {
-            (World::Points(v), Geometry::Point(p)) => v[s] = to_world(p.0).unwrap_or([f64::NAN; 2]),
+        match (&mut self.world, derived.world) {
+            (World::Points(v), DerivedWorld::Point(w)) => v[s] = w,
+            (World::Shapes(v), DerivedWorld::Shape(w)) => v[s] = w,
             (World::Points(v), _) => v[s] = [f64::NAN; 2],
-            (World::Shapes(v), g) => v[s] = WorldShape::new(g),
+            (World::Shapes(v), _) => v[s] = WorldShape::default(),
+        }
+        if let Some(l) = self.lengths.get_mut(s) {
+            *l = derived.length_m;
         }
         self.index_derived(slot);
     }
@@ -547,7 +613,7 @@ impl LayerIndex {
     /// Adds the slot's current content to the totals and the pyramid.
     fn index_derived(&mut self, slot: u32) {
         *self.importance_order.get_mut() = None;
-        self.length_m += geodesic_length_m(self.geometry(slot));
+        self.length_m += self.lengths.get(slot as usize).copied().unwrap_or(0.0);
         if let (Some(w), rank) = (self.world_point(slot), self.rank(slot)) {
             if let Some(p) = &mut self.pyramid {
                 p.apply(w, rank, slot, 1);
@@ -561,7 +627,7 @@ impl LayerIndex {
         if self.fids[slot as usize] == 0 {
             return; // a free slot holds nothing
         }
-        self.length_m -= geodesic_length_m(self.geometry(slot));
+        self.length_m -= self.lengths.get(slot as usize).copied().unwrap_or(0.0);
         if let (Some(w), rank) = (self.world_point(slot), self.rank(slot)) {
             if let Some(p) = &mut self.pyramid {
                 p.apply(w, rank, slot, -1);
@@ -569,9 +635,24 @@ impl LayerIndex {
         }
     }
 
-    /// Inserts or replaces feature `f` (stored as row `fid`). Returns the box of the
-    /// geometry it replaced, if any.
+    /// Derives what indexing `f` needs (projection, vertex importances, length): the
+    /// expensive part of an insert, to be done before taking the index's write lock.
+    pub fn prepare(&self, f: Feature) -> Prepared {
+        Prepared::new(&self.layer, f)
+    }
+
+    /// Inserts or replaces feature `f` (stored as row `fid`), deriving what it needs
+    /// here. Returns the box of the geometry it replaced, if any.
     pub fn upsert(&mut self, fid: i64, f: &Feature) -> Option<Bbox> {
+        let derived = Derived::of(self.layer.geometry.is_point(), &f.geometry);
+        self.upsert_prepared(fid, f, derived)
+    }
+
+    /// Inserts or replaces feature `f` (stored as row `fid`) with what was derived of it
+    /// beforehand (see [`Derived::of`]): O(log n) in the tree plus a copy of the
+    /// feature, so writers hold the index's lock for microseconds. Returns the box of
+    /// the geometry it replaced, if any.
+    pub fn upsert_prepared(&mut self, fid: i64, f: &Feature, derived: Derived) -> Option<Bbox> {
         let values: Vec<ValueRef<'_>> = f.values.iter().map(|v| v.as_ref()).collect();
         let f = &FeatureRef {
             id: &f.id,
@@ -587,7 +668,7 @@ impl LayerIndex {
                     slot,
                 };
                 self.tree.remove(&old_entry);
-                self.write_slot(slot, fid, f);
+                self.write_slot(slot, fid, f, derived);
                 self.tree.insert(Entry {
                     env: envelope(self.geometry(slot)),
                     slot,
@@ -595,7 +676,7 @@ impl LayerIndex {
                 Some(old_bbox)
             }
             None => {
-                let slot = self.allocate(fid, f);
+                let slot = self.allocate(fid, f, derived);
                 self.tree.insert(Entry {
                     env: envelope(self.geometry(slot)),
                     slot,
@@ -626,6 +707,9 @@ impl LayerIndex {
         match &mut self.world {
             World::Points(v) => v[s] = [f64::NAN; 2],
             World::Shapes(v) => v[s] = WorldShape::default(),
+        }
+        if let Some(l) = self.lengths.get_mut(s) {
+            *l = 0.0;
         }
         for col in &mut self.columns {
             col.set(s, ValueRef::Null);

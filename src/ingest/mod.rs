@@ -370,7 +370,9 @@ pub fn import_file(
                     tx.record_change(&layer.name, Some(id))?;
                 }
             }
-            None => tx.record_change(&layer.name, None)?,
+            None => {
+                tx.record_change(&layer.name, None)?;
+            }
         }
         tx.commit()?;
         report.committed = true;

@@ -77,14 +77,15 @@ impl Tx<'_> {
     }
 
     /// Records that `feature_id` of `layer` changed (`None`: reload the whole layer).
-    pub fn record_change(&self, layer: &str, feature_id: Option<&str>) -> Result<(), StoreError> {
+    /// Returns the entry's sequence number.
+    pub fn record_change(&self, layer: &str, feature_id: Option<&str>) -> Result<i64, StoreError> {
         self.conn()
             .prepare_cached(
                 "INSERT INTO riskmap_changes (at, layer, feature_id) VALUES (?1, ?2, ?3)",
             )
             .and_then(|mut s| s.execute(params![now_timestamp(), layer, feature_id]))
             .map_err(StoreError::sqlite("writing the change feed"))?;
-        Ok(())
+        Ok(self.conn().last_insert_rowid())
     }
 
     /// Forgets change-feed rows older than `keep_seconds` (readers that fall further

@@ -245,12 +245,33 @@ impl Store {
         &self,
         conn: &mut Connection,
         layer: &LayerDef,
-        mut f: impl FnMut(i64, FeatureRef<'_>),
+        f: impl FnMut(i64, FeatureRef<'_>),
     ) -> Result<Vec<UnreadableRow>, StoreError> {
+        self.scan_layer_snapshot(conn, layer, f)
+            .map(|(skipped, _)| skipped)
+    }
+
+    /// [`Store::scan_layer`], also returning the newest change-feed sequence number of
+    /// the snapshot read: every change after it is missing from what `f` saw.
+    pub fn scan_layer_snapshot(
+        &self,
+        conn: &mut Connection,
+        layer: &LayerDef,
+        mut f: impl FnMut(i64, FeatureRef<'_>),
+    ) -> Result<(Vec<UnreadableRow>, i64), StoreError> {
         let mut skipped = Vec::new();
         let tx = conn
             .transaction()
             .map_err(StoreError::sqlite("starting a read"))?;
+        // The first read of a transaction fixes its snapshot: the feed position and the
+        // rows below come from the same moment.
+        let feed_seq: i64 = tx
+            .query_row(
+                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'riskmap_changes'), 0)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(StoreError::sqlite("reading the change feed"))?;
         {
             let sql = format!(
                 "SELECT {} FROM {} ORDER BY fid",
@@ -301,7 +322,7 @@ impl Store {
             }
         }
         tx.finish().map_err(StoreError::sqlite("ending a read"))?;
-        Ok(skipped)
+        Ok((skipped, feed_seq))
     }
 
     /// Like [`Store::scan_layer`], with owned features.
