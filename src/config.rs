@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::model::geometry::MAX_VERTICES;
 use crate::model::{
     GeometryType, LayerDef, LayerKind, PropertyDef, PropertyType, TileSettings, UnknownProperties,
 };
@@ -114,6 +115,8 @@ struct RawLayer {
     maxzoom: Option<i64>,
     #[serde(default)]
     unknown_properties: Option<String>,
+    #[serde(default)]
+    max_vertices: Option<i64>,
     #[serde(default)]
     properties: Vec<RawProperty>,
     #[serde(default)]
@@ -232,6 +235,17 @@ pub fn parse_layer(path: &Path, text: &str) -> Result<LayerDef, ConfigError> {
             &format!("must not exceed maxzoom ({maxzoom})"),
         ));
     }
+    let max_vertices = match raw.max_vertices {
+        None => MAX_VERTICES,
+        Some(n) if (2..=MAX_VERTICES as i64).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(invalid(
+                "max_vertices",
+                &n,
+                &format!("must be 2..={MAX_VERTICES}"),
+            ));
+        }
+    };
     let unknown_properties = match raw.unknown_properties.as_deref() {
         None | Some("reject") => UnknownProperties::Reject,
         Some("drop") => UnknownProperties::Drop,
@@ -354,6 +368,7 @@ pub fn parse_layer(path: &Path, text: &str) -> Result<LayerDef, ConfigError> {
         minzoom,
         maxzoom,
         unknown_properties,
+        max_vertices,
     })
 }
 

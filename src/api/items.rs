@@ -123,8 +123,13 @@ async fn json_body(body: Body) -> Result<Json, ApiError> {
                 format!("the body is larger than {MAX_BODY_BYTES} bytes or was cut off"),
             )
         })?;
-    crate::model::json::from_slice_strict(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+    // Parsing a body of up to MAX_BODY_BYTES takes a good fraction of a second: off the
+    // async threads, which must stay free for other requests.
+    blocking(move || {
+        crate::model::json::from_slice_strict(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+    })
+    .await
 }
 
 /// Checks the key (a store read) off the async threads.
@@ -158,32 +163,35 @@ pub async fn get(
     let (layer, id) = ids(path)?;
     let (a, h) = (app.clone(), headers.clone());
     blocking(move || auth::require_read(&a, &h)).await?;
-    let state = app
-        .layer(&layer)
-        .ok_or_else(|| ApiError::not_found(format!("no layer named {layer:?}")))?;
-    let sf = state
-        .index
-        .read()
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("layer {layer} has no feature {id:?}")))?;
-    let tag = etag(&state.def, &sf.feature);
-    if let Some(inm) = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
-        if inm
-            .split(',')
-            .map(str::trim)
-            .any(|t| t == tag || t == "*" || t.strip_prefix("W/") == Some(tag.as_str()))
-        {
+    // Copying, hashing and encoding a feature is linear in its vertices (up to
+    // `MAX_VERTICES`): off the async threads.
+    blocking(move || {
+        let state = app
+            .layer(&layer)
+            .ok_or_else(|| ApiError::not_found(format!("no layer named {layer:?}")))?;
+        let sf =
+            state.index.read().get(&id).ok_or_else(|| {
+                ApiError::not_found(format!("layer {layer} has no feature {id:?}"))
+            })?;
+        let tag = etag(&state.def, &sf.feature);
+        // If-None-Match uses the weak comparison (RFC 9110 §13.1.2).
+        let inm = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok());
+        if inm.is_some_and(|inm| {
+            inm.split(',')
+                .map(str::trim)
+                .any(|t| t == tag || t == "*" || t.strip_prefix("W/") == Some(tag.as_str()))
+        }) {
             let mut resp = StatusCode::NOT_MODIFIED.into_response();
             if let Ok(v) = HeaderValue::from_str(&tag) {
                 resp.headers_mut().insert(header::ETAG, v);
             }
             return Ok(resp);
         }
-    }
-    Ok(feature_response(StatusCode::OK, &state.def, &sf))
+        Ok(feature_response(StatusCode::OK, &state.def, &sf))
+    })
+    .await
 }
 
 /// `GET /collections/{layer}/items?bbox=..&limit=..&offset=..`: features in fid order.

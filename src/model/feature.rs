@@ -68,6 +68,9 @@ impl Feature {
             .geometry
             .conform(geometry)
             .map_err(|e| FieldError::new("geometry", e))?;
+        layer
+            .check_vertices(&geometry)
+            .map_err(|e| FieldError::new("geometry", e))?;
         geometry::check(&geometry).map_err(|e| FieldError::new("geometry", e))?;
         if values.len() != layer.properties.len() {
             return Err(FieldError::new(
@@ -135,6 +138,9 @@ impl Feature {
                 let g = layer
                     .geometry
                     .conform(g)
+                    .map_err(|e| FieldError::new("geometry", e))?;
+                layer
+                    .check_vertices(&g)
                     .map_err(|e| FieldError::new("geometry", e))?;
                 geometry::check(&g).map_err(|e| FieldError::new("geometry", e))?;
                 g

@@ -118,12 +118,30 @@ pub struct LayerDef {
     pub maxzoom: u8,
     pub unknown_properties: UnknownProperties,
     pub tiles: TileSettings,
+    /// Most vertices one geometry of this layer may have (`max_vertices` in the layer
+    /// file; at most, and by default, [`crate::model::geometry::MAX_VERTICES`]).
+    pub max_vertices: usize,
 }
 
 /// Longest feature id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 
 impl LayerDef {
+    /// Refuses a geometry with more vertices than the layer accepts: counted before any
+    /// other check, so an oversized geometry costs one pass.
+    pub fn check_vertices(&self, g: &geo_types::Geometry) -> Result<(), String> {
+        use geo::CoordsIter;
+        let n = g.coords_count();
+        if n > self.max_vertices {
+            Err(format!(
+                "{n} vertices, more than the {} that layer {} accepts in one geometry",
+                self.max_vertices, self.name
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
     /// The position and definition of a declared property.
     pub fn property(&self, name: &str) -> Option<(usize, &PropertyDef)> {
         self.properties

@@ -61,6 +61,7 @@ pub(crate) mod test_layers {
             minzoom: 0,
             maxzoom: 22,
             unknown_properties: UnknownProperties::Reject,
+            max_vertices: crate::model::geometry::MAX_VERTICES,
             tiles: TileSettings {
                 cluster_rank: Some(2),
                 ..TileSettings::default()
