@@ -30,20 +30,18 @@ trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 pid=
 cp -r "$data"/. "$work"/
 
-# Item reads: one risk point in 68, and bbox pages around them.
-python3 - "$work/riskmap.gpkg" >"$work/items.txt" <<'PY'
-import sqlite3, sys
-c = sqlite3.connect(sys.argv[1])
-for fid, rid, x, y in c.execute(
-        "SELECT fid, id, (minx + maxx) / 2, (miny + maxy) / 2 FROM risk_points "
-        "JOIN rtree_risk_points_geom ON rtree_risk_points_geom.id = fid WHERE fid % 68 = 0"):
-    print(rid)
-    print("?limit=100&bbox=%.5f,%.5f,%.5f,%.5f" % (x - 0.01, y - 0.01, x + 0.01, y + 0.01))
-PY
-[ -s "$work/items.txt" ] || python3 - "$work/riskmap.gpkg" >"$work/items.txt" <<'PY'
-import sqlite3, sys
+# Item reads: one risk point in 68 by id, and a page of the items in each tile of zoom 12+
+# of the tile paths.
+python3 - "$work/riskmap.gpkg" "$paths" >"$work/items.txt" <<'PY'
+import math, sqlite3, sys
 for (rid,) in sqlite3.connect(sys.argv[1]).execute("SELECT id FROM risk_points WHERE fid % 68 = 0"):
-    print(rid)
+    print("/" + rid)
+def lon(x, z): return x / 2 ** z * 360 - 180
+def lat(y, z): return math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * y / 2 ** z))))
+for line in open(sys.argv[2]):
+    z, x, y = map(int, line.split("/"))
+    if z >= 12:
+        print("?limit=100&bbox=%.6f,%.6f,%.6f,%.6f" % (lon(x, z), lat(y + 1, z), lon(x + 1, z), lat(y, z)))
 PY
 
 serve() {
@@ -63,7 +61,7 @@ reads() { # reads LABEL DURATION: tile and item loops side by side
   PATHS=$paths PREFIX=/tiles/$tile_layers/ SUFFIX=.mvt wrk -t1 -c2 -d"$2" --timeout 60s \
     -s "$bench/paths.lua" "http://127.0.0.1:$port" | grep rps= | sed "s/^/  $1 tiles: /" &
   local w1=$!
-  PATHS=$work/items.txt PREFIX=/collections/risk_points/items/ SUFFIX= wrk -t1 -c1 -d"$2" --timeout 60s \
+  PATHS=$work/items.txt PREFIX=/collections/risk_points/items SUFFIX= wrk -t1 -c1 -d"$2" --timeout 60s \
     -s "$bench/paths.lua" "http://127.0.0.1:$port" | grep rps= | sed "s/^/  $1 items: /" &
   local w2=$!
   wait $w1 $w2

@@ -28,7 +28,8 @@ pub use changes::{CHANGE_LOG_CAPACITY, ChangeLog};
 pub use columns::{Column, Interner};
 pub use generalise::{
     Cell, MAX_LAT, MAX_RANKS, PYRAMID_MAX_LEVEL, Part, PartKind, Pyramid, WorldShape, cell_key,
-    cell_of, douglas_peucker_importance, from_world, to_world,
+    cell_of, douglas_peucker_importance, dp_work_budget, eliminate_importance, from_world,
+    to_world,
 };
 
 use crate::model::{Bbox, Feature, FeatureRef, LayerDef, StoredFeature, UnreadableRows, ValueRef};
@@ -134,10 +135,52 @@ pub fn geodesic_length_km(g: &Geometry) -> f64 {
 
 fn geodesic_length_m(g: GeomRef<'_>) -> f64 {
     match g {
-        GeomRef::Shape(Geometry::LineString(l)) => Geodesic.length(l),
-        GeomRef::Shape(Geometry::MultiLineString(m)) => Geodesic.length(m),
+        GeomRef::Shape(Geometry::LineString(l)) => line_length_m(l),
+        GeomRef::Shape(Geometry::MultiLineString(m)) => m.0.iter().map(line_length_m).sum(),
         _ => 0.0,
     }
+}
+
+/// Largest latitude or longitude difference, degrees, of a segment measured on the
+/// tangent plane in [`line_length_m`] (about 1.1 km north–south) ...
+const SHORT_SEGMENT_DEG: f64 = 0.01;
+/// ... and the highest latitude where it is (meridians converge faster beyond).
+const SHORT_SEGMENT_MAX_LAT: f64 = 60.0;
+
+/// Length of a line on the WGS84 ellipsoid, metres. Karney's inverse solution (geo's
+/// `Geodesic`) costs about a microsecond a segment, a second for a line of a million
+/// vertices, paid again at every start; so a short segment (both differences under
+/// [`SHORT_SEGMENT_DEG`] and within [`SHORT_SEGMENT_MAX_LAT`], which is nearly every
+/// segment of a surveyed line in China) is measured
+/// on the ellipsoid's tangent plane at its mid-latitude, with the meridional (M) and
+/// prime-vertical (N) radii of curvature there: relative error under 1e-8 at that size
+/// (a test compares it with Karney's), some 20 times faster. Longer segments use Karney's.
+/// No crate offers this shortcut.
+fn line_length_m(l: &geo_types::LineString) -> f64 {
+    const A: f64 = 6_378_137.0;
+    const F: f64 = 1.0 / 298.257_223_563;
+    const E2: f64 = F * (2.0 - F);
+    l.0.windows(2)
+        .map(|w| {
+            let (p, q) = (w[0], w[1]);
+            let (dlon, dlat) = (q.x - p.x, q.y - p.y);
+            let mid_lat = (p.y + q.y) / 2.0;
+            if dlon.abs() <= SHORT_SEGMENT_DEG
+                && dlat.abs() <= SHORT_SEGMENT_DEG
+                && mid_lat.abs() <= SHORT_SEGMENT_MAX_LAT
+            {
+                let phi = mid_lat.to_radians();
+                let w2 = 1.0 - E2 * phi.sin().powi(2);
+                let n = A / w2.sqrt();
+                let m = A * (1.0 - E2) / (w2 * w2.sqrt());
+                let dx = dlon.to_radians() * n * phi.cos();
+                let dy = dlat.to_radians() * m;
+                dx.hypot(dy)
+            } else {
+                Geodesic.distance(Point(p), Point(q))
+            }
+        })
+        .sum()
 }
 
 /// What indexing a feature costs beyond copying it, computed before any lock is taken
@@ -921,6 +964,44 @@ mod tests {
                 Value::Null,
             ],
         }
+    }
+
+    #[test]
+    fn short_segments_measure_as_karneys_geodesics() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for _ in 0..20_000 {
+            // Chongqing and everywhere up to 85°, segments from a millimetre to the limit.
+            let lat = -85.0 + 170.0 * next();
+            let lon = -179.0 + 358.0 * next();
+            let scale = 10f64.powf(-8.0 + 6.0 * next()) / 0.01 * SHORT_SEGMENT_DEG;
+            let p = Coord { x: lon, y: lat };
+            let q = Coord {
+                x: lon + (2.0 * next() - 1.0) * scale.min(SHORT_SEGMENT_DEG),
+                y: (lat + (2.0 * next() - 1.0) * scale.min(SHORT_SEGMENT_DEG)).clamp(-85.0, 85.0),
+            };
+            let ours = line_length_m(&geo_types::LineString(vec![p, q]));
+            let karney = Geodesic.distance(Point(p), Point(q));
+            let err = (ours - karney).abs();
+            assert!(
+                err <= 1e-8 * karney + 1e-6,
+                "{p:?} {q:?}: {ours} m against {karney} m"
+            );
+        }
+        // Longer segments are Karney's own.
+        let long = geo_types::LineString(vec![
+            Coord { x: 106.0, y: 29.0 },
+            Coord { x: 107.0, y: 30.0 },
+        ]);
+        assert_eq!(
+            line_length_m(&long),
+            Geodesic.distance(Point::new(106.0, 29.0), Point::new(107.0, 30.0))
+        );
     }
 
     #[test]
