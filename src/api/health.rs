@@ -20,7 +20,8 @@ const UNREADABLE_SHOWN: usize = 20;
 ///   since: `writes` says which, since when and how often (it clears by itself at the
 ///   next commit);
 /// - the disk reserve beside the store is missing (spent by an operator, or no room to
-///   write it): `disk` has the free space and the reserve.
+///   write it), or less space is free than the reserve's size: `disk` has the free
+///   space and the reserve.
 ///
 /// It always answers 200 from memory and a `statvfs`, so it answers on a full disk.
 pub async fn health(State(app): State<Arc<App>>) -> Json<Value> {
@@ -65,6 +66,14 @@ pub async fn health(State(app): State<Arc<App>>) -> Json<Value> {
         }
     };
     let disk = store.disk_status();
+    // Less free than the reserve: the next writes may fail (and right after a restart
+    // on a full disk, before any write has failed, this is the only sign).
+    if let Some(free) = disk.free_bytes.filter(|&f| f < disk.reserve_bytes) {
+        reasons.push(format!(
+            "the disk holding the store has {free} bytes free, less than the reserve ({} bytes)",
+            disk.reserve_bytes
+        ));
+    }
     if disk.reserve_bytes > 0 && !disk.reserve_present {
         reasons.push(format!(
             "the disk reserve {} ({} bytes) is missing: it is written again once twice its size is free",
