@@ -50,7 +50,13 @@ impl Tmpfs {
         let dir = parent.path().join("mnt");
         std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m"), "riskmap-test"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size_mb}m"),
+                "riskmap-test",
+            ])
             .arg(&dir)
             .output()
             .map_err(|e| format!("cannot run mount: {e}"))?;
@@ -228,8 +234,9 @@ fn feature(i: usize) -> (String, String) {
 /// `PRAGMA integrity_check` straight from SQLite, read-only (a read-write connection
 /// closing last would checkpoint the WAL, changing what the restart finds).
 fn integrity(store: &Path) -> String {
-    let c = rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap();
+    let c =
+        rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
     c.query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap()
 }
@@ -239,7 +246,13 @@ fn integrity(store: &Path) -> String {
 fn check_all(addr: &str, expected: &Expected) -> usize {
     let mut present = 0;
     for (id, want) in expected {
-        let r = http(addr, "GET", &format!("/collections/risk_points/items/{id}"), &[], "");
+        let r = http(
+            addr,
+            "GET",
+            &format!("/collections/risk_points/items/{id}"),
+            &[],
+            "",
+        );
         match want {
             Some(level) => {
                 assert_eq!(r.status, 200, "{id} was acknowledged: {}", r.text());
@@ -249,7 +262,13 @@ fn check_all(addr: &str, expected: &Expected) -> usize {
             None => assert_eq!(r.status, 404, "{id} was deleted: {}", r.text()),
         }
     }
-    let r = http(addr, "GET", "/collections/risk_points/items?limit=10000", &[], "");
+    let r = http(
+        addr,
+        "GET",
+        "/collections/risk_points/items?limit=10000",
+        &[],
+        "",
+    );
     assert_eq!(r.json()["numberMatched"], present, "nothing else is there");
     present
 }
@@ -272,7 +291,14 @@ fn disk_full_on_tmpfs() {
         }
     };
     let data = mnt.dir.join("data");
-    let o = riskmap(&["keys", "add", "--role", "planner", "--data", data.to_str().unwrap()]);
+    let o = riskmap(&[
+        "keys",
+        "add",
+        "--role",
+        "planner",
+        "--data",
+        data.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let auth = format!("Bearer {}", text(&o.stdout).trim());
     let json_h = [
@@ -301,7 +327,13 @@ fn disk_full_on_tmpfs() {
     for _ in 0..20 {
         let (id, body) = feature(next);
         next += 1;
-        let r = http(&addr, "POST", "/collections/risk_points/items", &json_h, &body);
+        let r = http(
+            &addr,
+            "POST",
+            "/collections/risk_points/items",
+            &json_h,
+            &body,
+        );
         assert_eq!(r.status, 201, "{}", r.text());
         expected.insert(id, Some(["I", "II", "III", "IV"][(next - 1) % 4].into()));
     }
@@ -318,7 +350,13 @@ fn disk_full_on_tmpfs() {
         let (id, body) = feature(next);
         let level = ["I", "II", "III", "IV"][next % 4];
         next += 1;
-        let r = http(&addr, "POST", "/collections/risk_points/items", &json_h, &body);
+        let r = http(
+            &addr,
+            "POST",
+            "/collections/risk_points/items",
+            &json_h,
+            &body,
+        );
         match r.status {
             201 => {
                 expected.insert(id, Some(level.into()));
@@ -341,7 +379,11 @@ fn disk_full_on_tmpfs() {
         d.contains("is full") && d.contains(store.to_str().unwrap()),
         "the description names the cause and the store: {d}"
     );
-    assert!(full.headers.contains_key("retry-after"), "{:?}", full.headers);
+    assert!(
+        full.headers.contains_key("retry-after"),
+        "{:?}",
+        full.headers
+    );
     assert_eq!(full.headers["x-content-type-options"], "nosniff");
 
     // /health says why.
@@ -361,10 +403,26 @@ fn disk_full_on_tmpfs() {
 
     // Reads go on: the list, one item, a tile, the collections.
     let acked: Vec<&String> = expected.keys().collect();
-    let r = http(&addr, "GET", "/collections/risk_points/items?limit=10000", &[], "");
+    let r = http(
+        &addr,
+        "GET",
+        "/collections/risk_points/items?limit=10000",
+        &[],
+        "",
+    );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["numberMatched"], expected.len(), "every acknowledged write is served");
-    let r = http(&addr, "GET", &format!("/collections/risk_points/items/{}", acked[0]), &[], "");
+    assert_eq!(
+        r.json()["numberMatched"],
+        expected.len(),
+        "every acknowledged write is served"
+    );
+    let r = http(
+        &addr,
+        "GET",
+        &format!("/collections/risk_points/items/{}", acked[0]),
+        &[],
+        "",
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let r = http(&addr, "GET", "/tiles/risk_points/0/0/0.mvt", &[], "");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -374,7 +432,13 @@ fn disk_full_on_tmpfs() {
 
     // A delete needs space too (SQLite appends it to the WAL): it is refused cleanly.
     let victim = acked[1].clone();
-    let r = http(&addr, "DELETE", &format!("/collections/risk_points/items/{victim}"), &key_h, "");
+    let r = http(
+        &addr,
+        "DELETE",
+        &format!("/collections/risk_points/items/{victim}"),
+        &key_h,
+        "",
+    );
     let delete_when_full = r.status;
     match r.status {
         507 => assert_eq!(r.json()["code"], "InsufficientStorage"),
@@ -400,13 +464,22 @@ fn disk_full_on_tmpfs() {
     );
     let (id, body) = feature(next);
     next += 1;
-    let r = http(&addr, "POST", "/collections/risk_points/items", &json_h, &body);
+    let r = http(
+        &addr,
+        "POST",
+        "/collections/risk_points/items",
+        &json_h,
+        &body,
+    );
     match r.status {
         507 => assert_eq!(r.json()["code"], "InsufficientStorage"),
         201 => {
             expected.insert(id, Some(["I", "II", "III", "IV"][(next - 1) % 4].into()));
         }
-        s => panic!("a write on a full disk after a restart got {s}: {}", r.text()),
+        s => panic!(
+            "a write on a full disk after a restart got {s}: {}",
+            r.text()
+        ),
     }
 
     // The operator's first step: rm the reserve. Deletes go through the API at once.
@@ -418,8 +491,19 @@ fn disk_full_on_tmpfs() {
         .take(3)
         .collect();
     for v in &victims {
-        let r = http(&addr, "DELETE", &format!("/collections/risk_points/items/{v}"), &key_h, "");
-        assert_eq!(r.status, 204, "DELETE after rm of the reserve: {}", r.text());
+        let r = http(
+            &addr,
+            "DELETE",
+            &format!("/collections/risk_points/items/{v}"),
+            &key_h,
+            "",
+        );
+        assert_eq!(
+            r.status,
+            204,
+            "DELETE after rm of the reserve: {}",
+            r.text()
+        );
         expected.insert(v.clone(), None);
     }
     let patched = expected
@@ -450,7 +534,13 @@ fn disk_full_on_tmpfs() {
         let (id, body) = feature(next);
         let level = ["I", "II", "III", "IV"][next % 4];
         next += 1;
-        let r = http(&addr, "POST", "/collections/risk_points/items", &json_h, &body);
+        let r = http(
+            &addr,
+            "POST",
+            "/collections/risk_points/items",
+            &json_h,
+            &body,
+        );
         assert_eq!(r.status, 201, "a write after space came back: {}", r.text());
         expected.insert(id, Some(level.into()));
         after += 1;

@@ -480,13 +480,15 @@ impl Store {
         // dirty pages and marked them clean); a fresh connection reads the file again.
         reopen |= kind == "io";
         if reopen {
-            match open_connection(&self.path, true) {
+            match open_connection_with(&self.path, true, false) {
                 Ok(fresh) => {
                     *conn = fresh;
                     tracing::warn!("reopened the store's writer connection after a disk error");
                 }
                 // Kept the old one: the next write tries again (and reopens again).
-                Err(e) => tracing::error!(error = %e, "cannot reopen the store's writer connection"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot reopen the store's writer connection")
+                }
             }
         }
         if kind == "disk_full" {
@@ -505,7 +507,8 @@ impl Store {
     }
 
     /// After a commit: writes work, whatever failed before; and the reserve is put
-    /// back once there is room for it.
+    /// back once there is room for it (outside the writer's lock, but a caller's own
+    /// lock may wait for it: writing 64 MiB once per full-disk episode is the cost).
     fn write_succeeded(&self) {
         if let Some(f) = self.health.lock().take() {
             tracing::info!(failures = f.failures, since = %f.since, "store writes work again");
@@ -673,7 +676,10 @@ impl Store {
 
 /// Free bytes for unprivileged writers on the file system holding `path`.
 fn free_bytes(path: &Path) -> Option<u64> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let s = rustix::fs::statvfs(dir).ok()?;
     Some(s.f_bavail.saturating_mul(s.f_frsize))
 }
@@ -697,8 +703,17 @@ fn integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 fn open_connection(path: &Path, write: bool) -> Result<Connection, StoreError> {
-    let flags = if write {
+    open_connection_with(path, write, write)
+}
+
+/// `create`: whether a missing file is created. Never when a connection is reopened
+/// after an error: a store moved away under a running server must not come back as
+/// a new empty file at its path.
+fn open_connection_with(path: &Path, write: bool, create: bool) -> Result<Connection, StoreError> {
+    let flags = if write && create {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    } else if write {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
     } else {
         OpenFlags::SQLITE_OPEN_READ_ONLY
     } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -800,9 +815,7 @@ mod tests {
         assert_eq!(store.write_health(), None);
         let pages: i64 = {
             let c = store.writer.lock();
-            let n = c
-                .query_row("PRAGMA page_count", [], |r| r.get(0))
-                .unwrap();
+            let n = c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
             c.query_row(&format!("PRAGMA max_page_count = {n}"), [], |r| {
                 r.get::<_, i64>(0)
             })
@@ -822,7 +835,10 @@ mod tests {
         let h = store.write_health().expect("the failure is recorded");
         assert_eq!((h.kind, h.failures), ("disk_full", 1));
         assert_eq!(h.reason, e.to_string());
-        assert!(store.writer.lock().is_autocommit(), "no transaction left open");
+        assert!(
+            store.writer.lock().is_autocommit(),
+            "no transaction left open"
+        );
         // A second failure counts in the same episode.
         put(&store, "big", 64 << 10).unwrap_err();
         let h2 = store.write_health().unwrap();
@@ -900,14 +916,29 @@ mod tests {
         assert!(matches!(eio, StoreError::Io { .. }), "{eio:?}");
     }
 
+    /// The writer reopened after an I/O error does not create a store: a store moved
+    /// away under a running server must not come back as a new empty file.
+    #[test]
+    fn reopening_the_writer_never_creates_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("riskmap.gpkg");
+        assert!(open_connection_with(&path, true, false).is_err());
+        assert!(!path.exists());
+        let _ = Store::open(&path, OpenMode::CreateIfMissing, &[]).unwrap();
+        assert!(open_connection_with(&path, true, false).is_ok());
+    }
+
     /// The reserve is real bytes of the asked size beside the store, written back
     /// after a commit once it is gone and there is room.
     #[test]
     fn reserve_is_written_and_put_back() {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            Store::open(&dir.path().join("riskmap.gpkg"), OpenMode::CreateIfMissing, &[])
-                .unwrap();
+        let store = Store::open(
+            &dir.path().join("riskmap.gpkg"),
+            OpenMode::CreateIfMissing,
+            &[],
+        )
+        .unwrap();
         store.keep_reserve(1 << 20).unwrap();
         let r = dir.path().join("riskmap.gpkg.reserve");
         assert_eq!(std::fs::metadata(&r).unwrap().len(), 1 << 20);
