@@ -734,6 +734,15 @@ fn load_all(store: &Store, defs: &[Arc<LayerDef>]) -> Result<Vec<LayerState>, St
     })
 }
 
+impl crate::store::HasStoreError for EditError {
+    fn store_error_mut(&mut self) -> Option<&mut StoreError> {
+        match self {
+            EditError::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 impl From<FieldError> for EditError {
     fn from(e: FieldError) -> Self {
         EditError::Invalid(e)

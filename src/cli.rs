@@ -64,6 +64,10 @@ pub enum Command {
         /// Memory for cached tiles, in MiB (compressed tiles).
         #[arg(long, env = "RISKMAP_TILE_CACHE_MB", default_value_t = 256)]
         tile_cache_mb: u64,
+        /// Size of the disk reserve kept beside the store (DATA/riskmap.gpkg.reserve), in
+        /// MiB; 0 keeps none. When the disk is full, `rm` it to let writes resume.
+        #[arg(long, env = "RISKMAP_DISK_RESERVE_MB", default_value_t = 64)]
+        disk_reserve_mb: u64,
     },
     /// Import a GeoJSON or CSV file into a layer (all of it or nothing).
     Import {
@@ -173,6 +177,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             no_demo,
             private_reads,
             tile_cache_mb,
+            disk_reserve_mb,
         } => {
             let config = load_config(&g.layers)?;
             serve(
@@ -184,6 +189,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     public_reads: !private_reads,
                     tile_cache_bytes: tile_cache_mb << 20,
                 },
+                disk_reserve_mb << 20,
             )
         }
         Command::Import {
@@ -238,9 +244,14 @@ fn serve(
     data: &Path,
     listen: &str,
     options: OpenOptions,
+    disk_reserve_bytes: u64,
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let app = Arc::new(App::open(config, data, options)?);
+    // A server that cannot write its reserve still serves (and says so in /health).
+    if let Err(e) = app.store().keep_reserve(disk_reserve_bytes) {
+        tracing::warn!(error = %e, "cannot write the disk reserve");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -158,6 +158,15 @@ pub enum DemoError {
     Store(#[from] StoreError),
 }
 
+impl crate::store::HasStoreError for DemoError {
+    fn store_error_mut(&mut self) -> Option<&mut StoreError> {
+        match self {
+            DemoError::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// One layer's demo features.
 pub type LayerBatch = (Arc<LayerDef>, Vec<Feature>);
 /// Features per layer, in the order they were made.

@@ -2,8 +2,10 @@
 //! 1. Every error is JSON `{"status", "code", "description"}` with `nosniff`; never HTML, and
 //!    request text is never echoed into markup.
 //! 2. Client mistakes are 4xx naming the field at fault; a busy store is 503 with `Retry-After`;
-//!    an edit of a row the store holds in unreadable form is 409; anything else is a 500 whose
-//!    detail goes to the log, not to the client.
+//!    a full disk is 507 `InsufficientStorage` and an I/O error under the store 503 `StoreIoError`
+//!    (both name the store file and say what to do: they are faults of the machine an operator
+//!    can fix, not bugs); an edit of a row the store holds in unreadable form is 409; anything
+//!    else is a 500 whose detail goes to the log, not to the client.
 //! 3. Handlers return `Result<_, ApiError>`; domain errors are mapped once, in the `From` impls here.
 
 use axum::Json;
@@ -86,6 +88,31 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "StoreBusy", e.to_string())
                     .with_header(header::RETRY_AFTER, "2")
             }
+            // Writes resume by themselves once space is back (the store clears its write
+            // health at the next commit), hence a Retry-After although 507 has no
+            // retry semantics of its own. Seconds.
+            StoreError::DiskFull { .. } => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "InsufficientStorage",
+                format!(
+                    "{e}: nothing was written. Reads go on; writes resume by themselves once \
+                     space is freed on that disk (operators: GET /health, and the README's \
+                     \"When the disk is full\")"
+                ),
+            )
+            .with_header(header::RETRY_AFTER, "30"),
+            // The server reopens its writer connection after an I/O error; a retry a
+            // few seconds later is the right move for a client, and after a failed
+            // fsync it should read the feature first (If-Match makes the retry safe).
+            StoreError::Io { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "StoreIoError",
+                format!(
+                    "{e}: the request was not completed; try again shortly (after a failed \
+                     write, read the feature first: If-Match makes a retry safe)"
+                ),
+            )
+            .with_header(header::RETRY_AFTER, "5"),
             // An edit of a row whose cells cannot be read (written by another tool).
             StoreError::BadRow { .. } => ApiError::new(
                 StatusCode::CONFLICT,

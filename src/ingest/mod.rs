@@ -79,6 +79,15 @@ pub enum IngestError {
     Store(#[from] StoreError),
 }
 
+impl crate::store::HasStoreError for IngestError {
+    fn store_error_mut(&mut self) -> Option<&mut StoreError> {
+        match self {
+            IngestError::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// The formats `import` reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
