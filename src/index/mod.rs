@@ -19,7 +19,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use compact_str::CompactString;
-use geo::{BoundingRect, Distance, Euclidean, Geodesic, Intersects, Length};
+use geo::{BoundingRect, Distance, Euclidean, Geodesic, Intersects};
 use geo_types::{Coord, Geometry, Line, Point};
 use hashbrown::{DefaultHashBuilder, HashTable};
 use rstar::{AABB, PointDistance, RTree, RTreeObject};
