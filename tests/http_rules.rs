@@ -1,0 +1,146 @@
+//! HTTP details that clients and proxies rely on, through the router (`oneshot`); the
+//! ones hyper sees first are also checked on a real socket in `tests/smoke.rs`.
+
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode, header};
+use common::*;
+use riskmap::app::App;
+use riskmap::model::Role;
+use serde_json::{Value, json};
+
+const GEOJSON: &str = "application/geo+json";
+const MERGE: &str = "application/merge-patch+json";
+const ITEMS: &str = "/collections/risk_points/items";
+
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+async fn send(
+    app: &Arc<App>,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Resp {
+    let (status, headers, bytes) =
+        http(app, method, uri, headers, body.map(|b| b.to_string())).await;
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!(
+                "{method} {uri}: {status} with a body that is not JSON: {:?}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    };
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The error shape of every refusal: JSON `{status, code, description}`, `nosniff`.
+fn assert_json_error(r: &Resp, status: StatusCode, what: &str) {
+    assert_eq!(r.status, status, "{what}: {}", r.body);
+    assert_eq!(
+        r.headers[header::CONTENT_TYPE],
+        "application/json",
+        "{what}"
+    );
+    assert_eq!(
+        r.headers[header::X_CONTENT_TYPE_OPTIONS],
+        "nosniff",
+        "{what}"
+    );
+    assert_eq!(r.body["status"], status.as_u16(), "{what}");
+    assert!(r.body["code"].is_string(), "{what}: {}", r.body);
+    assert!(r.body["description"].is_string(), "{what}: {}", r.body);
+}
+
+fn planner(app: &App) -> String {
+    app.store()
+        .add_key("test", Role::Planner, "Li Wei")
+        .unwrap()
+        .secret
+}
+
+/// A store with one risk point, R1, created over HTTP by a planner; the app and the
+/// planner's key.
+async fn with_r1(dir: &Path) -> (Arc<App>, String) {
+    let app = open_app(dir);
+    let key = planner(&app);
+    let auth = format!("Bearer {key}");
+    let r = send(
+        &app,
+        "POST",
+        ITEMS,
+        &[("authorization", &auth), ("content-type", GEOJSON)],
+        Some(risk_point("R1", 106.5, 29.5, "III")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    (app, key)
+}
+
+async fn patch_level(app: &Arc<App>, auth: &str, if_match: Option<&str>, level: &str) -> Resp {
+    let mut h = vec![("authorization", auth), ("content-type", MERGE)];
+    if let Some(m) = if_match {
+        h.push(("if-match", m));
+    }
+    send(
+        app,
+        "PATCH",
+        &format!("{ITEMS}/R1"),
+        &h,
+        Some(json!({"properties": {"level": level}})),
+    )
+    .await
+}
+
+async fn level_of_r1(app: &Arc<App>) -> Value {
+    send(app, "GET", &format!("{ITEMS}/R1"), &[], None)
+        .await
+        .body["properties"]["level"]
+        .clone()
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_matched_in_any_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, key) = with_r1(dir.path()).await;
+    // RFC 9110 §11.1: the scheme is case-insensitive, one or more spaces follow it.
+    for (scheme, level) in [("bearer", "I"), ("BEARER", "II"), ("BeArEr ", "IV")] {
+        let r = patch_level(&app, &format!("{scheme} {key}"), None, level).await;
+        assert_eq!(r.status, StatusCode::OK, "{scheme:?}: {}", r.body);
+        assert_eq!(level_of_r1(&app).await, level, "{scheme:?}");
+    }
+    // Other schemes, a scheme run into the key, no key: 401 with a challenge.
+    for bad in [
+        format!("Basic {key}"),
+        format!("Bearer{key}"),
+        format!("Bearers {key}"),
+        "Bearer ".to_string(),
+        "bearer".to_string(),
+    ] {
+        let r = patch_level(&app, &bad, None, "I").await;
+        assert_json_error(&r, StatusCode::UNAUTHORIZED, &bad);
+        assert!(
+            r.headers[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer realm=")
+        );
+    }
+    assert_eq!(level_of_r1(&app).await, "IV");
+}
