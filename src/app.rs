@@ -579,12 +579,44 @@ fn check_if_match(
     let Some(wanted) = if_match else {
         return Ok(());
     };
+    // RFC 9110 §13.1.1: `*` matches any current representation (there is one: the
+    // caller found the feature); otherwise the list's entity tags are compared
+    // strongly, so a weak tag `W/"..."` never matches, not even with the same opaque
+    // tag (a weak tag only promises semantic equivalence, too little to overwrite on).
+    // A list that does not parse matches nothing: the write must not go ahead on a
+    // condition that could not be read.
+    fn matches(list: &str, now: &str) -> bool {
+        // `*` stands alone (`If-Match = "*" / #entity-tag`).
+        if list.trim_matches([' ', '\t']) == "*" {
+            return true;
+        }
+        let (mut rest, mut found) = (list, false);
+        loop {
+            rest = rest.trim_start_matches([' ', '\t', ',']);
+            if rest.is_empty() {
+                return found;
+            }
+            let (weak, r) = match rest.strip_prefix("W/") {
+                Some(r) => (true, r),
+                None => (false, rest),
+            };
+            // An entity tag is a quoted opaque tag without inner quotes.
+            let Some(body) = r.strip_prefix('"') else {
+                return false;
+            };
+            let Some(end) = body.find('"') else {
+                return false;
+            };
+            let tag = &r[..end + 2];
+            found |= !weak && tag == now;
+            rest = &body[end + 1..];
+            if !(rest.is_empty() || rest.starts_with([' ', '\t', ','])) {
+                return false;
+            }
+        }
+    }
     let now = etag(layer, current);
-    let ok = wanted
-        .split(',')
-        .map(str::trim)
-        .any(|w| w == "*" || w == now || w.strip_prefix("W/") == Some(now.as_str()));
-    if ok {
+    if matches(wanted, &now) {
         Ok(())
     } else {
         Err(EditError::PreconditionFailed { current: now })

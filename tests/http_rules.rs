@@ -144,3 +144,74 @@ async fn the_bearer_scheme_is_matched_in_any_case() {
     }
     assert_eq!(level_of_r1(&app).await, "IV");
 }
+
+#[tokio::test]
+async fn if_match_compares_strongly_and_star_matches_an_existing_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, key) = with_r1(dir.path()).await;
+    let auth = format!("Bearer {key}");
+    let etag = |r: &Resp| r.headers[header::ETAG].to_str().unwrap().to_string();
+    let tag = etag(&send(&app, "GET", &format!("{ITEMS}/R1"), &[], None).await);
+    assert!(tag.starts_with('"') && tag.ends_with('"'), "{tag}");
+
+    // A weak tag never matches for a write (RFC 9110 §13.1.1), even the same one;
+    // nor does a malformed list that happens to hold the tag.
+    for cond in [
+        format!("W/{tag}"),
+        format!("w/{tag}"),
+        format!("\"other\", W/{tag}"),
+        format!("{tag}, garbage"),
+        format!("*, {tag}"),
+        tag.trim_matches('"').to_string(),
+    ] {
+        let r = patch_level(&app, &auth, Some(&cond), "I").await;
+        assert_json_error(&r, StatusCode::PRECONDITION_FAILED, &cond);
+        assert_eq!(level_of_r1(&app).await, "III", "{cond}");
+    }
+    let r = send(
+        &app,
+        "DELETE",
+        &format!("{ITEMS}/R1"),
+        &[("authorization", &auth), ("if-match", &format!("W/{tag}"))],
+        None,
+    )
+    .await;
+    assert_json_error(&r, StatusCode::PRECONDITION_FAILED, "weak DELETE");
+
+    // The strong tag, alone or in a list, matches.
+    let r = patch_level(&app, &auth, Some(&format!("\"x\", {tag}")), "II").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let tag2 = etag(&r);
+    assert_ne!(tag2, tag);
+    // The old tag no longer does.
+    let r = patch_level(&app, &auth, Some(&tag), "I").await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+    // `*` matches any existing feature, and nothing that does not exist.
+    let r = patch_level(&app, &auth, Some("*"), "IV").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(level_of_r1(&app).await, "IV");
+    let r = send(
+        &app,
+        "PATCH",
+        &format!("{ITEMS}/NOPE"),
+        &[
+            ("authorization", &auth),
+            ("content-type", MERGE),
+            ("if-match", "*"),
+        ],
+        Some(json!({"properties": {"level": "I"}})),
+    )
+    .await;
+    assert_json_error(&r, StatusCode::NOT_FOUND, "* on a missing feature");
+    // GET's If-None-Match keeps the weak comparison it is defined with.
+    let now = etag(&send(&app, "GET", &format!("{ITEMS}/R1"), &[], None).await);
+    let r = send(
+        &app,
+        "GET",
+        &format!("{ITEMS}/R1"),
+        &[("if-none-match", &format!("W/{now}"))],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+}
