@@ -215,3 +215,79 @@ async fn if_match_compares_strongly_and_star_matches_an_existing_feature() {
     .await;
     assert_eq!(r.status, StatusCode::NOT_MODIFIED);
 }
+
+#[tokio::test]
+async fn ids_a_url_cannot_carry_back_are_refused_naming_the_field_and_others_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = open_app(dir.path());
+    let key = planner(&app);
+    let auth = format!("Bearer {key}");
+    let h = [("authorization", auth.as_str()), ("content-type", GEOJSON)];
+    for (id, why) in [
+        (".", "dot segment"),
+        ("..", "dot segment"),
+        ("a/b", "'/'"),
+        ("a\\b", "'\\\\'"),
+        (" R2", "whitespace"),
+        ("R\u{0}2", "control"),
+        ("", "empty"),
+    ] {
+        let r = send(
+            &app,
+            "POST",
+            ITEMS,
+            &h,
+            Some(risk_point(id, 106.5, 29.5, "I")),
+        )
+        .await;
+        assert_json_error(&r, StatusCode::UNPROCESSABLE_ENTITY, id);
+        let d = r.body["description"].as_str().unwrap();
+        assert!(
+            d.starts_with("field 'id'") || d.starts_with("field 'properties.id'"),
+            "{id:?}: {d}"
+        );
+        assert!(d.contains(why), "{id:?}: {d}");
+    }
+    // Through the URL of a PUT (the id comes from the path): `%2E%2E` decodes to `..`.
+    let r = send(
+        &app,
+        "PUT",
+        &format!("{ITEMS}/%2E%2E"),
+        &h,
+        Some(
+            json!({"type": "Feature", "geometry": {"type": "Point", "coordinates": [106.5, 29.5]},
+                    "properties": {"name": "n", "category": "landslide", "level": "I"}}),
+        ),
+    )
+    .await;
+    assert_json_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "PUT %2E%2E");
+    let d = r.body["description"].as_str().unwrap();
+    assert!(
+        d.starts_with("field 'id'") && d.contains("dot segment"),
+        "{d}"
+    );
+    assert_eq!(
+        app.layer("risk_points").unwrap().index.read().len(),
+        0,
+        "nothing was stored"
+    );
+
+    // Ids with characters that need percent-encoding are fine: the Location and the
+    // self link give them encoded, and they lead back to the feature.
+    for id in ["a?b#c", "50%", "桥 7", "..."] {
+        let r = send(
+            &app,
+            "POST",
+            ITEMS,
+            &h,
+            Some(risk_point(id, 106.5, 29.5, "I")),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{id:?}: {}", r.body);
+        let location = r.headers[header::LOCATION].to_str().unwrap().to_string();
+        assert_eq!(r.body["links"][0]["href"], location.as_str());
+        let got = send(&app, "GET", &location, &[], None).await;
+        assert_eq!(got.status, StatusCode::OK, "{id:?} at {location}");
+        assert_eq!(got.body["id"], id);
+    }
+}

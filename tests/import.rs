@@ -200,6 +200,9 @@ fn bad_inputs() -> Vec<Bad> {
         Bad { what: "CSV for a line layer", layer: "pipelines", name: "lines.csv", bytes: b"id,lon,lat\nL1,106.5,29.5\n".to_vec(), expect: &["lines.csv", "CSV can only feed point layers"] },
         Bad { what: "CSV without coordinates", layer: "sensors", name: "nocoords.csv", bytes: b"id,type_id\nS1,1\n".to_vec(), expect: &["nocoords.csv", "no longitude column"] },
         Bad { what: "foreign CRS", layer: "risk_points", name: "mercator.geojson", bytes: format!("{{\"type\":\"FeatureCollection\",\"crs\":{{\"type\":\"name\",\"properties\":{{\"name\":\"urn:ogc:def:crs:EPSG::3857\"}}}},\"features\":{}}}", serde_json::to_string(&good).unwrap()).into_bytes(), expect: &["mercator.geojson", "EPSG::3857", "Reproject"] },
+        Bad { what: "dot-segment id", layer: "risk_points", name: "dotdot.geojson", bytes: with(risk_point("..", 106.0, 29.0, "I")), expect: &["dotdot.geojson", "feature 31", "field 'id'", "dot segment"] },
+        Bad { what: "id with a slash", layer: "risk_points", name: "slash.geojson", bytes: with(risk_point("R/1", 106.0, 29.0, "I")), expect: &["slash.geojson", "feature 31", "field 'id'", "'/'"] },
+        Bad { what: "CSV dot id", layer: "sensors", name: "dot.csv", bytes: b"id,type_id,lon,lat\nS1,1,106.5,29.5\n.,1,106.5,29.5\n".to_vec(), expect: &["dot.csv", "feature 2", "line 3", "field 'id'", "dot segment"] },
         Bad { what: "empty file", layer: "risk_points", name: "empty.geojson", bytes: Vec::new(), expect: &["empty.geojson", "no JSON"] },
     ]
 }
