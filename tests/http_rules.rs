@@ -291,3 +291,57 @@ async fn ids_a_url_cannot_carry_back_are_refused_naming_the_field_and_others_rou
         assert_eq!(got.body["id"], id);
     }
 }
+
+#[tokio::test]
+async fn positions_need_two_or_three_numbers_and_refusals_name_the_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, key) = with_r1(dir.path()).await;
+    let auth = format!("Bearer {key}");
+    let mut five = risk_point("R2", 106.5, 29.5, "I");
+    five["geometry"]["coordinates"] = json!([106.5, 29.5, 300.0, 1.0, 2.0]);
+    let r = send(
+        &app,
+        "POST",
+        ITEMS,
+        &[("authorization", &auth), ("content-type", GEOJSON)],
+        Some(five),
+    )
+    .await;
+    assert_json_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "five numbers");
+    let d = r.body["description"].as_str().unwrap();
+    assert!(d.starts_with("field 'geometry.coordinates': "), "{d}");
+    assert!(d.contains("5 number(s)"), "{d}");
+    let r = send(&app, "GET", &format!("{ITEMS}/R2"), &[], None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "nothing was stored");
+
+    // A PATCH into a multi-part geometry names the position.
+    let r = send(
+        &app,
+        "PATCH",
+        &format!("{ITEMS}/R1"),
+        &[("authorization", &auth), ("content-type", MERGE)],
+        Some(json!({"geometry": {"type": "Point", "coordinates": [106.6]}})),
+    )
+    .await;
+    assert_json_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "one number");
+    assert!(
+        r.body["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("field 'geometry.coordinates': a position has 1 number(s)"),
+        "{}",
+        r.body
+    );
+
+    // Three numbers: the altitude is dropped, and the answer shows what was stored.
+    let r = send(
+        &app,
+        "PATCH",
+        &format!("{ITEMS}/R1"),
+        &[("authorization", &auth), ("content-type", MERGE)],
+        Some(json!({"geometry": {"type": "Point", "coordinates": [106.6, 29.6, 250.0]}})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["geometry"]["coordinates"], json!([106.6, 29.6]));
+}
