@@ -345,3 +345,68 @@ async fn positions_need_two_or_three_numbers_and_refusals_name_the_member() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["geometry"]["coordinates"], json!([106.6, 29.6]));
 }
+
+#[tokio::test]
+async fn refusals_for_size_and_bad_input_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = open_app(dir.path());
+    let long = format!("/collections/risk_points/items?bbox={}", "1".repeat(9000));
+    let r = send(&app, "GET", &long, &[], None).await;
+    assert_json_error(&r, StatusCode::URI_TOO_LONG, "long URI");
+    assert_eq!(r.body["code"], "UriTooLong");
+
+    let names: Vec<String> = (0..70).map(|i| format!("x-h{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    let r = send(&app, "GET", "/health", &many, None).await;
+    assert_json_error(
+        &r,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "70 headers",
+    );
+
+    let big = "c".repeat(40 * 1024);
+    let r = send(&app, "GET", "/health", &[("cookie", &big)], None).await;
+    assert_json_error(
+        &r,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "40 KiB header",
+    );
+    assert_eq!(r.body["code"], "HeaderFieldsTooLarge");
+
+    // Just under the limits: served.
+    let fine = format!("/health?{}", "a".repeat(8000));
+    assert_eq!(
+        send(&app, "GET", &fine, &[], None).await.status,
+        StatusCode::OK
+    );
+
+    // Bad JSON, query and path: 400 in JSON, with the reason.
+    let key = planner(&app);
+    let auth = format!("Bearer {key}");
+    let (status, h, body) = http(
+        &app,
+        "POST",
+        ITEMS,
+        &[("authorization", &auth), ("content-type", GEOJSON)],
+        Some("{\"type\": \"Feature\",".into()),
+    )
+    .await;
+    let r = Resp {
+        status,
+        headers: h,
+        body: serde_json::from_slice(&body).unwrap(),
+    };
+    assert_json_error(&r, StatusCode::BAD_REQUEST, "truncated JSON");
+    for uri in [
+        "/collections/risk_points/items?limit=x",
+        "/collections/risk_points/items?bbox=1,2,3",
+        "/collections/risk_points/items?limit=%ZZ",
+        "/collections/%FF/items",
+        "/tiles/risk_points/99/0/0.mvt",
+        "/tiles/risk_points/a/b/c.mvt",
+    ] {
+        let r = send(&app, "GET", uri, &[], None).await;
+        assert!(r.status.is_client_error(), "{uri}");
+        assert_json_error(&r, r.status, uri);
+    }
+}

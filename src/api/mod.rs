@@ -9,6 +9,7 @@ mod health;
 mod items;
 mod landing;
 mod metrics;
+mod rejections;
 mod router;
 mod tiles;
 mod web;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::ApiError;
+pub use rejections::{MAX_HEAD_BYTES, MAX_HEADERS};
 pub use router::{MAX_BODY_BYTES, router};
 
 use crate::app::App;
