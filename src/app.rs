@@ -38,6 +38,12 @@ pub struct OpenOptions {
     pub public_reads: bool,
     /// Memory for cached tiles (compressed bytes).
     pub tile_cache_bytes: u64,
+    /// The origin clients reach the server at (`https://maps.example.org`), written
+    /// into absolute URLs instead of anything a request says (`api::public_url`).
+    pub public_url: Option<String>,
+    /// Without a public URL: take `X-Forwarded-Host`/`-Proto` from requests (only
+    /// behind a proxy that sets them).
+    pub trust_forwarded: bool,
 }
 
 impl Default for OpenOptions {
@@ -46,6 +52,8 @@ impl Default for OpenOptions {
             demo: true,
             public_reads: true,
             tile_cache_bytes: 256 << 20,
+            public_url: None,
+            trust_forwarded: false,
         }
     }
 }
@@ -226,6 +234,11 @@ impl App {
     /// The tile cache.
     pub fn tile_cache(&self) -> &crate::tiles::TileCache {
         &self.tiles
+    }
+
+    /// The options the catalogue was opened with.
+    pub fn options(&self) -> &OpenOptions {
+        &self.options
     }
 
     pub fn public_reads(&self) -> bool {

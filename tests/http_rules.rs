@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode, header};
 use common::*;
-use riskmap::app::App;
+use riskmap::app::{App, OpenOptions};
 use riskmap::model::Role;
 use serde_json::{Value, json};
 
@@ -408,5 +408,143 @@ async fn refusals_for_size_and_bad_input_are_json() {
         let r = send(&app, "GET", uri, &[], None).await;
         assert!(r.status.is_client_error(), "{uri}");
         assert_json_error(&r, r.status, uri);
+    }
+}
+
+fn app_with(dir: &Path, public_url: Option<&str>, trust_forwarded: bool) -> Arc<App> {
+    Arc::new(
+        App::open(
+            config(),
+            dir,
+            OpenOptions {
+                demo: false,
+                public_reads: true,
+                public_url: public_url.map(|u| riskmap::api::parse_public_url(u).unwrap()),
+                trust_forwarded,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    )
+}
+
+/// Every `Vary` value, joined (CORS adds its own).
+fn vary(h: &HeaderMap) -> String {
+    h.get_all(header::VARY)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn tiles_url(app: &Arc<App>, headers: &[(&str, &str)]) -> (Resp, String) {
+    let r = send(app, "GET", "/tiles/risk_points.json", headers, None).await;
+    let url = r.body["tiles"][0].as_str().unwrap_or("").to_string();
+    (r, url)
+}
+
+#[tokio::test]
+async fn tilejson_uses_the_public_url_and_a_hostile_host_cannot_inject() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile: [(&str, &str); 2] = [("host", "evil.example"), ("x-forwarded-proto", "https")];
+
+    // A public URL: the request's Host and X-Forwarded-* change nothing, no Vary.
+    let app = app_with(dir.path(), Some("https://maps.example.org/"), false);
+    let cases: [&[(&str, &str)]; 3] = [&hostile, &[("x-forwarded-host", "evil.example")], &[]];
+    for h in cases {
+        let (r, url) = tiles_url(&app, h).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            url,
+            "https://maps.example.org/tiles/risk_points/{z}/{x}/{y}.mvt"
+        );
+        assert!(!vary(&r.headers).contains("host"), "{}", vary(&r.headers));
+    }
+    let style = send(&app, "GET", "/styles/riskmap.json", &hostile, None).await;
+    let src = style.body["sources"]["riskmap"]["url"].as_str().unwrap();
+    assert!(src.starts_with("https://maps.example.org/tiles/"), "{src}");
+    drop(app);
+
+    // No public URL: the Host, checked; X-Forwarded-* ignored unless trusted.
+    let app = app_with(dir.path(), None, false);
+    let (r, url) = tiles_url(&app, &hostile).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        url, "http://evil.example/tiles/risk_points/{z}/{x}/{y}.mvt",
+        "Host is the origin asked for; the proto is not taken"
+    );
+    assert!(vary(&r.headers).contains("host"), "{}", vary(&r.headers));
+    assert!(
+        !vary(&r.headers).contains("forwarded"),
+        "{}",
+        vary(&r.headers)
+    );
+    let (_, url) = tiles_url(
+        &app,
+        &[
+            ("host", "maps.example:8080"),
+            ("x-forwarded-host", "evil.example"),
+        ],
+    )
+    .await;
+    assert!(url.starts_with("http://maps.example:8080/"), "{url}");
+    for bad in [
+        "evil.example/<script>",
+        "evil.example\"><img src=x>",
+        "javascript:alert(1)",
+        "user@evil.example",
+        "evil.example:99999",
+        "evil.example, other.example",
+    ] {
+        let r = send(
+            &app,
+            "GET",
+            "/tiles/risk_points.json",
+            &[("host", bad)],
+            None,
+        )
+        .await;
+        assert_json_error(&r, StatusCode::BAD_REQUEST, bad);
+        let r = send(&app, "GET", "/styles/riskmap.json", &[("host", bad)], None).await;
+        assert_json_error(&r, StatusCode::BAD_REQUEST, bad);
+    }
+    drop(app);
+
+    // Behind a trusted proxy: its X-Forwarded-Host and -Proto, held to the same
+    // syntax; the answer varies on them.
+    let app = app_with(dir.path(), None, true);
+    let (r, url) = tiles_url(
+        &app,
+        &[
+            ("host", "10.0.0.5:8080"),
+            ("x-forwarded-host", "maps.example.org"),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        url,
+        "https://maps.example.org/tiles/risk_points/{z}/{x}/{y}.mvt"
+    );
+    assert!(
+        vary(&r.headers).contains("x-forwarded-host"),
+        "{}",
+        vary(&r.headers)
+    );
+    for (name, bad) in [
+        ("x-forwarded-proto", "javascript"),
+        ("x-forwarded-proto", "https, http"),
+        ("x-forwarded-host", "evil.example/x"),
+        ("x-forwarded-host", "a.example, b.example"),
+    ] {
+        let r = send(
+            &app,
+            "GET",
+            "/tiles/risk_points.json",
+            &[("host", "maps.example"), (name, bad)],
+            None,
+        )
+        .await;
+        assert_json_error(&r, StatusCode::BAD_REQUEST, bad);
     }
 }

@@ -391,3 +391,34 @@ fn oversized_requests_get_json_through_hyper() {
     ));
     assert_eq!(got, 200);
 }
+
+#[test]
+fn tilejson_takes_the_public_url_given_to_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(
+        dir.path(),
+        &["--no-demo", "--public-url", "https://maps.example.org"],
+    );
+    // The configured public URL, whatever Host and X-Forwarded-* say.
+    let (status, head, body) = parts(&raw(
+        &server.addr,
+        b"GET /tiles/risk_points.json HTTP/1.1\r\nHost: evil.example\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: http\r\nConnection: close\r\n\r\n",
+    ));
+    assert_eq!(status, 200, "{head}");
+    let tj: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        tj["tiles"][0],
+        "https://maps.example.org/tiles/risk_points/{z}/{x}/{y}.mvt"
+    );
+    // A public URL that is not an http(s) origin stops the server before it starts.
+    let o = riskmap(&[
+        "serve",
+        "--no-demo",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--public-url",
+        "https://maps.example.org/riskmap",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("origin"), "{}", text(&o.stderr));
+}
