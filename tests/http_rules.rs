@@ -548,3 +548,82 @@ async fn tilejson_uses_the_public_url_and_a_hostile_host_cannot_inject() {
         assert_json_error(&r, StatusCode::BAD_REQUEST, bad);
     }
 }
+
+fn audit_roles(dir: &Path) -> Vec<(String, String, Option<String>)> {
+    let c = rusqlite::Connection::open(store_path(dir)).unwrap();
+    let mut s = c
+        .prepare("SELECT action, actor, role FROM riskmap_audit ORDER BY seq")
+        .unwrap();
+    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn audit_rows_name_the_role_of_the_key_in_a_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, key) = with_r1(dir.path()).await;
+    let admin = app
+        .store()
+        .add_key("test", Role::Admin, "Zhang")
+        .unwrap()
+        .secret;
+    let r = patch_level(&app, &format!("Bearer {admin}"), None, "I").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = patch_level(&app, &format!("Bearer {key}"), None, "II").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let rows = audit_roles(dir.path());
+    let edits: Vec<(&str, Option<&str>)> = rows
+        .iter()
+        .filter(|(a, _, _)| a == "create" || a == "patch")
+        .map(|(a, _, r)| (a.as_str(), r.as_deref()))
+        .collect();
+    assert_eq!(
+        edits,
+        [
+            ("create", Some("planner")),
+            ("patch", Some("admin")),
+            ("patch", Some("planner"))
+        ]
+    );
+    // Rows of the command line have no role.
+    assert!(
+        rows.iter()
+            .filter(|(a, _, _)| a == "key_add")
+            .all(|(_, actor, role)| actor == "test" && role.is_none())
+    );
+    let recent = app.store().recent_audit(1).unwrap();
+    assert_eq!(recent[0].2.role.as_deref(), Some("planner"));
+    drop(app);
+
+    // A store written before the column (schema version 1) is migrated when opened:
+    // the column is added and earlier rows of keys get their key's role.
+    {
+        let c = rusqlite::Connection::open(store_path(dir.path())).unwrap();
+        c.execute_batch(
+            "ALTER TABLE riskmap_audit DROP COLUMN role;
+             UPDATE riskmap_meta SET value = '1' WHERE key = 'schema_version';",
+        )
+        .unwrap();
+    }
+    let app = open_app(dir.path());
+    let version: String = rusqlite::Connection::open(store_path(dir.path()))
+        .unwrap()
+        .query_row(
+            "SELECT value FROM riskmap_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, "2");
+    let migrated = audit_roles(dir.path());
+    assert_eq!(migrated, rows, "the migration gives the same roles");
+    let r = patch_level(&app, &format!("Bearer {admin}"), None, "IV").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let last = audit_roles(dir.path()).pop().unwrap();
+    assert_eq!(
+        (last.0.as_str(), last.2.as_deref()),
+        ("patch", Some("admin"))
+    );
+}
