@@ -474,6 +474,27 @@ async fn tilejson_uses_the_public_url_and_a_hostile_host_cannot_inject() {
         "Host is the origin asked for; the proto is not taken"
     );
     assert!(vary(&r.headers).contains("host"), "{}", vary(&r.headers));
+    // An absolute-form target names the host instead of Host (RFC 9112 §3.2.2), under
+    // the same syntax.
+    let r = send(
+        &app,
+        "GET",
+        "http://maps.example:8080/tiles/risk_points.json",
+        &[("host", "other.example")],
+        None,
+    )
+    .await;
+    let url = r.body["tiles"][0].as_str().unwrap();
+    assert!(url.starts_with("http://maps.example:8080/tiles/"), "{url}");
+    let r = send(
+        &app,
+        "GET",
+        "http://user@maps.example/tiles/risk_points.json",
+        &[("host", "maps.example")],
+        None,
+    )
+    .await;
+    assert_json_error(&r, StatusCode::BAD_REQUEST, "user info in the target");
     assert!(
         !vary(&r.headers).contains("forwarded"),
         "{}",

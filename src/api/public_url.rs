@@ -5,8 +5,8 @@
 //! - With a public URL configured (`serve --public-url https://maps.example.org`, or
 //!   `RISKMAP_PUBLIC_URL`), it is the only origin written; `Host` and `X-Forwarded-*`
 //!   are ignored. The right setting behind a proxy or a CDN.
-//! - Without one, the origin is `http://` + the request's `Host` (or the HTTP/2
-//!   authority), which must be a plain `host[:port]` (DNS name, IPv4 or bracketed IPv6
+//! - Without one, the origin is `http://` + the request's `Host` (or the authority of
+//!   an absolute-form target, or HTTP/2's), which must be a plain `host[:port]` (DNS name, IPv4 or bracketed IPv6
 //!   address, port 1–65535): anything else is answered 400, as RFC 9112 §3.2 asks of
 //!   an invalid `Host`, so no markup, path, user info or odd scheme can pass.
 //!   `X-Forwarded-Host` and `X-Forwarded-Proto` are read only with
@@ -76,10 +76,13 @@ pub fn base_url(
     };
     let (host, from) = match forwarded_host {
         Some(h) => (Some(h), "X-Forwarded-Host"),
-        None => (
-            single(header::HOST.as_str())?.or(uri.authority().map(|a| a.as_str())),
-            "Host",
-        ),
+        // An absolute-form request target (`GET http://host/...`, and HTTP/2's
+        // :authority) names the host instead of `Host`, which is then ignored
+        // (RFC 9112 §3.2.2).
+        None => match uri.authority() {
+            Some(a) => (Some(a.as_str()), "the request target's authority"),
+            None => (single(header::HOST.as_str())?, "Host"),
+        },
     };
     let host = match host {
         Some(h) if valid_authority(h) => h,
