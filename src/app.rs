@@ -48,6 +48,12 @@ pub struct OpenOptions {
     pub public_reads: bool,
     /// Memory for cached tiles (compressed bytes).
     pub tile_cache_bytes: u64,
+    /// The origin clients reach the server at (`https://maps.example.org`), written
+    /// into absolute URLs instead of anything a request says (`api::public_url`).
+    pub public_url: Option<String>,
+    /// Without a public URL: take `X-Forwarded-Host`/`-Proto` from requests (only
+    /// behind a proxy that sets them).
+    pub trust_forwarded: bool,
 }
 
 impl Default for OpenOptions {
@@ -56,6 +62,8 @@ impl Default for OpenOptions {
             demo: true,
             public_reads: true,
             tile_cache_bytes: 256 << 20,
+            public_url: None,
+            trust_forwarded: false,
         }
     }
 }
@@ -242,6 +250,11 @@ impl App {
     /// The tile cache.
     pub fn tile_cache(&self) -> &crate::tiles::TileCache {
         &self.tiles
+    }
+
+    /// The options the catalogue was opened with.
+    pub fn options(&self) -> &OpenOptions {
+        &self.options
     }
 
     pub fn public_reads(&self) -> bool {
@@ -689,12 +702,44 @@ fn check_if_match(
     let Some(wanted) = if_match else {
         return Ok(());
     };
+    // RFC 9110 §13.1.1: `*` matches any current representation (there is one: the
+    // caller found the feature); otherwise the list's entity tags are compared
+    // strongly, so a weak tag `W/"..."` never matches, not even with the same opaque
+    // tag (a weak tag only promises semantic equivalence, too little to overwrite on).
+    // A list that does not parse matches nothing: the write must not go ahead on a
+    // condition that could not be read.
+    fn matches(list: &str, now: &str) -> bool {
+        // `*` stands alone (`If-Match = "*" / #entity-tag`).
+        if list.trim_matches([' ', '\t']) == "*" {
+            return true;
+        }
+        let (mut rest, mut found) = (list, false);
+        loop {
+            rest = rest.trim_start_matches([' ', '\t', ',']);
+            if rest.is_empty() {
+                return found;
+            }
+            let (weak, r) = match rest.strip_prefix("W/") {
+                Some(r) => (true, r),
+                None => (false, rest),
+            };
+            // An entity tag is a quoted opaque tag without inner quotes.
+            let Some(body) = r.strip_prefix('"') else {
+                return false;
+            };
+            let Some(end) = body.find('"') else {
+                return false;
+            };
+            let tag = &r[..end + 2];
+            found |= !weak && tag == now;
+            rest = &body[end + 1..];
+            if !(rest.is_empty() || rest.starts_with([' ', '\t', ','])) {
+                return false;
+            }
+        }
+    }
     let now = etag(layer, current);
-    let ok = wanted
-        .split(',')
-        .map(str::trim)
-        .any(|w| w == "*" || w == now || w.strip_prefix("W/") == Some(now.as_str()));
-    if ok {
+    if matches(wanted, &now) {
         Ok(())
     } else {
         Err(EditError::PreconditionFailed { current: now })

@@ -68,6 +68,14 @@ pub enum Command {
         /// MiB; 0 keeps none. When the disk is full, `rm` it to let writes resume.
         #[arg(long, env = "RISKMAP_DISK_RESERVE_MB", default_value_t = 64)]
         disk_reserve_mb: u64,
+        /// The origin clients reach the server at (https://maps.example.org), written
+        /// into TileJSON and the style instead of the request's Host.
+        #[arg(long, env = "RISKMAP_PUBLIC_URL", value_parser = crate::api::parse_public_url)]
+        public_url: Option<String>,
+        /// Without --public-url: take X-Forwarded-Host and X-Forwarded-Proto from
+        /// requests (only behind a proxy that sets them itself).
+        #[arg(long, env = "RISKMAP_TRUST_FORWARDED")]
+        trust_forwarded: bool,
     },
     /// Import a GeoJSON or CSV file into a layer (all of it or nothing).
     Import {
@@ -178,6 +186,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             private_reads,
             tile_cache_mb,
             disk_reserve_mb,
+            public_url,
+            trust_forwarded,
         } => {
             let config = load_config(&g.layers)?;
             serve(
@@ -188,6 +198,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     demo: !no_demo,
                     public_reads: !private_reads,
                     tile_cache_bytes: tile_cache_mb << 20,
+                    public_url,
+                    trust_forwarded,
                 },
                 disk_reserve_mb << 20,
             )

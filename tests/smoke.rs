@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -251,4 +253,95 @@ fn a_damaged_or_foreign_store_is_reported_not_served() {
         "a damaged store must not be served: {}",
         text(&o.stderr)
     );
+}
+
+/// The whole answer to raw request bytes (the connection is closed after it).
+fn raw(addr: &str, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(request).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    String::from_utf8_lossy(&resp).into_owned()
+}
+
+/// Status, lower-cased head and body of a raw answer.
+fn parts(resp: &str) -> (u16, String, String) {
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((resp, ""));
+    (
+        resp[9..12].parse().unwrap(),
+        head.to_ascii_lowercase(),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn oversized_requests_get_json_through_hyper() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &["--no-demo"]);
+    let addr = server.addr.as_str();
+    let request = |target: &str, headers: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n")
+    };
+    // Over riskmap's limits, well inside hyper's (64 KiB target, 100 fields, ~400 KB
+    // head): riskmap answers, in JSON.
+    let long_target = format!("/health?{}", "a".repeat(9000));
+    let many: String = (0..70).map(|i| format!("X-H{i}: 1\r\n")).collect();
+    let big = format!("Cookie: {}\r\n", "c".repeat(40 * 1024));
+    for (what, req, status) in [
+        ("9 KB target", request(&long_target, ""), 414),
+        ("70 header fields", request("/health", &many), 431),
+        ("40 KiB header", request("/health", &big), 431),
+    ] {
+        let (got, head, body) = parts(&raw(addr, req.as_bytes()));
+        assert_eq!(got, status, "{what}: {head}");
+        assert!(
+            head.contains("content-type: application/json"),
+            "{what}: {head}"
+        );
+        assert!(
+            head.contains("x-content-type-options: nosniff"),
+            "{what}: {head}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{what}: body {body:?} is not JSON: {e}"));
+        assert_eq!(v["status"], status, "{what}");
+        assert!(v["description"].is_string(), "{what}");
+    }
+    // Just under them: served.
+    let (got, _, _) = parts(&raw(
+        addr,
+        request(&format!("/health?{}", "a".repeat(8000)), "").as_bytes(),
+    ));
+    assert_eq!(got, 200);
+}
+
+#[test]
+fn tilejson_takes_the_public_url_given_to_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        dir.path(),
+        &["--no-demo", "--public-url", "https://maps.example.org"],
+    );
+    // The configured public URL, whatever Host and X-Forwarded-* say.
+    let (status, head, body) = parts(&raw(
+        &server.addr,
+        b"GET /tiles/risk_points.json HTTP/1.1\r\nHost: evil.example\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: http\r\nConnection: close\r\n\r\n",
+    ));
+    assert_eq!(status, 200, "{head}");
+    let tj: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        tj["tiles"][0],
+        "https://maps.example.org/tiles/risk_points/{z}/{x}/{y}.mvt"
+    );
+    // A public URL that is not an http(s) origin stops the server before it starts.
+    let o = riskmap(&[
+        "serve",
+        "--no-demo",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--public-url",
+        "https://maps.example.org/riskmap",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("origin"), "{}", text(&o.stderr));
 }

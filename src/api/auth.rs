@@ -16,6 +16,17 @@ fn challenge(e: ApiError, error: Option<&str>) -> ApiError {
     e.with_header(header::WWW_AUTHENTICATE, &value)
 }
 
+/// The token of `Bearer TOKEN`. The scheme is matched case-insensitively (RFC 9110
+/// §11.1: `bearer` and `BEARER` are the same scheme) and is followed by one or more
+/// spaces (`1*SP`); `None` for another scheme or no token.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    Some(rest.trim()).filter(|t| !t.is_empty())
+}
+
 /// The key presented, checked for `action`. Blocking (reads the store): call from a
 /// blocking task.
 pub fn require(app: &App, headers: &HeaderMap, action: Action) -> Result<ApiKey, ApiError> {
@@ -29,24 +40,16 @@ pub fn require(app: &App, headers: &HeaderMap, action: Action) -> Result<ApiKey,
             None,
         )
     })?;
-    let secret = value
-        .to_str()
-        .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .ok_or_else(|| {
-            challenge(
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "Unauthorized",
-                    "the Authorization header must be: Bearer KEY",
-                ),
-                Some("invalid_request"),
-            )
-        })?;
+    let secret = value.to_str().ok().and_then(bearer_token).ok_or_else(|| {
+        challenge(
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "the Authorization header must be: Bearer KEY",
+            ),
+            Some("invalid_request"),
+        )
+    })?;
     let key = app.store().authenticate(secret)?.ok_or_else(|| {
         challenge(
             ApiError::new(

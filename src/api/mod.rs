@@ -9,6 +9,8 @@ mod health;
 mod items;
 mod landing;
 mod metrics;
+mod public_url;
+mod rejections;
 mod router;
 mod tiles;
 mod web;
@@ -17,6 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::ApiError;
+pub use public_url::parse_public_url;
+pub use rejections::{MAX_HEAD_BYTES, MAX_HEADERS};
 pub use router::{MAX_BODY_BYTES, router};
 
 use crate::app::App;

@@ -59,6 +59,8 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(metrics::track))
         .layer(middleware::from_fn(timeout))
+        // Inside CORS, so browsers can read the errors it writes or rewrites as JSON.
+        .layer(middleware::from_fn(super::rejections::guard))
         .layer(
             CorsLayer::new()
                 .allow_origin(Any)

@@ -176,29 +176,6 @@ pub async fn tile(
     respond(&t, &headers)
 }
 
-/// The base URL clients reach us at, from the `Host` header (checked: it is echoed
-/// into JSON, never into markup).
-pub fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.len() < 256
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        })
-        .unwrap_or("localhost:8080");
-    let scheme = match headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some("https") => "https",
-        _ => "http",
-    };
-    format!("{scheme}://{host}")
-}
-
 fn fields(l: &LayerState) -> Map<String, Value> {
     let mut f = Map::new();
     f.insert(l.def.id_property.clone(), "String".into());
@@ -269,6 +246,7 @@ pub fn tilejson(layers: &[&LayerState], spec: &str, base: &str) -> Value {
 pub async fn tilejson_handler(
     State(app): State<Arc<App>>,
     path: Result<Path<String>, PathRejection>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(file) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
@@ -280,12 +258,17 @@ pub async fn tilejson_handler(
         let (a, h) = (app.clone(), headers.clone());
         blocking(move || auth::require_read(&a, &h)).await?;
     }
-    let doc = tilejson(&layers, spec, &base_url(&headers));
+    let (base, vary) = super::public_url::base_url(&app, &headers, &uri)?;
+    let doc = tilejson(&layers, spec, &base);
     let mut resp = doc.to_string().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if let Some(v) = vary {
+        resp.headers_mut()
+            .append(header::VARY, HeaderValue::from_static(v));
+    }
     Ok(resp)
 }
 

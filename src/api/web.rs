@@ -8,14 +8,16 @@
 //! Static files are found in a fixed table by exact name, never by joining a request
 //! path onto a directory: `..`, encoded slashes and the like simply do not match.
 
+use std::sync::Arc;
+
 use axum::body::Body;
-use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use super::tiles::base_url;
+use crate::app::App;
 
 struct Asset {
     name: &'static str,
@@ -144,7 +146,9 @@ pub async fn vendor(path: Result<Path<String>, PathRejection>) -> Result<Respons
 /// A style with its relative URLs made absolute for the client's host (MapLibre and
 /// other clients resolve TileJSON and glyph URLs against the page otherwise).
 pub async fn style(
+    State(app): State<Arc<App>>,
     path: Result<Path<String>, PathRejection>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(name) = path.map_err(|_| ApiError::not_found("no such style"))?;
@@ -154,7 +158,7 @@ pub async fn style(
         .ok_or_else(|| ApiError::not_found("no such style"))?;
     let mut style: serde_json::Value =
         serde_json::from_str(text).map_err(|e| ApiError::internal("embedded style", e))?;
-    let base = base_url(&headers);
+    let (base, vary) = super::public_url::base_url(&app, &headers, &uri)?;
     if let Some(sources) = style.get_mut("sources").and_then(|s| s.as_object_mut()) {
         for src in sources.values_mut() {
             if let Some(url) = src
@@ -173,5 +177,9 @@ pub async fn style(
     );
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Some(v) = vary {
+        resp.headers_mut()
+            .append(header::VARY, HeaderValue::from_static(v));
+    }
     Ok(resp)
 }

@@ -305,6 +305,8 @@ pub fn import_file(
                                         before: was,
                                         after: Some(is),
                                         detail: Some(detail),
+                                        // Filled in from the key, if the actor is one.
+                                        role: None,
                                     })?;
                                 }
                                 UpsertOutcome::Unchanged => report.unchanged += 1,

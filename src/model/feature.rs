@@ -133,8 +133,7 @@ impl Feature {
             Some(g) => {
                 let parsed = geojson::GeometryValue::deserialize(g)
                     .map_err(|e| FieldError::new("geometry", e.to_string()))?;
-                let g =
-                    geometry::from_geojson(&parsed).map_err(|e| FieldError::new("geometry", e))?;
+                let g = geometry::from_geojson(&parsed)?;
                 let g = layer
                     .geometry
                     .conform(g)

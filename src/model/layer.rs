@@ -151,8 +151,20 @@ impl LayerDef {
     }
 }
 
-/// Checks a feature id: non-empty, at most [`MAX_ID_BYTES`], no control characters
-/// and no surrounding whitespace.
+/// Checks a feature id. An id is the last segment of its URL
+/// (`/collections/{layer}/items/{id}`), so it must come back unchanged through any
+/// client, proxy and server that percent-encodes it; it is refused when it is:
+/// - empty, or longer than [`MAX_ID_BYTES`];
+/// - `.` or `..`: dot segments, which every URL parser removes (RFC 3986 §5.2.4, and
+///   the WHATWG URL standard even when written `%2E`), so no browser or curl could
+///   reach the feature;
+/// - holding `/` or `\`: `%2F` is refused (Apache's default) or decoded into a path
+///   separator by common proxies, and browsers read a `\` as `/`;
+/// - holding a control character, or starting or ending with whitespace (lost by
+///   copy and paste, trimmed by many tools).
+///
+/// Anything else is fine (`?`, `#`, `%`, spaces inside, any script): it round-trips
+/// percent-encoded, as the `self` links and `Location` give it.
 pub fn check_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("id is empty".into());
@@ -168,6 +180,16 @@ pub fn check_id(id: &str) -> Result<(), String> {
     }
     if id.trim() != id {
         return Err(format!("id {id:?} has leading or trailing whitespace"));
+    }
+    if id == "." || id == ".." {
+        return Err(format!(
+            "id {id:?} is a dot segment, which URL parsers remove: the feature could not be reached at /collections/{{layer}}/items/{{id}}"
+        ));
+    }
+    if let Some(c) = id.chars().find(|c| matches!(c, '/' | '\\')) {
+        return Err(format!(
+            "id {id:?} contains {c:?}, which proxies and browsers turn into a path separator: the feature could not be reached at /collections/{{layer}}/items/{{id}}"
+        ));
     }
     Ok(())
 }
@@ -337,6 +359,32 @@ pub fn json_kind(v: &serde_json::Value) -> &'static str {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn ids_that_a_url_path_cannot_carry_back_are_refused() {
+        for ok in [
+            "R000001", "a.b", "...", ".a", "a b", "x?y#z%20", "桥梁-7", "a:b@c",
+        ] {
+            assert_eq!(check_id(ok), Ok(()), "{ok:?}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            (".", "dot segment"),
+            ("..", "dot segment"),
+            ("a/b", "'/'"),
+            ("/", "'/'"),
+            ("a\\b", "'\\\\'"),
+            ("a\tb", "control"),
+            ("a\u{7f}", "control"),
+            (" a", "whitespace"),
+            ("a\u{3000}", "whitespace"),
+        ] {
+            let e = check_id(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        assert!(check_id(&"x".repeat(MAX_ID_BYTES)).is_ok());
+        assert!(check_id(&"x".repeat(MAX_ID_BYTES + 1)).is_err());
+    }
 
     fn def(ty: PropertyType) -> PropertyDef {
         PropertyDef {

@@ -10,6 +10,12 @@ use super::{Store, StoreError, Tx, now_timestamp};
 pub struct AuditEntry {
     /// `key:ID:NAME` for an API key, `cli:USER` for the command line.
     pub actor: String,
+    /// The role of the API key named by `actor` (`planner`, `admin`...), in its own
+    /// column so the trail can be queried by role; `None` for the command line and the
+    /// demo, which act without a key. [`Tx::audit`] fills it in from `riskmap_keys` in
+    /// the same transaction when left `None`, so it is the key's role as stored when
+    /// the change was made, whatever the caller passed as the actor's name.
+    pub role: Option<String>,
     /// `create`, `replace`, `patch`, `delete`, `import`, `import_update` (one per
     /// feature an import changed, with before/after), `demo`, `key_add`, `key_revoke`.
     pub action: String,
@@ -44,15 +50,21 @@ pub struct Change {
 impl Tx<'_> {
     pub fn audit(&self, e: &AuditEntry) -> Result<i64, StoreError> {
         let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
+        let role = match (&e.role, super::keys::key_id_of_actor(&e.actor)) {
+            (Some(r), _) => Some(r.clone()),
+            (None, Some(id)) => self.key_role(id)?,
+            (None, None) => None,
+        };
         self.conn()
             .prepare_cached(
-                "INSERT INTO riskmap_audit (at, actor, action, layer, feature_id, before, after, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO riskmap_audit (at, actor, role, action, layer, feature_id, before, after, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .and_then(|mut s| {
                 s.execute(params![
                     now_timestamp(),
                     e.actor,
+                    role,
                     e.action,
                     e.layer,
                     e.feature_id,
@@ -63,6 +75,17 @@ impl Tx<'_> {
             })
             .map_err(StoreError::sqlite("writing the audit row"))?;
         Ok(self.conn().last_insert_rowid())
+    }
+
+    /// The role of key `id` as `riskmap_keys` holds it (`None` for no such key).
+    fn key_role(&self, id: i64) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.conn()
+            .prepare_cached("SELECT role FROM riskmap_keys WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+            .map_err(StoreError::sqlite(
+                "reading the key's role for the audit row",
+            ))
     }
 
     /// Replaces the `detail` of audit row `seq` written earlier in this transaction
@@ -201,7 +224,7 @@ impl Store {
         self.read(|c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT seq, at, actor, action, layer, feature_id, before, after, detail
+                    "SELECT seq, at, actor, action, layer, feature_id, before, after, detail, role
                      FROM riskmap_audit ORDER BY seq DESC LIMIT ?1",
                 )
                 .map_err(StoreError::sqlite("reading the audit trail"))?;
@@ -212,6 +235,7 @@ impl Store {
                     r.get(1)?,
                     AuditEntry {
                         actor: r.get(2)?,
+                        role: r.get(9)?,
                         action: r.get(3)?,
                         layer: r.get(4)?,
                         feature_id: r.get(5)?,

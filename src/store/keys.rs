@@ -31,6 +31,14 @@ impl ApiKey {
     }
 }
 
+/// The key id in an actor string made by [`ApiKey::actor`] (`key:ID:NAME`), `None`
+/// for other actors (`cli:USER`, `demo`).
+pub fn key_id_of_actor(actor: &str) -> Option<i64> {
+    let rest = actor.strip_prefix("key:")?;
+    let (id, _name) = rest.split_once(':')?;
+    id.parse().ok()
+}
+
 /// A freshly made key: the secret is shown once and never stored.
 #[derive(Debug)]
 pub struct NewKey {

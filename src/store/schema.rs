@@ -12,8 +12,9 @@ use crate::model::LayerDef;
 pub(super) const GPKG_APPLICATION_ID: i64 = 0x4750_4B47;
 /// `PRAGMA user_version` of GeoPackage 1.3.
 pub(super) const GPKG_USER_VERSION: i64 = 10300;
-/// Version of our own tables, in `riskmap_meta`.
-pub const SCHEMA_VERSION: &str = "1";
+/// Version of our own tables, in `riskmap_meta`. 2: `riskmap_audit.role` (stores of
+/// version 1 are migrated when opened, see [`create_core`]).
+pub const SCHEMA_VERSION: &str = "2";
 
 const WGS84_WKT: &str = r#"GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563,AUTHORITY["EPSG","7030"]],AUTHORITY["EPSG","6326"]],PRIMEM["Greenwich",0,AUTHORITY["EPSG","8901"]],UNIT["degree",0.0174532925199433,AUTHORITY["EPSG","9122"]],AXIS["Latitude",NORTH],AXIS["Longitude",EAST],AUTHORITY["EPSG","4326"]]"#;
 
@@ -61,7 +62,8 @@ CREATE TABLE IF NOT EXISTS riskmap_audit (
   feature_id TEXT,
   before TEXT,
   after TEXT,
-  detail TEXT
+  detail TEXT,
+  role TEXT
 );
 CREATE INDEX IF NOT EXISTS riskmap_audit_action ON riskmap_audit(action, layer);
 CREATE TABLE IF NOT EXISTS riskmap_changes (
@@ -193,13 +195,17 @@ pub(super) fn create_core(conn: &mut Connection, path: &Path) -> Result<(), Stor
         [SCHEMA_VERSION],
     )
     .map_err(fail)?;
-    let version: String = tx
+    let mut version: String = tx
         .query_row(
             "SELECT value FROM riskmap_meta WHERE key = 'schema_version'",
             [],
             |r| r.get(0),
         )
         .map_err(fail)?;
+    if version == "1" {
+        migrate_1_to_2(&tx).map_err(fail)?;
+        version = SCHEMA_VERSION.to_string();
+    }
     if version != SCHEMA_VERSION {
         return Err(StoreError::NotGeoPackage {
             path: path.to_path_buf(),
@@ -207,6 +213,36 @@ pub(super) fn create_core(conn: &mut Connection, path: &Path) -> Result<(), Stor
         });
     }
     tx.commit().map_err(fail)
+}
+
+/// Version 1 → 2: audit rows name the key's role in a column of their own. Rows
+/// written by keys before the migration get the role from `riskmap_keys` (a key's role
+/// never changes: keys are only added and revoked); rows of the command line keep
+/// NULL. In the transaction of `create_core`: all of it or nothing.
+fn migrate_1_to_2(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let has_role: bool = tx.query_row(
+        "SELECT count(*) FROM pragma_table_info('riskmap_audit') WHERE name = 'role'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_role {
+        tx.execute("ALTER TABLE riskmap_audit ADD COLUMN role TEXT", [])?;
+    }
+    tx.execute(
+        "UPDATE riskmap_audit SET role = (
+             SELECT k.role FROM riskmap_keys k
+             WHERE substr(riskmap_audit.actor, 1, length('key:' || k.id || ':')) = 'key:' || k.id || ':')
+         WHERE role IS NULL AND actor LIKE 'key:%'",
+        [],
+    )?;
+    tx.execute(
+        "UPDATE riskmap_meta SET value = ?1 WHERE key = 'schema_version'",
+        [SCHEMA_VERSION],
+    )?;
+    tracing::info!(
+        "store migrated to schema version {SCHEMA_VERSION}: audit rows name the key's role"
+    );
+    Ok(())
 }
 
 /// Quotes an identifier already validated by `config` (letters, digits, `_`).

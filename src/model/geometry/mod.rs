@@ -2,10 +2,13 @@
 //! stored or indexed, whatever its source (GeoJSON, CSV, an edit over HTTP).
 //!
 //! Policy: invalid geometries are refused with the reason, never repaired silently.
-//! Z and M values are dropped (the store is 2D). Coordinates must be finite WGS84
+//! A third number (altitude) is dropped, a fourth or more refused (the store is 2D;
+//! see [`from_geojson`]). Coordinates must be finite WGS84
 //! degrees: longitude in -180..=180, latitude in -90..=90.
 
 mod polygons;
+
+use super::feature::FieldError;
 
 pub use polygons::check_polygons_sweep;
 
@@ -197,42 +200,52 @@ pub fn check(g: &Geometry) -> Result<(), String> {
 }
 
 /// Converts a parsed GeoJSON geometry, checking what the conversion would otherwise
-/// hide: positions need at least two numbers (extra ones, Z and M, are dropped), and
-/// polygon rings must be closed with at least four positions (geo-types would close
-/// an open ring silently).
-pub fn from_geojson(v: &geojson::GeometryValue) -> Result<Geometry, String> {
+/// hide, with the path of the member at fault (`geometry.coordinates[0][3]`):
+/// - a position is `[lon, lat]` or `[lon, lat, altitude]` (RFC 7946 §3.1.1). The
+///   altitude is accepted and dropped (the store and the tiles are 2-D; the stored
+///   feature, as every edit's response shows it, has two numbers). A position of one
+///   number, or of four or more, is refused: RFC 7946 gives the fourth and later
+///   numbers no meaning, and they are more often the sign of a flattened or shifted
+///   array (`[x1, y1, x2, y2, x3]`) than of M values, so dropping them would lose data
+///   without a word;
+/// - polygon rings must be closed with at least four positions (geo-types would close
+///   an open ring silently).
+pub fn from_geojson(v: &geojson::GeometryValue) -> Result<Geometry, FieldError> {
     use geojson::GeometryValue as G;
-    fn coord(p: &geojson::Position, at: &str) -> Result<Coord, String> {
+    fn coord(p: &geojson::Position, at: &str) -> Result<Coord, FieldError> {
         let s = p.as_slice();
-        if s.len() < 2 {
-            return Err(format!(
-                "position {at} has {} number(s), needs [lon, lat]",
-                s.len()
-            ));
+        match s.len() {
+            2 | 3 => Ok(Coord { x: s[0], y: s[1] }),
+            n => Err(FieldError::new(
+                format!("geometry.{at}"),
+                format!(
+                    "a position has {n} number(s); it needs [lon, lat] or [lon, lat, altitude]"
+                ),
+            )),
         }
-        Ok(Coord { x: s[0], y: s[1] })
     }
-    fn line(ps: &[geojson::Position], at: &str) -> Result<LineString, String> {
+    fn line(ps: &[geojson::Position], at: &str) -> Result<LineString, FieldError> {
         ps.iter()
             .enumerate()
             .map(|(i, p)| coord(p, &format!("{at}[{i}]")))
             .collect::<Result<Vec<_>, _>>()
             .map(LineString)
     }
-    fn polygon(rings: &[Vec<geojson::Position>], at: &str) -> Result<Polygon, String> {
+    fn polygon(rings: &[Vec<geojson::Position>], at: &str) -> Result<Polygon, FieldError> {
         let mut out = Vec::with_capacity(rings.len());
         for (r, ring) in rings.iter().enumerate() {
             let here = format!("{at}[{r}]");
             if ring.len() < 4 {
-                return Err(format!(
-                    "ring {here} has {} positions, needs at least 4",
-                    ring.len()
+                return Err(FieldError::new(
+                    format!("geometry.{here}"),
+                    format!("ring has {} positions, needs at least 4", ring.len()),
                 ));
             }
             let l = line(ring, &here)?;
             if l.0.first() != l.0.last() {
-                return Err(format!(
-                    "ring {here} is not closed (first and last positions differ)"
+                return Err(FieldError::new(
+                    format!("geometry.{here}"),
+                    "ring is not closed (first and last positions differ)",
                 ));
             }
             out.push(l);
@@ -240,7 +253,7 @@ pub fn from_geojson(v: &geojson::GeometryValue) -> Result<Geometry, String> {
         let mut it = out.into_iter();
         let exterior = it
             .next()
-            .ok_or_else(|| format!("polygon {at} has no rings"))?;
+            .ok_or_else(|| FieldError::new(format!("geometry.{at}"), "polygon has no rings"))?;
         Ok(Polygon::new(exterior, it.collect()))
     }
     Ok(match v {
@@ -271,7 +284,12 @@ pub fn from_geojson(v: &geojson::GeometryValue) -> Result<Geometry, String> {
                 .collect::<Result<_, _>>()?,
         )
         .into(),
-        G::GeometryCollection { .. } => return Err("GeometryCollection is not supported".into()),
+        G::GeometryCollection { .. } => {
+            return Err(FieldError::new(
+                "geometry",
+                "GeometryCollection is not supported",
+            ));
+        }
     })
 }
 
@@ -384,23 +402,35 @@ mod tests {
     }
 
     #[test]
-    fn open_rings_and_short_positions_are_refused() {
-        let open: geojson::GeometryValue =
-            serde_json::from_str(r#"{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,1],[0,1]]]}"#)
-                .unwrap();
-        assert!(from_geojson(&open).unwrap_err().contains("not closed"));
-        let short: geojson::GeometryValue =
-            serde_json::from_str(r#"{"type":"Point","coordinates":[1]}"#).unwrap();
-        assert!(
-            from_geojson(&short)
-                .unwrap_err()
-                .contains("needs [lon, lat]")
-        );
-        let z: geojson::GeometryValue =
-            serde_json::from_str(r#"{"type":"Point","coordinates":[106.5,29.5,300]}"#).unwrap();
-        assert_eq!(
-            from_geojson(&z).unwrap(),
-            Geometry::Point(Point::new(106.5, 29.5))
-        );
+    fn open_rings_and_positions_of_the_wrong_length_are_refused_naming_the_member() {
+        let parse = |t: &str| from_geojson(&serde_json::from_str(t).unwrap());
+        let open =
+            parse(r#"{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,1],[0,1]]]}"#).unwrap_err();
+        assert_eq!(open.field, "geometry.coordinates[0]");
+        assert!(open.reason.contains("not closed"), "{open}");
+        let short = parse(r#"{"type":"Point","coordinates":[1]}"#).unwrap_err();
+        assert_eq!(short.field, "geometry.coordinates");
+        assert!(short.reason.contains("needs [lon, lat]"), "{short}");
+        for (t, field) in [
+            (
+                r#"{"type":"Point","coordinates":[106.5,29.5,300,0]}"#,
+                "geometry.coordinates",
+            ),
+            (
+                r#"{"type":"LineString","coordinates":[[106.5,29.5],[106.6,29.6,1,2,3]]}"#,
+                "geometry.coordinates[1]",
+            ),
+            (
+                r#"{"type":"MultiPolygon","coordinates":[[[[0,0],[1,0],[1,1],[0,1],[0,0]]],[[[2,2],[3,2],[3,3],[2,3,0,0],[2,2]]]]}"#,
+                "geometry.coordinates[1][0][3]",
+            ),
+        ] {
+            let e = parse(t).unwrap_err();
+            assert_eq!(e.field, field, "{t}");
+            assert!(e.reason.contains("number(s)"), "{e}");
+        }
+        // The altitude is accepted and dropped.
+        let z = parse(r#"{"type":"Point","coordinates":[106.5,29.5,300]}"#).unwrap();
+        assert_eq!(z, Geometry::Point(Point::new(106.5, 29.5)));
     }
 }
