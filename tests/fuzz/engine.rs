@@ -10,6 +10,9 @@ use rand_chacha::ChaCha8Rng;
 
 /// The default seed: runs repeat unless `RISKMAP_FUZZ_SEED` says otherwise.
 pub const DEFAULT_SEED: u64 = 0x7269_736b_6d61_7031;
+/// At most this many new inputs are saved into a corpus per run (signatures are
+/// coarse, but a long run still finds hundreds).
+pub const MAX_SAVED: usize = 25;
 /// Mutated inputs are cut to this length.
 pub const MAX_INPUT: usize = 256 * 1024;
 
@@ -368,7 +371,7 @@ pub fn run(
             report.refused += 1;
         }
         if seen.insert(v.signature) {
-            if saving() {
+            if saving() && report.saved < MAX_SAVED {
                 let p = corpus_dir(target).join(format!("found-{:016x}", fnv(&input)));
                 if std::fs::write(p, &input).is_ok() {
                     report.saved += 1;

@@ -524,7 +524,7 @@ fn polygonal() -> impl Strategy<Value = Value> {
                     let rmin = radii.iter().copied().fold(f64::INFINITY, f64::min);
                     let inner = 0.7 * rmin;
                     let mut rings = vec![star(c, s, radii, jitter, *cw)];
-                    for h in 0..*holes {
+                    for (h, &n) in hole_sizes.iter().enumerate().take(*holes) {
                         let a = std::f64::consts::TAU * h as f64 / *holes as f64;
                         let hc = if *holes == 1 {
                             c
@@ -534,7 +534,6 @@ fn polygonal() -> impl Strategy<Value = Value> {
                                 c.1 + 0.5 * inner * s * a.sin(),
                             )
                         };
-                        let n = hole_sizes[h];
                         let hr: Vec<f64> = (0..n)
                             .map(|i| 0.2 * inner * (0.6 + 0.4 * jitter[i % jitter.len()].abs()))
                             .collect();
@@ -586,7 +585,12 @@ fn fuzz_generated_lines_and_polygons() {
                             None => by_layer.push((def, vec![f])),
                         }
                     }
-                    Err(_) => c.1 += 1,
+                    Err(e) => {
+                        c.1 += 1;
+                        if c.1 <= 5 {
+                            eprintln!("generated geometry refused ({}): {e}", def.name);
+                        }
+                    }
                 }
             }
         }
@@ -616,7 +620,8 @@ fn fuzz_generated_lines_and_polygons() {
         "fuzz generated geometries: {cases} cases, {accepted} features accepted, {refused} refused, drawn {drawn:?}"
     );
     assert!(
-        accepted > 0 && refused > 0,
+        // Valid by construction, except where clamping to the world folds a shape.
+        accepted > 0 && refused * 5 < accepted,
         "{accepted} accepted, {refused} refused"
     );
     assert!(drawn.tiles > 0 && drawn.polygons > 0 && drawn.lines > 0);

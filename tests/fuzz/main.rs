@@ -17,7 +17,8 @@
 //! - `RISKMAP_FUZZ_SEED=S`: another seed (the default is fixed, so runs repeat);
 //! - `RISKMAP_FUZZ_SAVE=1`: inputs whose outcome was never seen before (a new kind of
 //!   error message, a new acceptance) are written into the corpus as
-//!   `found-<hash>`; review them and commit the useful ones.
+//!   `found-<hash>` (at most 25 per target and run); review them and commit the
+//!   useful ones.
 //!
 //! A failing case is written to `$TMPDIR/riskmap-fuzz-failures/` (and, with
 //! `RISKMAP_FUZZ_SAVE=1`, into the corpus as `crash-<hash>`) and the test fails

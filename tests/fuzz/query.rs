@@ -283,7 +283,7 @@ fn fuzz_items_query_string() {
             bbox.is_some()
         ))
     };
-    let report = engine::run("query", 1000, TOKENS, &mut |rng| generate(rng), &mut check);
+    let report = engine::run("query", 1000, TOKENS, &mut generate, &mut check);
     eprintln!(
         "fuzz query: {pages} pages ({nonempty} non-empty, {partial} with a next link), {refused} refused"
     );

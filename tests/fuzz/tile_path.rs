@@ -192,7 +192,7 @@ fn oracle_layers(spec: &str) -> bool {
 fn expect_tile(path: &str) -> Option<(String, TileCoord)> {
     let segs: Vec<&str> = path.split('/').collect();
     if segs.len() != 6
-        || segs[0] != ""
+        || !segs[0].is_empty()
         || segs[1] != "tiles"
         || segs[2..].iter().any(|s| s.is_empty())
     {
