@@ -14,7 +14,7 @@ pub const DEFAULT_SEED: u64 = 0x7269_736b_6d61_7031;
 /// coarse, but a long run still finds hundreds).
 pub const MAX_SAVED: usize = 25;
 /// Mutated inputs are cut to this length.
-pub const MAX_INPUT: usize = 256 * 1024;
+pub const MAX_INPUT: usize = 64 * 1024;
 
 pub fn seed() -> u64 {
     std::env::var("RISKMAP_FUZZ_SEED")
@@ -377,7 +377,7 @@ pub fn run(
                     report.saved += 1;
                 }
             }
-            if pool.len() < corpus_len + 4096 {
+            if pool.len() < corpus_len + 1024 {
                 pool.push(input);
             }
         }

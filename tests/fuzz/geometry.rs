@@ -425,7 +425,7 @@ fn fuzz_geometry_corpus_and_mutations() {
         mutate_geometry(&mut g, rng);
         Some(serde_json::to_vec(&g).unwrap())
     };
-    let report = engine::run("geometry", 300, &[], &mut generate, &mut check);
+    let report = engine::run("geometry", 200, &[], &mut generate, &mut check);
     eprintln!("fuzz geometry: drawn {total:?}");
     assert!(report.accepted > report.cases / 10, "{report:?}");
     assert!(total.tiles > 0 && total.polygons > 0 && total.lines > 0 && total.empty > 0);
@@ -552,7 +552,7 @@ fn polygonal() -> impl Strategy<Value = Value> {
 
 #[test]
 fn fuzz_generated_lines_and_polygons() {
-    let cases = engine::cases(250) as u32;
+    let cases = engine::cases(200) as u32;
     let mut seed = [0u8; 32];
     seed[..8].copy_from_slice(&engine::seed().to_le_bytes());
     let mut runner = TestRunner::new_with_rng(

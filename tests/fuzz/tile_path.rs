@@ -426,7 +426,7 @@ fn fuzz_tile_and_static_paths() {
         }
     };
     let mut generate = |rng: &mut ChaCha8Rng| generate(rng, &data);
-    let report = engine::run("tile_path", 2500, TOKENS, &mut generate, &mut check);
+    let report = engine::run("tile_path", 2000, TOKENS, &mut generate, &mut check);
     eprintln!(
         "fuzz tile_path: tiles {tiles_ok} drawn, {tiles_empty} empty, {tiles_refused} refused; {client_errors} 4xx, {unsendable} unsendable"
     );
