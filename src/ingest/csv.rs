@@ -57,7 +57,7 @@ pub(super) fn read(
         .trim(csv::Trim::Headers)
         .has_headers(true)
         .flexible(true)
-        .from_reader(reader);
+        .from_reader(Lines::new(reader));
     let headers = rdr
         .byte_headers()
         .map_err(|e| format_err(format!("cannot read the header line: {e}")))?
@@ -151,7 +151,9 @@ pub(super) fn read(
             break;
         }
         number += 1;
-        let line = record.position().map(|p| p.line());
+        // The csv crate's line is where it started reading: before blank lines, and
+        // before the LF of a CRLF (so a whole CRLF file was off by one).
+        let line = record.position().map(|p| rdr.get_ref().line_at(p.byte()));
         let result = row(layer, &names, &targets, &record);
         sink(Item {
             number,
@@ -160,6 +162,71 @@ pub(super) fn read(
         })?;
     }
     Ok(())
+}
+
+/// Passes bytes through, noting the runs of line-end bytes (`\r`, `\n`) that the csv
+/// reader may skip before a record, so that a record's 1-based line (counting `\n`)
+/// can be found from the offset where reading it started. Runs already passed are
+/// dropped: memory is bounded by the csv reader's read-ahead.
+struct Lines<R> {
+    inner: R,
+    offset: u64,
+    /// (start, end, newlines in it) of each run not yet passed.
+    runs: std::cell::RefCell<std::collections::VecDeque<(u64, u64, u64)>>,
+    /// Newlines in the runs dropped.
+    passed: std::cell::Cell<u64>,
+}
+
+impl<R> Lines<R> {
+    fn new(inner: R) -> Self {
+        Lines {
+            inner,
+            offset: 0,
+            runs: Default::default(),
+            passed: Default::default(),
+        }
+    }
+
+    /// The line of the first byte at or after `offset` that does not end a line.
+    /// Offsets must not decrease from one call to the next.
+    fn line_at(&self, offset: u64) -> u64 {
+        let mut runs = self.runs.borrow_mut();
+        // Runs before the offset, and the one it starts in (skipped blank lines),
+        // come before the record.
+        while let Some(&(s, e, n)) = runs.front() {
+            if s > offset {
+                break;
+            }
+            self.passed.set(self.passed.get() + n);
+            runs.pop_front();
+            if e > offset {
+                break;
+            }
+        }
+        1 + self.passed.get()
+    }
+}
+
+impl<R: Read> Read for Lines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let runs = self.runs.get_mut();
+        for (i, b) in buf[..n].iter().enumerate() {
+            if matches!(b, b'\r' | b'\n') {
+                let at = self.offset + i as u64;
+                let nl = (*b == b'\n') as u64;
+                match runs.back_mut() {
+                    Some(run) if run.1 == at => {
+                        run.1 += 1;
+                        run.2 += nl;
+                    }
+                    _ => runs.push_back((at, at + 1, nl)),
+                }
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
 }
 
 /// Builds one feature from a row, or says which column is wrong.

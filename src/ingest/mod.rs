@@ -202,6 +202,34 @@ pub(crate) struct Item {
     pub result: Result<Feature, (Option<String>, FieldError)>,
 }
 
+/// Reads features from `reader` as [`import_file`] would, without a store: hands each
+/// one to `each`, valid or refused (with its number, line and field). An error stops
+/// the read, as it stops an import. `name` is the file name used in messages. For
+/// checking files and for the fuzz tests (`tests/fuzz/`); [`import_file`] imports.
+pub fn read_features(
+    name: &Path,
+    format: Format,
+    layer: &LayerDef,
+    opts: &ImportOptions,
+    reader: &mut dyn Read,
+    each: &mut dyn FnMut(Result<Feature, Rejection>),
+) -> Result<(), IngestError> {
+    let mut sink = |item: Item| -> Result<(), IngestError> {
+        each(item.result.map_err(|(id, e)| Rejection {
+            feature: item.number,
+            line: item.line,
+            id,
+            field: e.field,
+            reason: e.reason,
+        }));
+        Ok(())
+    };
+    match format {
+        Format::GeoJson => geojson::read(name, layer, reader, &mut sink),
+        Format::Csv => csv::read(name, layer, opts, reader, &mut sink),
+    }
+}
+
 /// Imports `path` into `layer`: see the module comment for the policy.
 pub fn import_file(
     store: &Store,
