@@ -9,7 +9,7 @@
 //!  HTTP edit ──> api ──> app ───────┼──> store (GeoPackage: rows + audit + change feed, one commit)
 //!  demo ────────────────────────────┘        │
 //!                                            v
-//!                         app: index (per-layer R-tree) kept in step, under one lock
+//!          app: index (per-layer R-tree) kept in step; readers never wait on writers
 //!                                            │
 //!                         tiles: clip, generalise, encode MVT, cache (fresh by change logs)
 //!                                            │
@@ -29,8 +29,10 @@
 //! - [`tiles`]: tile maths, clipping, generalisation, the MVT encoder and the tile cache.
 //! - [`ingest`]: streaming readers and the all-or-nothing import.
 //! - [`demo`]: the built-in Chongqing demo.
-//! - [`app`]: the running catalogue, where edits go to the store then the index, and
-//!   where writes by other processes arrive through the change feed.
+//! - [`app`]: the running catalogue, where edits go to the store then the index (what
+//!   indexing costs prepared before the commit, applied once after it), and where writes
+//!   by other processes arrive through the change feed (large ones rebuilt beside the live
+//!   layer and swapped in).
 //! - [`api`]: HTTP, the only module that knows axum (also serves the built-in map page).
 //! - [`cli`]: the `riskmap` command line.
 //!
