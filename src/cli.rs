@@ -140,9 +140,10 @@ impl LimitArgs {
             // Zero would close every connection at once: one second at least.
             header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
-            max_connections: self
-                .max_connections
-                .map_or_else(crate::api::default_max_connections, crate::api::checked_max_connections),
+            max_connections: self.max_connections.map_or_else(
+                crate::api::default_max_connections,
+                crate::api::checked_max_connections,
+            ),
             limits: crate::api::Limits::new(&limits),
         }
     }

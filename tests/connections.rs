@@ -148,7 +148,9 @@ fn a_half_sent_head_is_closed_after_the_header_timeout() {
     let server = start(options(Duration::from_millis(300), NEVER, 100));
     // A new connection that stops mid-head.
     let mut fresh = connect(server.addr);
-    fresh.write_all(b"GET /health HTTP/1.1\r\nHost: te").unwrap();
+    fresh
+        .write_all(b"GET /health HTTP/1.1\r\nHost: te")
+        .unwrap();
     // A keep-alive connection that answered once, then stops mid-way through its
     // second head: its clock starts at that first byte.
     let mut kept = connect(server.addr);
@@ -272,7 +274,11 @@ fn excess_tile_requests_get_a_json_503_with_retry_after_and_health_still_answers
         let a = get(&mut s, &format!("/tiles/risk_points/2/{x}/{y}.mvt"));
         assert_eq!(a.status, 503, "{}", a.body);
         assert_eq!(a.header("retry-after").as_deref(), Some("1"));
-        assert!(a.header("content-type").unwrap().starts_with("application/json"));
+        assert!(
+            a.header("content-type")
+                .unwrap()
+                .starts_with("application/json")
+        );
         let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
         assert_eq!(v["status"], 503);
         assert_eq!(v["code"], "Overloaded");
