@@ -76,6 +76,8 @@ pub enum Command {
         /// requests (only behind a proxy that sets them itself).
         #[arg(long, env = "RISKMAP_TRUST_FORWARDED")]
         trust_forwarded: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Import a GeoJSON or CSV file into a layer (all of it or nothing).
     Import {
@@ -105,6 +107,58 @@ pub enum Command {
         #[arg(long)]
         integrity: bool,
     },
+}
+
+/// Connection timeouts, the connection cap and per-kind request limits of `serve`.
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Seconds a client has to send a complete request head, from connecting or from
+    /// the first byte of a later request.
+    #[arg(long, env = "RISKMAP_HEADER_TIMEOUT_SECS", default_value_t = crate::api::DEFAULT_HEADER_TIMEOUT_SECS)]
+    pub header_timeout_secs: u64,
+    /// Seconds a keep-alive connection may stay open with no request in flight.
+    #[arg(long, env = "RISKMAP_IDLE_TIMEOUT_SECS", default_value_t = crate::api::DEFAULT_IDLE_TIMEOUT_SECS)]
+    pub idle_timeout_secs: u64,
+    /// Open connections at most [default: the open-file limit less a tenth, kept
+    /// between 64 and 1,024, for the store].
+    #[arg(long, env = "RISKMAP_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Tile requests handled at once; beyond it 503 [default: two per core].
+    #[arg(long, env = "RISKMAP_MAX_TILE_REQUESTS")]
+    pub max_tile_requests: Option<usize>,
+    /// Feature and collection reads handled at once; beyond it 503 [default: two per core].
+    #[arg(long, env = "RISKMAP_MAX_QUERY_REQUESTS")]
+    pub max_query_requests: Option<usize>,
+    /// Edits handled at once; beyond it 503 [default: one per core, at least two].
+    #[arg(long, env = "RISKMAP_MAX_WRITE_REQUESTS")]
+    pub max_write_requests: Option<usize>,
+    /// Milliseconds a request beyond its kind's limit may wait for a slot before the
+    /// 503 (at most as many wait as the limit).
+    #[arg(long, env = "RISKMAP_QUEUE_WAIT_MS", default_value_t = crate::api::DEFAULT_QUEUE_WAIT_MS)]
+    pub queue_wait_ms: u64,
+}
+
+impl LimitArgs {
+    pub fn serve_options(&self) -> crate::api::ServeOptions {
+        use std::time::Duration;
+        let defaults = crate::api::LimitOptions::default();
+        let limits = crate::api::LimitOptions {
+            tiles: self.max_tile_requests.unwrap_or(defaults.tiles),
+            queries: self.max_query_requests.unwrap_or(defaults.queries),
+            writes: self.max_write_requests.unwrap_or(defaults.writes),
+            queue_wait: Duration::from_millis(self.queue_wait_ms),
+        };
+        crate::api::ServeOptions {
+            // Zero would close every connection at once: one second at least.
+            header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
+            max_connections: self.max_connections.map_or_else(
+                crate::api::default_max_connections,
+                crate::api::checked_max_connections,
+            ),
+            limits: crate::api::Limits::new(&limits),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -188,6 +242,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             disk_reserve_mb,
             public_url,
             trust_forwarded,
+            limits,
         } => {
             let config = load_config(&g.layers)?;
             serve(
@@ -202,6 +257,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     trust_forwarded,
                 },
                 disk_reserve_mb << 20,
+                limits.serve_options(),
             )
         }
         Command::Import {
@@ -251,12 +307,41 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Connections the kernel may queue before `accept`: tokio's default of 1,024 overflows
+/// in a storm of new connections, and each one dropped then waits a second for its SYN
+/// to be sent again (`/health` from a fresh connection among them). The kernel caps it at
+/// `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 8192;
+
+async fn bind(listen: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(listen).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no address to listen on")
+    }))
+}
+
 fn serve(
     config: Config,
     data: &Path,
     listen: &str,
     options: OpenOptions,
     disk_reserve_bytes: u64,
+    serve_options: crate::api::ServeOptions,
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let app = Arc::new(App::open(config, data, options)?);
@@ -268,12 +353,20 @@ fn serve(
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen)
+        let listener = bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr()?;
         tracing::info!(addr = %addr, store = %app.store_path().display(), startup_ms = started.elapsed().as_millis() as u64, "riskmap listening on http://{addr}/");
-        crate::api::serve(listener, app, shutdown_signal()).await?;
+        tracing::info!(
+            max_connections = serve_options.max_connections,
+            fd_limit = crate::api::fd_limit(),
+            header_timeout_s = serve_options.header_timeout.as_secs(),
+            idle_timeout_s = serve_options.idle_timeout.as_secs(),
+            limits = ?serve_options.limits,
+            "connection and request limits"
+        );
+        crate::api::serve_with(listener, app, serve_options, shutdown_signal()).await?;
         tracing::info!("riskmap stopped");
         Ok(ExitCode::SUCCESS)
     })

@@ -1,6 +1,7 @@
 //! HTTP: the only module that knows axum. `router(app)` builds every route (see
-//! `router.rs`); `serve` runs it on a listener until shutdown, with the task that
-//! follows the store's change feed.
+//! `router.rs`); `serve` runs it on a listener until shutdown (our own accept loop with
+//! connection timeouts and a connection cap: `serve.rs`; per-kind request limits:
+//! `limit.rs`), with the task that follows the store's change feed.
 
 mod auth;
 mod collections;
@@ -8,10 +9,12 @@ mod error;
 mod health;
 mod items;
 mod landing;
+mod limit;
 mod metrics;
 mod public_url;
 mod rejections;
 mod router;
+mod serve;
 mod tiles;
 mod web;
 
@@ -19,9 +22,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::ApiError;
+pub use limit::{DEFAULT_QUEUE_WAIT_MS, Kind, LimitOptions, Limits, Permit};
 pub use public_url::parse_public_url;
 pub use rejections::{MAX_HEAD_BYTES, MAX_HEADERS};
-pub use router::{MAX_BODY_BYTES, router};
+pub use router::{MAX_BODY_BYTES, router, router_with};
+pub use serve::{
+    DEFAULT_HEADER_TIMEOUT_SECS, DEFAULT_IDLE_TIMEOUT_SECS, ServeOptions, checked_max_connections,
+    default_max_connections, fd_limit,
+};
 
 use crate::app::App;
 
@@ -37,16 +45,27 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await?
 }
 
-/// Serves `app` on `listener` until `shutdown` completes.
+/// Serves `app` on `listener` with the default [`ServeOptions`] until `shutdown`
+/// completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Arc<App>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, app, ServeOptions::default(), shutdown).await
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then lets the requests in
+/// flight finish.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Arc<App>,
+    options: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let follower = tokio::spawn(follow(app.clone()));
-    let result = axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let router = router_with(app, options.limits.clone());
+    let result = serve::run(listener, router, options, shutdown).await;
     follower.abort();
     result
 }

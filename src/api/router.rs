@@ -12,6 +12,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use super::error::ApiError;
+use super::limit::{self, LimitOptions, Limits};
 use super::{collections, health, items, metrics, tiles, web};
 use crate::app::App;
 
@@ -21,7 +22,13 @@ pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// commit a few seconds earlier, so a timed-out edit never lands).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Every route, with the default per-kind limits.
 pub fn router(app: Arc<App>) -> Router {
+    router_with(app, Limits::new(&LimitOptions::default()))
+}
+
+/// Every route; requests of each kind share `limits` (see `limit.rs`).
+pub fn router_with(app: Arc<App>, limits: Arc<Limits>) -> Router {
     // Install the recorder before the first request records anything.
     metrics::handle();
     Router::new()
@@ -57,6 +64,8 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Inside `track`, so refusals are counted and timed like every answer.
+        .layer(middleware::from_fn_with_state(limits, limit::limit))
         .layer(middleware::from_fn(metrics::track))
         .layer(middleware::from_fn(timeout))
         // Inside CORS, so browsers can read the errors it writes or rewrites as JSON.

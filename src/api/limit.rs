@@ -1,0 +1,299 @@
+//! Per-kind concurrency limits: at most N tile requests, N feature queries and N writes
+//! in a handler at once, process-wide. Beyond that a request waits a few milliseconds
+//! at most, in a queue as long as the limit, then gets a fast JSON 503 with
+//! `Retry-After`: an overloaded server answers the excess at once instead of queueing
+//! it without bound (a queue that grows makes every admitted request late too).
+//!
+//! One [`Limits`] is created per router and shared by every clone of it through an
+//! `Arc` (a `tower::limit::ConcurrencyLimitLayer` added with `Router::layer` would give
+//! each clone its own semaphore and limit nothing). `/health`, `/metrics`, the map page
+//! and TileJSON are never limited.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::error::ApiError;
+
+/// What a request costs the server, for its limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `GET /tiles/{layers}/{z}/{x}/{y}`: CPU-bound drawing when not cached.
+    Tiles,
+    /// `GET` of collections and features: index queries and GeoJSON encoding.
+    Queries,
+    /// `POST`/`PUT`/`PATCH`/`DELETE` of features: validation and a synced commit.
+    Writes,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Tiles, Kind::Queries, Kind::Writes];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Tiles => "tiles",
+            Kind::Queries => "queries",
+            Kind::Writes => "writes",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The kind of a routed request (`route` is the matched route template), or
+    /// `None` for requests that are never limited.
+    pub fn of(method: &Method, route: &str) -> Option<Kind> {
+        let read = method == Method::GET || method == Method::HEAD;
+        match route {
+            "/tiles/{layers}/{z}/{x}/{y}" if read => Some(Kind::Tiles),
+            "/collections" | "/collections/{layer}" if read => Some(Kind::Queries),
+            "/collections/{layer}/items" | "/collections/{layer}/items/{id}" => {
+                if read {
+                    Some(Kind::Queries)
+                } else if method == Method::OPTIONS {
+                    None
+                } else {
+                    Some(Kind::Writes)
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Requests of each kind in a handler at once, and how long an excess request may
+/// wait for a slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitOptions {
+    pub tiles: usize,
+    pub queries: usize,
+    pub writes: usize,
+    /// Longest wait for a slot before the 503 (zero: answer at once). A wait of a
+    /// couple of milliseconds lets a request take a slot that frees just after it
+    /// arrived, without delaying the refusal of the real excess noticeably.
+    pub queue_wait: Duration,
+}
+
+/// Default wait for a slot, in milliseconds.
+pub const DEFAULT_QUEUE_WAIT_MS: u64 = 2;
+
+impl LimitOptions {
+    /// Defaults for `cores` CPU cores: tiles and queries two per core (CPU-bound work:
+    /// more in flight only lengthens every request; two, not one, so that a core is
+    /// not idle while a request is between its steps); writes one per core, at least
+    /// two (they take turns at the store's single writer anyway, and a commit waits on
+    /// fsync, not on a core).
+    pub fn for_cores(cores: usize) -> LimitOptions {
+        let cores = cores.max(1);
+        LimitOptions {
+            tiles: 2 * cores,
+            queries: 2 * cores,
+            writes: cores.max(2),
+            queue_wait: Duration::from_millis(DEFAULT_QUEUE_WAIT_MS),
+        }
+    }
+
+    pub fn get(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Tiles => self.tiles,
+            Kind::Queries => self.queries,
+            Kind::Writes => self.writes,
+        }
+    }
+}
+
+impl Default for LimitOptions {
+    fn default() -> Self {
+        LimitOptions::for_cores(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+}
+
+struct Slot {
+    permits: Arc<Semaphore>,
+    /// Requests waiting for a permit now; at most the limit itself.
+    waiting: AtomicUsize,
+    limit: usize,
+}
+
+/// The process-wide limiter: one semaphore per kind.
+pub struct Limits {
+    slots: [Slot; 3],
+    queue_wait: Duration,
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("tiles", &self.limit(Kind::Tiles))
+            .field("queries", &self.limit(Kind::Queries))
+            .field("writes", &self.limit(Kind::Writes))
+            .field("queue_wait", &self.queue_wait)
+            .finish()
+    }
+}
+
+/// A request's slot; released when dropped.
+#[derive(Debug)]
+pub struct Permit(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Limits {
+    pub fn new(options: &LimitOptions) -> Arc<Limits> {
+        let slot = |kind| {
+            // A limit of zero would refuse every request of the kind: take it as one.
+            let limit = options.get(kind).max(1);
+            Slot {
+                permits: Arc::new(Semaphore::new(limit)),
+                waiting: AtomicUsize::new(0),
+                limit,
+            }
+        };
+        Arc::new(Limits {
+            slots: Kind::ALL.map(slot),
+            queue_wait: options.queue_wait,
+        })
+    }
+
+    pub fn limit(&self, kind: Kind) -> usize {
+        self.slots[kind.index()].limit
+    }
+
+    /// Requests of `kind` waiting for a slot now.
+    pub fn waiting(&self, kind: Kind) -> usize {
+        self.slots[kind.index()].waiting.load(Ordering::Acquire)
+    }
+
+    /// A slot if one is free now (never waits). Also lets an operator's tool or a test
+    /// hold slots.
+    pub fn try_acquire(&self, kind: Kind) -> Option<Permit> {
+        self.slots[kind.index()]
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(Permit)
+    }
+
+    /// A slot, waiting at most `queue_wait` and only if fewer than `limit` requests of
+    /// the kind are already waiting; `None` means refuse.
+    pub async fn acquire(&self, kind: Kind) -> Option<Permit> {
+        if let Some(p) = self.try_acquire(kind) {
+            return Some(p);
+        }
+        let slot = &self.slots[kind.index()];
+        if self.queue_wait.is_zero() {
+            return None;
+        }
+        if slot.waiting.fetch_add(1, Ordering::AcqRel) >= slot.limit {
+            slot.waiting.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let got = tokio::time::timeout(self.queue_wait, slot.permits.clone().acquire_owned()).await;
+        slot.waiting.fetch_sub(1, Ordering::AcqRel);
+        match got {
+            Ok(Ok(p)) => Some(Permit(p)),
+            // Timed out (or the semaphore was closed, which never happens).
+            _ => None,
+        }
+    }
+}
+
+/// Seconds a refused client is asked to wait before trying again.
+pub const RETRY_AFTER_SECS: &str = "1";
+
+/// Middleware: takes a slot of the request's kind for the time of its handler, or
+/// answers 503 with `Retry-After` (counted in `riskmap_rejected_requests_total{kind}`).
+pub async fn limit(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> Response {
+    let kind = req
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|p| Kind::of(req.method(), p.as_str()));
+    let Some(kind) = kind else {
+        return next.run(req).await;
+    };
+    match limits.acquire(kind).await {
+        Some(_permit) => next.run(req).await,
+        None => {
+            metrics::counter!("riskmap_rejected_requests_total", "kind" => kind.name())
+                .increment(1);
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Overloaded",
+                format!(
+                    "too many {} requests at once (limit {}); try again shortly",
+                    kind.name(),
+                    limits.limit(kind)
+                ),
+            )
+            .with_header(header::RETRY_AFTER, RETRY_AFTER_SECS)
+            .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_classified_by_route_and_method() {
+        let tile = "/tiles/{layers}/{z}/{x}/{y}";
+        assert_eq!(Kind::of(&Method::GET, tile), Some(Kind::Tiles));
+        assert_eq!(Kind::of(&Method::POST, tile), None);
+        let items = "/collections/{layer}/items";
+        assert_eq!(Kind::of(&Method::GET, items), Some(Kind::Queries));
+        assert_eq!(Kind::of(&Method::POST, items), Some(Kind::Writes));
+        let item = "/collections/{layer}/items/{id}";
+        for m in [Method::PUT, Method::PATCH, Method::DELETE] {
+            assert_eq!(Kind::of(&m, item), Some(Kind::Writes));
+        }
+        assert_eq!(Kind::of(&Method::OPTIONS, item), None);
+        assert_eq!(Kind::of(&Method::GET, "/collections"), Some(Kind::Queries));
+        assert_eq!(Kind::of(&Method::GET, "/health"), None);
+        assert_eq!(Kind::of(&Method::GET, "/metrics"), None);
+        assert_eq!(Kind::of(&Method::GET, "/tiles/{file}"), None);
+    }
+
+    #[tokio::test]
+    async fn a_full_kind_refuses_after_a_bounded_wait_and_others_are_free() {
+        let limits = Limits::new(&LimitOptions {
+            tiles: 1,
+            queries: 1,
+            writes: 1,
+            queue_wait: Duration::from_millis(1),
+        });
+        let held = limits.try_acquire(Kind::Tiles).expect("a free slot");
+        assert!(limits.try_acquire(Kind::Tiles).is_none());
+        assert!(limits.acquire(Kind::Tiles).await.is_none());
+        assert!(limits.acquire(Kind::Queries).await.is_some());
+        drop(held);
+        assert!(limits.acquire(Kind::Tiles).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn the_wait_queue_is_no_longer_than_the_limit() {
+        let limits = Limits::new(&LimitOptions {
+            tiles: 1,
+            queries: 1,
+            writes: 1,
+            // Long enough that the first waiter is still queued when the second comes.
+            queue_wait: Duration::from_secs(3600),
+        });
+        let held = limits.try_acquire(Kind::Tiles).expect("a free slot");
+        let l2 = limits.clone();
+        let waiter = tokio::spawn(async move { l2.acquire(Kind::Tiles).await.is_some() });
+        while limits.waiting(Kind::Tiles) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The queue (length 1) is full: refused at once, not after the hour.
+        assert!(limits.acquire(Kind::Tiles).await.is_none());
+        drop(held);
+        assert!(waiter.await.expect("waiter runs"));
+    }
+}
