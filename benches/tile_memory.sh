@@ -21,7 +21,10 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bench=${SHARED_BENCH:-$here/../shared/bench}
 if [[ -z ${RISKMAP_BIN:-} ]]; then
   (cd "$here" && cargo build --release --quiet --bin riskmap)
-  RISKMAP_BIN=${CARGO_TARGET_DIR:-$here/target}/release/riskmap
+  # A copy: in a target directory shared between work trees, another build may replace
+  # release/riskmap while this runs.
+  RISKMAP_BIN=$(mktemp /tmp/riskmap-tile-memory-bin.XXXXXX)
+  cp "${CARGO_TARGET_DIR:-$here/target}/release/riskmap" "$RISKMAP_BIN"
 fi
 # The allowances the README states (KiB): keep them in step with "Memory budget" there.
 per_conn_kib=${PER_CONN_KIB:-256}
@@ -50,7 +53,8 @@ for cache in $caches; do
     kill -0 $pid 2>/dev/null || { echo "server died:"; cat "$log"; exit 1; }
     sleep 0.2
   done
-  sleep 2
+  # The base once start-up's transient buffers are given back (jemalloc: 10 s decay).
+  sleep 15
   base=$(rss_kib $pid)
   samples=$(mktemp /tmp/tile_memory_rss.XXXXXX)
   ( while kill -0 $pid 2>/dev/null; do echo "$(date +%s) $(rss_kib $pid)"; sleep 1; done ) >"$samples" 2>/dev/null &
@@ -66,14 +70,15 @@ for cache in $caches; do
   hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
   kill $sampler 2>/dev/null || true
   kill $pid; wait $pid 2>/dev/null || true
-  peak=$(awk -v m="$hwm" '$2 > m {m = $2} END {print m}' "$samples")
+  # Peak under load and idle: the samples (VmHWM also counts start-up's index build).
+  peak=$(awk '$2 > m {m = $2} END {print m}' "$samples")
   at_load_end=$(awk -v t="$load_end" '$1 <= t {v = $2} END {print v}' "$samples")
   budget=$(( base + mib * 1024 + conns * per_conn_kib + render_slots * per_render_kib ))
   verdict() { if (( $1 <= budget )); then echo "within"; else echo "OVER"; fi; }
   printf 'cache %s (%d MiB): %s\n' "$cache" "$mib" "$result"
   printf '  cache after load: %.1f MiB charged, %s tiles\n' "$(bc -l <<<"${cached:-0}/1048576")" "${entries:-?}"
-  printf '  resident MiB: base %.0f, at load end %.0f, peak %.0f, final (after %ss idle) %.0f\n' \
-    "$(bc -l <<<"$base/1024")" "$(bc -l <<<"$at_load_end/1024")" "$(bc -l <<<"$peak/1024")" "$idle" "$(bc -l <<<"$final/1024")"
+  printf '  resident MiB: base %.0f, at load end %.0f, peak %.0f, final (after %ss idle) %.0f; VmHWM (start-up included) %.0f\n' \
+    "$(bc -l <<<"$base/1024")" "$(bc -l <<<"$at_load_end/1024")" "$(bc -l <<<"$peak/1024")" "$idle" "$(bc -l <<<"$final/1024")" "$(bc -l <<<"$hwm/1024")"
   printf '  budget %.0f MiB = base %.0f + cache %d + %d conns x %d KiB + %d render slots x %d KiB: peak %s, final %s\n' \
     "$(bc -l <<<"$budget/1024")" "$(bc -l <<<"$base/1024")" "$mib" "$conns" "$per_conn_kib" "$render_slots" "$per_render_kib" \
     "$(verdict "$peak")" "$(verdict "$final")"
