@@ -74,9 +74,9 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
 
 fn respond(t: &CachedTile, headers: &HeaderMap) -> Result<Response, ApiError> {
     let gzip = accepts_gzip(headers) && t.gzip.is_some();
-    let tag = if gzip { &t.etag_gzip } else { &t.etag };
-    let etag = HeaderValue::from_str(tag).map_err(|e| ApiError::internal("tile etag", e))?;
-    let mut resp = if not_modified(headers, tag) {
+    let tag = if gzip { t.etag_gzip() } else { t.etag() };
+    let etag = HeaderValue::from_str(&tag).map_err(|e| ApiError::internal("tile etag", e))?;
+    let mut resp = if not_modified(headers, &tag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         match &t.gzip {
@@ -112,12 +112,108 @@ fn respond(t: &CachedTile, headers: &HeaderMap) -> Result<Response, ApiError> {
 
 type TilePath = Result<Path<(String, String, String, String)>, PathRejection>;
 
-/// Permits for concurrent tile drawing: two per core.
-fn render_slots() -> &'static tokio::sync::Semaphore {
-    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    SLOTS.get_or_init(|| {
-        tokio::sync::Semaphore::new(2 * std::thread::available_parallelism().map_or(2, |n| n.get()))
-    })
+/// Tiles are drawn on threads of their own, a fixed number of them: the knob
+/// `RISKMAP_RENDER_THREADS` (read once; 1 to 256), by default two per core. CPU-bound
+/// work gains nothing from more threads; two per core, not one, so that a drawing thread
+/// preempted by the network side does not idle a core. A fixed set (rather than tokio's
+/// blocking pool, which grows to 512 threads under load) bounds the memory drawing can
+/// hold: each thread keeps its stack, its gzip compressor and its allocator caches, see
+/// "Memory budget" in the README.
+pub const RENDER_THREADS_ENV: &str = "RISKMAP_RENDER_THREADS";
+
+/// The number of drawing threads: `RISKMAP_RENDER_THREADS` or two per core.
+pub fn render_threads() -> usize {
+    std::env::var(RENDER_THREADS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=256).contains(n))
+        .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The drawing threads and their queue.
+struct RenderPool {
+    /// One permit per thread, taken before a job is queued and given back when it
+    /// ends: at most one job per thread is queued or running; further requests wait
+    /// here, in arrival order (the semaphore is fair), and leave the queue when their
+    /// client goes away.
+    slots: Arc<tokio::sync::Semaphore>,
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl RenderPool {
+    fn start(threads: usize) -> std::io::Result<RenderPool> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(parking_lot::Mutex::new(queue));
+        let mut started = 0;
+        for i in 0..threads {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("riskmap-render-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while taking the next job.
+                        let job = queue.lock().recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) if started == 0 => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, started, "fewer tile drawing threads than asked");
+                    break;
+                }
+            }
+        }
+        Ok(RenderPool {
+            slots: Arc::new(tokio::sync::Semaphore::new(started)),
+            jobs,
+        })
+    }
+
+    /// Runs `f` on a drawing thread. A panic in `f` is caught (the thread lives on)
+    /// and answered as an internal error.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ApiError::internal("render queue", e))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+                drop(permit);
+                // The client may have gone away: the tile is cached all the same.
+                let _ = tx.send(r);
+            }))
+            .map_err(|e| ApiError::internal("render queue", e))?;
+        match rx.await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ApiError::internal(
+                "drawing a tile",
+                "panicked (see the log above)",
+            )),
+            Err(e) => Err(ApiError::internal("drawing a tile", e)),
+        }
+    }
+}
+
+/// The drawing threads, started at the first tile that is drawn.
+fn render_pool() -> Result<&'static RenderPool, ApiError> {
+    static POOL: std::sync::OnceLock<Result<RenderPool, String>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| RenderPool::start(render_threads()).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| ApiError::internal("starting the tile drawing threads", e))
 }
 
 pub async fn tile(
@@ -150,20 +246,13 @@ pub async fn tile(
             t
         }
         None => {
-            // At most two drawings per core at a time, in arrival order (the semaphore is
-            // fair): CPU-bound work gains nothing from more threads, and queueing in
-            // order keeps the slowest requests close to the typical one. Two, not one:
-            // a drawing thread preempted by the network side must not idle a core.
-            let _permit = render_slots()
-                .acquire()
-                .await
-                .map_err(|e| ApiError::internal("render queue", e))?;
             let a = app.clone();
-            let (t, source) = blocking(move || {
-                let layers = tiles::resolve(&spec, a.layers()).map_err(list_error)?;
-                Ok(tiles::tile(a.tile_cache(), &spec, &layers, coord))
-            })
-            .await?;
+            let (t, source) = render_pool()?
+                .run(move || {
+                    let layers = tiles::resolve(&spec, a.layers()).map_err(list_error)?;
+                    Ok(tiles::tile(a.tile_cache(), &spec, &layers, coord))
+                })
+                .await?;
             let label = if source == Source::Cache {
                 "cache"
             } else {

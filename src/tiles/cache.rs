@@ -2,12 +2,21 @@
 //! weighed by bytes), each stamped with its layers' change numbers. A hit is served
 //! only if no change since the stamp touches the tile (see `index::ChangeLog`), so an
 //! edit is visible in every tile it affects as soon as the edit is acknowledged.
+//!
+//! Memory: an entry is charged everything it keeps allocated (`entry_weight`): the gzip
+//! body, held at its exact size; the key's layer list; the tile record and its stamps,
+//! each rounded up as the allocator rounds; and moka's own bookkeeping for one entry.
+//! `--tile-cache-mb` therefore bounds the memory the cache really holds, empty tiles
+//! included (issue 7: the old charge, body length + 256, was a tenth of the truth for
+//! the small tiles of deep zooms, and the gzip body kept the spare capacity of its
+//! buffer).
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::sync::Arc;
 
-use flate2::Compression;
 use flate2::write::GzEncoder;
+use flate2::{Compress, Compression, FlushCompress, Status};
 
 use super::coord::TileCoord;
 use crate::index::LayerState;
@@ -25,18 +34,105 @@ pub struct TileKey {
 #[derive(Debug)]
 pub struct CachedTile {
     /// Change number of each layer when drawn (in request order).
-    pub stamps: Vec<u64>,
+    pub stamps: Box<[u64]>,
     /// The area whose changes make it stale: the tile grown by the largest buffer.
     pub area: Bbox,
-    /// gzip-compressed MVT; `None` for an empty tile.
+    /// gzip-compressed MVT, allocated at its exact length; `None` for an empty tile.
     pub gzip: Option<bytes::Bytes>,
     /// Size before compression.
     pub raw_len: usize,
-    /// Strong validator of the uncompressed body: CRC-32, a 64-bit SipHash (fixed
-    /// keys, so stable across restarts) and the length.
-    pub etag: String,
-    /// The gzip body's validator (a different representation needs its own).
-    pub etag_gzip: String,
+    /// CRC-32 of the uncompressed body.
+    crc: u32,
+    /// 64-bit SipHash of the uncompressed body (fixed keys, so stable across restarts).
+    sip: u64,
+}
+
+/// Bytes of moka's bookkeeping for one entry, beyond the key and value themselves: the
+/// hash table bucket, the `Arc`'d key, value entry, entry info and deque node, and the
+/// frequency sketch's share. Measured with jemalloc's count of allocated bytes: 252 bytes
+/// with moka 0.12.16 at 14,000 entries; charged with a margin for the sketch, which
+/// doubles in steps (`tests/tile_cache_memory.rs` fails if the real figure outgrows
+/// the charge, or if the charge is more than a quarter above it).
+pub const ENTRY_OVERHEAD: usize = 320;
+
+/// The bytes an allocator really reserves for a request of `n` bytes: jemalloc's size
+/// classes (16-byte steps up to 128 bytes, then four classes per power of two), which
+/// glibc's and mimalloc's rounding do not exceed by more than a header word.
+pub fn allocation_size(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else if n <= 128 {
+        n.next_multiple_of(16)
+    } else {
+        n.next_multiple_of(n.next_power_of_two() / 8)
+    }
+}
+
+/// Bytes one cache entry keeps allocated, what the cache charges it against its budget.
+pub fn entry_weight(key: &TileKey, tile: &CachedTile) -> usize {
+    // `Arc<str>`: two reference counts, then the text.
+    let layers = allocation_size(2 * size_of::<usize>() + key.layers.len());
+    // `Arc<CachedTile>`: two reference counts, then the record.
+    let record = allocation_size(2 * size_of::<usize>() + size_of::<CachedTile>());
+    let stamps = allocation_size(size_of_val(&*tile.stamps));
+    let body = tile.gzip.as_ref().map_or(0, |b| allocation_size(b.len()));
+    ENTRY_OVERHEAD + size_of::<TileKey>() + layers + record + stamps + body
+}
+
+thread_local! {
+    /// Per drawing thread, one gzip compressor and its output buffer, reused for every
+    /// tile. A fresh zlib-rs compressor allocates (and zeroes) about 270 KiB of state at
+    /// level 1; made and dropped for each of thousands of tiles a second, those blocks
+    /// interleaved with the cache's long-lived small ones and glibc's arenas kept growing
+    /// (issue 7). The drawing threads are a fixed few (see `api::tiles`), so this is a
+    /// fixed cost: `RENDER_SCRATCH_BYTES` each.
+    static GZIP: RefCell<Option<(Compress, Vec<u8>)>> = const { RefCell::new(None) };
+}
+
+/// A drawing thread's output buffer is kept between tiles up to this capacity (bytes;
+/// the largest tiles are 500 KB raw): a rare huge tile does not pin its buffer.
+const KEEP_OUTPUT_BYTES: usize = 256 << 10;
+
+/// gzip at level 1 (most of the size saving at a fraction of the CPU of level 6), as an
+/// exact-length buffer.
+fn gzip(raw: &[u8]) -> bytes::Bytes {
+    let reused = GZIP.with_borrow_mut(|slot| {
+        let (c, out) =
+            slot.get_or_insert_with(|| (Compress::new_gzip(Compression::fast(), 15), Vec::new()));
+        c.reset();
+        out.clear();
+        // deflate's worst case is a few bytes per 16 KiB block over the input, plus the
+        // 18 bytes of gzip header and trailer; the loop grows the buffer if ever needed.
+        out.reserve(raw.len() + raw.len() / 64 + 64);
+        let ok = loop {
+            let consumed = c.total_in() as usize;
+            match c.compress_vec(&raw[consumed..], out, FlushCompress::Finish) {
+                Ok(Status::StreamEnd) => break true,
+                Ok(_) => out.reserve(out.capacity().max(64)),
+                Err(_) => break false,
+            }
+        };
+        let body = ok.then(|| bytes::Bytes::copy_from_slice(out));
+        if out.capacity() > KEEP_OUTPUT_BYTES {
+            *out = Vec::new();
+        }
+        if !ok {
+            // A compressor in an unknown state is not reused.
+            *slot = None;
+        }
+        body
+    });
+    reused.unwrap_or_else(|| gzip_once(raw))
+}
+
+/// gzip with a compressor of its own (used if the thread's one fails).
+fn gzip_once(raw: &[u8]) -> bytes::Bytes {
+    let mut e = GzEncoder::new(Vec::with_capacity(raw.len() / 2 + 64), Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = e.write_all(raw);
+    let body = e.finish().unwrap_or_default();
+    // `Bytes::from(Vec)` would keep the spare capacity: copy to the exact length.
+    bytes::Bytes::copy_from_slice(&body)
 }
 
 impl CachedTile {
@@ -48,25 +144,29 @@ impl CachedTile {
             h.write(raw);
             h.finish()
         };
-        let tag = format!("{:08x}{sip:016x}-{:x}", crc32fast::hash(raw), raw.len());
-        let (etag, etag_gzip) = (format!("\"{tag}\""), format!("\"{tag}-gz\""));
-        let gzip = if raw.is_empty() {
-            None
-        } else {
-            // Level 1: most of the size saving at a fraction of the CPU of level 6.
-            let mut e = GzEncoder::new(Vec::with_capacity(raw.len() / 2 + 64), Compression::fast());
-            // Writing into a Vec cannot fail.
-            let _ = e.write_all(raw);
-            Some(bytes::Bytes::from(e.finish().unwrap_or_default()))
-        };
         CachedTile {
-            stamps,
+            stamps: stamps.into_boxed_slice(),
             area,
-            gzip,
+            gzip: (!raw.is_empty()).then(|| gzip(raw)),
             raw_len: raw.len(),
-            etag,
-            etag_gzip,
+            crc: crc32fast::hash(raw),
+            sip,
         }
+    }
+
+    /// Strong validator of the uncompressed body: CRC-32, SipHash and the length.
+    /// Formatted when answering rather than kept: two strings per entry would cost
+    /// more than the body of most deep-zoom tiles.
+    pub fn etag(&self) -> String {
+        format!("\"{:08x}{:016x}-{:x}\"", self.crc, self.sip, self.raw_len)
+    }
+
+    /// The gzip body's validator (a different representation needs its own).
+    pub fn etag_gzip(&self) -> String {
+        format!(
+            "\"{:08x}{:016x}-{:x}-gz\"",
+            self.crc, self.sip, self.raw_len
+        )
     }
 
     /// Whether every layer is unchanged where this tile lies.
@@ -84,11 +184,11 @@ pub struct TileCache {
 }
 
 impl TileCache {
-    /// A cache holding at most `max_bytes` of compressed tiles (plus bookkeeping).
+    /// A cache whose entries hold at most `max_bytes` in all (see `entry_weight`).
     pub fn new(max_bytes: u64) -> Self {
         let inner = moka::sync::Cache::builder()
-            .weigher(|_k: &TileKey, v: &Arc<CachedTile>| {
-                (v.gzip.as_ref().map_or(0, |b| b.len()) + 256).min(u32::MAX as usize) as u32
+            .weigher(|k: &TileKey, v: &Arc<CachedTile>| {
+                entry_weight(k, v).min(u32::MAX as usize) as u32
             })
             .max_capacity(max_bytes)
             .build();
@@ -110,7 +210,7 @@ impl TileCache {
         self.inner.insert(key, tile);
     }
 
-    /// Approximate bytes held.
+    /// Bytes held (see `entry_weight`), once pending evictions are done.
     pub fn weighted_size(&self) -> u64 {
         self.inner.run_pending_tasks();
         self.inner.weighted_size()
@@ -118,5 +218,101 @@ impl TileCache {
 
     pub fn entry_count(&self) -> u64 {
         self.inner.entry_count()
+    }
+
+    /// Empties the cache (used by tests and benchmarks to measure what it held).
+    pub fn clear(&self) {
+        self.inner.invalidate_all();
+        self.inner.run_pending_tasks();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gunzip(b: &[u8]) -> Vec<u8> {
+        use std::io::Read;
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(b)
+            .read_to_end(&mut raw)
+            .expect("a valid gzip stream");
+        raw
+    }
+
+    #[test]
+    fn allocation_sizes_follow_the_size_classes() {
+        let cases = [
+            (0, 0),
+            (1, 16),
+            (16, 16),
+            (17, 32),
+            (128, 128),
+            (129, 160),
+            (160, 160),
+            (161, 192),
+            (257, 320),
+            (1000, 1024),
+            (1025, 1280),
+            (40_000, 40_960),
+        ];
+        for (n, want) in cases {
+            assert_eq!(allocation_size(n), want, "{n}");
+            assert!(allocation_size(n) >= n);
+        }
+    }
+
+    #[test]
+    fn the_reused_compressor_round_trips_every_size_and_keeps_exact_lengths() {
+        // Incompressible input (larger than its reserve once headers are added) and
+        // repetitive input, small and large, one after the other on one thread.
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let noise: Vec<u8> = (0..600_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let inputs: Vec<Vec<u8>> = vec![
+            b"x".to_vec(),
+            noise[..300].to_vec(),
+            vec![7u8; 100_000],
+            noise.clone(),
+            b"tile".repeat(10),
+        ];
+        for raw in &inputs {
+            let gz = gzip(raw);
+            assert_eq!(gunzip(&gz), *raw, "{} bytes", raw.len());
+            assert_eq!(gunzip(&gzip_once(raw)), *raw);
+        }
+        // The kept buffer never exceeds its cap after a huge tile.
+        GZIP.with_borrow(|s| {
+            let (_, out) = s.as_ref().expect("a compressor was made");
+            assert!(out.capacity() <= KEEP_OUTPUT_BYTES);
+        });
+    }
+
+    #[test]
+    fn validators_are_stable_and_distinct_per_representation() {
+        let area = Bbox {
+            min_lon: 0.0,
+            min_lat: 0.0,
+            max_lon: 1.0,
+            max_lat: 1.0,
+        };
+        let t = CachedTile::new(vec![1], area, b"some tile");
+        let u = CachedTile::new(vec![2], area, b"some tile");
+        assert_eq!(t.etag(), u.etag(), "the validator depends on the body only");
+        assert_ne!(t.etag(), t.etag_gzip());
+        assert!(t.etag().starts_with('"') && t.etag().ends_with("-9\""));
+        assert_eq!(
+            t.etag_gzip(),
+            format!("{}-gz\"", t.etag().trim_end_matches('"'))
+        );
+        let v = CachedTile::new(vec![1], area, b"another tile");
+        assert_ne!(t.etag(), v.etag());
+        assert_eq!(CachedTile::new(vec![1], area, b"").gzip, None);
     }
 }
