@@ -24,7 +24,7 @@ use std::time::Duration;
 pub use error::ApiError;
 pub use limit::{DEFAULT_QUEUE_WAIT_MS, Kind, LimitOptions, Limits, Permit};
 pub use public_url::parse_public_url;
-pub use rejections::{MAX_HEAD_BYTES, MAX_HEADERS};
+pub use rejections::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_URI_BYTES};
 pub use router::{MAX_BODY_BYTES, router, router_with};
 pub use serve::{
     DEFAULT_HEADER_TIMEOUT_SECS, DEFAULT_IDLE_TIMEOUT_SECS, ServeOptions, checked_max_connections,
