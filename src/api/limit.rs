@@ -85,15 +85,18 @@ pub struct LimitOptions {
 pub const DEFAULT_QUEUE_WAIT_MS: u64 = 2;
 
 impl LimitOptions {
-    /// Defaults for `cores` CPU cores: tiles and queries two per core (CPU-bound work:
-    /// more in flight only lengthens every request; two, not one, so that a core is
-    /// not idle while a request is between its steps); writes one per core, at least
+    /// Defaults for `cores` CPU cores: tiles four per core, as many as the drawing
+    /// threads (two per core) plus one waiting behind each, so that a map's burst of
+    /// tile requests is served rather than refused while an admitted tile still waits
+    /// for at most one drawing (cached tiles pass through in microseconds); queries two
+    /// per core (CPU-bound work: more in flight only lengthens every request; two, not
+    /// one, so that a core is not idle while a request is between its steps); writes one per core, at least
     /// two (they take turns at the store's single writer anyway, and a commit waits on
     /// fsync, not on a core).
     pub fn for_cores(cores: usize) -> LimitOptions {
         let cores = cores.max(1);
         LimitOptions {
-            tiles: 2 * cores,
+            tiles: 4 * cores,
             queries: 2 * cores,
             writes: cores.max(2),
             queue_wait: Duration::from_millis(DEFAULT_QUEUE_WAIT_MS),
