@@ -89,9 +89,10 @@ if [ -f "$inputs/sensors_changed.csv" ]; then
     "$bin" import --data "$work" --layers "$layers" --layer sensors "$inputs/sensors_changed.csv" >"$work/import.log" 2>&1
     echo "  reimport: riskmap import exited $? after $(echo "$(date +%s.%N) - $t0" | bc | cut -c1-5) s: $(tail -1 "$work/import.log")" ) &
   importer=$!
-  reads reimport "${REIMPORT_SECS:-120}s"
+  reads reimport "${REIMPORT_SECS:-240}s"
   wait $importer
-  grep -o 'layer reloaded.*' "$work/server.log" | tail -1 | sed 's/^/  server: /'
+  for _ in $(seq 1 120); do grep -q 'layer reloaded' "$work/server.log" && break; sleep 1; done
+  (grep -o 'layer reloaded.*' "$work/server.log" || echo "no reload logged") | tail -1 | sed 's/^/  server: /'
 fi
 stop
 echo "after the hostile writes:"
