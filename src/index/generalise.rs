@@ -176,6 +176,18 @@ fn seg_dist_sq(p: [f64; 2], a: [f64; 2], b: [f64; 2]) -> f64 {
     (p[0] - x).powi(2) + (p[1] - y).powi(2)
 }
 
+/// Sets every importance of a part of `n` vertices to 0 but its ends' (infinite, always
+/// kept); false when there are no vertices.
+fn reset_importance(imp: &mut [f32], n: usize) -> bool {
+    if n == 0 {
+        return false;
+    }
+    imp.iter_mut().for_each(|v| *v = 0.0);
+    imp[0] = f32::INFINITY;
+    imp[n - 1] = f32::INFINITY;
+    true
+}
+
 /// Distance evaluations Douglas–Peucker may spend on `n` vertices before it gives way
 /// to [`eliminate_importance`]: far above what real lines need (DP costs about
 /// `n log2 n` on them; the whole city's pipelines never reach a tenth of this), far below
@@ -199,12 +211,9 @@ pub fn dp_work_budget(n: usize) -> u64 {
 /// work done (distance evaluations and heap operations), which tests bound.
 pub fn douglas_peucker_importance(xy: &[[f64; 2]], imp: &mut [f32]) -> u64 {
     let n = xy.len();
-    if n == 0 {
+    if !reset_importance(imp, n) {
         return 0;
     }
-    imp.iter_mut().for_each(|v| *v = 0.0);
-    imp[0] = f32::INFINITY;
-    imp[n - 1] = f32::INFINITY;
     let budget = dp_work_budget(n);
     let mut work = 0u64;
     let mut stack = vec![(0usize, n - 1, f32::INFINITY)];
@@ -246,13 +255,7 @@ pub fn eliminate_importance(xy: &[[f64; 2]], imp: &mut [f32]) -> u64 {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     let n = xy.len();
-    if n == 0 {
-        return 0;
-    }
-    imp.iter_mut().for_each(|v| *v = 0.0);
-    imp[0] = f32::INFINITY;
-    imp[n - 1] = f32::INFINITY;
-    if n < 3 {
+    if !reset_importance(imp, n) || n < 3 {
         return 0;
     }
     // Neighbours in the current (partly eliminated) line.
