@@ -579,7 +579,16 @@ impl App {
     /// reader ever sees an acknowledged write go missing.
     fn reload(&self, l: &LayerState) -> Result<(), StoreError> {
         let started = Instant::now();
-        let (index, skipped, snapshot) = build_index(&self.store, &l.def)?;
+        // Built on a thread of its own at a lower CPU priority: a rebuild (seconds for
+        // millions of features) is background work, and requests come first.
+        let built = std::thread::scope(|s| {
+            s.spawn(|| {
+                lower_thread_priority(BACKGROUND_NICE);
+                build_index(&self.store, &l.def, None)
+            })
+            .join()
+        });
+        let (index, skipped, snapshot) = built.unwrap_or_else(|p| std::panic::resume_unwind(p))?;
         let n = index.len();
         self.pause(Pause::ReloadBuilt);
         let old = {
@@ -746,14 +755,34 @@ fn check_if_match(
     }
 }
 
+/// The nice value of bulk work (Linux: per thread; 0 is normal, 19 the lowest): layer
+/// rebuilds and `riskmap import`. Requests come first; bulk work takes the idle cycles.
+pub const BACKGROUND_NICE: i32 = 19;
+
+/// Lowers the calling thread's CPU priority to `nice` (on Linux `setpriority` applies
+/// to the calling thread only; threads it starts inherit it). Never raises it, and a
+/// refusal only costs priority, so it is logged and ignored.
+pub fn lower_thread_priority(nice: i32) {
+    let now = rustix::process::getpriority_process(None).unwrap_or(0);
+    if nice > now {
+        if let Err(e) = rustix::process::setpriority_process(None, nice) {
+            tracing::debug!(error = %e, nice, "cannot lower this thread's priority");
+        }
+    }
+}
+
 /// A layer's index bulk-loaded from the store, and the rows it could not serve.
 /// Also returns the change-feed position of the snapshot it was read from.
 fn build_index(
     store: &Store,
     def: &Arc<LayerDef>,
+    expected: Option<usize>,
 ) -> Result<(LayerIndex, Vec<UnreadableRow>, i64), StoreError> {
     let mut conn = store.open_reader()?;
-    let expected = store.count(def)? as usize;
+    let expected = match expected {
+        Some(n) => n,
+        None => store.count(def)? as usize,
+    };
     let (mut skipped, mut seq) = (Vec::new(), 0);
     let index = LayerIndex::build(def.clone(), expected, |push| {
         (skipped, seq) = store.scan_layer_snapshot(&mut conn, def, push)?;
@@ -762,21 +791,61 @@ fn build_index(
     Ok((index, skipped, seq))
 }
 
-/// Loads every layer, one thread each.
+/// Loads every layer on as many threads as there are cores, largest layer first, each
+/// thread taking the next layer when it is done (longest-processing-time-first): the
+/// largest layer has a core to itself from the start and is never preempted by the
+/// loading of another, so the start-up takes as long as the largest layer or the rest
+/// together, whichever is longer, and costly features of a smaller layer (a polygon of
+/// a million vertices) do not lengthen it while the rest still fit beside it.
 fn load_all(store: &Store, defs: &[Arc<LayerDef>]) -> Result<Vec<LayerState>, StoreError> {
-    let load = |def: &Arc<LayerDef>| {
-        let (index, skipped, _) = build_index(store, def)?;
+    let mut order: Vec<(usize, usize)> = Vec::with_capacity(defs.len());
+    for (i, def) in defs.iter().enumerate() {
+        order.push((i, store.count(def)? as usize));
+    }
+    order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let load = |i: usize, expected: usize| -> Result<(usize, LayerState), StoreError> {
+        let def = &defs[i];
+        let started = Instant::now();
+        let (index, skipped, _) = build_index(store, def, Some(expected))?;
         let state = LayerState::new(index);
         log_unreadable(&def.name, &state.unreadable.lock().replace(skipped));
-        Ok(state)
+        tracing::info!(layer = %def.name, features = expected, elapsed_ms = started.elapsed().as_millis() as u64, "layer loaded");
+        Ok((i, state))
     };
-    std::thread::scope(|s| {
-        let handles: Vec<_> = defs.iter().map(|def| s.spawn(move || load(def))).collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, defs.len().max(1));
+    let loaded: Vec<Result<Vec<(usize, LayerState)>, StoreError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(i, expected)) = order.get(k) else {
+                            return Ok(mine);
+                        };
+                        mine.push(load(i, expected)?);
+                    }
+                })
+            })
+            .collect();
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
-    })
+    });
+    let mut states: Vec<Option<LayerState>> = (0..defs.len()).map(|_| None).collect();
+    for part in loaded {
+        for (i, state) in part? {
+            states[i] = Some(state);
+        }
+    }
+    Ok(states
+        .into_iter()
+        .map(|s| s.expect("every layer was loaded by one of the threads"))
+        .collect())
 }
 
 impl crate::store::HasStoreError for EditError {
@@ -791,5 +860,27 @@ impl crate::store::HasStoreError for EditError {
 impl From<FieldError> for EditError {
     fn from(e: FieldError) -> Self {
         EditError::Invalid(e)
+    }
+}
+
+#[cfg(test)]
+mod priority_tests {
+    #[test]
+    fn a_thread_lowers_its_own_priority_and_never_raises_it() {
+        std::thread::spawn(|| {
+            let before = rustix::process::getpriority_process(None).expect("getpriority");
+            super::lower_thread_priority(before + 3);
+            let lowered = rustix::process::getpriority_process(None).expect("getpriority");
+            assert_eq!(lowered, before + 3);
+            super::lower_thread_priority(before + 1);
+            assert_eq!(
+                rustix::process::getpriority_process(None).expect("getpriority"),
+                lowered
+            );
+        })
+        .join()
+        .expect("the thread's checks pass");
+        // The calling thread is untouched.
+        assert_eq!(rustix::process::getpriority_process(None).ok(), Some(0));
     }
 }

@@ -95,6 +95,11 @@ pub enum Command {
         /// CSV column holding latitude.
         #[arg(long)]
         lat_column: Option<String>,
+        /// CPU priority of the import (nice value, 0 to 19). An import is batch work
+        /// beside a server answering people: by default it takes only the CPU the
+        /// server leaves idle (on an idle machine it runs at full speed all the same).
+        #[arg(long, default_value_t = crate::app::BACKGROUND_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
+        nice: i32,
     },
     /// Manage API keys.
     Keys {
@@ -266,7 +271,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             skip_invalid,
             lon_column,
             lat_column,
+            nice,
         } => {
+            // Before any thread is started: threads inherit it.
+            crate::app::lower_thread_priority(nice);
             let config = load_config(&g.layers)?;
             let Some(def) = config.layer(&layer).cloned() else {
                 eprintln!(

@@ -302,6 +302,16 @@ fn excess_tile_requests_get_a_json_503_with_retry_after_and_health_still_answers
     let a = get(&mut s, "/tiles/risk_points/2/0/0.mvt");
     assert_ne!(a.status, 503, "{}", a.body);
     assert!(a.status < 300, "{}", a.status);
+    // A slot is taken only to draw: with every slot held again, the tile just drawn
+    // is answered from the cache, and a tile not drawn yet is refused.
+    let held: Vec<_> = (0..2)
+        .map(|_| limits.try_acquire(Kind::Tiles).unwrap())
+        .collect();
+    let cached = get(&mut s, "/tiles/risk_points/2/0/0.mvt");
+    assert_eq!(cached.status, a.status, "{}", cached.body);
+    assert_eq!(cached.header("etag"), a.header("etag"));
+    assert_eq!(get(&mut s, "/tiles/risk_points/3/0/0.mvt").status, 503);
+    drop(held);
 }
 
 #[test]
@@ -330,4 +340,42 @@ fn a_limit_is_shared_by_every_connection() {
         get(&mut connect(server.addr), "/collections/risk_points/items").status,
         200
     );
+}
+
+/// The nice value of each of this process's threads whose name starts with `prefix`
+/// (Linux: field 19 of `/proc/self/task/TID/stat`, after the parenthesised name).
+fn nice_of_threads(prefix: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = t.unwrap().path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        // Fields from the state (field 3) on: nice is field 19.
+        out.push(after_name.split(' ').nth(16).unwrap().parse().unwrap());
+    }
+    out
+}
+
+#[test]
+fn drawing_threads_run_below_the_threads_that_answer() {
+    let server = start(options(NEVER, NEVER, 100));
+    let mut s = connect(server.addr);
+    let a = get(&mut s, "/tiles/risk_points/4/12/6.mvt");
+    assert!(a.status < 300, "{} {}", a.status, a.body);
+    let drawing = nice_of_threads("riskmap-render");
+    assert!(!drawing.is_empty(), "no drawing thread found");
+    assert!(
+        drawing.iter().all(|&n| n == riskmap::api::render_nice()),
+        "drawing threads' nice values: {drawing:?}"
+    );
+    // The threads answering requests keep the normal priority.
+    let answering = nice_of_threads("tokio-rt-worker");
+    assert!(!answering.is_empty(), "no tokio worker thread found");
+    assert!(answering.iter().all(|&n| n == 0), "{answering:?}");
 }

@@ -1,5 +1,5 @@
-//! Per-kind concurrency limits: at most N tile requests, N feature queries and N writes
-//! in a handler at once, process-wide. Beyond that a request waits a few milliseconds
+//! Per-kind concurrency limits: at most N tiles being drawn, N feature queries and N
+//! writes in a handler at once, process-wide. Beyond that a request waits a few milliseconds
 //! at most, in a queue as long as the limit, then gets a fast JSON 503 with
 //! `Retry-After`: an overloaded server answers the excess at once instead of queueing
 //! it without bound (a queue that grows makes every admitted request late too).
@@ -7,7 +7,9 @@
 //! One [`Limits`] is created per router and shared by every clone of it through an
 //! `Arc` (a `tower::limit::ConcurrencyLimitLayer` added with `Router::layer` would give
 //! each clone its own semaphore and limit nothing). `/health`, `/metrics`, the map page
-//! and TileJSON are never limited.
+//! and TileJSON are never limited, and neither are tiles answered from the cache: a tile
+//! request takes its slot (through [`TileAdmission`]) only when the tile must be drawn,
+//! so a map's burst of cached tiles is never refused while drawing is saturated.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,7 +26,7 @@ use super::error::ApiError;
 /// What a request costs the server, for its limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// `GET /tiles/{layers}/{z}/{x}/{y}`: CPU-bound drawing when not cached.
+    /// `GET /tiles/{layers}/{z}/{x}/{y}` that must be drawn (not cached): CPU-bound.
     Tiles,
     /// `GET` of collections and features: index queries and GeoJSON encoding.
     Queries,
@@ -85,18 +87,17 @@ pub struct LimitOptions {
 pub const DEFAULT_QUEUE_WAIT_MS: u64 = 2;
 
 impl LimitOptions {
-    /// Defaults for `cores` CPU cores: tiles four per core, as many as the drawing
-    /// threads (two per core) plus one waiting behind each, so that a map's burst of
-    /// tile requests is served rather than refused while an admitted tile still waits
-    /// for at most one drawing (cached tiles pass through in microseconds); queries two
-    /// per core (CPU-bound work: more in flight only lengthens every request; two, not
-    /// one, so that a core is not idle while a request is between its steps); writes one per core, at least
-    /// two (they take turns at the store's single writer anyway, and a commit waits on
-    /// fsync, not on a core).
+    /// Defaults for `cores` CPU cores: tiles drawn at once, one per core, as many as the
+    /// drawing threads (drawing is CPU-bound: a second drawing per core would only make
+    /// both take twice as long, and an admitted tile never waits behind another one;
+    /// cached tiles are not counted); queries two per core (CPU-bound too, but a query
+    /// also waits between its steps, so two keep a core busy); writes one per core, at
+    /// least two (they take turns at the store's single writer anyway, and a commit
+    /// waits on fsync, not on a core).
     pub fn for_cores(cores: usize) -> LimitOptions {
         let cores = cores.max(1);
         LimitOptions {
-            tiles: 4 * cores,
+            tiles: cores,
             queries: 2 * cores,
             writes: cores.max(2),
             queue_wait: Duration::from_millis(DEFAULT_QUEUE_WAIT_MS),
@@ -210,33 +211,55 @@ impl Limits {
 /// Seconds a refused client is asked to wait before trying again.
 pub const RETRY_AFTER_SECS: &str = "1";
 
+/// The 503 for a refused request of `kind` (counted in
+/// `riskmap_rejected_requests_total{kind}`).
+fn overloaded(limits: &Limits, kind: Kind) -> ApiError {
+    metrics::counter!("riskmap_rejected_requests_total", "kind" => kind.name()).increment(1);
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Overloaded",
+        format!(
+            "too many {} requests at once (limit {}); try again shortly",
+            kind.name(),
+            limits.limit(kind)
+        ),
+    )
+    .with_header(header::RETRY_AFTER, RETRY_AFTER_SECS)
+}
+
+/// Given to the tile handler in the request's extensions: it takes a slot of
+/// [`Kind::Tiles`] only when the tile is not in the cache.
+#[derive(Clone, Debug)]
+pub struct TileAdmission(pub Arc<Limits>);
+
+impl TileAdmission {
+    /// A drawing slot, or the 503 to answer.
+    pub async fn admit(&self) -> Result<Permit, ApiError> {
+        self.0
+            .acquire(Kind::Tiles)
+            .await
+            .ok_or_else(|| overloaded(&self.0, Kind::Tiles))
+    }
+}
+
 /// Middleware: takes a slot of the request's kind for the time of its handler, or
-/// answers 503 with `Retry-After` (counted in `riskmap_rejected_requests_total{kind}`).
-pub async fn limit(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> Response {
+/// answers 503 with `Retry-After`. Tile requests are passed on with a
+/// [`TileAdmission`] instead.
+pub async fn limit(State(limits): State<Arc<Limits>>, mut req: Request, next: Next) -> Response {
     let kind = req
         .extensions()
         .get::<MatchedPath>()
         .and_then(|p| Kind::of(req.method(), p.as_str()));
-    let Some(kind) = kind else {
-        return next.run(req).await;
-    };
-    match limits.acquire(kind).await {
-        Some(_permit) => next.run(req).await,
-        None => {
-            metrics::counter!("riskmap_rejected_requests_total", "kind" => kind.name())
-                .increment(1);
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Overloaded",
-                format!(
-                    "too many {} requests at once (limit {}); try again shortly",
-                    kind.name(),
-                    limits.limit(kind)
-                ),
-            )
-            .with_header(header::RETRY_AFTER, RETRY_AFTER_SECS)
-            .into_response()
+    match kind {
+        None => next.run(req).await,
+        Some(Kind::Tiles) => {
+            req.extensions_mut().insert(TileAdmission(limits));
+            next.run(req).await
         }
+        Some(kind) => match limits.acquire(kind).await {
+            Some(_permit) => next.run(req).await,
+            None => overloaded(&limits, kind).into_response(),
+        },
     }
 }
 

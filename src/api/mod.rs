@@ -30,6 +30,7 @@ pub use serve::{
     DEFAULT_HEADER_TIMEOUT_SECS, DEFAULT_IDLE_TIMEOUT_SECS, ServeOptions, checked_max_connections,
     default_max_connections, fd_limit,
 };
+pub use tiles::{RENDER_NICE, render_nice, render_threads};
 
 use crate::app::App;
 

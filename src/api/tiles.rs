@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
+use super::limit::TileAdmission;
 use super::{auth, blocking};
 use crate::app::App;
 use crate::index::LayerState;
@@ -113,21 +114,40 @@ fn respond(t: &CachedTile, headers: &HeaderMap) -> Result<Response, ApiError> {
 type TilePath = Result<Path<(String, String, String, String)>, PathRejection>;
 
 /// Tiles are drawn on threads of their own, a fixed number of them: the knob
-/// `RISKMAP_RENDER_THREADS` (read once; 1 to 256), by default two per core. CPU-bound
-/// work gains nothing from more threads; two per core, not one, so that a drawing thread
-/// preempted by the network side does not idle a core. A fixed set (rather than tokio's
-/// blocking pool, which grows to 512 threads under load) bounds the memory drawing can
-/// hold: each thread keeps its stack, its gzip compressor and its allocator caches, see
-/// "Memory budget" in the README.
+/// `RISKMAP_RENDER_THREADS` (read once; 1 to 256), by default one per core, as many as
+/// tiles may be drawn at once (`--max-tile-requests`): drawing is CPU-bound, so more
+/// threads would only share the cores. A fixed set (rather than tokio's blocking pool,
+/// which grows to 512 threads under load) bounds the memory drawing can hold: each
+/// thread keeps its stack, its gzip compressor and its allocator caches, see "Memory
+/// budget" in the README.
+///
+/// Drawing threads run at a lower CPU priority ([`RENDER_NICE`]): when the cores are
+/// saturated by drawing, the threads that accept connections, answer cached tiles,
+/// `/health`, feature reads and the 503s of an overload still get a core at once
+/// instead of after a scheduler time slice (measured in `benches/connections.sh
+/// overload`). Alone on a machine, drawing still gets every idle cycle.
 pub const RENDER_THREADS_ENV: &str = "RISKMAP_RENDER_THREADS";
 
-/// The number of drawing threads: `RISKMAP_RENDER_THREADS` or two per core.
+/// The nice value of drawing threads (Linux: per thread; 0 is normal, 19 the lowest),
+/// unless `RISKMAP_RENDER_NICE` says otherwise.
+pub const RENDER_NICE: i32 = 5;
+
+/// The nice value drawing threads run at.
+pub fn render_nice() -> i32 {
+    std::env::var("RISKMAP_RENDER_NICE")
+        .ok()
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .filter(|n| (0..=19).contains(n))
+        .unwrap_or(RENDER_NICE)
+}
+
+/// The number of drawing threads: `RISKMAP_RENDER_THREADS` or one per core.
 pub fn render_threads() -> usize {
     std::env::var(RENDER_THREADS_ENV)
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|n| (1..=256).contains(n))
-        .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -147,11 +167,18 @@ impl RenderPool {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let queue = Arc::new(parking_lot::Mutex::new(queue));
         let mut started = 0;
+        let nice = render_nice();
+        // Each thread says when it runs at its priority: the pool is ready when all are.
+        let (ready_tx, ready) = std::sync::mpsc::channel::<()>();
         for i in 0..threads {
             let queue = queue.clone();
+            let ready_tx = ready_tx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("riskmap-render-{i}"))
                 .spawn(move || {
+                    crate::app::lower_thread_priority(nice);
+                    let _ = ready_tx.send(());
+                    drop(ready_tx);
                     loop {
                         // The lock is held only while taking the next job.
                         let job = queue.lock().recv();
@@ -168,6 +195,13 @@ impl RenderPool {
                     tracing::warn!(error = %e, started, "fewer tile drawing threads than asked");
                     break;
                 }
+            }
+        }
+        drop(ready_tx);
+        for _ in 0..started {
+            // Only fails if a thread died before saying it was ready: no wait then.
+            if ready.recv().is_err() {
+                break;
             }
         }
         Ok(RenderPool {
@@ -218,6 +252,7 @@ fn render_pool() -> Result<&'static RenderPool, ApiError> {
 
 pub async fn tile(
     State(app): State<Arc<App>>,
+    admission: Option<Extension<TileAdmission>>,
     path: TilePath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -246,6 +281,11 @@ pub async fn tile(
             t
         }
         None => {
+            // Only a tile to draw takes a drawing slot (or gets the 503 of an overload).
+            let _slot = match &admission {
+                Some(Extension(a)) => Some(a.admit().await?),
+                None => None,
+            };
             let a = app.clone();
             let (t, source) = render_pool()?
                 .run(move || {
