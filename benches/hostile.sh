@@ -10,7 +10,8 @@
 #   reimport `riskmap import` (another process) of every sensor with a changed value, so
 #            the server rebuilds the whole layer (4.52 M at city scale),
 # and prints p50/p99/max of each loop, the write's status and duration, and the restart
-# time before and after (the hostile features stored). Goal: p99 within twice idle.
+# time before and after (the hostile features stored; RESTARTS=N times each, default 1).
+# Goal: p99 within twice idle.
 #   benches/hostile.sh DATA_DIR INPUTS_DIR TILE_PATHS [SECONDS]
 # INPUTS_DIR from benches/hostile_inputs.py (--sensors for the re-import); TILE_PATHS from
 # ../shared/bench/tile_paths.py. DATA_DIR itself is never changed.
@@ -45,7 +46,7 @@ for line in open(sys.argv[2]):
 PY
 
 serve() {
-  "$bin" serve --data "$work" --layers "$layers" --listen 127.0.0.1:$port --no-demo --tile-cache-mb 0 \
+  NO_COLOR=1 "$bin" serve --data "$work" --layers "$layers" --listen 127.0.0.1:$port --no-demo --tile-cache-mb 0 \
     >>"$work/server.log" 2>&1 &
   pid=$!
   local t0; t0=$(date +%s.%N)
@@ -54,6 +55,7 @@ serve() {
     sleep 0.05
   done
   echo "restart to /health 200: $(echo "$(date +%s.%N) - $t0" | bc | cut -c1-5) s, rss $(awk '/VmRSS/ {print int($2/1024)}' /proc/$pid/status) MiB"
+  echo "  loaded: $(grep -o 'layer loaded.*' "$work/server.log" | tail -"$(ls "$layers" | grep -c '\.toml$')" | sed 's/layer loaded layer=//; s/ features=/:/; s/ elapsed_ms=/ in /; s/$/ ms/' | tr '\n' ';')"
 }
 stop() { kill $pid; wait $pid 2>/dev/null || true; }
 
@@ -75,6 +77,8 @@ post() { # post LAYER FILE: status and seconds of the write
 
 echo "machine: $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg); $(wc -l <"$paths") tile paths, $(wc -l <"$work/items.txt") item paths, ${secs}s per run"
 key=$("$bin" keys add --role planner --name hostile-bench --data "$work" --layers "$layers")
+# RESTARTS (default 1): restarts timed before and after, to see the spread.
+for _ in $(seq 2 "${RESTARTS:-1}"); do serve; stop; done
 serve
 reads idle "${secs}s"
 for s in zigzag:pipelines:zigzag_line.json comb:boundary:comb_polygon.json plain:pipelines:plain_line.json; do
@@ -85,17 +89,24 @@ for s in zigzag:pipelines:zigzag_line.json comb:boundary:comb_polygon.json plain
   wait $poster
 done
 if [ -f "$inputs/sensors_changed.csv" ]; then
-  ( sleep 2; t0=$(date +%s.%N)
-    "$bin" import --data "$work" --layers "$layers" --layer sensors "$inputs/sensors_changed.csv" >"$work/import.log" 2>&1
-    echo "  reimport: riskmap import exited $? after $(echo "$(date +%s.%N) - $t0" | bc | cut -c1-5) s: $(tail -1 "$work/import.log")" ) &
-  importer=$!
-  reads reimport "${REIMPORT_SECS:-240}s"
-  wait $importer
-  for _ in $(seq 1 120); do grep -q 'layer reloaded' "$work/server.log" && break; sleep 1; done
+  # Reads go on until the import has committed AND the server has rebuilt the layer
+  # (the import runs at its default priority, below the server's, so it takes longer
+  # while the reads keep the cores busy): wrk is stopped with SIGINT, which makes it
+  # report what it measured.
+  reads reimport 3600s &
+  readers=$!
+  sleep 2
+  t0=$(date +%s.%N)
+  "$bin" import --data "$work" --layers "$layers" --layer sensors "$inputs/sensors_changed.csv" >"$work/import.log" 2>&1 \
+    && st=0 || st=$?
+  echo "  reimport: riskmap import exited $st after $(echo "$(date +%s.%N) - $t0" | bc | cut -c1-5) s: $(tail -1 "$work/import.log")"
+  for _ in $(seq 1 600); do grep -q 'layer reloaded' "$work/server.log" && break; sleep 1; done
   (grep -o 'layer reloaded.*' "$work/server.log" || echo "no reload logged") | tail -1 | sed 's/^/  server: /'
+  echo "  reads stopped $(echo "$(date +%s.%N) - $t0" | bc | cut -c1-5) s after the import started"
+  pkill -INT -f "wrk .*127.0.0.1:$port" || true
+  wait $readers
 fi
 stop
 echo "after the hostile writes:"
-serve
-stop
+for _ in $(seq 1 "${RESTARTS:-1}"); do serve; stop; done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

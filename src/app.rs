@@ -756,8 +756,10 @@ fn check_if_match(
 }
 
 /// The nice value of bulk work (Linux: per thread; 0 is normal, 19 the lowest): layer
-/// rebuilds and `riskmap import`. Requests come first; bulk work takes the idle cycles.
-pub const BACKGROUND_NICE: i32 = 19;
+/// rebuilds and `riskmap import`. Requests come first, but bulk work is not starved:
+/// against a thread drawing tiles (nice 5) it gets a quarter of a core (weights 110
+/// against 335), against one answering requests (nice 0) a tenth.
+pub const BACKGROUND_NICE: i32 = 10;
 
 /// Lowers the calling thread's CPU priority to `nice` (on Linux `setpriority` applies
 /// to the calling thread only; threads it starts inherit it). Never raises it, and a

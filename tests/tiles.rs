@@ -910,3 +910,115 @@ async fn a_feature_that_collapses_in_a_tile_is_dropped_counted_and_the_tile_stil
         "{metrics}"
     );
 }
+
+/// Distance in tile units from `p` to the polyline `line` (tile units).
+fn distance_to_polyline(p: (f64, f64), line: &[(f64, f64)]) -> f64 {
+    let mut best = f64::INFINITY;
+    for w in line.windows(2) {
+        let ((ax, ay), (bx, by)) = (w[0], w[1]);
+        let (dx, dy) = (bx - ax, by - ay);
+        let len2 = dx * dx + dy * dy;
+        let t = if len2 == 0.0 {
+            0.0
+        } else {
+            (((p.0 - ax) * dx + (p.1 - ay) * dy) / len2).clamp(0.0, 1.0)
+        };
+        let (cx, cy) = (ax + t * dx, ay + t * dy);
+        best = best.min(((p.0 - cx).powi(2) + (p.1 - cy).powi(2)).sqrt());
+    }
+    best
+}
+
+#[tokio::test]
+async fn a_long_line_is_drawn_exactly_where_it_runs_in_every_tile() {
+    // A river of 12,000 vertices (long lines are drawn stretch by stretch, only near
+    // the tile): in every tile it crosses it is drawn, every drawn vertex lies on the
+    // river (within the simplification tolerance and a unit of rounding), and every
+    // vertex of the river inside the tile is near the drawing (no stretch missed).
+    use rand::{Rng, SeedableRng};
+    let (dir, app) = demo_app();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let (mut lon, mut lat) = (106.0, 29.5);
+    let mut coords = Vec::with_capacity(12_000);
+    for _ in 0..12_000 {
+        lon += 0.0001;
+        lat += rng.random_range(-0.0001..0.0001);
+        coords.push([lon, lat]);
+    }
+    let file = dir.path().join("long.geojson");
+    let feature = json!({"type":"Feature","id":"LONG","geometry":{"type":"LineString","coordinates":coords},"properties":{"wdb_level":2}});
+    std::fs::write(&file, collection(vec![feature])).unwrap();
+    cli_import(dir.path(), "rivers", &file);
+    app.follow_changes().unwrap();
+    let tol = app.layer("rivers").unwrap().def.tiles.simplify;
+    let mut drawn_tiles = 0;
+    for z in [9u8, 12, 15, 17] {
+        let at_z: Vec<(f64, f64)> = coords.iter().map(|c| slippy(c[0], c[1], z)).collect();
+        // Tiles along the river: those of every 500th vertex, and their neighbours.
+        let mut tiles: Vec<(u32, u32)> = Vec::new();
+        for p in at_z.iter().step_by(400) {
+            for (dx, dy) in [(0i64, 0i64), (0, 1), (0, -1), (1, 0), (-1, 0)] {
+                let t = ((p.0 as i64 + dx) as u32, (p.1 as i64 + dy) as u32);
+                if !tiles.contains(&t) {
+                    tiles.push(t);
+                }
+            }
+        }
+        for (x, y) in tiles {
+            let t = TileCoord { z, x, y };
+            // The river in this tile's units.
+            let line: Vec<(f64, f64)> = at_z
+                .iter()
+                .map(|p| ((p.0 - x as f64) * 4096.0, (p.1 - y as f64) * 4096.0))
+                .collect();
+            let inside = |p: &(f64, f64)| p.0 > 0.0 && p.0 < 4096.0 && p.1 > 0.0 && p.1 < 4096.0;
+            let crosses = line.iter().any(inside);
+            let layers = decode(&tile(&app, "rivers", t).await);
+            let drawn = layers
+                .get("rivers")
+                .and_then(|fs| fs.iter().find(|f| f.tags["id"] == "LONG"));
+            let Some(drawn) = drawn else {
+                assert!(
+                    !crosses,
+                    "{t:?}: the river runs through the tile but is not drawn"
+                );
+                continue;
+            };
+            drawn_tiles += 1;
+            // Segments of the river near the tile (with its buffer), for the distances.
+            let near: Vec<(f64, f64)> = line
+                .iter()
+                .copied()
+                .filter(|p| p.0 > -600.0 && p.0 < 4696.0 && p.1 > -600.0 && p.1 < 4696.0)
+                .collect();
+            let slack = tol + 1.5;
+            for c in drawn.geom.coords_iter() {
+                let d = distance_to_polyline((c.x, c.y), &line);
+                assert!(
+                    d <= slack,
+                    "{t:?}: drawn vertex {c:?} is {d} units off the river"
+                );
+            }
+            let drawing: Vec<Vec<(f64, f64)>> = match &drawn.geom {
+                Geometry::LineString(l) => vec![l.0.iter().map(|c| (c.x, c.y)).collect()],
+                Geometry::MultiLineString(m) => {
+                    m.0.iter()
+                        .map(|l| l.0.iter().map(|c| (c.x, c.y)).collect())
+                        .collect()
+                }
+                g => panic!("{t:?}: {g:?}"),
+            };
+            for p in near.iter().filter(|p| inside(p)) {
+                let d = drawing
+                    .iter()
+                    .map(|l| distance_to_polyline(*p, l))
+                    .fold(f64::INFINITY, f64::min);
+                assert!(
+                    d <= slack,
+                    "{t:?}: river vertex {p:?} is {d} units from the drawing"
+                );
+            }
+        }
+    }
+    assert!(drawn_tiles > 50, "only {drawn_tiles} tiles drew the river");
+}

@@ -112,9 +112,9 @@ fn check_content_type(headers: &HeaderMap, accepted: &[&str]) -> Result<(), ApiE
     }
 }
 
-/// Reads and parses a JSON body (after the caller checked the key).
-async fn json_body(body: Body) -> Result<Json, ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+/// Reads a body (after the caller checked the key).
+async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| {
             ApiError::new(
@@ -122,14 +122,50 @@ async fn json_body(body: Body) -> Result<Json, ApiError> {
                 "PayloadTooLarge",
                 format!("the body is larger than {MAX_BODY_BYTES} bytes or was cut off"),
             )
-        })?;
-    // Parsing a body of up to MAX_BODY_BYTES takes a good fraction of a second: off the
-    // async threads, which must stay free for other requests.
-    blocking(move || {
-        crate::model::json::from_slice_strict(&bytes)
-            .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
-    })
-    .await
+        })
+}
+
+/// Parses a JSON body: in the write's own task, off the async threads (a body of up to
+/// MAX_BODY_BYTES takes a good fraction of a second).
+fn parse_json(bytes: &[u8]) -> Result<Json, ApiError> {
+    crate::model::json::from_slice_strict(bytes)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+}
+
+/// Bodies above this size are bulk work (`BULK_BODY_BYTES`: 1 MiB, a feature of tens
+/// of thousands of vertices).
+const BULK_BODY_BYTES: usize = 1 << 20;
+
+/// Runs a write's parsing, validation, preparation and commit off the async threads: a
+/// small one on the blocking pool at the normal priority, a large one (a body above
+/// [`BULK_BODY_BYTES`]) on a thread of its own at the priority of bulk work
+/// ([`crate::app::BACKGROUND_NICE`]), so that the seconds of CPU a feature of a million
+/// vertices costs are taken from idle cycles, not from readers. There are at most as
+/// many such threads as writes in progress (`--max-write-requests`).
+async fn write_task<T: Send + 'static>(
+    body_len: usize,
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    if body_len <= BULK_BODY_BYTES {
+        return blocking(f).await;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("riskmap-bulk-write".into())
+        .spawn(move || {
+            crate::app::lower_thread_priority(crate::app::BACKGROUND_NICE);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            let _ = tx.send(r);
+        })
+        .map_err(|e| ApiError::internal("starting a write", e))?;
+    match rx.await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(ApiError::internal(
+            "a write",
+            "panicked (see the log above)",
+        )),
+        Err(e) => Err(ApiError::internal("a write", e)),
+    }
 }
 
 /// Checks the key (a store read) off the async threads.
@@ -346,8 +382,9 @@ pub async fn create(
     let def = layer_of(&app, &layer)?;
     let actor = authorize(&app, &headers, Action::EditFeatures).await?;
     check_content_type(&headers, &["application/geo+json", "application/json"])?;
-    let mut doc = json_body(body).await?;
-    blocking(move || {
+    let bytes = read_body(body).await?;
+    write_task(bytes.len(), move || {
+        let mut doc = parse_json(&bytes)?;
         // The server names features that come without an id.
         if id_of(&def, &doc)
             .map_err(|e| ApiError::unprocessable(e.to_string()))?
@@ -381,8 +418,9 @@ pub async fn replace(
     let actor = authorize(&app, &headers, Action::EditFeatures).await?;
     let cond = if_match(&headers)?;
     check_content_type(&headers, &["application/geo+json", "application/json"])?;
-    let mut doc = json_body(body).await?;
-    blocking(move || {
+    let bytes = read_body(body).await?;
+    write_task(bytes.len(), move || {
+        let mut doc = parse_json(&bytes)?;
         match id_of(&def, &doc).map_err(|e| ApiError::unprocessable(e.to_string()))? {
             Some(body_id) if body_id != id => {
                 return Err(ApiError::unprocessable(format!(
@@ -421,8 +459,9 @@ pub async fn patch(
         &headers,
         &["application/merge-patch+json", "application/json"],
     )?;
-    let doc = json_body(body).await?;
-    blocking(move || {
+    let bytes = read_body(body).await?;
+    write_task(bytes.len(), move || {
+        let doc = parse_json(&bytes)?;
         let ctx = EditContext {
             actor: &actor,
             if_match: cond.as_deref(),

@@ -79,7 +79,16 @@ pub struct Part {
     /// The highest importance among the part's interior vertices (0 when it has
     /// none): at any tolerance above it the part is just its two ends.
     pub max_inner: f32,
+    /// For a line of more than [`CHUNKED_FROM`] vertices, its chunks' bounds in
+    /// [`WorldShape::chunks`] (`first..end`), so that a tile visits only the stretches
+    /// of a long line that come near it.
+    pub chunks: Option<(u32, u32)>,
 }
+
+/// Vertices per chunk of a long line (see [`Part::chunks`]).
+pub const CHUNK: usize = 256;
+/// Lines of more vertices than this are given chunk bounds.
+pub const CHUNKED_FROM: usize = 4 * CHUNK;
 
 /// A line or polygon geometry in world coordinates with vertex importances.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -91,6 +100,10 @@ pub struct WorldShape {
     pub parts: Vec<Part>,
     /// `[min_x, min_y, max_x, max_y]` of `xy`.
     pub bbox: [f64; 4],
+    /// Bounds `[min_x, min_y, max_x, max_y]` of the chunks of long lines: chunk `k` of a
+    /// part holds its vertices `k·CHUNK ..= (k+1)·CHUNK` (the last one shared with the
+    /// next chunk, so every segment lies in one chunk's bounds).
+    pub chunks: Vec<[f64; 4]>,
 }
 
 impl WorldShape {
@@ -110,11 +123,23 @@ impl WorldShape {
                 .iter()
                 .filter(|v| v.is_finite())
                 .fold(0.0f32, |a, &b| a.max(b));
+            let n = s.xy.len() - start;
+            let chunks = (kind == PartKind::Line && n > CHUNKED_FROM).then(|| {
+                let first = s.chunks.len() as u32;
+                let mut k = 0;
+                while k * CHUNK < n - 1 {
+                    let r = start + k * CHUNK..=(start + (k + 1) * CHUNK).min(start + n - 1);
+                    s.chunks.push(bounds_of(&s.xy[r]));
+                    k += 1;
+                }
+                (first, s.chunks.len() as u32)
+            });
             s.parts.push(Part {
                 start: start as u32,
                 end: s.xy.len() as u32,
                 kind,
                 max_inner,
+                chunks,
             });
         };
         let polygon = |p: &Polygon, s: &mut WorldShape| {
@@ -134,29 +159,66 @@ impl WorldShape {
             }
             _ => {}
         }
-        s.bbox = s.xy.iter().fold(
-            [
-                f64::INFINITY,
-                f64::INFINITY,
-                f64::NEG_INFINITY,
-                f64::NEG_INFINITY,
-            ],
-            |b, p| {
-                [
-                    b[0].min(p[0]),
-                    b[1].min(p[1]),
-                    b[2].max(p[0]),
-                    b[3].max(p[1]),
-                ]
-            },
-        );
+        s.bbox = bounds_of(&s.xy);
         s
+    }
+
+    /// The stretches of part `p` (vertex ranges within the part, each from a chunk's
+    /// first vertex to a chunk's last) whose chunks come within `window`
+    /// (`[min_x, min_y, max_x, max_y]`, world units), consecutive chunks merged. A part
+    /// without chunks is one stretch, whole.
+    pub fn stretches_near(
+        &self,
+        p: &Part,
+        window: [f64; 4],
+        out: &mut Vec<std::ops::Range<usize>>,
+    ) {
+        out.clear();
+        let n = (p.end - p.start) as usize;
+        let Some((first, end)) = p.chunks else {
+            out.push(0..n);
+            return;
+        };
+        let near = |b: &[f64; 4]| {
+            b[0] <= window[2] && b[2] >= window[0] && b[1] <= window[3] && b[3] >= window[1]
+        };
+        for (k, b) in self.chunks[first as usize..end as usize].iter().enumerate() {
+            if !near(b) {
+                continue;
+            }
+            let r = k * CHUNK..((k + 1) * CHUNK + 1).min(n);
+            match out.last_mut() {
+                // Consecutive chunks share a vertex: one stretch.
+                Some(last) if last.end == r.start + 1 => last.end = r.end,
+                _ => out.push(r),
+            }
+        }
     }
 
     pub fn part(&self, p: &Part) -> (&[[f64; 2]], &[f32]) {
         let r = p.start as usize..p.end as usize;
         (&self.xy[r.clone()], &self.importance[r])
     }
+}
+
+/// `[min_x, min_y, max_x, max_y]` of points (infinite bounds for none).
+fn bounds_of(xy: &[[f64; 2]]) -> [f64; 4] {
+    xy.iter().fold(
+        [
+            f64::INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        ],
+        |b, p| {
+            [
+                b[0].min(p[0]),
+                b[1].min(p[1]),
+                b[2].max(p[0]),
+                b[3].max(p[1]),
+            ]
+        },
+    )
 }
 
 /// Squared distance from `p` to segment `a`-`b`.
@@ -504,6 +566,75 @@ impl Pyramid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_line_is_visited_only_in_the_stretches_near_a_window() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for case in 0..40 {
+            // A random walk of a few thousand vertices around Chongqing.
+            let n = rng.random_range(CHUNKED_FROM + 1..6_000);
+            let mut c = Coord { x: 106.5, y: 29.5 };
+            let mut pts = Vec::with_capacity(n);
+            for _ in 0..n {
+                c.x += rng.random_range(-0.001..0.001);
+                c.y += rng.random_range(-0.001..0.001);
+                pts.push(c);
+            }
+            let shape = WorldShape::new(&Geometry::LineString(LineString(pts)));
+            let part = shape.parts[0];
+            assert!(
+                part.chunks.is_some(),
+                "case {case}: {n} vertices, no chunks"
+            );
+            let xy = shape.part(&part).0;
+            let [x0, y0, x1, y1] = shape.bbox;
+            let mut stretches = Vec::new();
+            for _ in 0..20 {
+                let (w, h) = (
+                    (x1 - x0) * rng.random_range(0.0..0.3),
+                    (y1 - y0) * rng.random_range(0.0..0.3),
+                );
+                let (wx, wy) = (rng.random_range(x0..x1), rng.random_range(y0..y1));
+                let window = [wx, wy, wx + w, wy + h];
+                shape.stretches_near(&part, window, &mut stretches);
+                // Sound: every segment that comes into the window is in a stretch.
+                for i in 0..xy.len() - 1 {
+                    let b = bounds_of(&xy[i..=i + 1]);
+                    let near = b[0] <= window[2]
+                        && b[2] >= window[0]
+                        && b[1] <= window[3]
+                        && b[3] >= window[1];
+                    if near {
+                        assert!(
+                            stretches.iter().any(|r| r.start <= i && i + 1 < r.end),
+                            "case {case}: segment {i} near {window:?} is in no stretch of {stretches:?}"
+                        );
+                    }
+                }
+                // Bounded: stretches are disjoint but for shared ends, and made of
+                // chunks whose bounds reach the window.
+                let (first, end) = part.chunks.expect("chunked");
+                let near_chunks = shape.chunks[first as usize..end as usize]
+                    .iter()
+                    .filter(|b| {
+                        b[0] <= window[2]
+                            && b[2] >= window[0]
+                            && b[1] <= window[3]
+                            && b[3] >= window[1]
+                    })
+                    .count();
+                let visited: usize = stretches.iter().map(|r| r.len()).sum();
+                assert!(
+                    visited <= near_chunks * (CHUNK + 1),
+                    "case {case}: {visited} vertices for {near_chunks} chunks"
+                );
+                for w in stretches.windows(2) {
+                    assert!(w[0].end <= w[1].start + 1, "{stretches:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn world_coordinates_round_trip_and_clamp_at_the_mercator_limit() {

@@ -390,6 +390,27 @@ fn binned_clusters<'a>(
 
 /// Signed area × 2 of a closed ring in tile units (y down): positive is clockwise on
 /// screen, which MVT 2.1 requires of exterior rings.
+/// Adds clipped line parts to a feature, quantised, repeated points dropped.
+fn draw_clipped(
+    clipped: &[[f64; 2]],
+    parts: &[std::ops::Range<usize>],
+    q: &mut Vec<(i32, i32)>,
+    g: &mut GeomBuf,
+) {
+    for r in parts.iter().cloned() {
+        q.clear();
+        for &p in &clipped[r] {
+            let p = quantise(p);
+            if q.last() != Some(&p) {
+                q.push(p);
+            }
+        }
+        if q.len() >= 2 {
+            g.line(q);
+        }
+    }
+}
+
 fn shapes<'a>(
     idx: &'a LayerIndex,
     def: &'a LayerDef,
@@ -451,6 +472,14 @@ fn shapes<'a>(
     let mut q: Vec<(i32, i32)> = Vec::new();
     let mut points_q: Vec<(i32, i32)> = Vec::new();
     let mut ty = GeomType::LineString;
+    // The tile with its buffer and the tolerance, in world units: the stretches of a
+    // long line outside it cannot reach the tile (see `WorldShape::stretches_near`).
+    let window = {
+        let [x0, y0, x1, y1] = coord.world_bounds();
+        let pad = buffer / EXTENT as f64 / coord.scale() + tol;
+        [x0 - pad, y0 - pad, x1 + pad, y1 + pad]
+    };
+    let mut stretches: Vec<std::ops::Range<usize>> = Vec::new();
     for slot in candidates {
         let Some(shape) = idx.world_shape(slot) else {
             continue;
@@ -464,6 +493,29 @@ fn shapes<'a>(
         for part in &shape.parts {
             let (xy, imp) = shape.part(part);
             kept.clear();
+            if part.kind == PartKind::Line && part.chunks.is_some() {
+                // A long line (thousands to a million vertices): only the stretches
+                // near the tile are simplified and clipped. Each stretch is drawn from
+                // its first to its last vertex (outside the tile by more than the
+                // tolerance) through its vertices kept at this tolerance.
+                ty = GeomType::LineString;
+                shape.stretches_near(part, window, &mut stretches);
+                for r in stretches.iter().cloned() {
+                    kept.clear();
+                    let last = r.end - 1;
+                    kept.push(coord.to_tile(xy[r.start]));
+                    kept.extend(
+                        (r.start + 1..last)
+                            .filter(|&i| imp[i] > tol_sq)
+                            .map(|i| coord.to_tile(xy[i])),
+                    );
+                    kept.push(coord.to_tile(xy[last]));
+                    clip_line_into(&kept, &bx, &mut clipped, &mut clipped_parts);
+                    reached |= !clipped_parts.is_empty() || kept.iter().any(|&p| bx.contains(p));
+                    draw_clipped(&clipped, &clipped_parts, &mut q, &mut g);
+                }
+                continue;
+            }
             if part.max_inner <= tol_sq {
                 // Simplified to its ends (most lines at low zoom): skip the vertex scan.
                 kept.push(coord.to_tile(xy[0]));
@@ -489,19 +541,7 @@ fn shapes<'a>(
                     ty = GeomType::LineString;
                     clip_line_into(&kept, &bx, &mut clipped, &mut clipped_parts);
                     reached |= !clipped_parts.is_empty() || kept.iter().any(|&p| bx.contains(p));
-                    for r in clipped_parts.iter().cloned() {
-                        let c = &clipped[r];
-                        q.clear();
-                        for &p in c {
-                            let p = quantise(p);
-                            if q.last() != Some(&p) {
-                                q.push(p);
-                            }
-                        }
-                        if q.len() >= 2 {
-                            g.line(&q);
-                        }
-                    }
+                    draw_clipped(&clipped, &clipped_parts, &mut q, &mut g);
                 }
                 PartKind::Exterior | PartKind::Interior => {
                     ty = GeomType::Polygon;
