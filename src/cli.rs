@@ -128,7 +128,8 @@ pub struct LimitArgs {
     /// between 64 and 1,024, for the store].
     #[arg(long, env = "RISKMAP_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// Tile requests handled at once; beyond it 503 [default: two per core].
+    /// Tiles drawn at once (cached tiles are not counted); beyond it a request waits or
+    /// gets 503 [default: one per core].
     #[arg(long, env = "RISKMAP_MAX_TILE_REQUESTS")]
     pub max_tile_requests: Option<usize>,
     /// Feature and collection reads handled at once; beyond it 503 [default: two per core].
@@ -138,7 +139,8 @@ pub struct LimitArgs {
     #[arg(long, env = "RISKMAP_MAX_WRITE_REQUESTS")]
     pub max_write_requests: Option<usize>,
     /// Milliseconds a request beyond its kind's limit may wait for a slot before the
-    /// 503 (at most as many wait as the limit).
+    /// 503 (at most four per slot wait); no wait while the kind is overloaded (a refusal
+    /// in the last second).
     #[arg(long, env = "RISKMAP_QUEUE_WAIT_MS", default_value_t = crate::api::DEFAULT_QUEUE_WAIT_MS)]
     pub queue_wait_ms: u64,
 }

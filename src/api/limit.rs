@@ -1,8 +1,19 @@
 //! Per-kind concurrency limits: at most N tiles being drawn, N feature queries and N
-//! writes in a handler at once, process-wide. Beyond that a request waits a few milliseconds
-//! at most, in a queue as long as the limit, then gets a fast JSON 503 with
-//! `Retry-After`: an overloaded server answers the excess at once instead of queueing
-//! it without bound (a queue that grows makes every admitted request late too).
+//! writes in a handler at once, process-wide. Beyond that a request may wait for a slot,
+//! but only while the kind is not overloaded:
+//!
+//! - a request that finds no free slot waits (at most `queue_wait`, behind at most
+//!   [`QUEUE_PER_SLOT`] × the limit others): a map opening asks for a dozen tiles at once
+//!   over its six connections, and each of them is drawn a few milliseconds later;
+//! - a request refused (the queue full, or its wait over) puts the kind into refusal for
+//!   [`REFUSAL_HOLD`]: while it lasts a request that finds no free slot gets the 503 at
+//!   once, without waiting, and each such refusal extends it. Under sustained overload
+//!   the kind therefore stays in refusal: the excess is answered in microseconds and an
+//!   admitted request waits for nobody (its latency is its own work). Once requests find
+//!   free slots again for the length of the hold, waiting is allowed again.
+//!
+//! This is the idea of adaptive shedding (as in CoDel): a queue is good for bursts and
+//! bad under sustained overload, so it is offered only while it drains.
 //!
 //! One [`Limits`] is created per router and shared by every clone of it through an
 //! `Arc` (a `tower::limit::ConcurrencyLimitLayer` added with `Router::layer` would give
@@ -12,8 +23,8 @@
 //! so a map's burst of cached tiles is never refused while drawing is saturated.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -77,14 +88,20 @@ pub struct LimitOptions {
     pub tiles: usize,
     pub queries: usize,
     pub writes: usize,
-    /// Longest wait for a slot before the 503 (zero: answer at once). A wait of a
-    /// couple of milliseconds lets a request take a slot that frees just after it
-    /// arrived, without delaying the refusal of the real excess noticeably.
+    /// Longest wait for a slot before the 503 when the kind is not overloaded (zero:
+    /// never wait).
     pub queue_wait: Duration,
 }
 
-/// Default wait for a slot, in milliseconds.
-pub const DEFAULT_QUEUE_WAIT_MS: u64 = 2;
+/// Default longest wait for a slot, in milliseconds: long enough for a map's burst of
+/// tiles to be drawn (a dozen tiles, a few milliseconds each, on one thread per core).
+pub const DEFAULT_QUEUE_WAIT_MS: u64 = 1000;
+
+/// Requests that may wait for a slot, per slot of the limit.
+pub const QUEUE_PER_SLOT: usize = 4;
+
+/// How long a refusal keeps a kind refusing without a wait (see the module's notes).
+pub const REFUSAL_HOLD: Duration = Duration::from_secs(1);
 
 impl LimitOptions {
     /// Defaults for `cores` CPU cores: tiles drawn at once, one per core, as many as the
@@ -121,15 +138,19 @@ impl Default for LimitOptions {
 
 struct Slot {
     permits: Arc<Semaphore>,
-    /// Requests waiting for a permit now; at most the limit itself.
+    /// Requests waiting for a permit now; at most `QUEUE_PER_SLOT` × the limit.
     waiting: AtomicUsize,
     limit: usize,
+    /// Until when (microseconds since `Limits::epoch`) requests are refused without a
+    /// wait; 0: not refusing.
+    refusing_until: AtomicU64,
 }
 
 /// The process-wide limiter: one semaphore per kind.
 pub struct Limits {
     slots: [Slot; 3],
     queue_wait: Duration,
+    epoch: Instant,
 }
 
 impl std::fmt::Debug for Limits {
@@ -156,11 +177,13 @@ impl Limits {
                 permits: Arc::new(Semaphore::new(limit)),
                 waiting: AtomicUsize::new(0),
                 limit,
+                refusing_until: AtomicU64::new(0),
             }
         };
         Arc::new(Limits {
             slots: Kind::ALL.map(slot),
             queue_wait: options.queue_wait,
+            epoch: Instant::now(),
         })
     }
 
@@ -184,26 +207,46 @@ impl Limits {
             .map(Permit)
     }
 
-    /// A slot, waiting at most `queue_wait` and only if fewer than `limit` requests of
-    /// the kind are already waiting; `None` means refuse.
+    /// Whether requests of `kind` are being refused without a wait now (overload).
+    pub fn refusing(&self, kind: Kind) -> bool {
+        self.now_us()
+            < self.slots[kind.index()]
+                .refusing_until
+                .load(Ordering::Acquire)
+    }
+
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// Refuses a request of the slot's kind, holding the refusal (see the module).
+    fn refuse(&self, slot: &Slot) -> Option<Permit> {
+        let until = self.now_us() + REFUSAL_HOLD.as_micros() as u64;
+        slot.refusing_until.fetch_max(until, Ordering::AcqRel);
+        None
+    }
+
+    /// A slot: at once if one is free; else, unless the kind is refusing (overloaded),
+    /// after a wait of at most `queue_wait` behind at most `QUEUE_PER_SLOT` × `limit`
+    /// others. `None` means refuse.
     pub async fn acquire(&self, kind: Kind) -> Option<Permit> {
         if let Some(p) = self.try_acquire(kind) {
             return Some(p);
         }
         let slot = &self.slots[kind.index()];
-        if self.queue_wait.is_zero() {
-            return None;
+        if self.queue_wait.is_zero() || self.refusing(kind) {
+            return self.refuse(slot);
         }
-        if slot.waiting.fetch_add(1, Ordering::AcqRel) >= slot.limit {
+        if slot.waiting.fetch_add(1, Ordering::AcqRel) >= slot.limit * QUEUE_PER_SLOT {
             slot.waiting.fetch_sub(1, Ordering::AcqRel);
-            return None;
+            return self.refuse(slot);
         }
         let got = tokio::time::timeout(self.queue_wait, slot.permits.clone().acquire_owned()).await;
         slot.waiting.fetch_sub(1, Ordering::AcqRel);
         match got {
             Ok(Ok(p)) => Some(Permit(p)),
             // Timed out (or the semaphore was closed, which never happens).
-            _ => None,
+            _ => self.refuse(slot),
         }
     }
 }
@@ -296,30 +339,58 @@ mod tests {
         });
         let held = limits.try_acquire(Kind::Tiles).expect("a free slot");
         assert!(limits.try_acquire(Kind::Tiles).is_none());
+        assert!(!limits.refusing(Kind::Tiles));
         assert!(limits.acquire(Kind::Tiles).await.is_none());
+        // The refusal holds: the kind now refuses without waiting, other kinds do not.
+        assert!(limits.refusing(Kind::Tiles));
+        assert!(!limits.refusing(Kind::Queries));
         assert!(limits.acquire(Kind::Queries).await.is_some());
         drop(held);
+        // A free slot is always taken, refusing or not.
         assert!(limits.acquire(Kind::Tiles).await.is_some());
     }
 
     #[tokio::test]
-    async fn the_wait_queue_is_no_longer_than_the_limit() {
+    async fn a_burst_waits_its_turn_and_sustained_overload_is_refused_at_once() {
         let limits = Limits::new(&LimitOptions {
             tiles: 1,
             queries: 1,
             writes: 1,
-            // Long enough that the first waiter is still queued when the second comes.
+            // Long enough that waiters are still queued when the next ones come.
             queue_wait: Duration::from_secs(3600),
         });
         let held = limits.try_acquire(Kind::Tiles).expect("a free slot");
-        let l2 = limits.clone();
-        let waiter = tokio::spawn(async move { l2.acquire(Kind::Tiles).await.is_some() });
-        while limits.waiting(Kind::Tiles) == 0 {
-            tokio::task::yield_now().await;
+        // A burst: the queue (QUEUE_PER_SLOT per slot) takes four waiters.
+        let mut waiters = Vec::new();
+        for n in 1..=QUEUE_PER_SLOT {
+            let l = limits.clone();
+            waiters.push(tokio::spawn(async move {
+                l.acquire(Kind::Tiles).await.map(|_| ())
+            }));
+            while limits.waiting(Kind::Tiles) < n {
+                tokio::task::yield_now().await;
+            }
         }
-        // The queue (length 1) is full: refused at once, not after the hour.
+        assert!(!limits.refusing(Kind::Tiles));
+        // The fifth finds the queue full: refused at once (not after the hour), and
+        // the kind is refusing from then on.
+        let started = std::time::Instant::now();
         assert!(limits.acquire(Kind::Tiles).await.is_none());
+        assert!(started.elapsed() < Duration::from_secs(60));
+        assert!(limits.refusing(Kind::Tiles));
+        // The queued burst is still served, in turn.
         drop(held);
-        assert!(waiter.await.expect("waiter runs"));
+        for w in waiters {
+            assert!(w.await.expect("waiter runs").is_some());
+        }
+        // While refusing, a request that finds no free slot does not wait at all.
+        let held = limits.try_acquire(Kind::Tiles).expect("a free slot");
+        let l = limits.clone();
+        let late = tokio::spawn(async move { l.acquire(Kind::Tiles).await.is_some() });
+        assert!(
+            !late.await.expect("runs"),
+            "refused without waiting for the hour"
+        );
+        drop(held);
     }
 }
