@@ -796,9 +796,11 @@ fn build_index(
 /// Loads every layer on as many threads as there are cores, largest layer first, each
 /// thread taking the next layer when it is done (longest-processing-time-first): the
 /// largest layer has a core to itself from the start and is never preempted by the
-/// loading of another, so the start-up takes as long as the largest layer or the rest
-/// together, whichever is longer, and costly features of a smaller layer (a polygon of
-/// a million vertices) do not lengthen it while the rest still fit beside it.
+/// loading of another, so the start-up takes about as long as the largest layer or the
+/// rest together, whichever is longer. Costly features of a smaller layer (a polygon of
+/// a million vertices) do not take the largest layer's core, but where cores share
+/// memory bandwidth and caches they still slow it (measured in `benches/hostile.sh`:
+/// 2–3 s for three million-vertex features beside the 4.52 M sensors on 2 vCPUs).
 fn load_all(store: &Store, defs: &[Arc<LayerDef>]) -> Result<Vec<LayerState>, StoreError> {
     let mut order: Vec<(usize, usize)> = Vec::with_capacity(defs.len());
     for (i, def) in defs.iter().enumerate() {
