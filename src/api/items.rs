@@ -158,14 +158,7 @@ async fn write_task<T: Send + 'static>(
             let _ = tx.send(r);
         })
         .map_err(|e| ApiError::internal("starting a write", e))?;
-    match rx.await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => Err(ApiError::internal(
-            "a write",
-            "panicked (see the log above)",
-        )),
-        Err(e) => Err(ApiError::internal("a write", e)),
-    }
+    super::thread_result(rx, "a write").await
 }
 
 /// Checks the key (a store read) off the async threads.

@@ -46,6 +46,20 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await?
 }
 
+/// The answer of a job run on a thread of ours (drawing threads, bulk writes), which
+/// sends `catch_unwind`'s result back: a panic or a lost job is an internal error
+/// naming `what`.
+async fn thread_result<T>(
+    rx: tokio::sync::oneshot::Receiver<std::thread::Result<Result<T, ApiError>>>,
+    what: &str,
+) -> Result<T, ApiError> {
+    match rx.await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(ApiError::internal(what, "panicked (see the log above)")),
+        Err(e) => Err(ApiError::internal(what, e)),
+    }
+}
+
 /// Serves `app` on `listener` with the default [`ServeOptions`] until `shutdown`
 /// completes.
 pub async fn serve(

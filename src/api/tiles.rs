@@ -231,14 +231,7 @@ impl RenderPool {
                 let _ = tx.send(r);
             }))
             .map_err(|e| ApiError::internal("render queue", e))?;
-        match rx.await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(ApiError::internal(
-                "drawing a tile",
-                "panicked (see the log above)",
-            )),
-            Err(e) => Err(ApiError::internal("drawing a tile", e)),
-        }
+        super::thread_result(rx, "drawing a tile").await
     }
 }
 
