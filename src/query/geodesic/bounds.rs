@@ -65,7 +65,7 @@ pub fn search_box(p: Coord, radius_m: f64) -> Result<Vec<Bbox>, GeodesicError> {
     }
     let highest = max_lat.abs().max(min_lat.abs()).to_radians();
     let dlon = (radius_m / parallel_radius(highest)).to_degrees() * (1.0 + 1e-12) + 1e-11;
-    if !(dlon < 180.0) {
+    if dlon.is_nan() || dlon >= 180.0 {
         return Ok(vec![full(min_lat, max_lat)?]);
     }
     let (west, east) = (lon - dlon, lon + dlon);

@@ -117,3 +117,75 @@ pub(crate) fn wrap180(x: f64) -> f64 {
     let r = x.rem_euclid(360.0);
     if r > 180.0 { r - 360.0 } else { r }
 }
+
+#[cfg(test)]
+mod tests {
+    use geo_types::coord;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::query::geodesic::segment::{karney_m, point_segment_m};
+
+    fn random_coord(rng: &mut ChaCha8Rng, near: Coord, spread: f64) -> Coord {
+        coord! {
+            x: wrap180(near.x + rng.random_range(-spread..spread)),
+            y: (near.y + rng.random_range(-spread..spread)).clamp(-90.0, 90.0),
+        }
+    }
+
+    #[test]
+    fn chord_bounds_hold_between_points() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for i in 0..20_000 {
+            let spread = [0.01, 0.1, 1.0, 5.0][i % 4];
+            let start =
+                coord! { x: rng.random_range(-180.0..180.0), y: rng.random_range(-90.0..90.0) };
+            let a = random_coord(&mut rng, start, 0.0001);
+            let b = random_coord(&mut rng, a, spread);
+            let chord = norm(sub(ecef(a), ecef(b)));
+            let s = karney_m(a, b);
+            assert!(chord - SLACK_M <= s, "{a:?} {b:?}: chord {chord} > {s}");
+            assert!(
+                s <= chord_upper_m(chord),
+                "{a:?} {b:?}: {s} > {}",
+                chord_upper_m(chord)
+            );
+            if chord < 500.0 {
+                assert!(chord_upper_m(chord) - s < 2e-6, "loose at {chord} m");
+            }
+        }
+    }
+
+    #[test]
+    fn segment_bounds_hold_around_the_exact_distance() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        for i in 0..3_000 {
+            let spread = [0.005, 0.05, 0.5, 3.0][i % 4];
+            let centre =
+                coord! { x: rng.random_range(-180.0..180.0), y: rng.random_range(-89.0..89.0) };
+            let a = random_coord(&mut rng, centre, spread);
+            let b = random_coord(&mut rng, centre, spread);
+            let c = random_coord(&mut rng, centre, spread);
+            let (lower, upper, t) = segment_bounds(ecef(c), ecef(a), ecef(b));
+            let exact = point_segment_m(c, a, b, t);
+            assert!(
+                lower <= exact,
+                "{c:?} to {a:?}-{b:?}: lower {lower} > {exact}"
+            );
+            assert!(
+                exact <= upper,
+                "{c:?} to {a:?}-{b:?}: upper {upper} < {exact}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrap180_keeps_the_half_open_range() {
+        assert_eq!(wrap180(180.0), 180.0);
+        assert_eq!(wrap180(-180.0), 180.0);
+        assert_eq!(wrap180(190.0), -170.0);
+        assert_eq!(wrap180(-190.0), 170.0);
+        assert_eq!(wrap180(0.0), 0.0);
+    }
+}

@@ -94,6 +94,10 @@ pub fn distance_to_geometry_m(p: Coord, g: &Geometry) -> f64 {
     if let Geometry::Point(q) = g {
         return point_distance_m(p, q.0);
     }
+    // Inside: no need to take the geometry apart (this is the same test it would make).
+    if inside_usable(g, p) {
+        return 0.0;
+    }
     PreparedGeometry::new(g).distance_from_m(p)
 }
 
@@ -102,7 +106,7 @@ pub fn distance_to_geometry_m(p: Coord, g: &Geometry) -> f64 {
 /// Cheap when the answer is no: a chord in space bounds the distance first.
 pub fn within_m(p: Coord, g: &Geometry, radius_m: f64) -> Option<f64> {
     if let Geometry::Point(q) = g {
-        if !(radius_m >= 0.0) {
+        if radius_m.is_nan() || radius_m < 0.0 {
             return None;
         }
         let chord = ellipsoid::norm(ellipsoid::sub(ellipsoid::ecef(p), ellipsoid::ecef(q.0)));
@@ -112,13 +116,34 @@ pub fn within_m(p: Coord, g: &Geometry, radius_m: f64) -> Option<f64> {
         let d = point_distance_m(p, q.0);
         return (d <= radius_m).then_some(d);
     }
+    if radius_m >= 0.0 && inside_usable(g, p) {
+        return Some(0.0);
+    }
     PreparedGeometry::new(g).within_m(p, radius_m)
+}
+
+/// Whether `p` is inside a polygon of `g`, all coordinates being usable: the answer
+/// [`PreparedGeometry`] would give first, without computing what it keeps for distances.
+fn inside_usable(g: &Geometry, p: Coord) -> bool {
+    let usable = |c: Coord| c.x.is_finite() && c.y.abs() <= 90.0;
+    usable(p) && g.coords_iter().all(usable) && polygon_contains(g, p)
 }
 
 /// Whether `p` lies inside a polygon of `g` (geodesic edges; holes excluded). Points,
 /// lines and empty geometries contain nothing.
 pub fn polygon_contains(g: &Geometry, p: Coord) -> bool {
-    PreparedGeometry::new(g).contains(p)
+    match g {
+        Geometry::Polygon(poly) => polygon::polygon_contains(poly, p),
+        Geometry::MultiPolygon(m) => m.0.iter().any(|poly| polygon::polygon_contains(poly, p)),
+        Geometry::Rect(r) => polygon::polygon_contains(&r.to_polygon(), p),
+        Geometry::Triangle(t) => polygon::polygon_contains(&t.to_polygon(), p),
+        Geometry::GeometryCollection(c) => c.0.iter().any(|g| polygon_contains(g, p)),
+        Geometry::Point(_)
+        | Geometry::MultiPoint(_)
+        | Geometry::Line(_)
+        | Geometry::LineString(_)
+        | Geometry::MultiLineString(_) => false,
+    }
 }
 
 /// Geodesic distance, metres, between the nearest points of `a` and `b` (0 when they

@@ -180,7 +180,7 @@ impl<'a> PreparedGeometry<'a> {
     /// `Some(distance)` when `c` is within `radius_m` of the geometry, with exactly the
     /// distance [`Self::distance_from_m`] gives; `None` otherwise.
     pub fn within_m(&self, c: Coord, radius_m: f64) -> Option<f64> {
-        if self.is_empty() || self.not_finite || !(radius_m >= 0.0) {
+        if self.is_empty() || self.not_finite || radius_m.is_nan() || radius_m < 0.0 {
             return None;
         }
         if !usable(c) {
@@ -230,7 +230,7 @@ impl<'a> PreparedGeometry<'a> {
     /// `Some(distance)` when the geometries are within `max_m` of each other, with exactly
     /// the distance [`Self::distance_to_m`] gives; `None` otherwise.
     pub fn within_distance_of_m(&self, other: &PreparedGeometry, max_m: f64) -> Option<f64> {
-        if !(max_m >= 0.0) {
+        if max_m.is_nan() || max_m < 0.0 {
             return None;
         }
         let d = self.distance_within(other, max_m);

@@ -47,7 +47,7 @@ pub(crate) fn karney_m(a: Coord, b: Coord) -> f64 {
 pub(crate) fn point_segment_m(c: Coord, a: Coord, b: Coord, t_guess: f64) -> f64 {
     let (_a12, length, salp1, calp1, ..) =
         WGS84._gen_inverse(a.y, a.x, b.y, b.x, caps::DISTANCE | caps::AZIMUTH);
-    if !(length > 0.0) {
+    if length.is_nan() || length <= 0.0 {
         // A zero-length segment is its vertex (NaN input stays NaN).
         return if length == 0.0 {
             karney_m(c, a)
