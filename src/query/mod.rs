@@ -1,0 +1,2 @@
+//! Queries as values, executed over the indexes.
+pub mod filter;
