@@ -881,7 +881,7 @@ impl<'a> Converter<'a> {
             message,
             at: snippet(whole),
         };
-        if !fold.is_none() && !(ty == PropertyType::String && matches!(e, Expr::Literal(_))) {
+        if !(fold.is_none() || (ty == PropertyType::String && matches!(e, Expr::Literal(_)))) {
             return Err(invalid(format!(
                 "CASEI and ACCENTI apply to text, and '{name}' is {}",
                 type_words(ty)
