@@ -47,5 +47,6 @@ pub mod demo;
 pub mod index;
 pub mod ingest;
 pub mod model;
+pub mod query;
 pub mod store;
 pub mod tiles;

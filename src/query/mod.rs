@@ -1,0 +1,3 @@
+//! Queries as values, executed over the indexes.
+
+pub mod crs;
