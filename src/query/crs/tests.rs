@@ -430,8 +430,8 @@ fn rounding_keeps_the_decimals_of_the_crs_and_the_nearest_value() {
     assert_eq!(
         point_of(&g),
         Coord {
-            x: 3_300_000.1235,
-            y: 36_400_000.9877
+            x: 3_300_000.123_5,
+            y: 36_400_000.987_7
         }
     );
 }
