@@ -52,7 +52,7 @@ mod transform;
 mod tests;
 
 pub use region::{AxisBox, StorageRegion, bbox_from_crs};
-pub use transform::{from_crs, round_coords, to_crs};
+pub use transform::{from_crs, round_coords, to_crs, warm_up};
 
 use std::fmt;
 

@@ -65,8 +65,9 @@ impl StorageRegion {
 }
 
 /// How far, in degrees, a curved edge of a box's outline may stray from the chords that
-/// approximate it (1e-8° is 1.1 mm of latitude).
-pub const EDGE_TOLERANCE: f64 = 1e-8;
+/// approximate it (1e-7° is 1.1 cm of latitude). A 500 × 400 km box over Chongqing in
+/// EPSG:4547 then has an outline of about 4,000 points.
+pub const EDGE_TOLERANCE: f64 = 1e-7;
 
 /// An edge is halved at least this many times (8 pieces), so that one midpoint lying on
 /// the chord by chance (an S-bend) does not stop the refinement.

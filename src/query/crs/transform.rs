@@ -7,12 +7,20 @@
 //! `cs2cs` does), normalised so that both ends take lon/lat or easting/northing
 //! (`proj_normalize_for_visualization`); the CRS's own axis order is applied here, by a
 //! swap. A `proj::Proj` is neither `Send` nor `Sync` (it owns a PROJ context), so each
-//! thread keeps its own, built on first use and kept for the thread's life: building
-//! one reads PROJ's SQLite database and costs about a millisecond, using a cached one a
-//! few nanoseconds (measured in the tests, `cargo test --release -- --ignored
-//! transform_speed`). At most two per supported CRS per thread.
+//! thread keeps its own, for the thread's life, at most two per supported CRS.
+//!
+//! Building one from the database takes about 0.4 s (measured on the 2-core machine,
+//! every time, in every thread: each PROJ context opens and initialises the database).
+//! So that happens once per process and direction: the transformation's PROJ string
+//! (its pipeline, e.g. `proj=pipeline step proj=unitconvert ... step proj=tmerc
+//! lon_0=114 ...`) is kept process-wide, and other threads build their transformer from
+//! it in under a millisecond, with the same numbers (PROJ picks a single operation for
+//! every supported CRS: none has alternatives by area). [`warm_up`] does the slow part
+//! for every CRS ahead of the first request. Using a cached transformer costs a few
+//! nanoseconds.
 
 use std::cell::{Cell, RefCell};
+use std::sync::{Mutex, OnceLock};
 
 use geo::{MapCoords, MapCoordsInPlace};
 use geo_types::{Coord, Geometry};
@@ -34,6 +42,62 @@ thread_local! {
     static TRANSFORMERS: RefCell<Vec<Option<Proj>>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Slot `2 × crs.slot() + direction`: the PROJ strings of the transformations built so
+/// far in this process.
+fn definitions() -> &'static Mutex<Vec<Option<String>>> {
+    static DEFINITIONS: OnceLock<Mutex<Vec<Option<String>>>> = OnceLock::new();
+    DEFINITIONS.get_or_init(|| Mutex::new(vec![None; 2 * Crs::supported().len()]))
+}
+
+fn slot(crs: Crs, direction: Direction) -> usize {
+    2 * crs.slot() + usize::from(direction == Direction::ToStorage)
+}
+
+/// A new transformer between CRS84 and `crs`: from the process's PROJ string for it if
+/// there is one, else from PROJ's database (leaving the PROJ string for other threads).
+fn build(crs: Crs, direction: Direction) -> Result<Proj, CrsError> {
+    let (from, to) = match direction {
+        Direction::FromStorage => (Crs::CRS84.proj_name(), crs.proj_name()),
+        Direction::ToStorage => (crs.proj_name(), Crs::CRS84.proj_name()),
+    };
+    let setup = |message: String| CrsError::Setup { from, to, message };
+    let slot = slot(crs, direction);
+    // A poisoned lock only means another thread panicked meanwhile: the strings are
+    // whole either way.
+    let known = definitions()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(slot)
+        .cloned()
+        .flatten();
+    if let Some(definition) = known {
+        return Proj::new(&definition).map_err(|e| setup(e.to_string()));
+    }
+    let proj = Proj::new_known_crs(from, to, None).map_err(|e| setup(e.to_string()))?;
+    let definition = proj.def().map_err(|e| setup(e.to_string()))?;
+    if let Some(entry) = definitions()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(slot)
+    {
+        *entry = Some(definition);
+    }
+    Ok(proj)
+}
+
+/// Builds, in this thread, the transformers of every supported CRS both ways, so that
+/// no request waits for PROJ's database (about 0.4 s per CRS and direction, once per
+/// process: call it from a background thread at start-up). Fails if PROJ cannot set
+/// one up (its database missing, say).
+pub fn warm_up() -> Result<(), CrsError> {
+    for &crs in Crs::supported().iter().filter(|c| **c != Crs::CRS84) {
+        for direction in [Direction::FromStorage, Direction::ToStorage] {
+            with_transformer(crs, direction, |_| ())?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs `f` with this thread's PROJ transformer between CRS84 and `crs`, building it on
 /// first use. Both ends take PROJ's normalised order (lon/lat, easting/northing).
 ///
@@ -45,31 +109,17 @@ pub(crate) fn with_transformer<R>(
 ) -> Result<R, CrsError> {
     TRANSFORMERS.with(|cell| {
         let mut cache = cell.borrow_mut();
-        let slot = 2 * crs.slot() + usize::from(direction == Direction::ToStorage);
+        let slot = slot(crs, direction);
         if cache.len() <= slot {
             cache.resize_with(slot + 1, || None);
         }
-        if cache[slot].is_none() {
-            let (from, to) = match direction {
-                Direction::FromStorage => (Crs::CRS84.proj_name(), crs.proj_name()),
-                Direction::ToStorage => (crs.proj_name(), Crs::CRS84.proj_name()),
-            };
-            let proj = Proj::new_known_crs(from, to, None).map_err(|e| CrsError::Setup {
-                from,
-                to,
-                message: e.to_string(),
-            })?;
-            cache[slot] = Some(proj);
-        }
-        match &cache[slot] {
-            Some(proj) => Ok(f(proj)),
-            // Filled just above.
-            None => Err(CrsError::Setup {
-                from: Crs::CRS84.proj_name(),
-                to: crs.proj_name(),
-                message: "transformer cache slot empty".to_string(),
-            }),
-        }
+        let proj = match cache[slot].take() {
+            Some(proj) => proj,
+            None => build(crs, direction)?,
+        };
+        let out = f(&proj);
+        cache[slot] = Some(proj);
+        Ok(out)
     })
 }
 
