@@ -196,8 +196,9 @@ pub(crate) fn position_to_storage(proj: &Proj, crs: Crs, given: Coord) -> Result
 /// order (lat/lon for EPSG:4326 and 4490, northing/easting for the Gauss–Krüger zones).
 ///
 /// Transforms vertex by vertex, like `ST_Transform` and `ogr2ogr`: edges are not
-/// densified. Not rounded: see [`round_coords`]. Fails only if PROJ cannot transform a
-/// position (never for a stored position and a supported CRS: tested over the globe).
+/// densified. Not rounded: see [`round_coords`]. Fails where PROJ (and `cs2cs`) cannot
+/// transform a position, e.g. a pole to EPSG:3857; the error names the position, not a
+/// parameter (it is the stored data's).
 pub fn to_crs(geometry: &Geometry, crs: Crs) -> Result<Geometry, CrsError> {
     if crs == Crs::CRS84 {
         return Ok(geometry.clone());
