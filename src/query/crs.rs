@@ -51,7 +51,7 @@ mod transform;
 #[cfg(test)]
 mod tests;
 
-pub use region::{AxisBox, StorageRegion, bbox_from_crs};
+pub use region::{AxisBox, EDGE_TOLERANCE, StorageRegion, bbox_from_crs};
 pub use transform::{from_crs, round_coords, to_crs, warm_up};
 
 use std::fmt;
