@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 machine with Rust and Node.js installed.
-# Installs what the tests use beyond Rust: GDAL's ogrinfo (other GIS tools must read our
-# GeoPackage and tiles), Debian's Chromium and playwright-core from npm (the browser
+# Installs what the build and the tests use beyond Rust: PROJ (the proj crate links the
+# system library, found by pkg-config, and generates its bindings with libclang), PROJ's
+# cs2cs and projinfo (the CRS tests' oracle), GDAL's ogrinfo (other GIS tools must read
+# our GeoPackage and tiles), Debian's Chromium and playwright-core from npm (the browser
 # test of the map page). Then runs every Rust test and the browser test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +12,10 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 need=()
+for p in libproj-dev pkg-config libclang-dev clang; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
+done
+command -v cs2cs >/dev/null || need+=(proj-bin)
 command -v ogrinfo >/dev/null || need+=(gdal-bin)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs npm)

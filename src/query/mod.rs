@@ -1,4 +1,5 @@
 //! Queries as values, executed over the indexes (issue 8).
 
+pub mod crs;
 pub mod filter;
 pub mod geodesic;
