@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::landing::json_with_vary;
 use super::{auth, blocking};
 use crate::app::App;
 use crate::index::LayerState;
@@ -16,7 +17,7 @@ use crate::model::{GeometryType, PropertyType};
 
 const CRS84: &str = "http://www.opengis.net/def/crs/OGC/1.3/CRS84";
 
-fn describe(l: &LayerState) -> Value {
+fn describe(l: &LayerState, base: &str) -> Value {
     let def = &l.def;
     let (count, extent, length_km) = {
         let idx = l.index.read();
@@ -71,8 +72,8 @@ fn describe(l: &LayerState) -> Value {
         "idProperty": def.id_property,
         "properties": properties,
         "links": [
-            {"href": format!("/collections/{}", def.name), "rel": "self", "type": "application/json", "title": def.title},
-            {"href": format!("/collections/{}/items", def.name), "rel": "items", "type": "application/geo+json", "title": "Features"},
+            {"href": format!("{base}/collections/{}", def.name), "rel": "self", "type": "application/json", "title": def.title},
+            {"href": format!("{base}/collections/{}/items", def.name), "rel": "items", "type": "application/geo+json", "title": "Features"},
         ],
     });
     // An empty layer has no extent (OGC API – Features: a bbox has four numbers, so
@@ -91,29 +92,36 @@ fn describe(l: &LayerState) -> Value {
 
 pub async fn list(
     State(app): State<Arc<App>>,
+    uri: Uri,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    let (base, vary) = super::public_url::base_url(&app, &headers, &uri)?;
     let a = app.clone();
     blocking(move || auth::require_read(&a, &headers)).await?;
-    let collections: Vec<Value> = app.layers().iter().map(describe).collect();
-    Ok(Json(json!({
-        "collections": collections,
-        "links": [
-            {"href": "/collections", "rel": "self", "type": "application/json", "title": "Layers"},
-        ],
-    })))
+    let collections: Vec<Value> = app.layers().iter().map(|l| describe(l, &base)).collect();
+    Ok(json_with_vary(
+        json!({
+            "collections": collections,
+            "links": [
+                {"href": format!("{base}/collections"), "rel": "self", "type": "application/json", "title": "Layers"},
+            ],
+        }),
+        vary,
+    ))
 }
 
 pub async fn one(
     State(app): State<Arc<App>>,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    uri: Uri,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path(name) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (base, vary) = super::public_url::base_url(&app, &headers, &uri)?;
     let a = app.clone();
     blocking(move || auth::require_read(&a, &headers)).await?;
     let l = app
         .layer(&name)
         .ok_or_else(|| ApiError::not_found(format!("no layer named {name:?}")))?;
-    Ok(Json(describe(l)))
+    Ok(json_with_vary(describe(l, &base), vary))
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value as Json;
 
@@ -27,21 +27,38 @@ use crate::store::StoredFeature;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
 
-fn item_href(layer: &LayerDef, id: &str) -> String {
-    format!("/collections/{}/items/{}", layer.name, percent_encode(id))
+/// The origin links are made absolute with, and the `Vary` it implies.
+#[derive(Clone, Debug)]
+struct Base {
+    origin: String,
+    vary: Option<&'static str>,
 }
 
-fn feature_json(layer: &LayerDef, sf: &StoredFeature) -> Json {
+fn base_of(app: &App, headers: &HeaderMap, uri: &Uri) -> Result<Base, ApiError> {
+    let (origin, vary) = super::public_url::base_url(app, headers, uri)?;
+    Ok(Base { origin, vary })
+}
+
+fn item_href(base: &Base, layer: &LayerDef, id: &str) -> String {
+    format!(
+        "{}/collections/{}/items/{}",
+        base.origin,
+        layer.name,
+        percent_encode(id)
+    )
+}
+
+fn feature_json(base: &Base, layer: &LayerDef, sf: &StoredFeature) -> Json {
     let mut doc = sf.feature.to_geojson(layer);
     doc["links"] = serde_json::json!([
-        {"href": item_href(layer, &sf.feature.id), "rel": "self", "type": "application/geo+json"},
-        {"href": format!("/collections/{}", layer.name), "rel": "collection", "type": "application/json"},
+        {"href": item_href(base, layer, &sf.feature.id), "rel": "self", "type": "application/geo+json"},
+        {"href": format!("{}/collections/{}", base.origin, layer.name), "rel": "collection", "type": "application/json"},
     ]);
     doc
 }
 
-fn feature_response(status: StatusCode, layer: &LayerDef, sf: &StoredFeature) -> Response {
-    let mut resp = (status, feature_json(layer, sf).to_string()).into_response();
+fn feature_response(base: &Base, status: StatusCode, layer: &LayerDef, sf: &StoredFeature) -> Response {
+    let mut resp = (status, feature_json(base, layer, sf).to_string()).into_response();
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -51,9 +68,12 @@ fn feature_response(status: StatusCode, layer: &LayerDef, sf: &StoredFeature) ->
         h.insert(header::ETAG, v);
     }
     if status == StatusCode::CREATED {
-        if let Ok(v) = HeaderValue::from_str(&item_href(layer, &sf.feature.id)) {
+        if let Ok(v) = HeaderValue::from_str(&item_href(base, layer, &sf.feature.id)) {
             h.insert(header::LOCATION, v);
         }
+    }
+    if let Some(v) = base.vary {
+        h.append(header::VARY, HeaderValue::from_static(v));
     }
     resp
 }
@@ -187,9 +207,11 @@ fn ids(p: Ids) -> Result<(String, String), ApiError> {
 pub async fn get(
     State(app): State<Arc<App>>,
     path: Ids,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (layer, id) = ids(path)?;
+    let base = base_of(&app, &headers, &uri)?;
     let (a, h) = (app.clone(), headers.clone());
     blocking(move || auth::require_read(&a, &h)).await?;
     // Copying, hashing and encoding a feature is linear in its vertices (up to
@@ -218,19 +240,22 @@ pub async fn get(
             }
             return Ok(resp);
         }
-        Ok(feature_response(StatusCode::OK, &state.def, &sf))
+        Ok(feature_response(&base, StatusCode::OK, &state.def, &sf))
     })
     .await
 }
 
-/// `GET /collections/{layer}/items?bbox=..&limit=..&offset=..`: features in fid order.
+/// `GET /collections/{layer}/items?bbox=..&limit=..&offset=..&datetime=..`: features in
+/// fid order, with `self`, `next` and `prev` links (absolute).
 pub async fn list(
     State(app): State<Arc<App>>,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(layer) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let base = base_of(&app, &headers, &uri)?;
     let (a, h) = (app.clone(), headers.clone());
     blocking(move || auth::require_read(&a, &h)).await?;
     let state = app
@@ -241,9 +266,17 @@ pub async fn list(
         None => HashMap::new(),
     };
     for k in params.keys() {
-        if !matches!(k.as_str(), "bbox" | "limit" | "offset" | "f") {
+        if !matches!(k.as_str(), "bbox" | "limit" | "offset" | "f" | "datetime") {
             return Err(ApiError::bad_request(format!(
-                "unknown query parameter {k:?} (bbox, limit, offset)"
+                "unknown query parameter {k:?} (bbox, datetime, limit, offset, f)"
+            )));
+        }
+    }
+    match params.get("f").map(String::as_str) {
+        None | Some("json" | "geojson") => {}
+        Some(f) => {
+            return Err(ApiError::bad_request(format!(
+                "f: {f:?} is not offered here (json)"
             )));
         }
     }
@@ -261,13 +294,18 @@ pub async fn list(
     let limit = number("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
     let offset = number("offset", 0, usize::MAX / 2)?;
     let bbox = match params.get("bbox") {
-        Some(b) => Some(Bbox::parse(b).map_err(|e| ApiError::bad_request(format!("bbox: {e}")))?),
+        Some(b) => Some(parse_bbox_param(b)?),
         None => None,
     };
+    if let Some(d) = params.get("datetime") {
+        // No layer has a temporal property yet: a well-formed datetime selects every
+        // feature (OGC API – Features 1.0, 7.15.4); a malformed one is refused.
+        check_datetime(d)?;
+    }
     let def = state.def.clone();
     // Selecting and sorting a page can touch every feature of a layer (4.52 million
     // sensors without a bbox): off the async threads, like the other blocking work.
-    let (a, name) = (app.clone(), layer.clone());
+    let (a, name, b) = (app.clone(), layer.clone(), base.clone());
     let (features, matched) = blocking(move || {
         let state = a
             .layer(&name)
@@ -295,24 +333,32 @@ pub async fn list(
             .get(offset..end)
             .unwrap_or(&[])
             .iter()
-            .map(|&s| feature_json(def, &idx.feature(s)))
+            .map(|&s| feature_json(&b, def, &idx.feature(s)))
             .collect();
         Ok((page, matched))
     })
     .await?;
-    let base = format!("/collections/{}/items", def.name);
+    let items = format!("{}/collections/{}/items", base.origin, def.name);
     let with = |off: usize| {
         let mut q = vec![format!("limit={limit}"), format!("offset={off}")];
-        if let Some(b) = params.get("bbox") {
-            q.push(format!("bbox={b}"));
+        for key in ["bbox", "datetime"] {
+            if let Some(v) = params.get(key) {
+                q.push(format!("{key}={}", query_encode(v)));
+            }
         }
-        format!("{base}?{}", q.join("&"))
+        format!("{items}?{}", q.join("&"))
     };
     let mut links = vec![
         serde_json::json!({"href": with(offset), "rel": "self", "type": "application/geo+json"}),
+        serde_json::json!({"href": format!("{}/collections/{}", base.origin, def.name), "rel": "collection", "type": "application/json"}),
     ];
-    if offset + features.len() < matched {
+    // `next` only when it moves on: with `limit=0` a page is empty and the next one
+    // would be this one again, a loop for clients that follow links.
+    if !features.is_empty() && offset + features.len() < matched {
         links.push(serde_json::json!({"href": with(offset + features.len()), "rel": "next", "type": "application/geo+json"}));
+    }
+    if offset > 0 && limit > 0 {
+        links.push(serde_json::json!({"href": with(offset.saturating_sub(limit)), "rel": "prev", "type": "application/geo+json"}));
     }
     let body = serde_json::json!({
         "type": "FeatureCollection",
@@ -327,7 +373,74 @@ pub async fn list(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/geo+json"),
     );
+    if let Some(v) = base.vary {
+        resp.headers_mut()
+            .append(header::VARY, HeaderValue::from_static(v));
+    }
     Ok(resp)
+}
+
+/// `bbox` of four numbers, or six (OGC API – Features: minimum and maximum heights
+/// between; the store is 2-D, so the heights are checked as numbers and not used).
+fn parse_bbox_param(b: &str) -> Result<Bbox, ApiError> {
+    let parts: Vec<&str> = b.split(',').collect();
+    let four = match parts.len() {
+        4 => b.to_string(),
+        6 => {
+            for (i, z) in [parts[2], parts[5]].iter().enumerate() {
+                if !z.trim().parse::<f64>().is_ok_and(f64::is_finite) {
+                    return Err(ApiError::bad_request(format!(
+                        "bbox: height {} {z:?} is not a finite number",
+                        if i == 0 { "minimum" } else { "maximum" }
+                    )));
+                }
+            }
+            [parts[0], parts[1], parts[3], parts[4]].join(",")
+        }
+        n => {
+            return Err(ApiError::bad_request(format!(
+                "bbox: 4 numbers (min lon, min lat, max lon, max lat) or 6 (with heights), got {n}"
+            )));
+        }
+    };
+    Bbox::parse(&four).map_err(|e| ApiError::bad_request(format!("bbox: {e}")))
+}
+
+/// Checks `datetime` as OGC API – Features says: an RFC 3339 date-time or date, or an
+/// interval `start/end` where either end may be `..` or empty (open), not both.
+fn check_datetime(d: &str) -> Result<(), ApiError> {
+    let one = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).is_ok()
+            || time::Date::parse(t, time::macros::format_description!("[year]-[month]-[day]"))
+                .is_ok()
+    };
+    let ok = match d.split_once('/') {
+        None => one(d),
+        Some((a, b)) => {
+            let open = |t: &str| t.is_empty() || t == "..";
+            !(open(a) && open(b)) && (open(a) || one(a)) && (open(b) || one(b)) && !b.contains('/')
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "datetime: {d:?} is not an RFC 3339 date-time or date, nor an interval of them (start/end, `..` for an open end)"
+        )))
+    }
+}
+
+/// Percent-encodes a query parameter value (RFC 3986 unreserved and `,` `:` kept).
+fn query_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b',' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Parses `a=1&b=2` (percent-decoded), refusing repeated keys.
@@ -368,10 +481,12 @@ fn percent_decode(s: &str) -> Option<String> {
 pub async fn create(
     State(app): State<Arc<App>>,
     path: Result<Path<String>, PathRejection>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let Path(layer) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let base = base_of(&app, &headers, &uri)?;
     let def = layer_of(&app, &layer)?;
     let actor = authorize(&app, &headers, Action::EditFeatures).await?;
     check_content_type(&headers, &["application/geo+json", "application/json"])?;
@@ -395,7 +510,7 @@ pub async fn create(
             deadline: deadline(),
         };
         let sf = app.create(ctx, &layer, feature)?;
-        Ok(feature_response(StatusCode::CREATED, &def, &sf))
+        Ok(feature_response(&base, StatusCode::CREATED, &def, &sf))
     })
     .await
 }
@@ -403,10 +518,12 @@ pub async fn create(
 pub async fn replace(
     State(app): State<Arc<App>>,
     path: Ids,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let (layer, id) = ids(path)?;
+    let base = base_of(&app, &headers, &uri)?;
     let def = layer_of(&app, &layer)?;
     let actor = authorize(&app, &headers, Action::EditFeatures).await?;
     let cond = if_match(&headers)?;
@@ -433,7 +550,7 @@ pub async fn replace(
             deadline: deadline(),
         };
         let sf = app.replace(ctx, &layer, feature)?;
-        Ok(feature_response(StatusCode::OK, &def, &sf))
+        Ok(feature_response(&base, StatusCode::OK, &def, &sf))
     })
     .await
 }
@@ -441,10 +558,12 @@ pub async fn replace(
 pub async fn patch(
     State(app): State<Arc<App>>,
     path: Ids,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let (layer, id) = ids(path)?;
+    let base = base_of(&app, &headers, &uri)?;
     let def = layer_of(&app, &layer)?;
     let actor = authorize(&app, &headers, Action::EditFeatures).await?;
     let cond = if_match(&headers)?;
@@ -461,7 +580,7 @@ pub async fn patch(
             deadline: deadline(),
         };
         let sf = app.patch(ctx, &layer, &id, &doc)?;
-        Ok(feature_response(StatusCode::OK, &def, &sf))
+        Ok(feature_response(&base, StatusCode::OK, &def, &sf))
     })
     .await
 }

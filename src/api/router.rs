@@ -13,7 +13,7 @@ use tower_http::trace::TraceLayer;
 
 use super::error::ApiError;
 use super::limit::{self, LimitOptions, Limits};
-use super::{collections, health, items, metrics, tiles, web};
+use super::{collections, health, items, landing, metrics, tiles, web};
 use crate::app::App;
 
 /// Largest request body accepted (a feature with a very detailed polygon).
@@ -44,6 +44,7 @@ pub fn router_with(app: Arc<App>, limits: Arc<Limits>) -> Router {
         .route("/favicon.ico", get(web::favicon))
         .route("/vendor/maplibre-gl/{file}", get(web::vendor))
         .route("/styles/{name}", get(web::style))
+        .route("/conformance", get(landing::conformance))
         .route("/collections", get(collections::list))
         .route("/collections/{layer}", get(collections::one))
         // Planners: edits (OGC API – Features Part 4), key with role planner or admin.

@@ -113,16 +113,30 @@ fn asset(name: &str) -> Result<Response, ApiError> {
     Ok(resp)
 }
 
-/// `GET /`: the map page for browsers (they ask for HTML), the landing JSON otherwise.
-pub async fn root(headers: HeaderMap) -> Result<Response, ApiError> {
-    let wants_html = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with("text/html")));
+/// `GET /`: the map page for browsers (they ask for HTML), the landing JSON otherwise;
+/// `?f=json` or `?f=html` decides instead of `Accept`.
+pub async fn root(
+    State(app): State<Arc<App>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let f = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("f="));
+    let wants_html = match f {
+        Some("json") => false,
+        Some("html") => true,
+        _ => headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with("text/html"))),
+    };
     if wants_html {
         asset("index.html")
     } else {
-        Ok(super::landing::landing().await.into_response())
+        super::landing::landing(State(app), uri, headers).await
     }
 }
 

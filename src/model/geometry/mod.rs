@@ -148,6 +148,26 @@ pub fn check_coord(c: Coord) -> Result<(), String> {
     Ok(())
 }
 
+/// The geometry wound as RFC 7946 §3.1.6 says for GeoJSON output: exterior rings
+/// counter-clockwise, holes clockwise (in lon/lat). Borrowed when it already is (a
+/// winding test per ring, linear), else a re-wound copy. Stored geometries keep the
+/// winding they were given; GeoJSON readers must accept either, writers should do this.
+pub fn rfc7946_wound(g: &Geometry) -> std::borrow::Cow<'_, Geometry> {
+    use geo::orient::{Direction, Orient};
+    use geo::winding_order::Winding;
+    use std::borrow::Cow;
+    let wound = |p: &geo_types::Polygon| {
+        !p.exterior().is_cw() && p.interiors().iter().all(|h| !h.is_ccw())
+    };
+    match g {
+        Geometry::Polygon(p) if !wound(p) => Cow::Owned(Geometry::Polygon(p.orient(Direction::Default))),
+        Geometry::MultiPolygon(m) if !m.0.iter().all(wound) => {
+            Cow::Owned(Geometry::MultiPolygon(m.orient(Direction::Default)))
+        }
+        _ => Cow::Borrowed(g),
+    }
+}
+
 /// The check of a geometry read from the store (rows written by other tools are not
 /// trusted): brought to the layer's type, then [`check`]ed, so the index never sees
 /// a wrong type or a non-finite or out-of-range coordinate. For points, the common
