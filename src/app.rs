@@ -278,6 +278,7 @@ impl App {
         let def = &state.def;
         // The expensive part of indexing, before any lock.
         let Prepared { feature, derived } = Prepared::new(def, feature);
+        let kept = derived.kept();
         let _w = self.lock_writers(&ctx)?;
         let fid = self.store.write(|tx| {
             if tx.get_feature(def, &feature.id)?.is_some() {
@@ -286,7 +287,7 @@ impl App {
                     id: feature.id.clone(),
                 });
             }
-            let fid = tx.insert_feature(def, &feature)?;
+            let fid = tx.insert_feature(def, &feature, kept.as_deref())?;
             tx.touch_layer(def, Bbox::of_geometry(&feature.geometry))?;
             tx.audit(&AuditEntry {
                 actor: actor.into(),
@@ -365,7 +366,7 @@ impl App {
                 feature: next,
                 derived,
             } = change(&current.feature)?;
-            tx.update_feature(def, current.fid, &next)?;
+            tx.update_feature(def, current.fid, &next, derived.kept().as_deref())?;
             tx.touch_layer(def, Bbox::of_geometry(&next.geometry))?;
             tx.audit(&AuditEntry {
                 actor: actor.into(),

@@ -457,7 +457,11 @@ pub fn load(store: &Store, layers: &LayerFeatures, actor: &str) -> Result<(), De
         for (layer, features) in layers {
             let mut bbox = None;
             for f in features {
-                tx.upsert(layer, f)?;
+                tx.upsert(
+                    layer,
+                    f,
+                    crate::index::Derived::kept_for(layer, &f.geometry).as_deref(),
+                )?;
                 bbox = match (bbox, crate::model::Bbox::of_geometry(&f.geometry)) {
                     (Some(a), Some(b)) => Some(crate::model::Bbox::union(a, b)),
                     (a, b) => a.or(b),

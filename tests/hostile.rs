@@ -230,3 +230,143 @@ async fn a_geometry_over_its_layers_vertex_cap_is_refused_naming_it() {
         .to_string();
     assert!(e.contains("max_vertices") && e.contains("pipelines"), "{e}");
 }
+
+/// What a start reads from a layer: each row's id and the length of the data kept with
+/// its geometry (if it is still the geometry that data was derived from), and the ids
+/// of the rows it refuses.
+fn read_at_start(
+    dir: &std::path::Path,
+    layer: &str,
+) -> (Vec<(String, Option<usize>)>, Vec<String>) {
+    let store = open_store(dir);
+    let def = common::layer(layer);
+    let mut conn = store.open_reader().unwrap();
+    let mut seen = Vec::new();
+    let skipped = store
+        .scan_layer(&mut conn, &def, |_, f, kept| {
+            seen.push((f.id.to_string(), kept.map(<[u8]>::len)))
+        })
+        .unwrap();
+    let refused = skipped
+        .iter()
+        .map(|r| format!("{} {}", r.id.clone().unwrap_or_default(), r.reason))
+        .collect();
+    (seen, refused)
+}
+
+fn derived_rows(dir: &std::path::Path) -> Vec<(String, i64)> {
+    let c = rusqlite::Connection::open(store_path(dir)).unwrap();
+    let mut s = c
+        .prepare("SELECT layer, fid FROM riskmap_derived ORDER BY layer, fid")
+        .unwrap();
+    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Issue 7, acceptance 2 (restart time unchanged by any accepted feature): what the
+/// index derives from a large geometry (vertex importances, length) is kept beside its
+/// row when riskmap stores it, by an edit or an import, so a start neither checks nor
+/// derives it again (`index` tests show the kept data gives the same index). A row
+/// another tool changed since is checked and derived afresh, and refused if invalid;
+/// deleting the feature forgets the data.
+#[test]
+fn a_large_geometry_keeps_what_was_derived_from_it_until_it_changes() {
+    use riskmap::app::EditContext;
+    use riskmap::model::Feature;
+    let dir = tempfile::tempdir().unwrap();
+    let app = open_app(dir.path());
+    let ctx = || EditContext {
+        actor: "test",
+        ..Default::default()
+    };
+    let def = app.layer("boundary").unwrap().def.clone();
+    let polygon = |id: &str, ring: Vec<[f64; 2]>| {
+        let doc = json!({"type": "Feature", "id": id,
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": {"name": id}});
+        Feature::from_geojson(&def, &doc).unwrap()
+    };
+    let comb = round(&comb_polygon(20_000));
+    app.create(ctx(), "boundary", polygon("COMB", comb.clone()))
+        .unwrap();
+    let square = vec![
+        [106.0, 29.0],
+        [106.1, 29.0],
+        [106.1, 29.1],
+        [106.0, 29.1],
+        [106.0, 29.0],
+    ];
+    app.create(ctx(), "boundary", polygon("SQUARE", square))
+        .unwrap();
+    drop(app);
+    let (seen, refused) = read_at_start(dir.path(), "boundary");
+    // Version, length, one importance per vertex.
+    let kept_len = 4 + 8 + 4 * comb.len();
+    assert_eq!(
+        seen,
+        [
+            ("COMB".to_string(), Some(kept_len)),
+            ("SQUARE".to_string(), None)
+        ]
+    );
+    assert!(refused.is_empty(), "{refused:?}");
+
+    // Another tool moves the polygon (still valid): no kept data, derived afresh.
+    let c = rusqlite::Connection::open(store_path(dir.path())).unwrap();
+    let rewrite = |ring: &[[f64; 2]]| {
+        let g = geo_types::Geometry::MultiPolygon(geo_types::MultiPolygon(vec![
+            geo_types::Polygon::new(
+                ring.iter()
+                    .map(|p| geo_types::coord! {x: p[0], y: p[1]})
+                    .collect(),
+                vec![],
+            ),
+        ]));
+        let blob = riskmap::store::blob::encode(&g);
+        c.execute("UPDATE boundary SET geom = ?1 WHERE name = 'COMB'", [blob])
+            .unwrap();
+    };
+    let moved: Vec<[f64; 2]> = comb.iter().map(|p| [p[0] + 0.001, p[1]]).collect();
+    rewrite(&moved);
+    let (seen, refused) = read_at_start(dir.path(), "boundary");
+    assert_eq!(seen[0], ("COMB".to_string(), None));
+    assert!(refused.is_empty(), "{refused:?}");
+    // ... and back to the very geometry riskmap stored: the data fits again.
+    rewrite(&comb);
+    assert_eq!(read_at_start(dir.path(), "boundary").0[0].1, Some(kept_len));
+    // Another tool makes it self-intersecting: checked, and refused.
+    let mut crossed = comb.clone();
+    crossed.swap(1000, 3000);
+    rewrite(&crossed);
+    let (seen, refused) = read_at_start(dir.path(), "boundary");
+    assert_eq!(seen, [("SQUARE".to_string(), None)]);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].starts_with("COMB "), "{refused:?}");
+    drop(c);
+
+    // Deleting forgets the data; so does replacing the geometry by a small one.
+    let app = open_app(dir.path());
+    assert_eq!(derived_rows(dir.path()).len(), 1);
+    app.delete(ctx(), "boundary", "COMB").unwrap();
+    assert!(derived_rows(dir.path()).is_empty());
+    drop(app);
+
+    // An import keeps it too, for lines, and never for points.
+    let file = dir.path().join("long.geojson");
+    let line = round(&zigzag_line(10_000));
+    std::fs::write(
+        &file,
+        collection(vec![json!({"type": "Feature", "id": "LONG",
+            "geometry": {"type": "LineString", "coordinates": line},
+            "properties": {"kind": "gas"}})]),
+    )
+    .unwrap();
+    cli_import(dir.path(), "pipelines", &file);
+    assert_eq!(
+        read_at_start(dir.path(), "pipelines").0,
+        [("LONG".to_string(), Some(4 + 8 + 4 * line.len()))]
+    );
+    assert_eq!(derived_rows(dir.path()).len(), 1);
+}

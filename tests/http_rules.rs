@@ -618,12 +618,14 @@ async fn audit_rows_name_the_role_of_the_key_in_a_column() {
     assert_eq!(recent[0].2.role.as_deref(), Some("planner"));
     drop(app);
 
-    // A store written before the column (schema version 1) is migrated when opened:
-    // the column is added and earlier rows of keys get their key's role.
+    // A store written before the column (schema version 1) is migrated when opened
+    // (to the current version 3): the column is added and earlier rows of keys get
+    // their key's role, and the table of version 3 is created.
     {
         let c = rusqlite::Connection::open(store_path(dir.path())).unwrap();
         c.execute_batch(
             "ALTER TABLE riskmap_audit DROP COLUMN role;
+             DROP TABLE riskmap_derived;
              UPDATE riskmap_meta SET value = '1' WHERE key = 'schema_version';",
         )
         .unwrap();
@@ -637,7 +639,7 @@ async fn audit_rows_name_the_role_of_the_key_in_a_column() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "2");
+    assert_eq!(version, "3");
     let migrated = audit_roles(dir.path());
     assert_eq!(migrated, rows, "the migration gives the same roles");
     let r = patch_level(&app, &format!("Bearer {admin}"), None, "IV").await;

@@ -357,6 +357,7 @@ fn check_kind(kind: &str, n: usize, seed: u64) {
                     geometry: &sf.feature.geometry,
                     values: &values,
                 },
+                None,
             );
         }
         Ok::<(), ()>(())

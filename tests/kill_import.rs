@@ -213,7 +213,7 @@ fn every_connection_that_writes_is_wal_with_synchronous_full() {
         store
             .write(|tx| {
                 let f = Feature::from_geojson(&def, &risk_point("W1", 106.0, 29.0, "I")).unwrap();
-                tx.upsert(&def, &f)?;
+                tx.upsert(&def, &f, None)?;
                 tx.commit()
             })
             .unwrap();
@@ -239,7 +239,7 @@ fn the_checker_detects_a_partial_import() {
                     &risk_point(&format!("H-{i:05}"), 106.0, 29.0, "I"),
                 )
                 .unwrap();
-                tx.insert_feature(&def, &f)?;
+                tx.insert_feature(&def, &f, None)?;
             }
             tx.commit()
         })

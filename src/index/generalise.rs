@@ -108,7 +108,20 @@ pub struct WorldShape {
 
 impl WorldShape {
     pub fn new(g: &Geometry) -> Self {
+        Self::build(g, None).unwrap_or_default()
+    }
+
+    /// The shape of `g` with the vertex importances computed earlier for it (by
+    /// [`WorldShape::new`] of the same geometry, in the same build), or `None` when
+    /// their number does not match the shape's vertices.
+    pub fn with_importance(g: &Geometry, importance: &[f32]) -> Option<Self> {
+        Self::build(g, Some(importance))
+    }
+
+    fn build(g: &Geometry, given: Option<&[f32]>) -> Option<Self> {
         let mut s = WorldShape::default();
+        // Whether every part found its importances in `given`.
+        let fits = std::cell::Cell::new(true);
         let add = |l: &LineString, kind: PartKind, s: &mut WorldShape| {
             // A part wholly beyond the Mercator limit is not on any tile (clamping
             // would draw it along the world's edge).
@@ -117,8 +130,17 @@ impl WorldShape {
             }
             let start = s.xy.len();
             s.xy.extend(l.0.iter().map(|&c| to_world_clamped(c)));
-            s.importance.resize(s.xy.len(), 0.0);
-            douglas_peucker_importance(&s.xy[start..], &mut s.importance[start..]);
+            match given.map(|v| v.get(start..s.xy.len())) {
+                None => {
+                    s.importance.resize(s.xy.len(), 0.0);
+                    douglas_peucker_importance(&s.xy[start..], &mut s.importance[start..]);
+                }
+                Some(Some(v)) => s.importance.extend_from_slice(v),
+                Some(None) => {
+                    fits.set(false);
+                    s.importance.resize(s.xy.len(), 0.0);
+                }
+            }
             let max_inner = s.importance[start..]
                 .iter()
                 .filter(|v| v.is_finite())
@@ -160,7 +182,7 @@ impl WorldShape {
             _ => {}
         }
         s.bbox = bounds_of(&s.xy);
-        s
+        (fits.get() && given.is_none_or(|v| v.len() == s.xy.len())).then_some(s)
     }
 
     /// The stretches of part `p` (vertex ranges within the part, each from a chunk's

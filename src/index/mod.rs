@@ -221,6 +221,87 @@ impl Derived {
     }
 }
 
+/// Geometries of at least this many vertices keep what was derived from them in the
+/// store ([`Derived::kept`], stored beside the row by `store::Tx::insert_feature`),
+/// so that a start neither checks nor derives them again: for a million vertices that
+/// is 0.3–2 s of Douglas–Peucker and up to 2 s of polygon validation, against some
+/// 5 ms to verify the blob's CRC. Smaller geometries cost a few milliseconds at most.
+/// (Their blobs are at least 16 bytes a vertex, so over `store::KEPT_FROM_BYTES`.)
+pub const KEEP_FROM_VERTICES: usize = 8192;
+
+/// Version of the kept data: its layout and the algorithms that produced it
+/// (`to_world_clamped`, `douglas_peucker_importance`, `line_length_m`). Bump it when
+/// any of them changes: data kept by an earlier build is then derived afresh.
+const KEPT_VERSION: u32 = 1;
+
+impl Derived {
+    /// What to keep in the store for a line or polygon geometry of at least
+    /// [`KEEP_FROM_VERTICES`] vertices (`None` for others): [`KEPT_VERSION`], the
+    /// geodesic length (f64) and the vertex importances (f32), little-endian. Its
+    /// Web Mercator coordinates are not kept: projecting is cheap.
+    pub fn kept(&self) -> Option<Vec<u8>> {
+        let DerivedWorld::Shape(s) = &self.world else {
+            return None;
+        };
+        if s.xy.len() < KEEP_FROM_VERTICES {
+            return None;
+        }
+        let mut out = Vec::with_capacity(12 + 4 * s.importance.len());
+        out.extend(KEPT_VERSION.to_le_bytes());
+        out.extend(self.length_m.to_le_bytes());
+        for v in &s.importance {
+            out.extend(v.to_le_bytes());
+        }
+        Some(out)
+    }
+
+    /// What to keep for a geometry about to be stored where no [`Derived`] is at hand
+    /// (imports): derived only when it is large enough to be kept.
+    pub fn kept_for(layer: &LayerDef, g: &Geometry) -> Option<Vec<u8>> {
+        use geo::CoordsIter;
+        if layer.geometry.is_point() || g.coords_count() < KEEP_FROM_VERTICES {
+            return None;
+        }
+        Self::of(false, g).kept()
+    }
+
+    /// [`Derived::of`], taking the importances and length from `kept` (see
+    /// [`Derived::kept`]) when it is of this version and fits the geometry.
+    pub fn of_kept(point_layer: bool, g: &Geometry, kept: Option<&[u8]>) -> Derived {
+        match kept {
+            Some(k) if !point_layer => Self::from_kept(g, k).unwrap_or_else(|| {
+                tracing::debug!("kept derived data does not fit its geometry: derived afresh");
+                Self::of(point_layer, g)
+            }),
+            _ => Self::of(point_layer, g),
+        }
+    }
+
+    fn from_kept(g: &Geometry, k: &[u8]) -> Option<Derived> {
+        let (version, rest) = k.split_first_chunk::<4>()?;
+        let (length, rest) = rest.split_first_chunk::<8>()?;
+        let length_m = f64::from_le_bytes(*length);
+        if u32::from_le_bytes(*version) != KEPT_VERSION
+            || rest.len() % 4 != 0
+            || !(length_m.is_finite() && length_m >= 0.0)
+        {
+            return None;
+        }
+        let importance: Vec<f32> = rest
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        // Importances are squared distances, or infinite for part ends.
+        if importance.iter().any(|v| v.is_nan() || *v < 0.0) {
+            return None;
+        }
+        Some(Derived {
+            world: DerivedWorld::Shape(WorldShape::with_importance(g, &importance)?),
+            length_m,
+        })
+    }
+}
+
 /// A feature ready to enter an index: the expensive part done (outside every lock).
 #[derive(Clone, Debug)]
 pub struct Prepared {
@@ -345,23 +426,24 @@ impl LayerIndex {
     }
 
     /// Builds an index with one bulk load from rows handed to the callback `load`
-    /// gives (fid and borrowed feature).
+    /// gives (fid, borrowed feature, and what was kept with its geometry, see
+    /// [`Derived::kept`]).
     ///
     /// Ids must be unique (the store's UNIQUE constraint); `expected` sizes the tables
     /// up front (a row count; a wrong guess only costs reallocation).
     pub fn build<E>(
         layer: Arc<LayerDef>,
         expected: usize,
-        load: impl FnOnce(&mut dyn FnMut(i64, FeatureRef<'_>)) -> Result<(), E>,
+        load: impl FnOnce(&mut dyn FnMut(i64, FeatureRef<'_>, Option<&[u8]>)) -> Result<(), E>,
     ) -> Result<Self, E> {
         let t0 = std::time::Instant::now();
         let mut index = LayerIndex::new(layer);
         index.reserve(expected);
         // The pyramid is built once at the end, not point by point.
         let pyramid = index.pyramid.take();
-        load(&mut |fid, f| {
+        load(&mut |fid, f, kept| {
             debug_assert!(index.slot(f.id).is_none(), "duplicate id {}", f.id);
-            let derived = Derived::of(index.layer.geometry.is_point(), f.geometry);
+            let derived = Derived::of_kept(index.layer.geometry.is_point(), f.geometry, kept);
             index.allocate(fid, &f, derived);
         })?;
         index.reorder_spatially();
@@ -952,6 +1034,92 @@ mod tests {
     use super::*;
     use crate::model::Value;
     use crate::model::test_layers::risk_points;
+
+    /// A shape of `n` vertices zigzagging along a line, and a polygon whose outer ring
+    /// does the same, with a hole.
+    fn large_shapes(n: usize) -> [Geometry; 2] {
+        let zig: Vec<Coord> = (0..n)
+            .map(|i| Coord {
+                x: 106.4 + i as f64 * 1e-6,
+                y: 29.5
+                    + if i % 2 == 0 {
+                        0.0
+                    } else {
+                        1e-7 * (1 + i % 97) as f64
+                    },
+            })
+            .collect();
+        let mut ring = zig.clone();
+        ring.extend([
+            Coord {
+                x: ring[n - 1].x,
+                y: 29.49,
+            },
+            Coord { x: 106.4, y: 29.49 },
+            zig[0],
+        ]);
+        let hole = geo_types::LineString::from(vec![
+            (106.4001, 29.495),
+            (106.4002, 29.495),
+            (106.4002, 29.496),
+            (106.4001, 29.495),
+        ]);
+        [
+            Geometry::LineString(geo_types::LineString(zig)),
+            Geometry::MultiPolygon(geo_types::MultiPolygon(vec![geo_types::Polygon::new(
+                geo_types::LineString(ring),
+                vec![hole],
+            )])),
+        ]
+    }
+
+    fn same(a: &Derived, b: &Derived) -> bool {
+        match (&a.world, &b.world) {
+            (DerivedWorld::Shape(x), DerivedWorld::Shape(y)) => x == y && a.length_m == b.length_m,
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn kept_derived_data_gives_the_same_derivation_and_what_does_not_fit_is_derived_afresh() {
+        for g in large_shapes(KEEP_FROM_VERTICES + 10) {
+            let fresh = Derived::of(false, &g);
+            let kept = fresh.kept().expect("a large shape is kept");
+            // Taken from the kept data, without computing: the very same derivation.
+            let taken = Derived::from_kept(&g, &kept).expect("the kept data fits");
+            assert!(same(&taken, &fresh));
+            assert!(same(&Derived::of_kept(false, &g, Some(&kept)), &fresh));
+            // What does not fit is refused, and `of_kept` derives afresh.
+            let mut other_version = kept.clone();
+            other_version[0] ^= 1;
+            let mut nan = kept.clone();
+            let at = nan.len() - 8;
+            nan[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+            let [other_shape, _] = large_shapes(KEEP_FROM_VERTICES + 11);
+            let misfits: [(&str, &Geometry, &[u8]); 5] = [
+                ("another version", &g, &other_version),
+                ("truncated", &g, &kept[..kept.len() - 4]),
+                ("not whole numbers", &g, &kept[..kept.len() - 1]),
+                ("a NaN importance", &g, &nan),
+                ("another vertex count", &other_shape, &kept),
+            ];
+            for (what, g, k) in misfits {
+                assert!(Derived::from_kept(g, k).is_none(), "{what}");
+                assert!(
+                    same(&Derived::of_kept(false, g, Some(k)), &Derived::of(false, g)),
+                    "{what}"
+                );
+            }
+        }
+        // Small shapes and points keep nothing.
+        let [small, _] = large_shapes(KEEP_FROM_VERTICES - 1);
+        assert!(Derived::of(false, &small).kept().is_none());
+        assert!(
+            Derived::of(true, &Geometry::Point(Point::new(106.5, 29.5)))
+                .kept()
+                .is_none()
+        );
+    }
 
     fn feature(id: &str, x: f64, y: f64, level: &str) -> Feature {
         Feature {

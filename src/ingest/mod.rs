@@ -303,7 +303,8 @@ pub fn import_file(
                     None => {
                         report.length_km += crate::index::geodesic_length_km(&f.geometry);
                         if writing {
-                            let outcome = tx.upsert(layer, &f)?;
+                            let kept = crate::index::Derived::kept_for(layer, &f.geometry);
+                            let outcome = tx.upsert(layer, &f, kept.as_deref())?;
                             match &outcome {
                                 UpsertOutcome::Added => report.added += 1,
                                 UpsertOutcome::Updated { before } => {

@@ -1,7 +1,7 @@
 //! Reading and writing features in layer tables.
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, Row, ToSql, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Row, ToSql, params_from_iter};
 
 use super::schema::q;
 use super::{Store, StoreError, Tx, blob, now_timestamp};
@@ -112,21 +112,90 @@ fn text_id<'r>(layer: &LayerDef, fid: i64, v: ValueRef<'r>) -> Result<Option<&'r
     }
 }
 
+/// Geometry blobs from this size (64 KiB, some 4,000 vertices) may have data kept
+/// beside their row in `riskmap_derived`: what riskmap derived from the geometry when
+/// it stored it (the index's vertex importances, whose computation and the geometry's
+/// full check take seconds for a million vertices and would otherwise be paid again at
+/// every start). Smaller ones are cheap to check and derive, and are not looked up.
+pub const KEPT_FROM_BYTES: usize = 64 * 1024;
+
+/// Finds, during a scan, the data kept with a large geometry blob, and only when the
+/// blob is byte for byte the one it was derived from (same length and CRC-32): a row
+/// that another tool changed since is checked and derived afresh.
+struct Kept<'c> {
+    stmt: Option<rusqlite::CachedStatement<'c>>,
+}
+
+impl<'c> Kept<'c> {
+    fn none() -> Kept<'static> {
+        Kept { stmt: None }
+    }
+
+    /// Lookups over `conn` for a layer that can keep data (points never do).
+    fn over(conn: &'c Connection, layer: &LayerDef) -> Result<Kept<'c>, StoreError> {
+        if layer.geometry.is_point() {
+            return Ok(Kept { stmt: None });
+        }
+        let stmt = conn
+            .prepare_cached(
+                "SELECT geom_bytes, geom_crc32, data FROM riskmap_derived WHERE layer = ?1 AND fid = ?2",
+            )
+            .map_err(StoreError::sqlite("preparing a lookup of derived data"))?;
+        Ok(Kept { stmt: Some(stmt) })
+    }
+
+    fn find(
+        &mut self,
+        layer: &LayerDef,
+        fid: i64,
+        geom: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(stmt) = self.stmt.as_mut().filter(|_| geom.len() >= KEPT_FROM_BYTES) else {
+            return Ok(None);
+        };
+        let found: Option<(i64, i64, Vec<u8>)> = stmt
+            .query_row(rusqlite::params![layer.name, fid], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+            .map_err(StoreError::sqlite("reading derived data"))?;
+        Ok(found.and_then(|(bytes, crc, data)| {
+            (bytes == geom.len() as i64 && crc == i64::from(crc32fast::hash(geom))).then_some(data)
+        }))
+    }
+}
+
+/// The geometry cell decoded, and, read to be served, brought to the layer's type and
+/// checked, unless data kept with it says riskmap stored this very blob (every
+/// geometry riskmap stores passed the same check); then the kept data is returned too.
 fn geometry_cell(
     layer: &LayerDef,
     fid: i64,
     id: &str,
     v: ValueRef<'_>,
     read: Read,
-) -> Result<geo_types::Geometry, StoreError> {
+    kept: &mut Kept<'_>,
+) -> Result<(geo_types::Geometry, Option<Vec<u8>>), StoreError> {
     let bad = |reason: String| bad_row(layer, fid, Some(id), reason);
-    let g = match v {
-        ValueRef::Blob(b) => blob::decode(b).map_err(|e| bad(format!("geometry: {e}")))?,
+    let (g, b) = match v {
+        ValueRef::Blob(b) => (
+            blob::decode(b).map_err(|e| bad(format!("geometry: {e}")))?,
+            b,
+        ),
         other => return Err(bad(format!("geom is {:?}, not a blob", other.data_type()))),
     };
     match read {
-        Read::Serve => check_stored(layer.geometry, g).map_err(|e| bad(format!("geometry: {e}"))),
-        Read::Edit => Ok(g),
+        Read::Serve => match kept.find(layer, fid, b)? {
+            Some(data) => layer
+                .geometry
+                .conform(g)
+                .map(|g| (g, Some(data)))
+                .map_err(|e| bad(format!("geometry: {e}"))),
+            None => check_stored(layer.geometry, g)
+                .map(|g| (g, None))
+                .map_err(|e| bad(format!("geometry: {e}"))),
+        },
+        Read::Edit => Ok((g, None)),
     }
 }
 
@@ -151,7 +220,7 @@ fn row_to_feature(
     };
     let bad = |reason: String| bad_row(layer, fid, Some(&id), reason);
     let cell = row.get_ref(2).map_err(StoreError::sqlite("reading geom"))?;
-    let geometry = geometry_cell(layer, fid, &id, cell, read)?;
+    let (geometry, _) = geometry_cell(layer, fid, &id, cell, read, &mut Kept::none())?;
     let mut values = Vec::with_capacity(layer.properties.len());
     for (i, p) in layer.properties.iter().enumerate() {
         let v = row
@@ -169,13 +238,23 @@ fn row_to_feature(
     })
 }
 
-/// A row read without copying: `None` when a cell holds another type than declared
-/// (the caller converts through [`row_to_feature`]).
+/// A row read without copying (with the data kept with its geometry, if any): `None`
+/// when a cell holds another type than declared (the caller converts through
+/// [`row_to_feature`]).
 #[allow(clippy::type_complexity)]
 fn borrowed_row<'r>(
     layer: &LayerDef,
     row: &'r Row<'_>,
-) -> Result<Option<(i64, &'r str, geo_types::Geometry, Vec<ModelValueRef<'r>>)>, StoreError> {
+    kept: &mut Kept<'_>,
+) -> Result<
+    Option<(
+        i64,
+        &'r str,
+        (geo_types::Geometry, Option<Vec<u8>>),
+        Vec<ModelValueRef<'r>>,
+    )>,
+    StoreError,
+> {
     let fid: i64 = row.get(0).map_err(StoreError::sqlite("reading fid"))?;
     let cell = row.get_ref(1).map_err(StoreError::sqlite("reading id"))?;
     let Some(id) = text_id(layer, fid, cell)? else {
@@ -183,7 +262,7 @@ fn borrowed_row<'r>(
     };
     let bad = |reason: String| bad_row(layer, fid, Some(id), reason);
     let cell = row.get_ref(2).map_err(StoreError::sqlite("reading geom"))?;
-    let geometry = geometry_cell(layer, fid, id, cell, Read::Serve)?;
+    let geometry = geometry_cell(layer, fid, id, cell, Read::Serve, kept)?;
     let mut values = Vec::with_capacity(layer.properties.len());
     for (i, p) in layer.properties.iter().enumerate() {
         let v = row
@@ -240,12 +319,14 @@ impl Store {
     /// snapshot. `f` sees each feature once, borrowed from SQLite's row buffer: text is
     /// not copied (millions of sensors load in seconds). Rows that cannot be served
     /// (unreadable cells, a geometry of the wrong type or failing the checks) are
-    /// skipped and returned.
+    /// skipped and returned. With a feature comes the data riskmap kept with its
+    /// geometry when it stored it (see [`Tx::insert_feature`]), if the geometry is
+    /// still the one it was derived from.
     pub fn scan_layer(
         &self,
         conn: &mut Connection,
         layer: &LayerDef,
-        f: impl FnMut(i64, FeatureRef<'_>),
+        f: impl FnMut(i64, FeatureRef<'_>, Option<&[u8]>),
     ) -> Result<Vec<UnreadableRow>, StoreError> {
         self.scan_layer_snapshot(conn, layer, f)
             .map(|(skipped, _)| skipped)
@@ -257,7 +338,7 @@ impl Store {
         &self,
         conn: &mut Connection,
         layer: &LayerDef,
-        mut f: impl FnMut(i64, FeatureRef<'_>),
+        mut f: impl FnMut(i64, FeatureRef<'_>, Option<&[u8]>),
     ) -> Result<(Vec<UnreadableRow>, i64), StoreError> {
         let mut skipped = Vec::new();
         let tx = conn
@@ -281,6 +362,7 @@ impl Store {
             let mut stmt = tx
                 .prepare(&sql)
                 .map_err(|e| self.corrupt_or(e, "reading", layer))?;
+            let mut kept = Kept::over(&tx, layer)?;
             let mut rows = stmt
                 .query([])
                 .map_err(|e| self.corrupt_or(e, "reading", layer))?;
@@ -288,14 +370,15 @@ impl Store {
                 .next()
                 .map_err(|e| self.corrupt_or(e, "reading", layer))?
             {
-                match borrowed_row(layer, row) {
-                    Ok(Some((fid, id, geometry, values))) => f(
+                match borrowed_row(layer, row, &mut kept) {
+                    Ok(Some((fid, id, (geometry, data), values))) => f(
                         fid,
                         FeatureRef {
                             id,
                             geometry: &geometry,
                             values: &values,
                         },
+                        data.as_deref(),
                     ),
                     Err(e) => skipped.push(e.into_unreadable()?),
                     Ok(None) => {
@@ -316,6 +399,7 @@ impl Store {
                                 geometry: &sf.feature.geometry,
                                 values: &values,
                             },
+                            None,
                         );
                     }
                 }
@@ -332,7 +416,7 @@ impl Store {
         layer: &LayerDef,
         mut f: impl FnMut(StoredFeature),
     ) -> Result<Vec<UnreadableRow>, StoreError> {
-        self.scan_layer(conn, layer, |fid, r| {
+        self.scan_layer(conn, layer, |fid, r, _| {
             f(StoredFeature {
                 fid,
                 feature: Feature {
@@ -391,8 +475,54 @@ impl Tx<'_> {
         get_by_id(self.conn(), layer, id, Read::Edit)
     }
 
-    /// Inserts a feature whose id is not in the layer yet; returns its fid.
-    pub fn insert_feature(&self, layer: &LayerDef, f: &Feature) -> Result<i64, StoreError> {
+    /// Keeps `kept` beside row `fid` (a layer of lines or polygons, a geometry blob of
+    /// at least [`KEPT_FROM_BYTES`]) with the blob's length and CRC-32, or forgets
+    /// what was kept for the row. Every write of a row states it, so nothing riskmap
+    /// keeps outlives the geometry it was derived from (fids can be reused).
+    fn keep(
+        &self,
+        layer: &LayerDef,
+        fid: i64,
+        geom: &[u8],
+        kept: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        if layer.geometry.is_point() {
+            return Ok(());
+        }
+        let done = match kept.filter(|_| geom.len() >= KEPT_FROM_BYTES) {
+            Some(data) => self
+                .conn()
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO riskmap_derived VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .and_then(|mut s| {
+                    s.execute(rusqlite::params![
+                        layer.name,
+                        fid,
+                        geom.len() as i64,
+                        i64::from(crc32fast::hash(geom)),
+                        data
+                    ])
+                }),
+            None => self
+                .conn()
+                .prepare_cached("DELETE FROM riskmap_derived WHERE layer = ?1 AND fid = ?2")
+                .and_then(|mut s| s.execute(rusqlite::params![layer.name, fid])),
+        };
+        done.map(|_| ())
+            .map_err(StoreError::sqlite("keeping derived data"))
+    }
+
+    /// Inserts a feature whose id is not in the layer yet; returns its fid. `kept`:
+    /// what the index derived from a large geometry (opaque here), kept beside the row
+    /// so that loading the layer need neither check nor derive it again; see
+    /// [`Store::scan_layer`].
+    pub fn insert_feature(
+        &self,
+        layer: &LayerDef,
+        f: &Feature,
+        kept: Option<&[u8]>,
+    ) -> Result<i64, StoreError> {
         let mut names = vec![q(&layer.id_property), "\"geom\"".to_string()];
         names.extend(layer.properties.iter().map(|p| q(&p.name)));
         let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
@@ -413,15 +543,19 @@ impl Tx<'_> {
             .chain(f.values.iter().map(|v| v as &dyn ToSql));
         stmt.execute(params_from_iter(args))
             .map_err(StoreError::sqlite(format!("inserting {}", f.id)))?;
-        Ok(self.conn().last_insert_rowid())
+        let fid = self.conn().last_insert_rowid();
+        self.keep(layer, fid, &geom, kept)?;
+        Ok(fid)
     }
 
-    /// Overwrites the geometry and properties of row `fid`.
+    /// Overwrites the geometry and properties of row `fid` (`kept` as in
+    /// [`Tx::insert_feature`]).
     pub fn update_feature(
         &self,
         layer: &LayerDef,
         fid: i64,
         f: &Feature,
+        kept: Option<&[u8]>,
     ) -> Result<(), StoreError> {
         let mut sets = vec!["\"geom\" = ?2".to_string()];
         sets.extend(
@@ -446,7 +580,7 @@ impl Tx<'_> {
             .chain(f.values.iter().map(|v| v as &dyn ToSql));
         stmt.execute(params_from_iter(args))
             .map_err(StoreError::sqlite(format!("updating {}", f.id)))?;
-        Ok(())
+        self.keep(layer, fid, &geom, kept)
     }
 
     pub fn delete_feature(&self, layer: &LayerDef, fid: i64) -> Result<(), StoreError> {
@@ -455,13 +589,18 @@ impl Tx<'_> {
             .prepare_cached(&sql)
             .and_then(|mut s| s.execute([fid]))
             .map_err(StoreError::sqlite("deleting"))?;
-        Ok(())
+        self.keep(layer, fid, &[], None)
     }
 
-    /// Insert or update by id, skipping the write when the stored row is identical.
-    /// One read of the stored row serves the comparison and, when it differs, the
-    /// returned `before`.
-    pub fn upsert(&self, layer: &LayerDef, f: &Feature) -> Result<UpsertOutcome, StoreError> {
+    /// Insert or update by id, skipping the write when the stored row is identical
+    /// (then only `kept` is written, as in [`Tx::insert_feature`]). One read of the
+    /// stored row serves the comparison and, when it differs, the returned `before`.
+    pub fn upsert(
+        &self,
+        layer: &LayerDef,
+        f: &Feature,
+        kept: Option<&[u8]>,
+    ) -> Result<UpsertOutcome, StoreError> {
         let sql = format!(
             "SELECT {} FROM {} WHERE {} = ?1",
             columns(layer),
@@ -505,12 +644,17 @@ impl Tx<'_> {
         };
         match existing {
             None => {
-                self.insert_feature(layer, f)?;
+                self.insert_feature(layer, f, kept)?;
                 Ok(UpsertOutcome::Added)
             }
-            Some((_, None)) => Ok(UpsertOutcome::Unchanged),
+            Some((fid, None)) => {
+                if kept.is_some() {
+                    self.keep(layer, fid, &new_blob, kept)?;
+                }
+                Ok(UpsertOutcome::Unchanged)
+            }
             Some((fid, Some(before))) => {
-                self.update_feature(layer, fid, f)?;
+                self.update_feature(layer, fid, f, kept)?;
                 Ok(UpsertOutcome::Updated { before })
             }
         }

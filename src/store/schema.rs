@@ -12,9 +12,10 @@ use crate::model::LayerDef;
 pub(super) const GPKG_APPLICATION_ID: i64 = 0x4750_4B47;
 /// `PRAGMA user_version` of GeoPackage 1.3.
 pub(super) const GPKG_USER_VERSION: i64 = 10300;
-/// Version of our own tables, in `riskmap_meta`. 2: `riskmap_audit.role` (stores of
-/// version 1 are migrated when opened, see [`create_core`]).
-pub const SCHEMA_VERSION: &str = "2";
+/// Version of our own tables, in `riskmap_meta`. 2: `riskmap_audit.role`; 3:
+/// `riskmap_derived` (stores of earlier versions are migrated when opened, see
+/// [`create_core`]).
+pub const SCHEMA_VERSION: &str = "3";
 
 const WGS84_WKT: &str = r#"GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563,AUTHORITY["EPSG","7030"]],AUTHORITY["EPSG","6326"]],PRIMEM["Greenwich",0,AUTHORITY["EPSG","8901"]],UNIT["degree",0.0174532925199433,AUTHORITY["EPSG","9122"]],AXIS["Latitude",NORTH],AXIS["Longitude",EAST],AUTHORITY["EPSG","4326"]]"#;
 
@@ -81,6 +82,17 @@ CREATE TABLE IF NOT EXISTS riskmap_keys (
   created_at TEXT NOT NULL,
   revoked_at TEXT
 );
+-- What riskmap derived from a large geometry it stored (see `Tx::insert_feature`),
+-- with the length and CRC-32 of the geometry blob it was derived from: a row another
+-- tool changed no longer matches and is checked and derived afresh.
+CREATE TABLE IF NOT EXISTS riskmap_derived (
+  layer TEXT NOT NULL,
+  fid INTEGER NOT NULL,
+  geom_bytes INTEGER NOT NULL,
+  geom_crc32 INTEGER NOT NULL,
+  data BLOB NOT NULL,
+  PRIMARY KEY (layer, fid)
+) WITHOUT ROWID;
 "#;
 
 /// Refuses to touch a file that is neither a GeoPackage nor empty, and reports a
@@ -204,7 +216,15 @@ pub(super) fn create_core(conn: &mut Connection, path: &Path) -> Result<(), Stor
         .map_err(fail)?;
     if version == "1" {
         migrate_1_to_2(&tx).map_err(fail)?;
-        version = SCHEMA_VERSION.to_string();
+        version = "2".to_string();
+    }
+    if version == "2" {
+        // Version 3 only adds `riskmap_derived`, created above by `CORE`.
+        set_version(&tx, "3").map_err(fail)?;
+        tracing::info!(
+            "store migrated to schema version 3: large geometries keep what was derived from them"
+        );
+        version = "3".to_string();
     }
     if version != SCHEMA_VERSION {
         return Err(StoreError::NotGeoPackage {
@@ -235,14 +255,17 @@ fn migrate_1_to_2(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
          WHERE role IS NULL AND actor LIKE 'key:%'",
         [],
     )?;
+    set_version(tx, "2")?;
+    tracing::info!("store migrated to schema version 2: audit rows name the key's role");
+    Ok(())
+}
+
+fn set_version(tx: &rusqlite::Transaction<'_>, version: &str) -> rusqlite::Result<()> {
     tx.execute(
         "UPDATE riskmap_meta SET value = ?1 WHERE key = 'schema_version'",
-        [SCHEMA_VERSION],
-    )?;
-    tracing::info!(
-        "store migrated to schema version {SCHEMA_VERSION}: audit rows name the key's role"
-    );
-    Ok(())
+        [version],
+    )
+    .map(|_| ())
 }
 
 /// Quotes an identifier already validated by `config` (letters, digits, `_`).
