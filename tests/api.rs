@@ -212,9 +212,10 @@ async fn create_replace_patch_delete_round_trip_through_store_index_and_restart(
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // Absolute (OGC API – Features), on the request's host (here none: the default).
     assert_eq!(
         r.headers[header::LOCATION],
-        "/collections/risk_points/items/R100"
+        "http://localhost:8080/collections/risk_points/items/R100"
     );
     assert_eq!(r.headers[header::CONTENT_TYPE], GEOJSON);
     let got = call(&app, Method::GET, &format!("{base}/R100"), None, None).await;

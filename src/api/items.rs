@@ -57,7 +57,12 @@ fn feature_json(base: &Base, layer: &LayerDef, sf: &StoredFeature) -> Json {
     doc
 }
 
-fn feature_response(base: &Base, status: StatusCode, layer: &LayerDef, sf: &StoredFeature) -> Response {
+fn feature_response(
+    base: &Base,
+    status: StatusCode,
+    layer: &LayerDef,
+    sf: &StoredFeature,
+) -> Response {
     let mut resp = (status, feature_json(base, layer, sf).to_string()).into_response();
     let h = resp.headers_mut();
     h.insert(

@@ -195,7 +195,8 @@ impl Feature {
         for (def, v) in layer.properties.iter().zip(&self.values) {
             props.insert(def.name.clone(), v.to_json());
         }
-        let geometry = geojson::Geometry::from(&*crate::model::geometry::rfc7946_wound(&self.geometry));
+        let geometry =
+            geojson::Geometry::from(&*crate::model::geometry::rfc7946_wound(&self.geometry));
         serde_json::json!({
             "type": "Feature",
             "id": self.id,

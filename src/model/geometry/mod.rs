@@ -156,11 +156,12 @@ pub fn rfc7946_wound(g: &Geometry) -> std::borrow::Cow<'_, Geometry> {
     use geo::orient::{Direction, Orient};
     use geo::winding_order::Winding;
     use std::borrow::Cow;
-    let wound = |p: &geo_types::Polygon| {
-        !p.exterior().is_cw() && p.interiors().iter().all(|h| !h.is_ccw())
-    };
+    let wound =
+        |p: &geo_types::Polygon| !p.exterior().is_cw() && p.interiors().iter().all(|h| !h.is_ccw());
     match g {
-        Geometry::Polygon(p) if !wound(p) => Cow::Owned(Geometry::Polygon(p.orient(Direction::Default))),
+        Geometry::Polygon(p) if !wound(p) => {
+            Cow::Owned(Geometry::Polygon(p.orient(Direction::Default)))
+        }
         Geometry::MultiPolygon(m) if !m.0.iter().all(wound) => {
             Cow::Owned(Geometry::MultiPolygon(m.orient(Direction::Default)))
         }

@@ -1526,6 +1526,7 @@ fn index_of(layer: &LayerDef, n: usize, seed: u64) -> crate::index::LayerIndex {
                     geometry: &g,
                     values: &values,
                 },
+                None,
             );
         }
         Ok::<(), ()>(())
