@@ -27,6 +27,8 @@
 //!   nearest queries; what tiles need precomputed (Web Mercator coordinates, vertex
 //!   importance, count pyramid) and where each layer last changed.
 //! - [`tiles`]: tile maths, clipping, generalisation, the MVT encoder and the tile cache.
+//! - [`query`]: queries as values over the indexes, without HTTP types (issue 8, being
+//!   built): geodesic distances, CQL2 filters, coordinate reference systems.
 //! - [`ingest`]: streaming readers and the all-or-nothing import.
 //! - [`demo`]: the built-in Chongqing demo.
 //! - [`app`]: the running catalogue, where edits go to the store then the index (what
