@@ -74,6 +74,7 @@ fn describe(l: &LayerState, base: &str) -> Value {
         "links": [
             {"href": format!("{base}/collections/{}", def.name), "rel": "self", "type": "application/json", "title": def.title},
             {"href": format!("{base}/collections/{}/items", def.name), "rel": "items", "type": "application/geo+json", "title": "Features"},
+            {"href": format!("{base}/collections/{}/queryables", def.name), "rel": "http://www.opengis.net/def/rel/ogc/1.0/queryables", "type": "application/schema+json", "title": "Queryables"},
         ],
     });
     // An empty layer has no extent (OGC API – Features: a bbox has four numbers, so
@@ -124,4 +125,27 @@ pub async fn one(
         .layer(&name)
         .ok_or_else(|| ApiError::not_found(format!("no layer named {name:?}")))?;
     Ok(json_with_vary(describe(l, &base), vary))
+}
+
+/// `GET /collections/{layer}/queryables`: the properties a filter may name, as a JSON
+/// Schema (OGC API – Features Part 3).
+pub async fn queryables(
+    State(app): State<Arc<App>>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(name) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (base, vary) = super::public_url::base_url(&app, &headers, &uri)?;
+    let a = app.clone();
+    blocking(move || auth::require_read(&a, &headers)).await?;
+    let l = app
+        .layer(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no layer named {name:?}")))?;
+    let mut resp = json_with_vary(crate::query::filter::queryables(&l.def, &base), vary);
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/schema+json"),
+    );
+    Ok(resp)
 }

@@ -270,13 +270,6 @@ pub async fn list(
         Some(q) => serde_urlencoded_pairs(q)?,
         None => HashMap::new(),
     };
-    for k in params.keys() {
-        if !matches!(k.as_str(), "bbox" | "limit" | "offset" | "f" | "datetime") {
-            return Err(ApiError::bad_request(format!(
-                "unknown query parameter {k:?} (bbox, datetime, limit, offset, f)"
-            )));
-        }
-    }
     match params.get("f").map(String::as_str) {
         None | Some("json" | "geojson") => {}
         Some(f) => {
@@ -308,8 +301,10 @@ pub async fn list(
         check_datetime(d)?;
     }
     let def = state.def.clone();
+    let (query, selection) = items_query(&def, &params, bbox, limit, offset)?;
     // Selecting and sorting a page can touch every feature of a layer (4.52 million
-    // sensors without a bbox): off the async threads, like the other blocking work.
+    // sensors without a bbox or a spatial filter): off the async threads, like the
+    // other blocking work.
     let (a, name, b) = (app.clone(), layer.clone(), base.clone());
     let (features, matched) = blocking(move || {
         let state = a
@@ -317,39 +312,32 @@ pub async fn list(
             .ok_or_else(|| ApiError::not_found(format!("no layer named {name:?}")))?;
         let def = &state.def;
         let idx = state.index.read();
-        let mut slots: Vec<u32> = match &bbox {
-            Some(b) => {
-                let mut v = Vec::new();
-                idx.for_each_in_bbox(b, |s| v.push(s));
-                v
-            }
-            None => idx.slots().collect(),
-        };
-        let matched = slots.len();
-        let end = offset.saturating_add(limit).min(matched);
-        if offset < matched {
-            if end < matched {
-                slots.select_nth_unstable_by_key(end, |&s| idx.fid(s));
-                slots.truncate(end);
-            }
-            slots.sort_unstable_by_key(|&s| idx.fid(s));
-        }
-        let page: Vec<Json> = slots
-            .get(offset..end)
-            .unwrap_or(&[])
+        let page = crate::query::items::items(&idx, &query);
+        let features: Vec<Json> = page
+            .slots
             .iter()
-            .map(|&s| feature_json(&b, def, &idx.feature(s)))
+            .map(|&s| {
+                let mut doc = feature_json(&b, def, &idx.feature(s));
+                if let Some(sel) = &selection {
+                    select_properties(&mut doc, def, sel);
+                }
+                doc
+            })
             .collect();
-        Ok((page, matched))
+        Ok((features, page.matched))
     })
     .await?;
     let items = format!("{}/collections/{}/items", base.origin, def.name);
     let with = |off: usize| {
         let mut q = vec![format!("limit={limit}"), format!("offset={off}")];
-        for key in ["bbox", "datetime"] {
-            if let Some(v) = params.get(key) {
-                q.push(format!("{key}={}", query_encode(v)));
-            }
+        // Every other parameter as given, in a stable order.
+        let mut rest: Vec<(&String, &String)> = params
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "limit" | "offset"))
+            .collect();
+        rest.sort();
+        for (key, v) in rest {
+            q.push(format!("{}={}", query_encode(key), query_encode(v)));
         }
         format!("{items}?{}", q.join("&"))
     };
@@ -383,6 +371,112 @@ pub async fn list(
             .append(header::VARY, HeaderValue::from_static(v));
     }
     Ok(resp)
+}
+
+/// The parameters `items` defines itself; any other names a property (`property=value`).
+const ITEMS_PARAMETERS: [&str; 10] = [
+    "bbox",
+    "datetime",
+    "f",
+    "filter",
+    "filter-crs",
+    "filter-lang",
+    "limit",
+    "offset",
+    "properties",
+    "sortby",
+];
+
+fn filter_error(e: crate::query::filter::FilterError) -> ApiError {
+    ApiError::bad_request(e.to_string())
+}
+
+/// The query of an `items` request as a value (`query::items`), and which properties
+/// to return: `filter` (CQL2 text or JSON per `filter-lang`, its geometries in
+/// `filter-crs`), `property=value` on declared properties, `sortby`, `properties`.
+fn items_query(
+    def: &LayerDef,
+    params: &HashMap<String, String>,
+    bbox: Option<Bbox>,
+    limit: usize,
+    offset: usize,
+) -> Result<
+    (
+        crate::query::items::ItemsQuery,
+        Option<crate::query::filter::PropertySelection>,
+    ),
+    ApiError,
+> {
+    use crate::query::crs::{Crs, from_crs};
+    use crate::query::filter::{Filter, FilterLang, Limits, PropertySelection, SortBy};
+    let lang = match params.get("filter-lang") {
+        Some(v) => FilterLang::parse(v).map_err(filter_error)?,
+        None => FilterLang::Cql2Text,
+    };
+    let crs = match params.get("filter-crs") {
+        Some(t) => Crs::parse("filter-crs", t).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        None => Crs::CRS84,
+    };
+    let limits = Limits {
+        lonlat_literals: crs == Crs::CRS84,
+        ..Limits::default()
+    };
+    let mut filter = match params.get("filter") {
+        Some(f) => Filter::parse(f, lang, def, &limits).map_err(filter_error)?,
+        None => Filter::Const(true),
+    };
+    if crs != Crs::CRS84 {
+        // Literals in `filter-crs` (EPSG:4326 is latitude first, Gauss–Krüger northing
+        // first) to lon/lat through PROJ, each position checked against the CRS's domain.
+        filter
+            .try_map_geometries(&mut |g| {
+                *g = from_crs("filter", g, crs).map_err(|e| e.to_string())?;
+                crate::query::filter::check_literal_geometry(g)
+                    .map_err(|e| format!("parameter 'filter': {e}"))
+            })
+            .map_err(ApiError::bad_request)?;
+    }
+    let simple: Vec<(&String, &String)> = params
+        .iter()
+        .filter(|(k, _)| !ITEMS_PARAMETERS.contains(&k.as_str()))
+        .collect();
+    let by_value = Filter::from_params(&simple, def).map_err(filter_error)?;
+    let sort = match params.get("sortby") {
+        Some(t) => SortBy::parse(t, def).map_err(filter_error)?,
+        None => SortBy::default(),
+    };
+    let selection = match params.get("properties") {
+        Some(t) => Some(PropertySelection::parse(t, def).map_err(filter_error)?),
+        None => None,
+    };
+    Ok((
+        crate::query::items::ItemsQuery {
+            bbox,
+            filter: Filter::all([filter, by_value]),
+            sort,
+            limit,
+            offset,
+        },
+        selection,
+    ))
+}
+
+/// Keeps only the selected properties of a GeoJSON feature, in the order asked.
+fn select_properties(
+    doc: &mut Json,
+    def: &LayerDef,
+    sel: &crate::query::filter::PropertySelection,
+) {
+    if let Some(props) = doc.get_mut("properties").and_then(Json::as_object_mut) {
+        let mut kept = serde_json::Map::new();
+        for &i in &sel.props {
+            let name = &def.properties[i].name;
+            if let Some(v) = props.remove(name) {
+                kept.insert(name.clone(), v);
+            }
+        }
+        *props = kept;
+    }
 }
 
 /// `bbox` of four numbers, or six (OGC API – Features: minimum and maximum heights

@@ -13,11 +13,28 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use crate::app::App;
 
-/// OGC API – Features Part 1 classes implemented: the core (landing page, conformance,
-/// collections, items with bbox and paging, one item) and GeoJSON encoding.
-pub const CONFORMANCE: [&str; 2] = [
+/// Conformance classes implemented: OGC API – Features Part 1 core (landing page,
+/// conformance, collections, items with bbox and paging, one item) and GeoJSON; Part 3
+/// queryables, `property=value` filters, `filter` on items; CQL2 text and JSON with the
+/// basic language, advanced comparisons (`LIKE`, `BETWEEN`, `IN`), case- and
+/// accent-insensitive comparison, and `S_INTERSECTS` on every literal geometry type
+/// (with `S_WITHIN`, `S_CONTAINS` and `S_DWITHIN` in metres, geodesic, though not the
+/// rest of CQL2's spatial-functions class). Only what `query::filter` evaluates is claimed.
+pub const CONFORMANCE: [&str; 14] = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables-query-parameters",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
+    "http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators",
+    "http://www.opengis.net/spec/cql2/1.0/conf/case-insensitive-comparison",
+    "http://www.opengis.net/spec/cql2/1.0/conf/accent-insensitive-comparison",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions-plus",
 ];
 
 /// A JSON answer whose links name the request's host: `Vary` says so.

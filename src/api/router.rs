@@ -47,6 +47,10 @@ pub fn router_with(app: Arc<App>, limits: Arc<Limits>) -> Router {
         .route("/conformance", get(landing::conformance))
         .route("/collections", get(collections::list))
         .route("/collections/{layer}", get(collections::one))
+        .route(
+            "/collections/{layer}/queryables",
+            get(collections::queryables),
+        )
         // Planners: edits (OGC API – Features Part 4), key with role planner or admin.
         .route(
             "/collections/{layer}/items",

@@ -44,7 +44,7 @@ use crate::model::ValueRef;
 pub use error::{FilterError, Problem};
 pub use like::{Fold, LikePattern, LikePatternError};
 pub use params::{PropertySelection, SortBy, SortKey};
-pub use parse::{FilterLang, Limits};
+pub use parse::{FilterLang, Limits, check_literal_geometry};
 pub use queryables::queryables;
 
 /// A property a filter reads.

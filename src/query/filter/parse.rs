@@ -78,6 +78,11 @@ pub struct Limits {
     pub max_vertices: usize,
     /// Largest `S_DWITHIN` distance, metres.
     pub max_distance_m: f64,
+    /// Whether literal geometries must be lon/lat degrees (CRS84). `false` when
+    /// `filter-crs` names another CRS: then only finite coordinates are required here,
+    /// and the caller transforms the literals (`Filter::try_map_geometries`) and checks
+    /// the result with [`check_literal_geometry`].
+    pub lonlat_literals: bool,
 }
 
 impl Default for Limits {
@@ -88,6 +93,7 @@ impl Default for Limits {
             max_depth: 64,
             max_vertices: 10_000,
             max_distance_m: 50_000.0,
+            lonlat_literals: true,
         }
     }
 }
@@ -1138,7 +1144,14 @@ impl<'a> Converter<'a> {
                 ),
             });
         }
-        check_literal_geometry(&g).map_err(|message| Problem::Invalid {
+        let checked = if self.limits.lonlat_literals {
+            check_literal_geometry(&g)
+        } else if g.coords_iter().all(|c| c.x.is_finite() && c.y.is_finite()) {
+            Ok(())
+        } else {
+            Err("the geometry has a coordinate that is not a finite number".into())
+        };
+        checked.map_err(|message| Problem::Invalid {
             message,
             at: snippet(whole),
         })?;

@@ -88,6 +88,57 @@ pub fn search_box(p: Coord, radius_m: f64) -> Result<Vec<Bbox>, GeodesicError> {
         .collect()
 }
 
+/// Lon/lat boxes (one, or two split at the antimeridian) that surely contain every
+/// point within `radius_m` metres (geodesic) of some point of `g` (edges geodesic): the
+/// filter `S_DWITHIN` and corridors ask the R-tree with these. Empty for an empty
+/// geometry.
+///
+/// From [`geodesic_bounds`] of `g`: a path of length `r` changes latitude by at most
+/// `r / M(0)` (the meridional radius is least at the equator), and longitude by at most
+/// `r` over the least parallel radius of the latitudes it can reach.
+pub fn around_geometry(g: &Geometry, radius_m: f64) -> Result<Vec<Bbox>, GeodesicError> {
+    if !(radius_m.is_finite() && radius_m >= 0.0) {
+        return Err(GeodesicError::BadDistance {
+            what: "distance",
+            value: radius_m,
+        });
+    }
+    let Some(b) = geodesic_bounds(g) else {
+        return Ok(Vec::new());
+    };
+    let dlat = (radius_m / meridional_radius(0.0)).to_degrees() * (1.0 + 1e-12) + LAT_SLACK_DEG;
+    let (south, north) = ((b.min_lat - dlat).max(-90.0), (b.max_lat + dlat).min(90.0));
+    let bad = |_| GeodesicError::BadDistance {
+        what: "distance",
+        value: radius_m,
+    };
+    let full = || {
+        Bbox::new(-180.0, south, 180.0, north)
+            .map(|b| vec![b])
+            .map_err(bad)
+    };
+    if south <= -90.0 || north >= 90.0 {
+        return full();
+    }
+    let highest = south.abs().max(north.abs()).to_radians();
+    let dlon = (radius_m / parallel_radius(highest)).to_degrees() * (1.0 + 1e-12) + 1e-11;
+    let (west, east) = (b.min_lon - dlon, b.max_lon + dlon);
+    if dlon.is_nan() || east - west >= 360.0 {
+        return full();
+    }
+    let spans = if west < -180.0 {
+        vec![(west + 360.0, 180.0), (-180.0, east)]
+    } else if east > 180.0 {
+        vec![(west, 180.0), (-180.0, east - 360.0)]
+    } else {
+        vec![(west, east)]
+    };
+    spans
+        .into_iter()
+        .map(|(w, e)| Bbox::new(w, south, e, north).map_err(bad))
+        .collect()
+}
+
 /// A lower bound, metres, of the geodesic distance from `p` to every point of `rect`
 /// (lon/lat degrees; longitudes compared round the globe). 0 when `p` is inside. Within
 /// about 1e-4 of the true distance at city scale (2 cm at 500 m near 30° N).

@@ -43,7 +43,7 @@ mod segment;
 use geo::CoordsIter;
 use geo_types::{Coord, Geometry};
 
-pub use bounds::{geodesic_bounds, min_distance_to_rect_m, search_box};
+pub use bounds::{around_geometry, geodesic_bounds, min_distance_to_rect_m, search_box};
 pub use prepared::PreparedGeometry;
 
 /// Why a position or a distance was refused.
