@@ -13,8 +13,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use common::*;
 use rand::{Rng, SeedableRng};
-use riskmap::app::{App, EditContext};
-use riskmap::model::Feature;
+use riskmap::app::App;
 use riskmap::query::geodesic::point_distance_m;
 use serde_json::{Value, json};
 
@@ -33,7 +32,6 @@ struct Point {
 fn seeded() -> (tempfile::TempDir, Arc<App>, Vec<Point>) {
     let dir = tempfile::tempdir().unwrap();
     let app = open_app(dir.path());
-    let def = app.layer("risk_points").unwrap().def.clone();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
     let mut points = Vec::new();
     for i in 0..400 {
@@ -55,15 +53,7 @@ fn seeded() -> (tempfile::TempDir, Arc<App>, Vec<Point>) {
         let mut doc = risk_point(&id, lon, lat, level);
         let name = format!("point {} {}", ["north", "south", "Yuzhong"][i % 3], i);
         doc["properties"]["name"] = json!(name);
-        app.create(
-            EditContext {
-                actor: "test",
-                ..Default::default()
-            },
-            "risk_points",
-            Feature::from_geojson(&def, &doc).unwrap(),
-        )
-        .unwrap();
+        create(&app, "risk_points", &doc);
         // What was stored (7 decimals), for the oracle.
         let stored = &app.layer("risk_points").unwrap().index.read();
         let f = stored.get(&id).unwrap().feature;
@@ -96,6 +86,18 @@ fn enc(s: &str) -> String {
         }
     }
     out
+}
+
+/// `k=v&k=v` with keys and values percent-encoded.
+fn encoded(query: &str) -> String {
+    query
+        .split('&')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            format!("{}={}", enc(k), enc(v))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// Every feature of the query, following `next` links (absolute: on the default host).
@@ -191,17 +193,7 @@ async fn filters_match_a_brute_force_reading_across_pages() {
     ];
     let mut some_on_circle = 0;
     for (query, pred) in &cases {
-        let uri = format!(
-            "/collections/risk_points/items?limit=7&{}",
-            query
-                .split('&')
-                .map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap();
-                    format!("{}={}", enc(k), enc(v))
-                })
-                .collect::<Vec<_>>()
-                .join("&")
-        );
+        let uri = format!("/collections/risk_points/items?limit=7&{}", encoded(query));
         let (features, matched) = all_pages(&app, &uri).await;
         let want: Vec<String> = points
             .iter()
@@ -293,17 +285,7 @@ async fn every_bad_filter_parameter_is_a_400_naming_it() {
         ("height=3", "height"),
         ("level=I&bbox=1,2", "bbox"),
     ] {
-        let uri = format!(
-            "/collections/risk_points/items?{}",
-            query
-                .split('&')
-                .map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap();
-                    format!("{}={}", enc(k), enc(v))
-                })
-                .collect::<Vec<_>>()
-                .join("&")
-        );
+        let uri = format!("/collections/risk_points/items?{}", encoded(query));
         let (status, e) = get(&app, &uri).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {e}");
         assert!(

@@ -9,8 +9,6 @@ mod common;
 
 use axum::http::StatusCode;
 use common::*;
-use riskmap::app::EditContext;
-use riskmap::model::Feature;
 use serde_json::{Value, json};
 
 const HOST: &str = "maps.example.org:9000";
@@ -40,18 +38,9 @@ fn local(href: &str) -> &str {
 fn app_with_points(n: usize) -> (tempfile::TempDir, std::sync::Arc<riskmap::app::App>) {
     let dir = tempfile::tempdir().unwrap();
     let app = open_app(dir.path());
-    let def = app.layer("risk_points").unwrap().def.clone();
     for i in 0..n {
         let doc = risk_point(&format!("P{i:02}"), 106.0 + i as f64 * 0.01, 29.5, "III");
-        app.create(
-            EditContext {
-                actor: "test",
-                ..Default::default()
-            },
-            "risk_points",
-            Feature::from_geojson(&def, &doc).unwrap(),
-        )
-        .unwrap();
+        create(&app, "risk_points", &doc);
     }
     (dir, app)
 }
@@ -215,7 +204,6 @@ fn signed_area(ring: &Value) -> f64 {
 async fn polygons_are_served_wound_as_rfc_7946_says() {
     let dir = tempfile::tempdir().unwrap();
     let app = open_app(dir.path());
-    let def = app.layer("boundary").unwrap().def.clone();
     // Exterior clockwise, hole counter-clockwise: the opposite of RFC 7946.
     let doc = json!({"type": "Feature", "id": "CW",
         "geometry": {"type": "Polygon", "coordinates": [
@@ -223,15 +211,7 @@ async fn polygons_are_served_wound_as_rfc_7946_says() {
             [[106.2, 29.2], [106.4, 29.2], [106.4, 29.4], [106.2, 29.4], [106.2, 29.2]]
         ]},
         "properties": {"name": "clockwise"}});
-    app.create(
-        EditContext {
-            actor: "test",
-            ..Default::default()
-        },
-        "boundary",
-        Feature::from_geojson(&def, &doc).unwrap(),
-    )
-    .unwrap();
+    create(&app, "boundary", &doc);
     let (_, one) = get(&app, "/collections/boundary/items/CW").await;
     let (_, page) = get(&app, "/collections/boundary/items").await;
     for f in [&one, &page["features"][0]] {

@@ -111,19 +111,33 @@ pub async fn list(
     ))
 }
 
-pub async fn one(
-    State(app): State<Arc<App>>,
-    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
-    uri: Uri,
+type LayerPath = Result<Path<String>, axum::extract::rejection::PathRejection>;
+
+/// What a read of one layer's description needs: the layer (404 if unknown, after the
+/// read check), the origin for its links and the `Vary` that implies.
+async fn layer_read<'a>(
+    app: &'a Arc<App>,
+    path: LayerPath,
+    uri: &Uri,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<(&'a LayerState, String, Option<&'static str>), ApiError> {
     let Path(name) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let (base, vary) = super::public_url::base_url(&app, &headers, &uri)?;
+    let (base, vary) = super::public_url::base_url(app, &headers, uri)?;
     let a = app.clone();
     blocking(move || auth::require_read(&a, &headers)).await?;
     let l = app
         .layer(&name)
         .ok_or_else(|| ApiError::not_found(format!("no layer named {name:?}")))?;
+    Ok((l, base, vary))
+}
+
+pub async fn one(
+    State(app): State<Arc<App>>,
+    path: LayerPath,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (l, base, vary) = layer_read(&app, path, &uri, headers).await?;
     Ok(json_with_vary(describe(l, &base), vary))
 }
 
@@ -131,17 +145,11 @@ pub async fn one(
 /// Schema (OGC API – Features Part 3).
 pub async fn queryables(
     State(app): State<Arc<App>>,
-    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    path: LayerPath,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Path(name) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let (base, vary) = super::public_url::base_url(&app, &headers, &uri)?;
-    let a = app.clone();
-    blocking(move || auth::require_read(&a, &headers)).await?;
-    let l = app
-        .layer(&name)
-        .ok_or_else(|| ApiError::not_found(format!("no layer named {name:?}")))?;
+    let (l, base, vary) = layer_read(&app, path, &uri, headers).await?;
     let mut resp = json_with_vary(crate::query::filter::queryables(&l.def, &base), vary);
     resp.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,

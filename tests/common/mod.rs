@@ -162,3 +162,19 @@ pub async fn http_json(app: &Arc<App>, uri: &str) -> Value {
     assert_eq!(status, axum::http::StatusCode::OK, "GET {uri}");
     serde_json::from_slice(&body).unwrap()
 }
+
+/// Adds a GeoJSON feature to `layer` through the catalogue, as the command line would
+/// (actor `test`); panics if it is refused.
+pub fn create(app: &App, layer: &str, doc: &Value) {
+    let def = app.layer(layer).expect("layer exists").def.clone();
+    let feature = riskmap::model::Feature::from_geojson(&def, doc).expect("a valid feature");
+    app.create(
+        riskmap::app::EditContext {
+            actor: "test",
+            ..Default::default()
+        },
+        layer,
+        feature,
+    )
+    .expect("created");
+}

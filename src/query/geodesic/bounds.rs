@@ -68,15 +68,7 @@ pub fn search_box(p: Coord, radius_m: f64) -> Result<Vec<Bbox>, GeodesicError> {
     if dlon.is_nan() || dlon >= 180.0 {
         return Ok(vec![full(min_lat, max_lat)?]);
     }
-    let (west, east) = (lon - dlon, lon + dlon);
-    let boxes = if west < -180.0 {
-        vec![(west + 360.0, 180.0), (-180.0, east)]
-    } else if east > 180.0 {
-        vec![(west, 180.0), (-180.0, east - 360.0)]
-    } else {
-        vec![(west, east)]
-    };
-    boxes
+    split_at_antimeridian(lon - dlon, lon + dlon)
         .into_iter()
         .map(|(w, e)| {
             Bbox::new(w, min_lat, e, max_lat).map_err(|_| GeodesicError::BadPosition {
@@ -126,17 +118,22 @@ pub fn around_geometry(g: &Geometry, radius_m: f64) -> Result<Vec<Bbox>, Geodesi
     if dlon.is_nan() || east - west >= 360.0 {
         return full();
     }
-    let spans = if west < -180.0 {
+    split_at_antimeridian(west, east)
+        .into_iter()
+        .map(|(w, e)| Bbox::new(w, south, e, north).map_err(bad))
+        .collect()
+}
+
+/// A longitude span `west..east` (less than 360° wide, within one turn of ±180°) as
+/// one or two spans inside -180..180.
+fn split_at_antimeridian(west: f64, east: f64) -> Vec<(f64, f64)> {
+    if west < -180.0 {
         vec![(west + 360.0, 180.0), (-180.0, east)]
     } else if east > 180.0 {
         vec![(west, 180.0), (-180.0, east - 360.0)]
     } else {
         vec![(west, east)]
-    };
-    spans
-        .into_iter()
-        .map(|(w, e)| Bbox::new(w, south, e, north).map_err(bad))
-        .collect()
+    }
 }
 
 /// A lower bound, metres, of the geodesic distance from `p` to every point of `rect`
