@@ -96,10 +96,17 @@ pub enum Command {
         #[arg(long)]
         lat_column: Option<String>,
         /// CPU priority of the import (nice value, 0 to 19). An import is batch work
-        /// beside a server answering people: by default it takes only the CPU the
-        /// server leaves idle (on an idle machine it runs at full speed all the same).
+        /// beside a server answering people: by default it also runs under Linux's
+        /// SCHED_IDLE policy, so it takes only the CPU the server leaves idle (on an
+        /// idle machine it runs at full speed all the same). A nice value alone does
+        /// not do that: the import runs in a session of its own, which the kernel's
+        /// autogroups give the same share of the CPU as the server's.
         #[arg(long, default_value_t = crate::app::BACKGROUND_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
         nice: i32,
+        /// Run at the nice value only, not under SCHED_IDLE (an import that must finish
+        /// while the server is saturated, at the cost of the server's latency).
+        #[arg(long)]
+        not_idle: bool,
     },
     /// Manage API keys.
     Keys {
@@ -274,9 +281,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             lon_column,
             lat_column,
             nice,
+            not_idle,
         } => {
-            // Before any thread is started: threads inherit it.
+            // Before any thread is started: threads inherit both.
             crate::app::lower_thread_priority(nice);
+            if !not_idle {
+                crate::app::idle_thread_policy();
+            }
             let config = load_config(&g.layers)?;
             let Some(def) = config.layer(&layer).cloned() else {
                 eprintln!(
