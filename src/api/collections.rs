@@ -66,7 +66,10 @@ fn describe(l: &LayerState, base: &str) -> Value {
         "kind": def.kind.config_name(),
         "geometryType": def.geometry.geojson_name(),
         "featureCount": count,
-        "crs": [CRS84],
+        // OGC API – Features Part 2: what `crs` and `bbox-crs` accept, and what the
+        // features are stored in.
+        "crs": crate::query::crs::Crs::supported().iter().map(|c| c.uri()).collect::<Vec<_>>(),
+        "storageCrs": crate::query::crs::Crs::storage_crs().uri(),
         "minzoom": def.minzoom,
         "maxzoom": def.maxzoom,
         "idProperty": def.id_property,

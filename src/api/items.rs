@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value as Json;
 
@@ -21,20 +21,21 @@ use super::router::{MAX_BODY_BYTES, REQUEST_TIMEOUT};
 use super::{auth, blocking};
 use crate::app::{App, EditContext, etag};
 use crate::model::{Action, Bbox, Feature, LayerDef, feature::id_of};
+use crate::query::crs::{AxisBox, Crs};
 use crate::store::StoredFeature;
 
 /// Default and largest page of `GET /collections/{layer}/items`.
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 10_000;
+pub const DEFAULT_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 10_000;
 
 /// The origin links are made absolute with, and the `Vary` it implies.
 #[derive(Clone, Debug)]
-struct Base {
-    origin: String,
-    vary: Option<&'static str>,
+pub(super) struct Base {
+    pub(super) origin: String,
+    pub(super) vary: Option<&'static str>,
 }
 
-fn base_of(app: &App, headers: &HeaderMap, uri: &Uri) -> Result<Base, ApiError> {
+pub(super) fn base_of(app: &App, headers: &HeaderMap, uri: &Uri) -> Result<Base, ApiError> {
     let (origin, vary) = super::public_url::base_url(app, headers, uri)?;
     Ok(Base { origin, vary })
 }
@@ -55,6 +56,52 @@ fn feature_json(base: &Base, layer: &LayerDef, sf: &StoredFeature) -> Json {
         {"href": format!("{}/collections/{}", base.origin, layer.name), "rel": "collection", "type": "application/json"},
     ]);
     doc
+}
+
+/// A feature's GeoJSON with its geometry in `crs` (OGC API – Features Part 2): wound as
+/// RFC 7946 says in lon/lat, then transformed position by position, in the CRS's axis
+/// order, rounded to the CRS's precision. A position the CRS cannot hold is refused
+/// naming `crs` and the feature.
+pub(super) fn feature_json_in(
+    base: &Base,
+    layer: &LayerDef,
+    sf: &StoredFeature,
+    crs: Crs,
+) -> Result<Json, ApiError> {
+    let mut doc = feature_json(base, layer, sf);
+    if crs != Crs::CRS84 {
+        let wound = crate::model::geometry::rfc7946_wound(&sf.feature.geometry);
+        let mut g = crate::query::crs::to_crs(&wound, crs)
+            .map_err(|e| ApiError::bad_request(format!("crs: feature {:?}: {e}", sf.feature.id)))?;
+        crate::query::crs::round_coords(&mut g, crs);
+        doc["geometry"] = serde_json::to_value(geojson::Geometry::from(&g))
+            .map_err(|e| ApiError::internal("writing a geometry", e))?;
+    }
+    Ok(doc)
+}
+
+/// The CRS named by parameter `name` (`crs`, `bbox-crs`), CRS84 when absent.
+pub(super) fn crs_param(params: &HashMap<String, String>, name: &str) -> Result<Crs, ApiError> {
+    match params.get(name) {
+        Some(t) => Crs::parse(name, t).map_err(crs_error),
+        None => Ok(Crs::CRS84),
+    }
+}
+
+/// A CRS error as an answer: 400 naming the parameter, or a server failure.
+fn crs_error(e: crate::query::crs::CrsError) -> ApiError {
+    match e.param() {
+        Some(_) => ApiError::bad_request(e.to_string()),
+        None => ApiError::internal("transforming coordinates", e),
+    }
+}
+
+/// `Content-Crs` (OGC API – Features Part 2): the CRS of the answer's coordinates.
+pub(super) fn content_crs(resp: &mut Response, crs: Crs) {
+    if let Ok(v) = HeaderValue::from_str(&crs.content_crs_header()) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static("content-crs"), v);
+    }
 }
 
 fn feature_response(
@@ -164,14 +211,15 @@ const BULK_BODY_BYTES: usize = 1 << 20;
 /// Runs a write's parsing, validation, preparation and commit off the async threads: a
 /// small one on the blocking pool at the normal priority, a large one (a body above
 /// [`BULK_BODY_BYTES`]) on a thread of its own at the priority of bulk work
-/// ([`crate::app::BACKGROUND_NICE`]), so that the seconds of CPU a feature of a million
+/// ([`crate::app::BACKGROUND_NICE`]). Its CPU-bound steps, which take no lock, run in
+/// [`bulk_step`]s at idle priority, so that the seconds of CPU a feature of a million
 /// vertices costs are taken from idle cycles, not from readers. There are at most as
 /// many such threads as writes in progress (`--max-write-requests`).
 async fn write_task<T: Send + 'static>(
-    body_len: usize,
+    bulk: Bulk,
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    if body_len <= BULK_BODY_BYTES {
+    if !bulk.0 {
         return blocking(f).await;
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -184,6 +232,27 @@ async fn write_task<T: Send + 'static>(
         })
         .map_err(|e| ApiError::internal("starting a write", e))?;
     super::thread_result(rx, "a write").await
+}
+
+/// Whether a write is bulk work (its body is above [`BULK_BODY_BYTES`]).
+#[derive(Clone, Copy)]
+struct Bulk(bool);
+
+impl Bulk {
+    fn of(body: &[u8]) -> Bulk {
+        Bulk(body.len() > BULK_BODY_BYTES)
+    }
+}
+
+/// A CPU-bound step of a write that takes no lock (parsing, validating and deriving a
+/// feature, encoding the answer): for bulk work on a thread at idle priority
+/// ([`crate::app::on_idle_thread`]), otherwise in place.
+fn bulk_step<T: Send>(bulk: Bulk, f: impl FnOnce() -> T + Send) -> T {
+    if bulk.0 {
+        crate::app::on_idle_thread("riskmap-bulk-step", f)
+    } else {
+        f()
+    }
 }
 
 /// Checks the key (a store read) off the async threads.
@@ -219,8 +288,27 @@ pub async fn get(
     let base = base_of(&app, &headers, &uri)?;
     let (a, h) = (app.clone(), headers.clone());
     blocking(move || auth::require_read(&a, &h)).await?;
+    let params: HashMap<String, String> = match uri.query() {
+        Some(q) => serde_urlencoded_pairs(q)?,
+        None => HashMap::new(),
+    };
+    if let Some(k) = params.keys().find(|k| !matches!(k.as_str(), "crs" | "f")) {
+        return Err(ApiError::bad_request(format!(
+            "{k}: not a parameter of a single feature (crs, f)"
+        )));
+    }
+    match params.get("f").map(String::as_str) {
+        None | Some("json" | "geojson") => {}
+        Some(f) => {
+            return Err(ApiError::bad_request(format!(
+                "f: {f:?} is not offered here (json)"
+            )));
+        }
+    }
+    let crs = crs_param(&params, "crs")?;
     // Copying, hashing and encoding a feature is linear in its vertices (up to
-    // `MAX_VERTICES`): off the async threads.
+    // `MAX_VERTICES`), and PROJ's first transformation on a thread takes a good part
+    // of a second: off the async threads.
     blocking(move || {
         let state = app
             .layer(&layer)
@@ -229,15 +317,22 @@ pub async fn get(
             state.index.read().get(&id).ok_or_else(|| {
                 ApiError::not_found(format!("layer {layer} has no feature {id:?}"))
             })?;
-        let tag = etag(&state.def, &sf.feature);
+        // The ETag names the feature's version (what `If-Match` on an edit compares):
+        // in another CRS the same version is another representation, so its tag is
+        // weak (RFC 9110 §8.8.1), which `If-Match` never matches.
+        let tag = match crs == Crs::CRS84 {
+            true => etag(&state.def, &sf.feature),
+            false => format!("W/{}", etag(&state.def, &sf.feature)),
+        };
         // If-None-Match uses the weak comparison (RFC 9110 §13.1.2).
         let inm = headers
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok());
         if inm.is_some_and(|inm| {
-            inm.split(',')
-                .map(str::trim)
-                .any(|t| t == tag || t == "*" || t.strip_prefix("W/") == Some(tag.as_str()))
+            inm.split(',').map(str::trim).any(|t| {
+                let opaque = |t: &str| t.strip_prefix("W/").unwrap_or(t).to_string();
+                t == "*" || opaque(t) == opaque(&tag)
+            })
         }) {
             let mut resp = StatusCode::NOT_MODIFIED.into_response();
             if let Ok(v) = HeaderValue::from_str(&tag) {
@@ -245,7 +340,26 @@ pub async fn get(
             }
             return Ok(resp);
         }
-        Ok(feature_response(&base, StatusCode::OK, &state.def, &sf))
+        if crs == Crs::CRS84 {
+            let mut resp = feature_response(&base, StatusCode::OK, &state.def, &sf);
+            content_crs(&mut resp, crs);
+            return Ok(resp);
+        }
+        let doc = feature_json_in(&base, &state.def, &sf, crs)?;
+        let mut resp = doc.to_string().into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/geo+json"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&tag) {
+            h.insert(header::ETAG, v);
+        }
+        if let Some(v) = base.vary {
+            h.append(header::VARY, HeaderValue::from_static(v));
+        }
+        content_crs(&mut resp, crs);
+        Ok(resp)
     })
     .await
 }
@@ -291,9 +405,14 @@ pub async fn list(
     };
     let limit = number("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
     let offset = number("offset", 0, usize::MAX / 2)?;
-    let bbox = match params.get("bbox") {
-        Some(b) => Some(parse_bbox_param(b)?),
-        None => None,
+    let crs = crs_param(&params, "crs")?;
+    let bbox_crs = crs_param(&params, "bbox-crs")?;
+    // A box in CRS84 is read here; in another CRS it is transformed (PROJ) off the
+    // async threads, below.
+    let (bbox, axis_box) = match params.get("bbox") {
+        Some(b) if bbox_crs == Crs::CRS84 => (Some(parse_bbox_param(b)?), None),
+        Some(b) => (None, Some(parse_axis_box(b)?)),
+        None => (None, None),
     };
     if let Some(d) = params.get("datetime") {
         // No layer has a temporal property yet: a well-formed datetime selects every
@@ -311,20 +430,31 @@ pub async fn list(
             .layer(&name)
             .ok_or_else(|| ApiError::not_found(format!("no layer named {name:?}")))?;
         let def = &state.def;
-        let (query, selection) = items_query(def, &p, bbox, limit, offset)?;
+        // A box in a projected CRS covers a region whose edges are curves in lon/lat:
+        // the R-tree is searched with the box around it, and each candidate is kept if
+        // it intersects the region's outline (a spatial filter like any other).
+        let (bbox, outline) = match axis_box {
+            Some(ab) => {
+                let region =
+                    crate::query::crs::bbox_from_crs("bbox", ab, bbox_crs).map_err(crs_error)?;
+                (Some(region.bbox), region.outline)
+            }
+            None => (bbox, None),
+        };
+        let (query, selection) = items_query(def, &p, bbox, outline, limit, offset)?;
         let idx = state.index.read();
         let page = crate::query::items::items(&idx, &query);
         let features: Vec<Json> = page
             .slots
             .iter()
             .map(|&s| {
-                let mut doc = feature_json(&b, def, &idx.feature(s));
+                let mut doc = feature_json_in(&b, def, &idx.feature(s), crs)?;
                 if let Some(sel) = &selection {
                     select_properties(&mut doc, def, sel);
                 }
-                doc
+                Ok(doc)
             })
-            .collect();
+            .collect::<Result<_, ApiError>>()?;
         Ok((features, page.matched))
     })
     .await?;
@@ -371,12 +501,15 @@ pub async fn list(
         resp.headers_mut()
             .append(header::VARY, HeaderValue::from_static(v));
     }
+    content_crs(&mut resp, crs);
     Ok(resp)
 }
 
 /// The parameters `items` defines itself; any other names a property (`property=value`).
-const ITEMS_PARAMETERS: [&str; 10] = [
+const ITEMS_PARAMETERS: [&str; 12] = [
     "bbox",
+    "bbox-crs",
+    "crs",
     "datetime",
     "f",
     "filter",
@@ -395,10 +528,11 @@ fn filter_error(e: crate::query::filter::FilterError) -> ApiError {
 /// The query of an `items` request as a value (`query::items`), and which properties
 /// to return: `filter` (CQL2 text or JSON per `filter-lang`, its geometries in
 /// `filter-crs`), `property=value` on declared properties, `sortby`, `properties`.
-fn items_query(
+pub(super) fn items_query(
     def: &LayerDef,
     params: &HashMap<String, String>,
     bbox: Option<Bbox>,
+    outline: Option<geo_types::Geometry>,
     limit: usize,
     offset: usize,
 ) -> Result<
@@ -453,7 +587,17 @@ fn items_query(
     Ok((
         crate::query::items::ItemsQuery {
             bbox,
-            filter: Filter::all([filter, by_value]),
+            filter: Filter::all([
+                filter,
+                by_value,
+                match outline {
+                    Some(geometry) => Filter::Spatial {
+                        op: crate::query::filter::SpatialOp::Intersects,
+                        geometry,
+                    },
+                    None => Filter::Const(true),
+                },
+            ]),
             sort,
             limit,
             offset,
@@ -463,7 +607,7 @@ fn items_query(
 }
 
 /// Keeps only the selected properties of a GeoJSON feature, in the order asked.
-fn select_properties(
+pub(super) fn select_properties(
     doc: &mut Json,
     def: &LayerDef,
     sel: &crate::query::filter::PropertySelection,
@@ -482,7 +626,37 @@ fn select_properties(
 
 /// `bbox` of four numbers, or six (OGC API – Features: minimum and maximum heights
 /// between; the store is 2-D, so the heights are checked as numbers and not used).
+/// `bbox` given in another CRS (`bbox-crs`): its lower and upper corners in the CRS's
+/// axis order; heights of 6 numbers are checked and dropped.
+fn parse_axis_box(b: &str) -> Result<AxisBox, ApiError> {
+    let four = bbox_corners(b)?;
+    let mut n = [0.0; 4];
+    for (i, t) in four.split(',').enumerate() {
+        n[i] = t
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "bbox: number {} {t:?} is not a finite number",
+                    i + 1
+                ))
+            })?;
+    }
+    Ok(AxisBox {
+        lower: [n[0], n[1]],
+        upper: [n[2], n[3]],
+    })
+}
+
 fn parse_bbox_param(b: &str) -> Result<Bbox, ApiError> {
+    let four = bbox_corners(b)?;
+    Bbox::parse(&four).map_err(|e| ApiError::bad_request(format!("bbox: {e}")))
+}
+
+/// The four horizontal numbers of `bbox` (4 numbers, or 6 with heights), as text.
+fn bbox_corners(b: &str) -> Result<String, ApiError> {
     let parts: Vec<&str> = b.split(',').collect();
     let four = match parts.len() {
         4 => b.to_string(),
@@ -503,7 +677,7 @@ fn parse_bbox_param(b: &str) -> Result<Bbox, ApiError> {
             )));
         }
     };
-    Bbox::parse(&four).map_err(|e| ApiError::bad_request(format!("bbox: {e}")))
+    Ok(four)
 }
 
 /// Checks `datetime` as OGC API – Features says: an RFC 3339 date-time or date, or an
@@ -531,7 +705,7 @@ fn check_datetime(d: &str) -> Result<(), ApiError> {
 }
 
 /// Percent-encodes a query parameter value (RFC 3986 unreserved and `,` `:` kept).
-fn query_encode(s: &str) -> String {
+pub(super) fn query_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b',' | b':') {
@@ -544,7 +718,7 @@ fn query_encode(s: &str) -> String {
 }
 
 /// Parses `a=1&b=2` (percent-decoded), refusing repeated keys.
-fn serde_urlencoded_pairs(q: &str) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn serde_urlencoded_pairs(q: &str) -> Result<HashMap<String, String>, ApiError> {
     let mut out = HashMap::new();
     for pair in q.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -591,26 +765,32 @@ pub async fn create(
     let actor = authorize(&app, &headers, Action::EditFeatures).await?;
     check_content_type(&headers, &["application/geo+json", "application/json"])?;
     let bytes = read_body(body).await?;
-    write_task(bytes.len(), move || {
-        let mut doc = parse_json(&bytes)?;
-        // The server names features that come without an id.
-        if id_of(&def, &doc)
-            .map_err(|e| ApiError::unprocessable(e.to_string()))?
-            .is_none()
-        {
-            if let Some(o) = doc.as_object_mut() {
-                o.insert("id".into(), uuid::Uuid::new_v4().to_string().into());
+    let bulk = Bulk::of(&bytes);
+    write_task(bulk, move || {
+        let prepared = bulk_step(bulk, || {
+            let mut doc = parse_json(&bytes)?;
+            // The server names features that come without an id.
+            if id_of(&def, &doc)
+                .map_err(|e| ApiError::unprocessable(e.to_string()))?
+                .is_none()
+            {
+                if let Some(o) = doc.as_object_mut() {
+                    o.insert("id".into(), uuid::Uuid::new_v4().to_string().into());
+                }
             }
-        }
-        let feature = Feature::from_geojson(&def, &doc)
-            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+            let feature = Feature::from_geojson(&def, &doc)
+                .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+            Ok::<_, ApiError>(app.prepare(&layer, feature)?)
+        })?;
         let ctx = EditContext {
             actor: &actor,
             if_match: None,
             deadline: deadline(),
         };
-        let sf = app.create(ctx, &layer, feature)?;
-        Ok(feature_response(&base, StatusCode::CREATED, &def, &sf))
+        let sf = app.create_prepared(ctx, &layer, prepared)?;
+        Ok(bulk_step(bulk, || {
+            feature_response(&base, StatusCode::CREATED, &def, &sf)
+        }))
     })
     .await
 }
@@ -629,28 +809,34 @@ pub async fn replace(
     let cond = if_match(&headers)?;
     check_content_type(&headers, &["application/geo+json", "application/json"])?;
     let bytes = read_body(body).await?;
-    write_task(bytes.len(), move || {
-        let mut doc = parse_json(&bytes)?;
-        match id_of(&def, &doc).map_err(|e| ApiError::unprocessable(e.to_string()))? {
-            Some(body_id) if body_id != id => {
-                return Err(ApiError::unprocessable(format!(
-                    "field 'id': the body's id {body_id:?} differs from the URL's {id:?}"
-                )));
+    let bulk = Bulk::of(&bytes);
+    write_task(bulk, move || {
+        let prepared = bulk_step(bulk, || {
+            let mut doc = parse_json(&bytes)?;
+            match id_of(&def, &doc).map_err(|e| ApiError::unprocessable(e.to_string()))? {
+                Some(body_id) if body_id != id => {
+                    return Err(ApiError::unprocessable(format!(
+                        "field 'id': the body's id {body_id:?} differs from the URL's {id:?}"
+                    )));
+                }
+                _ => {}
             }
-            _ => {}
-        }
-        if let Some(o) = doc.as_object_mut() {
-            o.insert("id".into(), id.clone().into());
-        }
-        let feature = Feature::from_geojson(&def, &doc)
-            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+            if let Some(o) = doc.as_object_mut() {
+                o.insert("id".into(), id.clone().into());
+            }
+            let feature = Feature::from_geojson(&def, &doc)
+                .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+            Ok(app.prepare(&layer, feature)?)
+        })?;
         let ctx = EditContext {
             actor: &actor,
             if_match: cond.as_deref(),
             deadline: deadline(),
         };
-        let sf = app.replace(ctx, &layer, feature)?;
-        Ok(feature_response(&base, StatusCode::OK, &def, &sf))
+        let sf = app.replace_prepared(ctx, &layer, prepared)?;
+        Ok(bulk_step(bulk, || {
+            feature_response(&base, StatusCode::OK, &def, &sf)
+        }))
     })
     .await
 }
@@ -672,15 +858,18 @@ pub async fn patch(
         &["application/merge-patch+json", "application/json"],
     )?;
     let bytes = read_body(body).await?;
-    write_task(bytes.len(), move || {
-        let doc = parse_json(&bytes)?;
+    let bulk = Bulk::of(&bytes);
+    write_task(bulk, move || {
+        let doc = bulk_step(bulk, || parse_json(&bytes))?;
         let ctx = EditContext {
             actor: &actor,
             if_match: cond.as_deref(),
             deadline: deadline(),
         };
         let sf = app.patch(ctx, &layer, &id, &doc)?;
-        Ok(feature_response(&base, StatusCode::OK, &def, &sf))
+        Ok(bulk_step(bulk, || {
+            feature_response(&base, StatusCode::OK, &def, &sf)
+        }))
     })
     .await
 }

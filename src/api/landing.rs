@@ -14,15 +14,19 @@ use super::error::ApiError;
 use crate::app::App;
 
 /// Conformance classes implemented: OGC API – Features Part 1 core (landing page,
-/// conformance, collections, items with bbox and paging, one item) and GeoJSON; Part 3
+/// conformance, collections, items with bbox and paging, one item), GeoJSON and
+/// OpenAPI 3.0 (`/api`); Part 2 (`crs`, `bbox-crs`, `Content-Crs`, each collection's
+/// `crs` and `storageCrs`); Part 3
 /// queryables, `property=value` filters, `filter` on items; CQL2 text and JSON with the
 /// basic language, advanced comparisons (`LIKE`, `BETWEEN`, `IN`), case- and
 /// accent-insensitive comparison, and `S_INTERSECTS` on every literal geometry type
 /// (with `S_WITHIN`, `S_CONTAINS` and `S_DWITHIN` in metres, geodesic, though not the
 /// rest of CQL2's spatial-functions class). Only what `query::filter` evaluates is claimed.
-pub const CONFORMANCE: [&str; 14] = [
+pub const CONFORMANCE: [&str; 16] = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables-query-parameters",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
@@ -59,6 +63,8 @@ pub async fn landing(
             "description": "A city's risk points, pipelines and sensors on one map.",
             "links": [
                 {"href": format!("{base}/"), "rel": "self", "type": "application/json", "title": "This document"},
+                {"href": format!("{base}/api"), "rel": "service-desc", "type": super::openapi::OPENAPI_JSON, "title": "The API definition (OpenAPI 3.0)"},
+                {"href": format!("{base}/api.html"), "rel": "service-doc", "type": "text/html", "title": "The API documentation"},
                 {"href": format!("{base}/conformance"), "rel": "conformance", "type": "application/json", "title": "Conformance classes"},
                 {"href": format!("{base}/collections"), "rel": "data", "type": "application/json", "title": "Layers"},
                 {"href": format!("{base}/health"), "rel": "service-status", "type": "application/json", "title": "Health"},
@@ -71,4 +77,59 @@ pub async fn landing(
 
 pub async fn conformance() -> axum::Json<Value> {
     axum::Json(json!({ "conformsTo": CONFORMANCE }))
+}
+
+/// `GET /api`: the OpenAPI 3.0 document of the server as it runs; `GET /api.html` (or
+/// `/api?f=html`) the same as an HTML page.
+pub async fn api(
+    State(app): State<Arc<App>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (base, vary) = super::public_url::base_url(&app, &headers, &uri)?;
+    let html = match uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("f="))
+    {
+        None | Some("json") => uri.path().ends_with(".html"),
+        Some("html") => true,
+        Some(f) => {
+            return Err(ApiError::bad_request(format!(
+                "f: {f:?} is not offered here (json, html)"
+            )));
+        }
+    };
+    let doc = super::openapi::document(&api_facts(&app, &base));
+    let (body, content_type) = if html {
+        (super::openapi::html_page(&doc), "text/html; charset=utf-8")
+    } else {
+        let text = doc
+            .to_json()
+            .map_err(|e| ApiError::internal("writing the OpenAPI document", e))?;
+        (text, super::openapi::OPENAPI_JSON)
+    };
+    let mut resp = body.into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(v) = vary {
+        resp.headers_mut()
+            .append(header::VARY, HeaderValue::from_static(v));
+    }
+    Ok(resp)
+}
+
+/// What the OpenAPI document says of this server.
+pub fn api_facts<'a>(app: &'a App, base: &'a str) -> super::openapi::ApiFacts<'a> {
+    super::openapi::ApiFacts {
+        base,
+        layers: app.layers().iter().map(|l| l.def.as_ref()).collect(),
+        public_reads: app.public_reads(),
+        default_limit: super::items::DEFAULT_LIMIT,
+        max_limit: super::items::MAX_LIMIT,
+        max_body_bytes: super::router::MAX_BODY_BYTES,
+        max_zoom: crate::tiles::MAX_ZOOM,
+        max_layers_per_tile: crate::tiles::MAX_LAYERS_PER_TILE,
+    }
 }

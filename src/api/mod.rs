@@ -11,6 +11,8 @@ mod items;
 mod landing;
 mod limit;
 mod metrics;
+mod near;
+mod openapi;
 mod public_url;
 mod rejections;
 mod router;

@@ -13,7 +13,7 @@ use tower_http::trace::TraceLayer;
 
 use super::error::ApiError;
 use super::limit::{self, LimitOptions, Limits};
-use super::{collections, health, items, landing, metrics, tiles, web};
+use super::{collections, health, items, landing, metrics, near, tiles, web};
 use crate::app::App;
 
 /// Largest request body accepted (a feature with a very detailed polygon).
@@ -45,12 +45,17 @@ pub fn router_with(app: Arc<App>, limits: Arc<Limits>) -> Router {
         .route("/vendor/maplibre-gl/{file}", get(web::vendor))
         .route("/styles/{name}", get(web::style))
         .route("/conformance", get(landing::conformance))
+        .route("/api", get(landing::api))
+        .route("/api.html", get(landing::api))
         .route("/collections", get(collections::list))
         .route("/collections/{layer}", get(collections::one))
         .route(
             "/collections/{layer}/queryables",
             get(collections::queryables),
         )
+        // Planners: distances in metres on the ellipsoid, nearest first.
+        .route("/collections/{layer}/within", get(near::within))
+        .route("/collections/{layer}/nearest", get(near::nearest))
         // Planners: edits (OGC API – Features Part 4), key with role planner or admin.
         .route(
             "/collections/{layer}/items",

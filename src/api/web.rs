@@ -148,6 +148,20 @@ pub async fn app_css() -> Result<Response, ApiError> {
     asset("app.css")
 }
 
+/// The names of the embedded MapLibre files (`/vendor/maplibre-gl/{file}`).
+pub fn vendor_files() -> Vec<&'static str> {
+    ASSETS
+        .iter()
+        .filter(|a| a.immutable)
+        .map(|a| a.name)
+        .collect()
+}
+
+/// The names of the styles (`/styles/{name}`).
+pub fn style_names() -> Vec<&'static str> {
+    STYLES.iter().map(|(n, _)| *n).collect()
+}
+
 pub async fn favicon() -> Result<Response, ApiError> {
     asset("favicon.svg")
 }

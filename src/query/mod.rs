@@ -4,3 +4,4 @@ pub mod crs;
 pub mod filter;
 pub mod geodesic;
 pub mod items;
+pub mod near;

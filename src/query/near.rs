@@ -1,0 +1,175 @@
+//! "What lies within this radius" and "what is nearest", in metres on WGS84 (Karney's
+//! geodesics, `query::geodesic`) to the nearest point of each geometry, not to its box.
+//! Queries as values over a layer's index, like [`super::items`]: the handler parses a
+//! request into a [`WithinQuery`] or [`NearestQuery`] and encodes the hits.
+
+use geo_types::Coord;
+
+use super::filter::{EvalContext, Filter};
+use super::geodesic::{self, GeodesicError};
+use crate::index::{GeomRef, LayerIndex};
+
+/// Largest radius of [`within`] and of the filter's `S_DWITHIN` (the same cap: 50 km
+/// holds the whole of the city's main urban area around any point).
+pub const MAX_RADIUS_M: f64 = 50_000.0;
+
+/// Most features [`nearest`] returns.
+pub const MAX_K: usize = 1_000;
+
+/// How far [`nearest`] looks: no farther than any two points of the city (Chongqing is
+/// about 470 km across), so a filter that matches nothing costs one bounded pass, not a
+/// search of the globe.
+pub const MAX_NEAREST_M: f64 = 1_000_000.0;
+
+/// The first radius [`nearest`] tries; each next one is four times larger.
+const FIRST_NEAREST_M: f64 = 250.0;
+
+/// Features within `radius_m` of `center` that match `filter`, nearest first (ties by
+/// fid), paged.
+#[derive(Clone, Debug)]
+pub struct WithinQuery {
+    pub center: Coord,
+    pub radius_m: f64,
+    /// `Filter::Const(true)` for none.
+    pub filter: Filter,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// The `k` features nearest to `center` that match `filter` (and lie within
+/// [`MAX_NEAREST_M`]), nearest first, ties by fid.
+#[derive(Clone, Debug)]
+pub struct NearestQuery {
+    pub center: Coord,
+    pub k: usize,
+    pub filter: Filter,
+}
+
+/// A feature and its distance from the query's centre, metres.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hit {
+    pub slot: u32,
+    pub distance_m: f64,
+}
+
+/// A page of hits and how many match in all.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NearPage {
+    pub hits: Vec<Hit>,
+    pub matched: usize,
+}
+
+/// Why a query was refused; the message names the parameter.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum NearError {
+    #[error(transparent)]
+    Geodesic(#[from] GeodesicError),
+    #[error("radius_m must be above 0 and at most {MAX_RADIUS_M} m; got {0}")]
+    Radius(f64),
+    #[error("k must be 1 to {MAX_K}; got {0}")]
+    K(usize),
+}
+
+/// Checks a centre (named `lon`/`lat`) and a radius.
+pub fn check(center: Coord, radius_m: Option<f64>) -> Result<(), NearError> {
+    geodesic::check_position(center, "lon/lat")?;
+    if let Some(r) = radius_m {
+        if !(r > 0.0 && r <= MAX_RADIUS_M) {
+            return Err(NearError::Radius(r));
+        }
+    }
+    Ok(())
+}
+
+/// Every feature within `radius_m` of `center` that matches `filter`, with its distance,
+/// in no order. Candidates come from the R-tree under the geodesic search box (split at
+/// the antimeridian); each is measured exactly, so a feature exactly at the radius is in.
+fn hits_within(idx: &LayerIndex, center: Coord, radius_m: f64, filter: &Filter) -> Vec<Hit> {
+    let boxes = geodesic::search_box(center, radius_m).unwrap_or_default();
+    let mut slots = Vec::new();
+    for b in &boxes {
+        idx.for_each_envelope_in_bbox(b, |s| slots.push(s));
+    }
+    if boxes.len() > 1 {
+        slots.sort_unstable();
+        slots.dedup();
+    }
+    let ctx = EvalContext {
+        distance_m: &geodesic::distance_between_m,
+    };
+    let unfiltered = matches!(filter, Filter::Const(true));
+    slots
+        .into_iter()
+        // The filter first: a property comparison costs less than a geodesic.
+        .filter(|&s| unfiltered || filter.matches(&(idx, s), &ctx))
+        .filter_map(|s| {
+            let d = match idx.geometry(s) {
+                GeomRef::Point(c) => {
+                    let d = geodesic::point_distance_m(center, c);
+                    (d <= radius_m).then_some(d)
+                }
+                GeomRef::Shape(g) => geodesic::within_m(center, g, radius_m),
+            }?;
+            Some(Hit {
+                slot: s,
+                distance_m: d,
+            })
+        })
+        .collect()
+}
+
+fn by_distance(idx: &LayerIndex) -> impl Fn(&Hit, &Hit) -> std::cmp::Ordering + '_ {
+    |a, b| {
+        a.distance_m
+            .total_cmp(&b.distance_m)
+            .then(idx.fid(a.slot).cmp(&idx.fid(b.slot)))
+    }
+}
+
+/// Runs a [`WithinQuery`]: only the first `offset + limit` hits are ordered.
+pub fn within(idx: &LayerIndex, q: &WithinQuery) -> Result<NearPage, NearError> {
+    check(q.center, Some(q.radius_m))?;
+    let mut hits = hits_within(idx, q.center, q.radius_m, &q.filter);
+    let matched = hits.len();
+    if q.offset >= matched || q.limit == 0 {
+        return Ok(NearPage {
+            hits: Vec::new(),
+            matched,
+        });
+    }
+    let end = q.offset.saturating_add(q.limit).min(matched);
+    let order = by_distance(idx);
+    if end < matched {
+        hits.select_nth_unstable_by(end, &order);
+        hits.truncate(end);
+    }
+    hits.sort_unstable_by(&order);
+    Ok(NearPage {
+        hits: hits.split_off(q.offset),
+        matched,
+    })
+}
+
+/// Runs a [`NearestQuery`]: searches a radius four times larger each round until `k`
+/// hits lie within it (then no feature outside can be nearer) or the radius reaches
+/// [`MAX_NEAREST_M`]. The work is bounded by the features within that distance.
+pub fn nearest(idx: &LayerIndex, q: &NearestQuery) -> Result<Vec<Hit>, NearError> {
+    check(q.center, None)?;
+    if q.k == 0 || q.k > MAX_K {
+        return Err(NearError::K(q.k));
+    }
+    let mut radius = FIRST_NEAREST_M;
+    loop {
+        let mut hits = hits_within(idx, q.center, radius, &q.filter);
+        if hits.len() >= q.k || radius >= MAX_NEAREST_M || hits.len() == idx.len() {
+            let order = by_distance(idx);
+            if hits.len() > q.k {
+                hits.select_nth_unstable_by(q.k, &order);
+                hits.truncate(q.k);
+            }
+            hits.sort_unstable_by(&order);
+            return Ok(hits);
+        }
+        radius = (radius * 4.0).min(MAX_NEAREST_M);
+    }
+}

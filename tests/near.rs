@@ -1,0 +1,343 @@
+//! `within` and `nearest` (issue 8) through the router, against a brute-force scan with
+//! the same geodesic formula (`query::geodesic::distance_to_geometry_m`) on seeded random
+//! points and lines: features exactly at the radius, lines that pass near with both ends
+//! far, filters, paging that neither skips nor repeats, and every bad parameter a 400
+//! naming it.
+
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
+
+mod common;
+
+use axum::http::StatusCode;
+use common::*;
+use geo_types::{Coord, Geometry, LineString, Point};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use riskmap::query::geodesic::distance_to_geometry_m;
+use serde_json::{Value, json};
+
+const LEVELS: [&str; 4] = ["I", "II", "III", "IV"];
+
+struct World {
+    _dir: tempfile::TempDir,
+    app: std::sync::Arc<riskmap::app::App>,
+    /// id, geometry, level (points) or kind (lines)
+    points: Vec<(String, Geometry, &'static str)>,
+    lines: Vec<(String, Geometry)>,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let app = open_app(dir.path());
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let mut points = Vec::new();
+    for i in 0..400 {
+        let (lon, lat) = (
+            106.5 + rng.random_range(-0.05..0.05),
+            29.5 + rng.random_range(-0.05..0.05),
+        );
+        let level = LEVELS[rng.random_range(0..4)];
+        let id = format!("P{i:03}");
+        create(&app, "risk_points", &risk_point(&id, lon, lat, level));
+        points.push((id, Geometry::Point(Point::new(lon, lat)), level));
+    }
+    let mut lines = Vec::new();
+    for i in 0..60 {
+        // Long lines across the area: most pass near the centres with both ends far.
+        let n = rng.random_range(2..6);
+        let coords: Vec<Coord> = (0..n)
+            .map(|_| Coord {
+                x: 106.5 + rng.random_range(-0.2..0.2),
+                y: 29.5 + rng.random_range(-0.2..0.2),
+            })
+            .collect();
+        let id = format!("L{i:02}");
+        let c: Vec<[f64; 2]> = coords.iter().map(|c| [c.x, c.y]).collect();
+        create(
+            &app,
+            "pipelines",
+            &json!({"type": "Feature", "id": id, "geometry": {"type": "LineString", "coordinates": c},
+                    "properties": {"kind": "gas"}}),
+        );
+        lines.push((id, Geometry::LineString(LineString::from(coords))));
+    }
+    World {
+        _dir: dir,
+        app,
+        points,
+        lines,
+    }
+}
+
+async fn get(app: &std::sync::Arc<riskmap::app::App>, uri: &str) -> (StatusCode, Value) {
+    let (status, _, body) = http(app, "GET", uri, &[], None).await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// (id, distance) of each feature of a page, in order.
+fn hits(doc: &Value) -> Vec<(String, f64)> {
+    doc["features"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{doc}"))
+        .iter()
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap().to_string(),
+                f["properties"]["distance_m"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Brute force: every feature within `r` of `c`, nearest first, ties by insertion order
+/// (which is fid order here).
+fn brute(features: &[(String, Geometry)], c: Coord, r: f64) -> Vec<(String, f64)> {
+    let mut v: Vec<(usize, String, f64)> = features
+        .iter()
+        .enumerate()
+        .map(|(i, (id, g))| (i, id.clone(), distance_to_geometry_m(c, g)))
+        .filter(|(_, _, d)| *d <= r)
+        .collect();
+    v.sort_by(|a, b| a.2.total_cmp(&b.2).then(a.0.cmp(&b.0)));
+    v.into_iter().map(|(_, id, d)| (id, d)).collect()
+}
+
+fn same(got: &[(String, f64)], want: &[(String, f64)], what: &str) {
+    assert_eq!(
+        got.iter().map(|h| &h.0).collect::<Vec<_>>(),
+        want.iter().map(|h| &h.0).collect::<Vec<_>>(),
+        "{what}"
+    );
+    for ((id, g), (_, w)) in got.iter().zip(want) {
+        assert!(
+            (g - w).abs() <= 0.0005 + 1e-9,
+            "{what}: {id} at {g} m, brute force {w} m"
+        );
+    }
+}
+
+#[tokio::test]
+async fn within_and_nearest_equal_a_brute_force_scan() {
+    let w = world();
+    let points: Vec<(String, Geometry)> = w
+        .points
+        .iter()
+        .map(|(i, g, _)| (i.clone(), g.clone()))
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(80);
+    let mut found = [0usize; 2];
+    for round in 0..12 {
+        let c = Coord {
+            x: 106.5 + rng.random_range(-0.05..0.05),
+            y: 29.5 + rng.random_range(-0.05..0.05),
+        };
+        let r = rng.random_range(200.0..3000.0);
+        for (n, (layer, features)) in [("risk_points", &points), ("pipelines", &w.lines)]
+            .into_iter()
+            .enumerate()
+        {
+            let want = brute(features, c, r);
+            found[n] += want.len();
+            let uri = format!(
+                "/collections/{layer}/within?lon={}&lat={}&radius_m={r}&limit=10000",
+                c.x, c.y
+            );
+            let (status, doc) = get(&w.app, &uri).await;
+            assert_eq!(status, StatusCode::OK, "{doc}");
+            same(
+                &hits(&doc),
+                &want,
+                &format!("round {round} {layer} within {r}"),
+            );
+            assert_eq!(doc["numberMatched"], want.len());
+
+            // Exactly at the radius: the farthest hit's own distance keeps it in.
+            if let Some((id, d)) = want.last() {
+                let exact =
+                    distance_to_geometry_m(c, &features.iter().find(|f| &f.0 == id).unwrap().1);
+                assert_eq!(*d, exact);
+                let uri = format!(
+                    "/collections/{layer}/within?lon={}&lat={}&radius_m={exact:?}&limit=10000",
+                    c.x, c.y
+                );
+                let (_, doc) = get(&w.app, &uri).await;
+                assert_eq!(
+                    hits(&doc).last().map(|h| &h.0),
+                    Some(id),
+                    "round {round} {layer} at the radius"
+                );
+            }
+
+            // Pages of 7: together, the whole list once.
+            let mut paged = Vec::new();
+            let mut next = Some(format!(
+                "/collections/{layer}/within?lon={}&lat={}&radius_m={r}&limit=7",
+                c.x, c.y
+            ));
+            while let Some(uri) = next {
+                let (_, doc) = get(&w.app, &uri).await;
+                paged.extend(hits(&doc));
+                next = doc["links"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|l| l["rel"] == "next")
+                    .map(|l| {
+                        l["href"]
+                            .as_str()
+                            .unwrap()
+                            .strip_prefix("http://localhost:8080")
+                            .unwrap()
+                            .to_string()
+                    });
+            }
+            same(&paged, &want, &format!("round {round} {layer} paged"));
+
+            // The k nearest.
+            let k = rng.random_range(1..40);
+            let want = brute(features, c, f64::INFINITY);
+            let uri = format!("/collections/{layer}/nearest?lon={}&lat={}&k={k}", c.x, c.y);
+            let (status, doc) = get(&w.app, &uri).await;
+            assert_eq!(status, StatusCode::OK, "{doc}");
+            same(
+                &hits(&doc),
+                &want[..k.min(want.len())],
+                &format!("round {round} {layer} nearest {k}"),
+            );
+        }
+
+        // With a filter: the brute force over the level-I points.
+        let level_i: Vec<(String, Geometry)> = w
+            .points
+            .iter()
+            .filter(|p| p.2 == "I")
+            .map(|(i, g, _)| (i.clone(), g.clone()))
+            .collect();
+        let want = brute(&level_i, c, r);
+        let uri = format!(
+            "/collections/risk_points/within?lon={}&lat={}&radius_m={r}&limit=10000&filter=level%3D%27I%27",
+            c.x, c.y
+        );
+        let (_, doc) = get(&w.app, &uri).await;
+        same(&hits(&doc), &want, &format!("round {round} filtered"));
+        let uri = format!(
+            "/collections/risk_points/nearest?lon={}&lat={}&k=5&level=I&properties=name",
+            c.x, c.y
+        );
+        let (_, doc) = get(&w.app, &uri).await;
+        same(
+            &hits(&doc),
+            &brute(&level_i, c, f64::INFINITY)[..5],
+            &format!("round {round} nearest level I"),
+        );
+        let props = doc["features"][0]["properties"].as_object().unwrap();
+        assert!(
+            props.contains_key("name")
+                && props.contains_key("distance_m")
+                && !props.contains_key("level")
+        );
+    }
+    // The rounds found something to compare: points and lines within their radii.
+    assert!(found[0] > 200 && found[1] > 50, "{found:?}");
+}
+
+#[tokio::test]
+async fn bad_parameters_are_refused_naming_them() {
+    let w = world();
+    let base = "/collections/risk_points";
+    for (uri, param) in [
+        (
+            format!("{base}/within?lon=106.5&lat=29.5&radius_m=0"),
+            "radius_m",
+        ),
+        (
+            format!("{base}/within?lon=106.5&lat=29.5&radius_m=-5"),
+            "radius_m",
+        ),
+        (
+            format!("{base}/within?lon=106.5&lat=29.5&radius_m=50001"),
+            "radius_m",
+        ),
+        (
+            format!("{base}/within?lon=106.5&lat=29.5&radius_m=NaN"),
+            "radius_m",
+        ),
+        (
+            format!("{base}/within?lon=106.5&lat=29.5&radius_m=abc"),
+            "radius_m",
+        ),
+        (format!("{base}/within?lon=106.5&lat=29.5"), "radius_m"),
+        (format!("{base}/within?lat=29.5&radius_m=10"), "lon"),
+        (
+            format!("{base}/within?lon=200&lat=29.5&radius_m=10"),
+            "lon/lat",
+        ),
+        (
+            format!("{base}/within?lon=106.5&lat=29.5&radius_m=10&limit=10001"),
+            "limit",
+        ),
+        (
+            format!("{base}/within?lon=106.5&lat=29.5&radius_m=10&sortby=name"),
+            "sortby",
+        ),
+        (
+            format!("{base}/within?lon=106.5&lat=29.5&radius_m=10&bbox=1,2,3,4"),
+            "bbox",
+        ),
+        (
+            format!("{base}/within?lon=106.5&lat=29.5&radius_m=10&filter=nope%3D1"),
+            "filter",
+        ),
+        (
+            format!("{base}/within?lon=106.5&lat=29.5&radius_m=10&colour=red"),
+            "colour",
+        ),
+        (
+            format!("{base}/within?lon=106.5&lat=29.5&radius_m=10&crs=EPSG:1"),
+            "crs",
+        ),
+        (format!("{base}/nearest?lon=106.5&lat=29.5&k=0"), "k"),
+        (format!("{base}/nearest?lon=106.5&lat=29.5&k=1001"), "k"),
+        (format!("{base}/nearest?lon=106.5&lat=29.5"), "k"),
+        (
+            format!("{base}/nearest?lon=106.5&lat=29.5&k=3&limit=3"),
+            "limit",
+        ),
+        (
+            format!("{base}/nearest?lon=106.5&lat=29.5&k=3&lat=1"),
+            "lat",
+        ),
+    ] {
+        let (status, e) = get(&w.app, &uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {e}");
+        let d = e["description"].as_str().unwrap();
+        assert!(d.contains(param), "{uri}: {d}");
+    }
+    let (status, _) = get(
+        &w.app,
+        "/collections/nope/within?lon=106.5&lat=29.5&radius_m=10",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The largest page and radius are capped: 400 at the cap is work bounded by it.
+    let (status, doc) = get(
+        &w.app,
+        &format!("{base}/within?lon=106.5&lat=29.5&radius_m=50000&limit=10000"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["numberReturned"], 400);
+    let (status, doc) = get(
+        &w.app,
+        &format!("{base}/nearest?lon=106.5&lat=29.5&k=1000&crs=EPSG:4326"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["numberReturned"], 400);
+    // In EPSG:4326 the geometry is latitude first; the distance is the same.
+    let g = &doc["features"][0]["geometry"]["coordinates"];
+    assert!(
+        g[0].as_f64().unwrap() < 30.0 && g[1].as_f64().unwrap() > 100.0,
+        "{g}"
+    );
+}
