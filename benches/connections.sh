@@ -92,13 +92,16 @@ if [[ $what == overload || $what == all ]]; then
   serve --tile-cache-mb 0
   grep -o 'limits=Limits {[^}]*}' "$data/server.log" | tail -1 || true
   gen() { "$loadgen" --addr "$addr" --paths "$data/paths.txt" --prefix "/tiles/$layers/" --suffix .mvt "$@"; }
+  base_rss=$(rss_mb)
   echo "--- idle: 50 tiles/s open loop, 15 s"
   gen --rate 50 --secs 15 --connections 16
   echo "--- overload: $rate2 tiles/s open loop (2x capacity), 20 s, /health probed 20/s"
   (for _ in $(seq 20); do rss_mb; echo; sleep 1; done) >"$data/rss.txt" &
+  sampler=$!
   gen --rate "$rate2" --secs 20 --connections 256 --probe /health --probe-rate 20
-  wait
-  echo "server rss during overload: max $(sort -n "$data/rss.txt" | tail -1) MB; after: $(rss_mb) MB"
+  # The sampler only: a bare `wait` would also wait for the server.
+  wait $sampler
+  echo "server rss: idle before the overload $base_rss MB; during it max $(sort -n "$data/rss.txt" | tail -1) MB; after: $(rss_mb) MB"
   curl -s "http://$addr/metrics" | grep -E '^riskmap_rejected_requests_total' || true
   stop
 fi

@@ -341,3 +341,226 @@ async fn bad_parameters_are_refused_naming_them() {
         "{g}"
     );
 }
+
+/// Brute force around a geometry: every feature within `d` of `g`, nearest first.
+fn brute_around(features: &[(String, Geometry)], g: &Geometry, d: f64) -> Vec<(String, f64)> {
+    let mut v: Vec<(usize, String, f64)> = features
+        .iter()
+        .enumerate()
+        .map(|(i, (id, f))| {
+            (
+                i,
+                id.clone(),
+                riskmap::query::geodesic::distance_between_m(g, f),
+            )
+        })
+        .filter(|(_, _, x)| *x <= d)
+        .collect();
+    v.sort_by(|a, b| a.2.total_cmp(&b.2).then(a.0.cmp(&b.0)));
+    v.into_iter().map(|(_, id, x)| (id, x)).collect()
+}
+
+async fn post_geometry(
+    app: &std::sync::Arc<riskmap::app::App>,
+    uri: &str,
+    content_type: &str,
+    body: String,
+) -> (StatusCode, Value) {
+    let (status, _, body) = http(
+        app,
+        "POST",
+        uri,
+        &[("Content-Type", content_type)],
+        Some(body),
+    )
+    .await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn intersects_and_corridor_equal_a_brute_force_scan() {
+    let w = world();
+    let points: Vec<(String, Geometry)> = w
+        .points
+        .iter()
+        .map(|(i, g, _)| (i.clone(), g.clone()))
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(81);
+    let mut found = 0;
+    for round in 0..10 {
+        // A quadrilateral of a few km, sometimes with a buffer; and a line.
+        let (cx, cy) = (
+            106.5 + rng.random_range(-0.04..0.04),
+            29.5 + rng.random_range(-0.04..0.04),
+        );
+        let s = rng.random_range(0.005..0.02);
+        let ring = vec![
+            [cx - s, cy - s],
+            [cx + s, cy - s * 0.5],
+            [cx + s * 0.7, cy + s],
+            [cx - s * 0.8, cy + s * 0.6],
+            [cx - s, cy - s],
+        ];
+        let polygon = Geometry::Polygon(geo_types::Polygon::new(
+            LineString::from(ring.iter().map(|c| (c[0], c[1])).collect::<Vec<_>>()),
+            vec![],
+        ));
+        let buffer = if round % 2 == 0 {
+            0.0
+        } else {
+            rng.random_range(10.0..800.0)
+        };
+        let body = json!({"type": "Polygon", "coordinates": [ring]}).to_string();
+        for (layer, features) in [("risk_points", &points), ("pipelines", &w.lines)] {
+            let want = brute_around(features, &polygon, buffer);
+            found += want.len();
+            let uri = format!("/collections/{layer}/intersects?buffer_m={buffer}&limit=10000");
+            let (status, doc) =
+                post_geometry(&w.app, &uri, "application/geo+json", body.clone()).await;
+            assert_eq!(status, StatusCode::OK, "{doc}");
+            same(
+                &hits(&doc),
+                &want,
+                &format!("round {round} {layer} intersects, buffer {buffer}"),
+            );
+        }
+        // The corridor along a pipeline, over the risk points.
+        let (id, line) = &w.lines[round];
+        let d = rng.random_range(50.0..1500.0);
+        let want = brute_around(&points, line, d);
+        found += want.len();
+        let uri = format!(
+            "/collections/risk_points/corridor?along=pipelines/{id}&distance_m={d}&limit=10000"
+        );
+        let (status, doc) = get(&w.app, &uri).await;
+        assert_eq!(status, StatusCode::OK, "{doc}");
+        same(
+            &hits(&doc),
+            &want,
+            &format!("round {round} corridor along {id}, {d} m"),
+        );
+        // A Feature body is read for its geometry; a filter applies too.
+        let feature = json!({"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}).to_string();
+        let level_i: Vec<(String, Geometry)> = w
+            .points
+            .iter()
+            .filter(|p| p.2 == "I")
+            .map(|(i, g, _)| (i.clone(), g.clone()))
+            .collect();
+        let (_, doc) = post_geometry(
+            &w.app,
+            &format!("/collections/risk_points/intersects?buffer_m={buffer}&limit=10000&level=I"),
+            "application/json",
+            feature,
+        )
+        .await;
+        same(
+            &hits(&doc),
+            &brute_around(&level_i, &polygon, buffer),
+            &format!("round {round} filtered"),
+        );
+    }
+    assert!(found > 100, "{found}");
+
+    // Bad input, each named.
+    let many: Vec<[f64; 2]> = (0..10_001)
+        .map(|i| [106.0 + i as f64 * 1e-5, 29.5])
+        .collect();
+    for (uri, ct, body, status, what) in [
+        (
+            "/collections/risk_points/intersects",
+            "application/geo+json",
+            r#"{"type": "GeometryCollection", "geometries": []}"#.to_string(),
+            400,
+            "body",
+        ),
+        (
+            "/collections/risk_points/intersects",
+            "application/geo+json",
+            json!({"type": "LineString", "coordinates": many}).to_string(),
+            400,
+            "10001 positions",
+        ),
+        (
+            "/collections/risk_points/intersects",
+            "application/geo+json",
+            r#"{"type": "Point", "coordinates": [200, 29.5]}"#.to_string(),
+            400,
+            "body",
+        ),
+        (
+            "/collections/risk_points/intersects",
+            "application/geo+json",
+            "{".to_string(),
+            400,
+            "malformed JSON",
+        ),
+        (
+            "/collections/risk_points/intersects",
+            "text/plain",
+            r#"{"type": "Point", "coordinates": [106.5, 29.5]}"#.to_string(),
+            415,
+            "Content-Type",
+        ),
+        (
+            "/collections/risk_points/intersects?buffer_m=60000",
+            "application/geo+json",
+            r#"{"type": "Point", "coordinates": [106.5, 29.5]}"#.to_string(),
+            400,
+            "buffer_m",
+        ),
+        (
+            "/collections/risk_points/intersects?buffer_m=-1",
+            "application/geo+json",
+            r#"{"type": "Point", "coordinates": [106.5, 29.5]}"#.to_string(),
+            400,
+            "buffer_m",
+        ),
+    ] {
+        let (got, e) = post_geometry(&w.app, uri, ct, body).await;
+        assert_eq!(got.as_u16(), status, "{uri}: {e}");
+        assert!(
+            e["description"].as_str().unwrap().contains(what),
+            "{uri}: {e}"
+        );
+    }
+    for (uri, status, what) in [
+        (
+            "/collections/risk_points/corridor?distance_m=100",
+            400,
+            "along",
+        ),
+        (
+            "/collections/risk_points/corridor?along=pipelines/L00",
+            400,
+            "distance_m",
+        ),
+        (
+            "/collections/risk_points/corridor?along=pipelines/L00&distance_m=-5",
+            400,
+            "distance_m",
+        ),
+        (
+            "/collections/risk_points/corridor?along=nope/L00&distance_m=5",
+            400,
+            "along",
+        ),
+        (
+            "/collections/risk_points/corridor?along=L00&distance_m=5",
+            400,
+            "along",
+        ),
+        (
+            "/collections/risk_points/corridor?along=pipelines/NOPE&distance_m=5",
+            404,
+            "along",
+        ),
+    ] {
+        let (got, e) = get(&w.app, uri).await;
+        assert_eq!(got.as_u16(), status, "{uri}: {e}");
+        assert!(
+            e["description"].as_str().unwrap().contains(what),
+            "{uri}: {e}"
+        );
+    }
+}

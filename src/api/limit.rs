@@ -66,7 +66,19 @@ impl Kind {
         let read = method == Method::GET || method == Method::HEAD;
         match route {
             "/tiles/{layers}/{z}/{x}/{y}" if read => Some(Kind::Tiles),
-            "/collections" | "/collections/{layer}" if read => Some(Kind::Queries),
+            "/collections"
+            | "/collections/{layer}"
+            | "/collections/{layer}/queryables"
+            | "/collections/{layer}/within"
+            | "/collections/{layer}/nearest"
+            | "/collections/{layer}/corridor"
+            | "/collections/{layer}/items/{id}/context"
+                if read =>
+            {
+                Some(Kind::Queries)
+            }
+            // A query whose geometry comes in the body: a read all the same.
+            "/collections/{layer}/intersects" if method == Method::POST => Some(Kind::Queries),
             "/collections/{layer}/items" | "/collections/{layer}/items/{id}" => {
                 if read {
                     Some(Kind::Queries)
@@ -324,6 +336,14 @@ mod tests {
         }
         assert_eq!(Kind::of(&Method::OPTIONS, item), None);
         assert_eq!(Kind::of(&Method::GET, "/collections"), Some(Kind::Queries));
+        for q in ["within", "nearest", "corridor", "queryables"] {
+            let route = format!("/collections/{{layer}}/{q}");
+            assert_eq!(Kind::of(&Method::GET, &route), Some(Kind::Queries), "{q}");
+        }
+        assert_eq!(
+            Kind::of(&Method::POST, "/collections/{layer}/intersects"),
+            Some(Kind::Queries)
+        );
         assert_eq!(Kind::of(&Method::GET, "/health"), None);
         assert_eq!(Kind::of(&Method::GET, "/metrics"), None);
         assert_eq!(Kind::of(&Method::GET, "/tiles/{file}"), None);

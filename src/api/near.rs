@@ -1,8 +1,13 @@
-//! Planners' distance queries (issue 8): `GET /collections/{layer}/within?lon=&lat=
-//! &radius_m=` and `GET /collections/{layer}/nearest?lon=&lat=&k=`. Geodesic metres to
-//! the nearest point of each geometry (`query::near`), each feature with `distance_m`
-//! among its properties, nearest first; combinable with `filter` (CQL2), `property=value`,
-//! `properties` and `crs`, and for `within` with `limit`/`offset` paging.
+//! Planners' distance queries (issue 8), in geodesic metres to the nearest point of each
+//! geometry (`query::near`), each feature with `distance_m` among its properties,
+//! nearest first (ties in fid order):
+//! - `GET /collections/{layer}/within?lon=&lat=&radius_m=`,
+//! - `GET /collections/{layer}/nearest?lon=&lat=&k=`,
+//! - `POST /collections/{layer}/intersects?buffer_m=` with a GeoJSON geometry,
+//! - `GET /collections/{layer}/corridor?along=LAYER/ID&distance_m=`.
+//!
+//! Each combines with `filter` (CQL2), `property=value`, `properties` and `crs`, and all
+//! but `nearest` page with `limit`/`offset`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +16,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
-use geo_types::Coord;
+use geo_types::{Coord, Geometry};
 use serde_json::{Value as Json, json};
 
 use super::error::ApiError;
@@ -21,13 +26,15 @@ use super::items::{
 };
 use super::{auth, blocking};
 use crate::app::App;
-use crate::query::near::{self, Hit, NearestQuery, WithinQuery};
+use crate::query::near::{self, AroundQuery, Hit, NearestQuery, WithinQuery};
 
 /// Which query: its own parameters, and whether it pages.
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Within,
     Nearest,
+    Intersects,
+    Corridor,
 }
 
 impl Kind {
@@ -35,6 +42,8 @@ impl Kind {
         match self {
             Kind::Within => "within",
             Kind::Nearest => "nearest",
+            Kind::Intersects => "intersects",
+            Kind::Corridor => "corridor",
         }
     }
 
@@ -44,32 +53,150 @@ impl Kind {
         match self {
             Kind::Within => &["lon", "lat", "radius_m", "limit", "offset"],
             Kind::Nearest => &["lon", "lat", "k"],
+            Kind::Intersects => &["buffer_m", "limit", "offset"],
+            Kind::Corridor => &["along", "distance_m", "limit", "offset"],
         }
     }
 }
 
 /// `items` parameters these queries do not take: their order is by distance, and their
 /// region is the radius.
-const NOT_HERE: [&str; 5] = ["bbox", "bbox-crs", "sortby", "datetime", "limit"];
+const NOT_HERE: [&str; 6] = ["bbox", "bbox-crs", "sortby", "datetime", "limit", "offset"];
+
+/// Largest body of `intersects`: a GeoJSON geometry of up to `filter::Limits`'
+/// `max_vertices` (10,000) positions fits in well under this.
+const MAX_GEOMETRY_BODY: usize = 1 << 20;
+
+/// What a query is about, once its parameters are read.
+enum Spec {
+    Within {
+        center: Coord,
+        radius_m: f64,
+    },
+    Nearest {
+        center: Coord,
+        k: usize,
+    },
+    /// `intersects` (its geometry) or `corridor` (another feature's, found when run).
+    Around {
+        geometry: Option<Geometry>,
+        along: Option<(String, String)>,
+        distance_m: f64,
+    },
+}
 
 pub async fn within(
-    state: State<Arc<App>>,
+    State(app): State<Arc<App>>,
     path: Result<Path<String>, PathRejection>,
-    query: RawQuery,
+    RawQuery(query): RawQuery,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    run(Kind::Within, state, path, query, uri, headers).await
+    run(Kind::Within, app, path, query, uri, headers, None).await
 }
 
 pub async fn nearest(
-    state: State<Arc<App>>,
+    State(app): State<Arc<App>>,
     path: Result<Path<String>, PathRejection>,
-    query: RawQuery,
+    RawQuery(query): RawQuery,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    run(Kind::Nearest, state, path, query, uri, headers).await
+    run(Kind::Nearest, app, path, query, uri, headers, None).await
+}
+
+pub async fn corridor(
+    State(app): State<Arc<App>>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    run(Kind::Corridor, app, path, query, uri, headers, None).await
+}
+
+/// `POST /collections/{layer}/intersects?buffer_m=`: the body is a GeoJSON geometry (or
+/// a Feature, whose geometry is taken), WGS84 lon/lat.
+pub async fn intersects(
+    State(app): State<Arc<App>>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if !matches!(
+        essence.as_str(),
+        "application/geo+json" | "application/json"
+    ) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            "Content-Type must be application/geo+json or application/json (a GeoJSON geometry)",
+        ));
+    }
+    let bytes = axum::body::to_bytes(body, MAX_GEOMETRY_BODY)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLarge",
+                format!("the body is larger than {MAX_GEOMETRY_BODY} bytes or was cut off"),
+            )
+        })?;
+    let geometry = blocking(move || body_geometry(&bytes)).await?;
+    run(
+        Kind::Intersects,
+        app,
+        path,
+        query,
+        uri,
+        headers,
+        Some(geometry),
+    )
+    .await
+}
+
+/// The geometry of an `intersects` body: GeoJSON Point, LineString, Polygon or their
+/// Multi forms (or a Feature with one), at most `filter::Limits`' `max_vertices`
+/// positions, every one a WGS84 position.
+fn body_geometry(bytes: &[u8]) -> Result<Geometry, ApiError> {
+    let bad = |m: String| ApiError::bad_request(format!("body: {m}"));
+    let doc: Json = crate::model::json::from_slice_strict(bytes)
+        .map_err(|e| bad(format!("malformed JSON: {e}")))?;
+    let g = match doc.get("type").and_then(Json::as_str) {
+        Some("Feature") => doc.get("geometry").cloned().unwrap_or(Json::Null),
+        _ => doc,
+    };
+    let gj: geojson::Geometry =
+        serde_json::from_value(g).map_err(|e| bad(format!("not a GeoJSON geometry: {e}")))?;
+    if matches!(gj.value, geojson::GeometryValue::GeometryCollection { .. }) {
+        return Err(bad(
+            "a GeometryCollection is not accepted; send one geometry".into(),
+        ));
+    }
+    let geometry = Geometry::try_from(gj).map_err(|e| bad(format!("not a geometry: {e}")))?;
+    let max = crate::query::filter::Limits::default().max_vertices;
+    let n = geo::CoordsIter::coords_count(&geometry);
+    if n == 0 {
+        return Err(bad("the geometry is empty".into()));
+    }
+    if n > max {
+        return Err(bad(format!("{n} positions; at most {max}")));
+    }
+    crate::query::geodesic::check_geometry(&geometry, "body")
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(geometry)
 }
 
 fn number<T: std::str::FromStr>(
@@ -93,11 +220,12 @@ fn required<T>(v: Option<T>, name: &str, what: &str) -> Result<T, ApiError> {
 
 async fn run(
     kind: Kind,
-    State(app): State<Arc<App>>,
+    app: Arc<App>,
     path: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
+    query: Option<String>,
     uri: Uri,
     headers: HeaderMap,
+    body: Option<Geometry>,
 ) -> Result<Response, ApiError> {
     let Path(layer) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let base = base_of(&app, &headers, &uri)?;
@@ -127,17 +255,6 @@ async fn run(
             )));
         }
     }
-    let lon = required(
-        number::<f64>(&params, "lon", "a longitude")?,
-        "lon",
-        "degrees, WGS84",
-    )?;
-    let lat = required(
-        number::<f64>(&params, "lat", "a latitude")?,
-        "lat",
-        "degrees, WGS84",
-    )?;
-    let center = Coord { x: lon, y: lat };
     let crs = crs_param(&params, "crs")?;
     // What is left is what `items` reads: the filter, property=value, properties.
     let shared: HashMap<String, String> = params
@@ -145,33 +262,99 @@ async fn run(
         .filter(|(k, _)| !kind.own().contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let (limit, offset, radius_m, k) = match kind {
-        Kind::Within => {
+    let center = || -> Result<Coord, ApiError> {
+        let lon = required(
+            number::<f64>(&params, "lon", "a longitude")?,
+            "lon",
+            "degrees, WGS84",
+        )?;
+        let lat = required(
+            number::<f64>(&params, "lat", "a latitude")?,
+            "lat",
+            "degrees, WGS84",
+        )?;
+        Ok(Coord { x: lon, y: lat })
+    };
+    let distance = |name: &'static str| -> Result<f64, ApiError> {
+        let d = number::<f64>(&params, name, "a number of metres")?.unwrap_or(0.0);
+        if !(0.0..=near::MAX_RADIUS_M).contains(&d) {
+            return Err(ApiError::bad_request(format!(
+                "{name} must be at least 0 and at most {} m; got {d}",
+                near::MAX_RADIUS_M
+            )));
+        }
+        Ok(d)
+    };
+    let (limit, offset) = match kind {
+        Kind::Nearest => (0, 0),
+        _ => {
             let limit = number::<usize>(&params, "limit", "an integer")?.unwrap_or(DEFAULT_LIMIT);
             if limit > MAX_LIMIT {
                 return Err(ApiError::bad_request(format!(
                     "limit must be an integer 0..={MAX_LIMIT}, got {limit}"
                 )));
             }
-            let offset = number::<usize>(&params, "offset", "an integer")?.unwrap_or(0);
-            let r = required(
+            (
+                limit,
+                number::<usize>(&params, "offset", "an integer")?.unwrap_or(0),
+            )
+        }
+    };
+    let spec = match kind {
+        Kind::Within => {
+            let center = center()?;
+            let radius_m = required(
                 number::<f64>(&params, "radius_m", "a number of metres")?,
                 "radius_m",
                 "metres",
             )?;
-            (limit, offset, r, 0)
+            near::check(center, Some(radius_m))
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            Spec::Within { center, radius_m }
         }
         Kind::Nearest => {
+            let center = center()?;
             let k = required(
                 number::<usize>(&params, "k", "an integer")?,
                 "k",
                 "how many, 1 to 1000",
             )?;
-            (k, 0, 0.0, k)
+            near::check(center, None).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            if k == 0 || k > near::MAX_K {
+                return Err(ApiError::bad_request(format!(
+                    "k must be 1 to {}; got {k}",
+                    near::MAX_K
+                )));
+            }
+            Spec::Nearest { center, k }
+        }
+        Kind::Intersects => Spec::Around {
+            geometry: body,
+            along: None,
+            distance_m: distance("buffer_m")?,
+        },
+        Kind::Corridor => {
+            let along = required(
+                params.get("along"),
+                "along",
+                "LAYER/ID of the feature to follow",
+            )?;
+            let (l, id) = along.split_once('/').ok_or_else(|| {
+                ApiError::bad_request(format!("along: {along:?} is not LAYER/ID"))
+            })?;
+            if app.layer(l).is_none() {
+                return Err(ApiError::bad_request(format!(
+                    "along: no layer named {l:?}"
+                )));
+            }
+            Spec::Around {
+                geometry: None,
+                along: Some((l.to_string(), id.to_string())),
+                distance_m: required(params.get("distance_m").map(|_| ()), "distance_m", "metres")
+                    .and_then(|()| distance("distance_m"))?,
+            }
         }
     };
-    near::check(center, (kind == Kind::Within).then_some(radius_m))
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let (a, name, b) = (app.clone(), layer.clone(), base.clone());
     let (features, matched) = blocking(move || {
         let state = a
@@ -180,8 +363,8 @@ async fn run(
         let def = &state.def;
         let (q, selection) = items_query(def, &shared, None, None, limit, offset)?;
         let idx = state.index.read();
-        let (hits, matched): (Vec<Hit>, usize) = match kind {
-            Kind::Within => {
+        let (hits, matched): (Vec<Hit>, usize) = match spec {
+            Spec::Within { center, radius_m } => {
                 let page = near::within(
                     &idx,
                     &WithinQuery {
@@ -195,7 +378,7 @@ async fn run(
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
                 (page.hits, page.matched)
             }
-            Kind::Nearest => {
+            Spec::Nearest { center, k } => {
                 let hits = near::nearest(
                     &idx,
                     &NearestQuery {
@@ -207,6 +390,43 @@ async fn run(
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
                 let n = hits.len();
                 (hits, n)
+            }
+            Spec::Around {
+                geometry,
+                along,
+                distance_m,
+            } => {
+                let geometry = match (geometry, along) {
+                    (Some(g), _) => g,
+                    (None, Some((l, id))) => {
+                        let other = a.layer(&l).ok_or_else(|| {
+                            ApiError::bad_request(format!("along: no layer named {l:?}"))
+                        })?;
+                        // Copied out, so no second lock on a layer is ever held.
+                        let g = match l == name {
+                            true => idx.get(&id).map(|f| f.feature.geometry),
+                            false => other.index.read().get(&id).map(|f| f.feature.geometry),
+                        };
+                        g.ok_or_else(|| {
+                            ApiError::not_found(format!("along: layer {l} has no feature {id:?}"))
+                        })?
+                    }
+                    (None, None) => {
+                        return Err(ApiError::internal("a query", "no geometry to measure from"));
+                    }
+                };
+                let page = near::around(
+                    &idx,
+                    &AroundQuery {
+                        geometry,
+                        distance_m,
+                        filter: q.filter,
+                        limit,
+                        offset,
+                    },
+                )
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                (page.hits, page.matched)
             }
         };
         let features = hits
@@ -243,7 +463,7 @@ async fn run(
         }
         format!("{here}?{}", q.join("&"))
     };
-    let paged = kind == Kind::Within;
+    let paged = kind != Kind::Nearest;
     let mut links = vec![
         json!({"href": with(paged.then_some(offset)), "rel": "self", "type": "application/geo+json"}),
         json!({"href": format!("{}/collections/{}", base.origin, def.name), "rel": "collection", "type": "application/json"}),

@@ -410,6 +410,80 @@ fn operations(f: &ApiFacts<'_>) -> Vec<(String, PathItemType, utoipa::openapi::p
             .response("404", error_ref());
         ops.push((path.to_string(), Get, o));
     }
+    let shared = |o: OperationBuilder| {
+        o.parameter(collection_id(f))
+            .parameter(query("limit", "How many features per page.", json!({"type": "integer", "minimum": 0, "maximum": f.max_limit, "default": f.default_limit})).build())
+            .parameter(query("offset", "How many features to skip.", json!({"type": "integer", "minimum": 0, "default": 0})).build())
+            .parameter(query("filter", "A CQL2 expression the features must also match (as on `items`).", json!({"type": "string", "maxLength": Limits::default().max_bytes})).build())
+            .parameter(query("filter-lang", "The language of `filter`.", json!({"type": "string", "enum": ["cql2-text", "cql2-json", "cql-text", "cql-json"], "default": "cql2-text"})).build())
+            .parameter(crs_param())
+            .parameter(query("properties", "Only these properties in each feature (and `distance_m`), comma-separated.", json!({"type": "array", "items": {"type": "string"}})).style(Some(ParameterStyle::Form)).explode(Some(false)).build())
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("The features, nearest first (GeoJSON FeatureCollection).")
+                    .content(GEOJSON, ContentBuilder::new().schema(Ref::from_schema_name("featureCollectionGeoJSON")).build())
+                    .build(),
+            )
+            .response("404", error_ref())
+    };
+    let max_m = crate::query::near::MAX_RADIUS_M;
+    ops.push((
+        "/collections/{collectionId}/intersects".to_string(),
+        Post,
+        shared(read(op(
+            "Data",
+            "getFeaturesIntersecting",
+            "Features meeting a geometry",
+            "Features that intersect the GeoJSON geometry in the body (WGS 84 lon/lat), or \
+             with `buffer_m` lie within that many metres of it, each with `distance_m` \
+             (geodesic, 0 where they meet), nearest first. A read, though a POST: it needs \
+             no more than a read does.",
+        )))
+        .parameter(query("buffer_m", "Also features within this distance of the geometry, metres.", json!({"type": "number", "minimum": 0, "maximum": max_m, "default": 0})).build())
+        .request_body(Some(
+            RequestBodyBuilder::new()
+                .description(Some(format!(
+                    "A GeoJSON Point, LineString, Polygon or their Multi forms (or a Feature with one), at most {} positions.",
+                    Limits::default().max_vertices
+                )))
+                .required(Some(Required::True))
+                .content(GEOJSON, ContentBuilder::new().schema(Ref::from_schema_name("geometryGeoJSON")).build())
+                .content(JSON, ContentBuilder::new().schema(Ref::from_schema_name("geometryGeoJSON")).build())
+                .build(),
+        ))
+        .response("413", error_ref())
+        .response("415", error_ref()),
+    ));
+    ops.push((
+        "/collections/{collectionId}/corridor".to_string(),
+        Get,
+        shared(read(op(
+            "Data",
+            "getFeaturesInCorridor",
+            "Features along another feature",
+            "Features within `distance_m` metres (geodesic) of another feature, e.g. the risk \
+             points within 200 m of one gas main, each with `distance_m`, nearest first.",
+        )))
+        .parameter(
+            query(
+                "along",
+                "The feature to follow, `LAYER/ID`.",
+                json!({"type": "string", "pattern": "^[a-z][a-z0-9_]*/.+$"}),
+            )
+            .required(Required::True)
+            .build(),
+        )
+        .parameter(
+            query(
+                "distance_m",
+                "The corridor's half-width, metres.",
+                json!({"type": "number", "minimum": 0, "maximum": max_m}),
+            )
+            .required(Required::True)
+            .build(),
+        ),
+    ));
     // One items path per layer, with its properties as parameters (`property=value`).
     for l in &f.layers {
         ops.push((

@@ -56,6 +56,11 @@ pub fn router_with(app: Arc<App>, limits: Arc<Limits>) -> Router {
         // Planners: distances in metres on the ellipsoid, nearest first.
         .route("/collections/{layer}/within", get(near::within))
         .route("/collections/{layer}/nearest", get(near::nearest))
+        .route("/collections/{layer}/corridor", get(near::corridor))
+        .route(
+            "/collections/{layer}/intersects",
+            axum::routing::post(near::intersects),
+        )
         // Planners: edits (OGC API – Features Part 4), key with role planner or admin.
         .route(
             "/collections/{layer}/items",

@@ -3,7 +3,7 @@
 //! Queries as values over a layer's index, like [`super::items`]: the handler parses a
 //! request into a [`WithinQuery`] or [`NearestQuery`] and encodes the hits.
 
-use geo_types::Coord;
+use geo_types::{Coord, Geometry};
 
 use super::filter::{EvalContext, Filter};
 use super::geodesic::{self, GeodesicError};
@@ -45,6 +45,19 @@ pub struct NearestQuery {
     pub filter: Filter,
 }
 
+/// Features within `distance_m` of a geometry (0: those that intersect it) that match
+/// `filter`, nearest first (ties by fid), paged: `intersects` with a buffer, and the
+/// corridor along another feature.
+#[derive(Clone, Debug)]
+pub struct AroundQuery {
+    /// WGS84 lon/lat, checked ([`geodesic::check_geometry`]).
+    pub geometry: Geometry,
+    pub distance_m: f64,
+    pub filter: Filter,
+    pub limit: usize,
+    pub offset: usize,
+}
+
 /// A feature and its distance from the query's centre, metres.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Hit {
@@ -68,6 +81,8 @@ pub enum NearError {
     Radius(f64),
     #[error("k must be 1 to {MAX_K}; got {0}")]
     K(usize),
+    #[error("{0} must be at least 0 and at most {MAX_RADIUS_M} m; got {1}")]
+    Distance(&'static str, f64),
 }
 
 /// Checks a centre (named `lon`/`lat`) and a radius.
@@ -118,6 +133,75 @@ fn hits_within(idx: &LayerIndex, center: Coord, radius_m: f64, filter: &Filter) 
         .collect()
 }
 
+/// Every feature within `distance_m` of `g` that matches `filter`, with its distance, in
+/// no order. Candidates come from the R-tree under the geodesic boxes around `g`; the
+/// query geometry is prepared once and each candidate measured against it exactly.
+fn hits_around(idx: &LayerIndex, g: &Geometry, distance_m: f64, filter: &Filter) -> Vec<Hit> {
+    let boxes = geodesic::around_geometry(g, distance_m).unwrap_or_default();
+    let mut slots = Vec::new();
+    for b in &boxes {
+        idx.for_each_envelope_in_bbox(b, |s| slots.push(s));
+    }
+    if boxes.len() > 1 {
+        slots.sort_unstable();
+        slots.dedup();
+    }
+    let ctx = EvalContext {
+        distance_m: &geodesic::distance_between_m,
+    };
+    let unfiltered = matches!(filter, Filter::Const(true));
+    let query = geodesic::PreparedGeometry::new(g);
+    slots
+        .into_iter()
+        .filter(|&s| unfiltered || filter.matches(&(idx, s), &ctx))
+        .filter_map(|s| {
+            let d = match idx.geometry(s) {
+                GeomRef::Point(c) => query.within_m(c, distance_m),
+                GeomRef::Shape(shape) => {
+                    query.within_distance_of_m(&geodesic::PreparedGeometry::new(shape), distance_m)
+                }
+            }?;
+            Some(Hit {
+                slot: s,
+                distance_m: d,
+            })
+        })
+        .collect()
+}
+
+/// Runs an [`AroundQuery`].
+pub fn around(idx: &LayerIndex, q: &AroundQuery) -> Result<NearPage, NearError> {
+    geodesic::check_geometry(&q.geometry, "geometry")?;
+    if !(0.0..=MAX_RADIUS_M).contains(&q.distance_m) {
+        return Err(NearError::Distance("distance_m", q.distance_m));
+    }
+    let hits = hits_around(idx, &q.geometry, q.distance_m, &q.filter);
+    Ok(page(idx, hits, q.limit, q.offset))
+}
+
+/// The page `offset..offset + limit` of the hits nearest first: only the first
+/// `offset + limit` are ordered.
+fn page(idx: &LayerIndex, mut hits: Vec<Hit>, limit: usize, offset: usize) -> NearPage {
+    let matched = hits.len();
+    if offset >= matched || limit == 0 {
+        return NearPage {
+            hits: Vec::new(),
+            matched,
+        };
+    }
+    let end = offset.saturating_add(limit).min(matched);
+    let order = by_distance(idx);
+    if end < matched {
+        hits.select_nth_unstable_by(end, &order);
+        hits.truncate(end);
+    }
+    hits.sort_unstable_by(&order);
+    NearPage {
+        hits: hits.split_off(offset),
+        matched,
+    }
+}
+
 fn by_distance(idx: &LayerIndex) -> impl Fn(&Hit, &Hit) -> std::cmp::Ordering + '_ {
     |a, b| {
         a.distance_m
@@ -129,25 +213,8 @@ fn by_distance(idx: &LayerIndex) -> impl Fn(&Hit, &Hit) -> std::cmp::Ordering + 
 /// Runs a [`WithinQuery`]: only the first `offset + limit` hits are ordered.
 pub fn within(idx: &LayerIndex, q: &WithinQuery) -> Result<NearPage, NearError> {
     check(q.center, Some(q.radius_m))?;
-    let mut hits = hits_within(idx, q.center, q.radius_m, &q.filter);
-    let matched = hits.len();
-    if q.offset >= matched || q.limit == 0 {
-        return Ok(NearPage {
-            hits: Vec::new(),
-            matched,
-        });
-    }
-    let end = q.offset.saturating_add(q.limit).min(matched);
-    let order = by_distance(idx);
-    if end < matched {
-        hits.select_nth_unstable_by(end, &order);
-        hits.truncate(end);
-    }
-    hits.sort_unstable_by(&order);
-    Ok(NearPage {
-        hits: hits.split_off(q.offset),
-        matched,
-    })
+    let hits = hits_within(idx, q.center, q.radius_m, &q.filter);
+    Ok(page(idx, hits, q.limit, q.offset))
 }
 
 /// Runs a [`NearestQuery`]: searches a radius four times larger each round until `k`
