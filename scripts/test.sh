@@ -2,9 +2,11 @@
 # The whole test suite, on a fresh Debian 12 machine with Rust and Node.js installed.
 # Installs what the build and the tests use beyond Rust: PROJ (the proj crate links the
 # system library, found by pkg-config, and generates its bindings with libclang), PROJ's
-# cs2cs and projinfo (the CRS tests' oracle), GDAL's ogrinfo (other GIS tools must read
-# our GeoPackage and tiles), Debian's Chromium and playwright-core from npm (the browser
-# test of the map page). Then runs every Rust test and the browser test.
+# cs2cs and projinfo (the CRS tests' oracle), GDAL's ogrinfo and ogr2ogr (other GIS tools
+# must read our GeoPackage, and GDAL's OAPIF and OGCAPI drivers our OGC API), OWSLib for
+# Debian's python3 (the Python client of OGC API – Features), Debian's Chromium and
+# playwright-core from npm (the browser test of the map page). Then runs every Rust test
+# and the browser test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null; then
@@ -12,7 +14,7 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 need=()
-for p in libproj-dev pkg-config libclang-dev clang; do
+for p in libproj-dev pkg-config libclang-dev clang python3-owslib; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
 done
 command -v cs2cs >/dev/null || need+=(proj-bin)

@@ -223,3 +223,61 @@ async fn polygons_are_served_wound_as_rfc_7946_says() {
         assert!(signed_area(&rings[1]) < 0.0, "hole clockwise: {rings}");
     }
 }
+
+#[tokio::test]
+async fn large_pages_are_gzipped_for_clients_that_accept_it() {
+    use std::io::Read;
+    let (_dir, app) = app_with_points(90);
+    let uri = "/collections/risk_points/items?limit=90";
+    let without_time = |mut v: Value| {
+        v["timeStamp"] = Value::Null;
+        v
+    };
+    let (status, h, plain) = http(&app, "GET", uri, &[("Host", HOST)], None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(h.get("content-encoding").is_none());
+    assert!(plain.len() > 16 * 1024, "{} bytes", plain.len());
+    let plain: Value = serde_json::from_slice(&plain).unwrap();
+    for ae in ["gzip", "deflate, gzip;q=0.5", "br, *"] {
+        let (status, h, body) = http(
+            &app,
+            "GET",
+            uri,
+            &[("Host", HOST), ("Accept-Encoding", ae)],
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(h["content-encoding"], "gzip", "{ae}");
+        assert_eq!(h["content-type"], "application/geo+json");
+        assert!(h.get_all("vary").iter().any(|v| v == "accept-encoding"));
+        let mut text = Vec::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut text)
+            .unwrap();
+        assert!(
+            body.len() * 4 < text.len(),
+            "{} of {}",
+            body.len(),
+            text.len()
+        );
+        let doc: Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(without_time(doc), without_time(plain.clone()), "{ae}");
+    }
+    // Refused by weight, or a small page: not compressed.
+    for (uri, ae) in [
+        (uri, "gzip;q=0"),
+        (uri, "identity"),
+        ("/collections/risk_points/items?limit=2", "gzip"),
+    ] {
+        let (_, h, _) = http(
+            &app,
+            "GET",
+            uri,
+            &[("Host", HOST), ("Accept-Encoding", ae)],
+            None,
+        )
+        .await;
+        assert!(h.get("content-encoding").is_none(), "{uri} {ae}");
+    }
+}

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use geo_types::{Coord, Geometry};
 use serde_json::{Value as Json, json};
 
@@ -482,11 +482,7 @@ async fn run(
         "features": features,
         "links": links,
     });
-    let mut resp = body.to_string().into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/geo+json"),
-    );
+    let mut resp = super::items::geojson_page(body, &headers).await?;
     if let Some(v) = base.vary {
         resp.headers_mut()
             .append(header::VARY, HeaderValue::from_static(v));
