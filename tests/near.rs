@@ -564,3 +564,132 @@ async fn intersects_and_corridor_equal_a_brute_force_scan() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_context_of_a_risk_point_holds_its_sensors_and_its_surroundings() {
+    let w = world();
+    // Sensors: three attached to P000 (one far away), others near it attached elsewhere.
+    let (lon, lat) = match &w.points[0].1 {
+        Geometry::Point(p) => (p.x(), p.y()),
+        _ => unreachable!(),
+    };
+    let sensor = |id: &str, dx: f64, attached: &str| {
+        json!({"type": "Feature", "id": id, "geometry": {"type": "Point", "coordinates": [lon + dx, lat]},
+               "properties": {"type_id": 7, "risk_point_id": attached}})
+    };
+    for (id, dx, to) in [
+        ("S1", 0.001, "P000"),
+        ("S2", 0.002, "P000"),
+        ("S3", 0.5, "P000"),
+        ("S4", 0.0015, "P001"),
+        ("S5", 0.003, ""),
+    ] {
+        create(&w.app, "sensors", &sensor(id, dx, to));
+    }
+    let (status, doc) = get(
+        &w.app,
+        "/collections/risk_points/items/P000/context?radius_m=400&k=3",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert_eq!(doc["feature"]["id"], "P000");
+    let sensors = &doc["layers"]["sensors"];
+    let attached: Vec<&str> = sensors["attached"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        attached,
+        ["S1", "S2", "S3"],
+        "nearest first, the far one too"
+    );
+    assert_eq!(sensors["attached"]["property"], "risk_point_id");
+    let d: Vec<f64> = sensors["attached"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["properties"]["distance_m"].as_f64().unwrap())
+        .collect();
+    let here = Coord { x: lon, y: lat };
+    for (dx, got) in [0.001, 0.002, 0.5].iter().zip(&d) {
+        let want = riskmap::query::geodesic::point_distance_m(
+            here,
+            Coord {
+                x: lon + dx,
+                y: lat,
+            },
+        );
+        assert!((got - want).abs() < 0.001, "{got} against {want}");
+    }
+    // Within 400 m: S1, S4, S2 (about 97, 145, 194 m); S5 at 290 m too.
+    let within: Vec<&str> = sensors["within"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(within, ["S1", "S4", "S2", "S5"]);
+    let nearest: Vec<&str> = sensors["nearest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(nearest, ["S1", "S4", "S2"]);
+    // Pipelines within the radius, against the brute force; the k nearest of them.
+    let pipes = &doc["layers"]["pipelines"];
+    assert!(pipes.get("attached").is_none());
+    same(
+        &hits(&pipes["within"]),
+        &brute(&w.lines, here, 400.0),
+        "pipelines within",
+    );
+    same(
+        &pipes["nearest"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["id"].as_str().unwrap().to_string(),
+                    f["properties"]["distance_m"].as_f64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>(),
+        &brute(&w.lines, here, f64::INFINITY)[..3],
+        "pipelines nearest",
+    );
+    assert!(
+        doc["layers"].get("risk_points").is_none(),
+        "not its own layer"
+    );
+    // Refusals, each named; a missing feature is 404.
+    for (uri, status, what) in [
+        (
+            "/collections/risk_points/items/P000/context?radius_m=0",
+            400,
+            "radius_m",
+        ),
+        ("/collections/risk_points/items/P000/context?k=0", 400, "k"),
+        (
+            "/collections/risk_points/items/P000/context?bbox=1,2,3,4",
+            400,
+            "bbox",
+        ),
+        (
+            "/collections/pipelines/items/L00/context",
+            400,
+            "point layers",
+        ),
+        ("/collections/risk_points/items/NOPE/context", 404, "NOPE"),
+    ] {
+        let (got, e) = get(&w.app, uri).await;
+        assert_eq!(got.as_u16(), status, "{uri}: {e}");
+        assert!(
+            e["description"].as_str().unwrap().contains(what),
+            "{uri}: {e}"
+        );
+    }
+}

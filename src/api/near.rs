@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use geo_types::{Coord, Geometry};
 use serde_json::{Value as Json, json};
 
@@ -483,6 +483,177 @@ async fn run(
         "links": links,
     });
     let mut resp = super::items::geojson_page(body, &headers).await?;
+    if let Some(v) = base.vary {
+        resp.headers_mut()
+            .append(header::VARY, HeaderValue::from_static(v));
+    }
+    content_crs(&mut resp, crs);
+    Ok(resp)
+}
+
+/// `GET /collections/{layer}/items/{id}/context?radius_m=&k=&limit=&crs=`: a duty
+/// officer's one call around a feature of a point layer (a risk point): the feature, and
+/// for every other layer
+/// - `attached`: the features that name it (a property `{kind}_id`, e.g. a sensor's
+///   `risk_point_id`), nearest first;
+/// - `within`: the features within `radius_m` (default 500 m), nearest first;
+/// - `nearest`: the `k` nearest (default 5).
+///
+/// Each list holds at most `limit` features (default 100) and says how many matched;
+/// every feature has its `distance_m`. Each layer's index is read in turn, never two
+/// at once.
+pub async fn context(
+    State(app): State<Arc<App>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    RawQuery(query): RawQuery,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((layer, id)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let base = base_of(&app, &headers, &uri)?;
+    let (a, h) = (app.clone(), headers.clone());
+    blocking(move || auth::require_read(&a, &h)).await?;
+    let state = app
+        .layer(&layer)
+        .ok_or_else(|| ApiError::not_found(format!("no layer named {layer:?}")))?;
+    if !state.def.geometry.is_point() {
+        return Err(ApiError::bad_request(format!(
+            "context is offered for point layers (risk points); {layer} holds {}",
+            state.def.geometry.geojson_name()
+        )));
+    }
+    let params: HashMap<String, String> = match &query {
+        Some(q) => serde_urlencoded_pairs(q)?,
+        None => HashMap::new(),
+    };
+    if let Some(k) = params
+        .keys()
+        .find(|k| !matches!(k.as_str(), "radius_m" | "k" | "limit" | "crs" | "f"))
+    {
+        return Err(ApiError::bad_request(format!(
+            "{k}: not a parameter of context (radius_m, k, limit, crs)"
+        )));
+    }
+    match params.get("f").map(String::as_str) {
+        None | Some("json") => {}
+        Some(f) => {
+            return Err(ApiError::bad_request(format!(
+                "f: {f:?} is not offered here (json)"
+            )));
+        }
+    }
+    let radius_m = number::<f64>(&params, "radius_m", "a number of metres")?.unwrap_or(500.0);
+    if !(radius_m > 0.0 && radius_m <= near::MAX_RADIUS_M) {
+        return Err(ApiError::bad_request(format!(
+            "radius_m must be above 0 and at most {} m; got {radius_m}",
+            near::MAX_RADIUS_M
+        )));
+    }
+    let k = number::<usize>(&params, "k", "an integer")?.unwrap_or(5);
+    if k == 0 || k > near::MAX_K {
+        return Err(ApiError::bad_request(format!(
+            "k must be 1 to {}; got {k}",
+            near::MAX_K
+        )));
+    }
+    let limit = number::<usize>(&params, "limit", "an integer")?.unwrap_or(DEFAULT_LIMIT);
+    if limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be an integer 0..={MAX_LIMIT}, got {limit}"
+        )));
+    }
+    let crs = crs_param(&params, "crs")?;
+    let (a, b) = (app.clone(), base.clone());
+    let doc = blocking(move || {
+        let own = a
+            .layer(&layer)
+            .ok_or_else(|| ApiError::not_found(format!("no layer named {layer:?}")))?;
+        let (feature, geometry) = {
+            let idx = own.index.read();
+            let sf = idx.get(&id).ok_or_else(|| {
+                ApiError::not_found(format!("layer {layer} has no feature {id:?}"))
+            })?;
+            let geometry = sf.feature.geometry.clone();
+            (feature_json_in(&b, &own.def, &sf, crs)?, geometry)
+        };
+        let center = match &geometry {
+            Geometry::Point(p) => p.0,
+            _ => {
+                return Err(ApiError::internal(
+                    "context",
+                    "a point layer holds a non-point",
+                ));
+            }
+        };
+        let reference = format!("{}_id", own.def.kind.config_name());
+        let mut layers = serde_json::Map::new();
+        for other in a.layers().iter().filter(|l| l.def.name != layer) {
+            let idx = other.index.read();
+            let def = &other.def;
+            let encode = |hits: &[Hit]| -> Result<Vec<Json>, ApiError> {
+                hits.iter()
+                    .map(|h| {
+                        let mut doc = feature_json_in(&b, def, &idx.feature(h.slot), crs)?;
+                        let d = (h.distance_m * 1000.0).round() / 1000.0;
+                        if let Some(p) = doc.get_mut("properties").and_then(Json::as_object_mut) {
+                            p.insert("distance_m".into(), json!(d));
+                        }
+                        Ok(doc)
+                    })
+                    .collect()
+            };
+            let bad = |e: near::NearError| ApiError::bad_request(e.to_string());
+            let mut entry = serde_json::Map::new();
+            if def.properties.iter().any(|p| p.name == reference) {
+                let page = near::attached(&idx, &reference, &id, &geometry, limit).map_err(bad)?;
+                entry.insert(
+                    "attached".into(),
+                    json!({"property": reference, "numberMatched": page.matched,
+                           "numberReturned": page.hits.len(), "features": encode(&page.hits)?}),
+                );
+            }
+            let page = near::within(
+                &idx,
+                &WithinQuery {
+                    center,
+                    radius_m,
+                    filter: crate::query::filter::Filter::Const(true),
+                    limit,
+                    offset: 0,
+                },
+            )
+            .map_err(bad)?;
+            entry.insert(
+                "within".into(),
+                json!({"numberMatched": page.matched, "numberReturned": page.hits.len(),
+                       "features": encode(&page.hits)?}),
+            );
+            let nearest = near::nearest(
+                &idx,
+                &NearestQuery {
+                    center,
+                    k,
+                    filter: crate::query::filter::Filter::Const(true),
+                },
+            )
+            .map_err(bad)?;
+            entry.insert("nearest".into(), Json::Array(encode(&nearest)?));
+            layers.insert(def.name.clone(), Json::Object(entry));
+        }
+        Ok(json!({
+            "feature": feature,
+            "radius_m": radius_m,
+            "k": k,
+            "layers": layers,
+        }))
+    })
+    .await?;
+    let mut doc = doc;
+    doc["links"] = json!([
+        {"href": format!("{}{}", base.origin, uri.path_and_query().map(|p| p.as_str()).unwrap_or("")), "rel": "self", "type": "application/json"},
+        {"href": format!("{}{}", base.origin, uri.path().trim_end_matches("/context")), "rel": "about", "type": "application/geo+json"},
+    ]);
+    let mut resp = axum::Json(doc).into_response();
     if let Some(v) = base.vary {
         resp.headers_mut()
             .append(header::VARY, HeaderValue::from_static(v));

@@ -484,6 +484,28 @@ fn operations(f: &ApiFacts<'_>) -> Vec<(String, PathItemType, utoipa::openapi::p
             .build(),
         ),
     ));
+    ops.push((
+        "/collections/{collectionId}/items/{featureId}/context".to_string(),
+        Get,
+        read(op(
+            "Data",
+            "getFeatureContext",
+            "What surrounds a feature",
+            "A duty officer's one call around a feature of a point layer (a risk point): the \
+             feature, and for every other layer the features that name it (`attached`, by a \
+             property `{kind}_id` such as a sensor's `risk_point_id`), those within \
+             `radius_m` (`within`) and the `k` nearest (`nearest`), each with `distance_m` \
+             (geodesic metres), nearest first, at most `limit` per list.",
+        ))
+        .parameter(collection_id(f))
+        .parameter(feature_id())
+        .parameter(query("radius_m", "The radius, metres.", json!({"type": "number", "exclusiveMinimum": true, "minimum": 0, "maximum": crate::query::near::MAX_RADIUS_M, "default": 500})).build())
+        .parameter(query("k", "How many nearest features of each layer.", json!({"type": "integer", "minimum": 1, "maximum": crate::query::near::MAX_K, "default": 5})).build())
+        .parameter(query("limit", "Most features in each list.", json!({"type": "integer", "minimum": 0, "maximum": f.max_limit, "default": f.default_limit})).build())
+        .parameter(crs_param())
+        .response("200", ResponseBuilder::new().description("The feature and its surroundings.").content(JSON, any_json()).build())
+        .response("404", error_ref()),
+    ));
     // One items path per layer, with its properties as parameters (`property=value`).
     for l in &f.layers {
         ops.push((

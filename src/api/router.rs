@@ -58,6 +58,10 @@ pub fn router_with(app: Arc<App>, limits: Arc<Limits>) -> Router {
         .route("/collections/{layer}/nearest", get(near::nearest))
         .route("/collections/{layer}/corridor", get(near::corridor))
         .route(
+            "/collections/{layer}/items/{id}/context",
+            get(near::context),
+        )
+        .route(
             "/collections/{layer}/intersects",
             axum::routing::post(near::intersects),
         )

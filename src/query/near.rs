@@ -240,3 +240,44 @@ pub fn nearest(idx: &LayerIndex, q: &NearestQuery) -> Result<Vec<Hit>, NearError
         radius = (radius * 4.0).min(MAX_NEAREST_M);
     }
 }
+
+/// The features of a layer that name a feature in property `prop` (a sensor's
+/// `risk_point_id`), each with its distance from `from` (the named feature's geometry),
+/// nearest first, the first `limit` of them. The property is compared on every feature
+/// of the layer: a reference by value has no spatial bound (the work is bounded by the
+/// layer's size, one comparison each).
+pub fn attached(
+    idx: &LayerIndex,
+    prop: &str,
+    id: &str,
+    from: &Geometry,
+    limit: usize,
+) -> Result<NearPage, NearError> {
+    geodesic::check_geometry(from, "the feature")?;
+    let filter = match Filter::from_params(&[(prop, id)], idx.layer()) {
+        Ok(f) => f,
+        // Not a property of this layer (or not text): nothing refers to the feature.
+        Err(_) => {
+            return Ok(NearPage {
+                hits: Vec::new(),
+                matched: 0,
+            });
+        }
+    };
+    let ctx = EvalContext {
+        distance_m: &geodesic::distance_between_m,
+    };
+    let from = geodesic::PreparedGeometry::new(from);
+    let hits: Vec<Hit> = idx
+        .slots()
+        .filter(|&s| filter.matches(&(idx, s), &ctx))
+        .map(|s| Hit {
+            slot: s,
+            distance_m: match idx.geometry(s) {
+                GeomRef::Point(c) => from.distance_from_m(c),
+                GeomRef::Shape(g) => from.distance_to_m(&geodesic::PreparedGeometry::new(g)),
+            },
+        })
+        .collect();
+    Ok(page(idx, hits, limit, 0))
+}
