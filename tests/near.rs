@@ -693,3 +693,78 @@ async fn the_context_of_a_risk_point_holds_its_sensors_and_its_surroundings() {
         );
     }
 }
+
+#[tokio::test]
+async fn work_is_capped_by_the_budget_and_the_excess_refused() {
+    use riskmap::query::Budget;
+    use riskmap::query::filter::Filter;
+    use riskmap::query::near::{self, AroundQuery, NearError};
+    let w = world();
+    // At the query level: a budget too small for 400 candidates × 5 vertices is refused,
+    // having done no more than it allowed; a large enough one answers, and says what it spent.
+    let ring: Vec<(f64, f64)> = vec![
+        (106.4, 29.4),
+        (106.6, 29.4),
+        (106.6, 29.6),
+        (106.4, 29.6),
+        (106.4, 29.4),
+    ];
+    let q = AroundQuery {
+        geometry: Geometry::Polygon(geo_types::Polygon::new(LineString::from(ring), vec![])),
+        distance_m: 1_000.0,
+        filter: Filter::Const(true),
+        limit: 10,
+        offset: 0,
+    };
+    {
+        let idx = w.app.layer("risk_points").unwrap().index.read();
+        let small = Budget::new(1_000);
+        assert!(matches!(
+            near::around(&idx, &q, &small),
+            Err(NearError::Work(_))
+        ));
+        assert!(small.exceeded() && small.spent() <= 1_000);
+        let enough = Budget::new(1_000_000);
+        let page = near::around(&idx, &q, &enough).unwrap();
+        assert_eq!(page.matched, 400);
+        // One per candidate, and 5 vertices × 1 per point.
+        assert_eq!(enough.spent(), 400 + 400 * 5);
+    }
+
+    // Through HTTP: a 10,000-position line against a 50,000-vertex pipeline is 5 × 10^8
+    // vertex pairs, over the default budget: refused at once, saying what to narrow.
+    let long: Vec<[f64; 2]> = (0..50_000)
+        .map(|i| [106.3 + i as f64 * 4e-6, 29.45 + (i % 2) as f64 * 1e-5])
+        .collect();
+    create(
+        &w.app,
+        "pipelines",
+        &json!({"type": "Feature", "id": "LONG", "geometry": {"type": "LineString", "coordinates": long}, "properties": {"kind": "gas"}}),
+    );
+    let probe = |n: usize| {
+        let c: Vec<[f64; 2]> = (0..n)
+            .map(|i| [106.45 + i as f64 * 1e-5, 29.4502])
+            .collect();
+        json!({"type": "LineString", "coordinates": c}).to_string()
+    };
+    let (status, e) = post_geometry(
+        &w.app,
+        "/collections/pipelines/intersects?buffer_m=100",
+        "application/geo+json",
+        probe(10_000),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(e["code"], "QueryTooExpensive");
+    assert!(e["description"].as_str().unwrap().contains("narrow"), "{e}");
+    // The same question with a 100-position line is 5 × 10^6: answered.
+    let (status, doc) = post_geometry(
+        &w.app,
+        "/collections/pipelines/intersects?buffer_m=100",
+        "application/geo+json",
+        probe(100),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    assert!(hits(&doc).iter().any(|h| h.0 == "LONG"));
+}

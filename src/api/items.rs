@@ -443,7 +443,8 @@ pub async fn list(
         };
         let (query, selection) = items_query(def, &p, bbox, outline, limit, offset)?;
         let idx = state.index.read();
-        let page = crate::query::items::items(&idx, &query);
+        let budget = crate::query::Budget::default();
+        let page = crate::query::items::items(&idx, &query, &budget).map_err(work_error)?;
         let features: Vec<Json> = page
             .slots
             .iter()
@@ -573,6 +574,11 @@ const ITEMS_PARAMETERS: [&str; 12] = [
     "properties",
     "sortby",
 ];
+
+/// A query that needed more work than one request may do: 400, saying what to narrow.
+pub(super) fn work_error(e: crate::query::WorkExceeded) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "QueryTooExpensive", e.to_string())
+}
 
 fn filter_error(e: crate::query::filter::FilterError) -> ApiError {
     ApiError::bad_request(e.to_string())

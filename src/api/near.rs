@@ -199,6 +199,14 @@ fn body_geometry(bytes: &[u8]) -> Result<Geometry, ApiError> {
     Ok(geometry)
 }
 
+/// A query's refusal: 400 naming the parameter, or saying what to narrow.
+fn near_error(e: near::NearError) -> ApiError {
+    match e {
+        near::NearError::Work(w) => super::items::work_error(w),
+        e => ApiError::bad_request(e.to_string()),
+    }
+}
+
 fn number<T: std::str::FromStr>(
     params: &HashMap<String, String>,
     name: &str,
@@ -362,6 +370,7 @@ async fn run(
             .ok_or_else(|| ApiError::not_found(format!("no layer named {name:?}")))?;
         let def = &state.def;
         let (q, selection) = items_query(def, &shared, None, None, limit, offset)?;
+        let budget = crate::query::Budget::default();
         let idx = state.index.read();
         let (hits, matched): (Vec<Hit>, usize) = match spec {
             Spec::Within { center, radius_m } => {
@@ -374,8 +383,9 @@ async fn run(
                         limit,
                         offset,
                     },
+                    &budget,
                 )
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                .map_err(near_error)?;
                 (page.hits, page.matched)
             }
             Spec::Nearest { center, k } => {
@@ -386,8 +396,9 @@ async fn run(
                         k,
                         filter: q.filter,
                     },
+                    &budget,
                 )
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                .map_err(near_error)?;
                 let n = hits.len();
                 (hits, n)
             }
@@ -424,8 +435,9 @@ async fn run(
                         limit,
                         offset,
                     },
+                    &budget,
                 )
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                .map_err(near_error)?;
                 (page.hits, page.matched)
             }
         };
@@ -586,6 +598,8 @@ pub async fn context(
             }
         };
         let reference = format!("{}_id", own.def.kind.config_name());
+        // One budget for the whole call, over every layer.
+        let budget = crate::query::Budget::default();
         let mut layers = serde_json::Map::new();
         for other in a.layers().iter().filter(|l| l.def.name != layer) {
             let idx = other.index.read();
@@ -602,10 +616,11 @@ pub async fn context(
                     })
                     .collect()
             };
-            let bad = |e: near::NearError| ApiError::bad_request(e.to_string());
+            let bad = near_error;
             let mut entry = serde_json::Map::new();
             if def.properties.iter().any(|p| p.name == reference) {
-                let page = near::attached(&idx, &reference, &id, &geometry, limit).map_err(bad)?;
+                let page = near::attached(&idx, &reference, &id, &geometry, limit, &budget)
+                    .map_err(bad)?;
                 entry.insert(
                     "attached".into(),
                     json!({"property": reference, "numberMatched": page.matched,
@@ -621,6 +636,7 @@ pub async fn context(
                     limit,
                     offset: 0,
                 },
+                &budget,
             )
             .map_err(bad)?;
             entry.insert(
@@ -635,6 +651,7 @@ pub async fn context(
                     k,
                     filter: crate::query::filter::Filter::Const(true),
                 },
+                &budget,
             )
             .map_err(bad)?;
             entry.insert("nearest".into(), Json::Array(encode(&nearest)?));

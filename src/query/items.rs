@@ -7,6 +7,7 @@ use geo_types::Geometry;
 
 use super::filter::{EvalContext, Filter, SortBy};
 use super::geodesic;
+use super::{Budget, WorkExceeded};
 use crate::index::LayerIndex;
 use crate::model::Bbox;
 
@@ -40,7 +41,7 @@ fn distance_m(a: &Geometry, b: &Geometry) -> f64 {
 /// The candidates a query must test: the R-tree under the box and under the filter's
 /// spatial bounds (a filter like `S_DWITHIN(geometry, POINT(...), 500)` never scans
 /// the layer), every slot only when neither bounds it. No repeats, in no order.
-fn candidates(idx: &LayerIndex, q: &ItemsQuery) -> Vec<u32> {
+fn candidates(idx: &LayerIndex, q: &ItemsQuery, budget: &Budget) -> Result<Vec<u32>, WorkExceeded> {
     let expand = |g: &Geometry, d: f64| -> Vec<geo_types::Rect> {
         // A distance the filter refused would not be here; an empty answer is sound
         // only for an empty geometry, which matches nothing.
@@ -73,26 +74,32 @@ fn candidates(idx: &LayerIndex, q: &ItemsQuery) -> Vec<u32> {
         }
         (None, None) => slots.extend(idx.slots()),
     }
+    // Each candidate costs one operation, tested or not.
+    budget.charge(slots.len() as u64);
+    budget.check()?;
     if !matches!(q.filter, Filter::Const(true)) {
         let ctx = EvalContext {
             distance_m: &distance_m,
+            budget,
         };
-        slots.retain(|&s| q.filter.matches(&(idx, s), &ctx));
+        // Stops testing once the budget is spent: the query is refused then.
+        slots.retain(|&s| !budget.exceeded() && q.filter.matches(&(idx, s), &ctx));
+        budget.check()?;
     }
-    slots
+    Ok(slots)
 }
 
 /// Runs the query. The page is cut before it is sorted in full: the first
 /// `offset + limit` in order are selected (linear), then only those are sorted.
-pub fn items(idx: &LayerIndex, q: &ItemsQuery) -> ItemsPage {
-    let mut slots = candidates(idx, q);
+pub fn items(idx: &LayerIndex, q: &ItemsQuery, budget: &Budget) -> Result<ItemsPage, WorkExceeded> {
+    let mut slots = candidates(idx, q, budget)?;
     let matched = slots.len();
     let end = q.offset.saturating_add(q.limit).min(matched);
     if q.offset >= matched || q.limit == 0 {
-        return ItemsPage {
+        return Ok(ItemsPage {
             slots: Vec::new(),
             matched,
-        };
+        });
     }
     // In fid order (the store's, stable across pages) or by the sort keys then id.
     // Only the first `end` are ordered: a page of 4.52 M sensors costs a linear
@@ -109,8 +116,8 @@ pub fn items(idx: &LayerIndex, q: &ItemsQuery) -> ItemsPage {
         slots.truncate(end);
     }
     slots.sort_unstable_by(order);
-    ItemsPage {
+    Ok(ItemsPage {
         slots: slots.split_off(q.offset),
         matched,
-    }
+    })
 }

@@ -3,10 +3,13 @@
 //! Queries as values over a layer's index, like [`super::items`]: the handler parses a
 //! request into a [`WithinQuery`] or [`NearestQuery`] and encodes the hits.
 
+use geo::CoordsIter;
 use geo_types::{Coord, Geometry};
 
+use super::budget::pair_cost;
 use super::filter::{EvalContext, Filter};
 use super::geodesic::{self, GeodesicError};
+use super::{Budget, WorkExceeded};
 use crate::index::{GeomRef, LayerIndex};
 
 /// Largest radius of [`within`] and of the filter's `S_DWITHIN` (the same cap: 50 km
@@ -83,6 +86,8 @@ pub enum NearError {
     K(usize),
     #[error("{0} must be at least 0 and at most {MAX_RADIUS_M} m; got {1}")]
     Distance(&'static str, f64),
+    #[error(transparent)]
+    Work(#[from] WorkExceeded),
 }
 
 /// Checks a centre (named `lon`/`lat`) and a radius.
@@ -99,7 +104,13 @@ pub fn check(center: Coord, radius_m: Option<f64>) -> Result<(), NearError> {
 /// Every feature within `radius_m` of `center` that matches `filter`, with its distance,
 /// in no order. Candidates come from the R-tree under the geodesic search box (split at
 /// the antimeridian); each is measured exactly, so a feature exactly at the radius is in.
-fn hits_within(idx: &LayerIndex, center: Coord, radius_m: f64, filter: &Filter) -> Vec<Hit> {
+fn hits_within(
+    idx: &LayerIndex,
+    center: Coord,
+    radius_m: f64,
+    filter: &Filter,
+    budget: &Budget,
+) -> Result<Vec<Hit>, WorkExceeded> {
     let boxes = geodesic::search_box(center, radius_m).unwrap_or_default();
     let mut slots = Vec::new();
     for b in &boxes {
@@ -109,34 +120,51 @@ fn hits_within(idx: &LayerIndex, center: Coord, radius_m: f64, filter: &Filter) 
         slots.sort_unstable();
         slots.dedup();
     }
+    // Each candidate costs one operation, tested or not.
+    budget.charge(slots.len() as u64);
+    budget.check()?;
     let ctx = EvalContext {
         distance_m: &geodesic::distance_between_m,
+        budget,
     };
     let unfiltered = matches!(filter, Filter::Const(true));
-    slots
+    let hits = slots
         .into_iter()
         // The filter first: a property comparison costs less than a geodesic.
-        .filter(|&s| unfiltered || filter.matches(&(idx, s), &ctx))
+        .filter(|&s| !budget.exceeded() && (unfiltered || filter.matches(&(idx, s), &ctx)))
         .filter_map(|s| {
             let d = match idx.geometry(s) {
                 GeomRef::Point(c) => {
                     let d = geodesic::point_distance_m(center, c);
                     (d <= radius_m).then_some(d)
                 }
-                GeomRef::Shape(g) => geodesic::within_m(center, g, radius_m),
+                GeomRef::Shape(g) => {
+                    if !budget.charge(pair_cost(1, g.coords_count())) {
+                        return None;
+                    }
+                    geodesic::within_m(center, g, radius_m)
+                }
             }?;
             Some(Hit {
                 slot: s,
                 distance_m: d,
             })
         })
-        .collect()
+        .collect();
+    budget.check()?;
+    Ok(hits)
 }
 
 /// Every feature within `distance_m` of `g` that matches `filter`, with its distance, in
 /// no order. Candidates come from the R-tree under the geodesic boxes around `g`; the
 /// query geometry is prepared once and each candidate measured against it exactly.
-fn hits_around(idx: &LayerIndex, g: &Geometry, distance_m: f64, filter: &Filter) -> Vec<Hit> {
+fn hits_around(
+    idx: &LayerIndex,
+    g: &Geometry,
+    distance_m: f64,
+    filter: &Filter,
+    budget: &Budget,
+) -> Result<Vec<Hit>, WorkExceeded> {
     let boxes = geodesic::around_geometry(g, distance_m).unwrap_or_default();
     let mut slots = Vec::new();
     for b in &boxes {
@@ -146,18 +174,30 @@ fn hits_around(idx: &LayerIndex, g: &Geometry, distance_m: f64, filter: &Filter)
         slots.sort_unstable();
         slots.dedup();
     }
+    budget.charge(slots.len() as u64);
+    budget.check()?;
     let ctx = EvalContext {
         distance_m: &geodesic::distance_between_m,
+        budget,
     };
     let unfiltered = matches!(filter, Filter::Const(true));
     let query = geodesic::PreparedGeometry::new(g);
-    slots
+    let n = g.coords_count();
+    let hits = slots
         .into_iter()
-        .filter(|&s| unfiltered || filter.matches(&(idx, s), &ctx))
+        .filter(|&s| !budget.exceeded() && (unfiltered || filter.matches(&(idx, s), &ctx)))
         .filter_map(|s| {
             let d = match idx.geometry(s) {
-                GeomRef::Point(c) => query.within_m(c, distance_m),
+                GeomRef::Point(c) => {
+                    if !budget.charge(pair_cost(n, 1)) {
+                        return None;
+                    }
+                    query.within_m(c, distance_m)
+                }
                 GeomRef::Shape(shape) => {
+                    if !budget.charge(pair_cost(n, shape.coords_count())) {
+                        return None;
+                    }
                     query.within_distance_of_m(&geodesic::PreparedGeometry::new(shape), distance_m)
                 }
             }?;
@@ -166,16 +206,18 @@ fn hits_around(idx: &LayerIndex, g: &Geometry, distance_m: f64, filter: &Filter)
                 distance_m: d,
             })
         })
-        .collect()
+        .collect();
+    budget.check()?;
+    Ok(hits)
 }
 
 /// Runs an [`AroundQuery`].
-pub fn around(idx: &LayerIndex, q: &AroundQuery) -> Result<NearPage, NearError> {
+pub fn around(idx: &LayerIndex, q: &AroundQuery, budget: &Budget) -> Result<NearPage, NearError> {
     geodesic::check_geometry(&q.geometry, "geometry")?;
     if !(0.0..=MAX_RADIUS_M).contains(&q.distance_m) {
         return Err(NearError::Distance("distance_m", q.distance_m));
     }
-    let hits = hits_around(idx, &q.geometry, q.distance_m, &q.filter);
+    let hits = hits_around(idx, &q.geometry, q.distance_m, &q.filter, budget)?;
     Ok(page(idx, hits, q.limit, q.offset))
 }
 
@@ -211,23 +253,23 @@ fn by_distance(idx: &LayerIndex) -> impl Fn(&Hit, &Hit) -> std::cmp::Ordering + 
 }
 
 /// Runs a [`WithinQuery`]: only the first `offset + limit` hits are ordered.
-pub fn within(idx: &LayerIndex, q: &WithinQuery) -> Result<NearPage, NearError> {
+pub fn within(idx: &LayerIndex, q: &WithinQuery, budget: &Budget) -> Result<NearPage, NearError> {
     check(q.center, Some(q.radius_m))?;
-    let hits = hits_within(idx, q.center, q.radius_m, &q.filter);
+    let hits = hits_within(idx, q.center, q.radius_m, &q.filter, budget)?;
     Ok(page(idx, hits, q.limit, q.offset))
 }
 
 /// Runs a [`NearestQuery`]: searches a radius four times larger each round until `k`
 /// hits lie within it (then no feature outside can be nearer) or the radius reaches
 /// [`MAX_NEAREST_M`]. The work is bounded by the features within that distance.
-pub fn nearest(idx: &LayerIndex, q: &NearestQuery) -> Result<Vec<Hit>, NearError> {
+pub fn nearest(idx: &LayerIndex, q: &NearestQuery, budget: &Budget) -> Result<Vec<Hit>, NearError> {
     check(q.center, None)?;
     if q.k == 0 || q.k > MAX_K {
         return Err(NearError::K(q.k));
     }
     let mut radius = FIRST_NEAREST_M;
     loop {
-        let mut hits = hits_within(idx, q.center, radius, &q.filter);
+        let mut hits = hits_within(idx, q.center, radius, &q.filter, budget)?;
         if hits.len() >= q.k || radius >= MAX_NEAREST_M || hits.len() == idx.len() {
             let order = by_distance(idx);
             if hits.len() > q.k {
@@ -252,6 +294,7 @@ pub fn attached(
     id: &str,
     from: &Geometry,
     limit: usize,
+    budget: &Budget,
 ) -> Result<NearPage, NearError> {
     geodesic::check_geometry(from, "the feature")?;
     let filter = match Filter::from_params(&[(prop, id)], idx.layer()) {
@@ -266,18 +309,24 @@ pub fn attached(
     };
     let ctx = EvalContext {
         distance_m: &geodesic::distance_between_m,
+        budget,
     };
+    let n = from.coords_count();
     let from = geodesic::PreparedGeometry::new(from);
     let hits: Vec<Hit> = idx
         .slots()
-        .filter(|&s| filter.matches(&(idx, s), &ctx))
+        .filter(|&s| !budget.exceeded() && filter.matches(&(idx, s), &ctx))
         .map(|s| Hit {
             slot: s,
             distance_m: match idx.geometry(s) {
                 GeomRef::Point(c) => from.distance_from_m(c),
-                GeomRef::Shape(g) => from.distance_to_m(&geodesic::PreparedGeometry::new(g)),
+                GeomRef::Shape(g) => {
+                    budget.charge(pair_cost(n, g.coords_count()));
+                    from.distance_to_m(&geodesic::PreparedGeometry::new(g))
+                }
             },
         })
         .collect();
+    budget.check()?;
     Ok(page(idx, hits, limit, 0))
 }

@@ -35,11 +35,12 @@ mod tests;
 use std::cmp::Ordering;
 use std::collections::HashSet;
 
-use geo::{BoundingRect, Contains, Intersects};
+use geo::{BoundingRect, Contains, CoordsIter, Intersects};
 use geo_types::{Geometry, Point, Rect};
 
 use crate::index::{GeomRef, LayerIndex};
 use crate::model::ValueRef;
+use crate::query::budget::pair_cost;
 
 pub use error::{FilterError, Problem};
 pub use like::{Fold, LikePattern, LikePatternError};
@@ -260,6 +261,10 @@ pub struct EvalContext<'a> {
     /// Geodesic distance on WGS84, metres, between the feature's geometry (first) and a
     /// literal geometry (second): 0 when they meet. Only `S_DWITHIN` calls it.
     pub distance_m: &'a dyn Fn(&Geometry, &Geometry) -> f64,
+    /// Charged 1 per node evaluated, and the product of the vertex counts per spatial
+    /// test. Once exceeded, evaluation answers *false* without working, and the caller
+    /// refuses the query ([`crate::query::Budget::check`]).
+    pub budget: &'a crate::query::Budget,
 }
 
 /// Orders a property value against a literal: `None` when the value is null (or of
@@ -307,6 +312,9 @@ impl Filter {
 
     /// The filter's truth value for the row: `None` is *unknown* (a null involved).
     pub fn eval<R: Row + ?Sized>(&self, row: &R, ctx: &EvalContext<'_>) -> Option<bool> {
+        if !ctx.budget.charge(1) {
+            return Some(false);
+        }
         match self {
             Filter::Const(b) => Some(*b),
             Filter::And(children) => {
@@ -355,16 +363,26 @@ impl Filter {
                 Some(lo != Ordering::Less && hi != Ordering::Greater)
             }
             Filter::IsNull { prop } => Some(matches!(value_of(row, *prop), ValueRef::Null)),
-            Filter::Spatial { op, geometry } => Some(with_geometry(row.geometry(), |g| match op {
-                SpatialOp::Intersects => g.intersects(geometry),
-                SpatialOp::Within => geometry.contains(g),
-                SpatialOp::Contains => g.contains(geometry),
+            Filter::Spatial { op, geometry } => Some(with_geometry(row.geometry(), |g| {
+                if !ctx
+                    .budget
+                    .charge(pair_cost(g.coords_count(), geometry.coords_count()))
+                {
+                    return false;
+                }
+                match op {
+                    SpatialOp::Intersects => g.intersects(geometry),
+                    SpatialOp::Within => geometry.contains(g),
+                    SpatialOp::Contains => g.contains(geometry),
+                }
             })),
             Filter::DWithin {
                 geometry,
                 distance_m,
             } => Some(with_geometry(row.geometry(), |g| {
-                (ctx.distance_m)(g, geometry) <= *distance_m
+                ctx.budget
+                    .charge(pair_cost(g.coords_count(), geometry.coords_count()))
+                    && (ctx.distance_m)(g, geometry) <= *distance_m
             })),
         }
     }
