@@ -686,6 +686,41 @@ async fn private_reads_need_a_key() {
         call(&app, Method::GET, "/health", None, None).await.status,
         StatusCode::OK
     );
+    // The queries too: refused without a key (no body read), answered for a viewer.
+    let point = || {
+        Some((
+            "application/geo+json",
+            json!({"type": "Point", "coordinates": [106.5, 29.5]}),
+        ))
+    };
+    for (method, uri, body) in [
+        (Method::GET, "/collections/risk_points/queryables", None),
+        (
+            Method::GET,
+            "/collections/risk_points/within?lon=106.5&lat=29.5&radius_m=500",
+            None,
+        ),
+        (
+            Method::GET,
+            "/collections/risk_points/nearest?lon=106.5&lat=29.5&k=3",
+            None,
+        ),
+        (
+            Method::GET,
+            "/collections/risk_points/items/R1/context",
+            None,
+        ),
+        (
+            Method::POST,
+            "/collections/risk_points/intersects?buffer_m=100",
+            point(),
+        ),
+    ] {
+        let r = call(&app, method.clone(), uri, None, body.clone()).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{uri}");
+        let r = call(&app, method, uri, Some(&viewer), body).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {:?}", r.body);
+    }
 }
 
 #[tokio::test]

@@ -125,6 +125,9 @@ pub async fn intersects(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
+    // The key first (when reads need one): no body is read for a client without it.
+    let (a, h) = (app.clone(), headers.clone());
+    blocking(move || auth::require_read(&a, &h)).await?;
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
