@@ -281,3 +281,105 @@ async fn large_pages_are_gzipped_for_clients_that_accept_it() {
         assert!(h.get("content-encoding").is_none(), "{uri} {ae}");
     }
 }
+
+/// Pages are written straight to bytes (`api/geojson_out.rs`), one feature by the
+/// `serde_json` tree: both must say the same, member for member, for every property
+/// type, nulls, text needing escapes, polygons to be re-wound, another CRS and a
+/// property selection.
+#[tokio::test]
+async fn a_page_and_one_feature_say_the_same() {
+    let (_dir, app) = app_with_points(0);
+    let mut point = risk_point("Q\"1 é", 106.51, 29.52, "II");
+    point["properties"]["name"] = "重庆 \"渝中\" \\ tab\t end".into();
+    create(&app, "risk_points", &point);
+    create(&app, "risk_points", &risk_point("Q2", 106.52, 29.53, "I"));
+    create(
+        &app,
+        "pipelines",
+        &json!({"type": "Feature", "id": "G1", "properties": {"kind": "gas", "diameter_mm": 300, "length_km": 1.25, "material": null},
+                "geometry": {"type": "LineString", "coordinates": [[106.5, 29.5], [106.5000001, 29.61], [106.7, 29.6]]}}),
+    );
+    create(
+        &app,
+        "pipelines",
+        &json!({"type": "Feature", "id": "G2", "properties": {"kind": "water_supply", "length_km": 0.1},
+                "geometry": {"type": "LineString", "coordinates": [[106.55, 29.55], [106.56, 29.56]]}}),
+    );
+    // Clockwise exterior with a hole: both answers wind it as RFC 7946 says.
+    create(
+        &app,
+        "boundary",
+        &json!({"type": "Feature", "id": "B1", "properties": {"name": "区"},
+                "geometry": {"type": "MultiPolygon", "coordinates": [[[[106.0, 29.0], [106.0, 30.0], [107.0, 30.0], [107.0, 29.0], [106.0, 29.0]],
+                                                                     [[106.2, 29.2], [106.4, 29.2], [106.4, 29.4], [106.2, 29.4], [106.2, 29.2]]]]}}),
+    );
+    for (layer, query) in [
+        ("risk_points", ""),
+        ("risk_points", "&crs=EPSG:4326"),
+        ("risk_points", "&properties=level,name"),
+        ("pipelines", ""),
+        ("pipelines", "&crs=EPSG:4547"),
+        ("pipelines", "&properties=length_km"),
+        ("boundary", ""),
+        ("boundary", "&crs=EPSG:3857"),
+    ] {
+        let (status, page) =
+            get(&app, &format!("/collections/{layer}/items?limit=10{query}")).await;
+        assert_eq!(status, StatusCode::OK, "{layer}{query}: {page}");
+        let features = page["features"].as_array().unwrap();
+        assert!(!features.is_empty());
+        for f in features {
+            let id = f["id"].as_str().unwrap();
+            let crs = query
+                .strip_prefix("&crs=")
+                .map(|c| format!("?crs={c}"))
+                .unwrap_or_default();
+            let (status, mut one) = get(
+                &app,
+                &format!("/collections/{layer}/items/{}{crs}", segment(id)),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{layer} {id}: {one}");
+            if let Some(list) = query.strip_prefix("&properties=") {
+                let props = one["properties"].as_object().unwrap().clone();
+                let kept: serde_json::Map<String, Value> = list
+                    .split(',')
+                    .map(|p| (p.to_string(), props[p].clone()))
+                    .collect();
+                one["properties"] = Value::Object(kept);
+            }
+            assert_eq!(f, &one, "{layer}{query} {id}");
+        }
+    }
+    // The distance queries write theirs the same way, with distance_m.
+    let (_, near) = get(
+        &app,
+        "/collections/risk_points/nearest?lon=106.5&lat=29.5&k=2",
+    )
+    .await;
+    let f = &near["features"][0];
+    let (_, mut one) = get(
+        &app,
+        &format!(
+            "/collections/risk_points/items/{}",
+            segment(f["id"].as_str().unwrap())
+        ),
+    )
+    .await;
+    one["properties"]["distance_m"] = f["properties"]["distance_m"].clone();
+    assert!(f["properties"]["distance_m"].as_f64().unwrap() > 1000.0);
+    assert_eq!(f, &one);
+}
+
+/// An id as a path segment, percent-encoded.
+fn segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -131,7 +131,7 @@ fn feature_response(
 }
 
 /// Percent-encodes an id for a URL path segment (RFC 3986 unreserved kept).
-fn percent_encode(s: &str) -> String {
+pub(super) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -445,20 +445,23 @@ pub async fn list(
         let idx = state.index.read();
         let budget = crate::query::Budget::default();
         let page = crate::query::items::items(&idx, &query, &budget).map_err(work_error)?;
-        let features: Vec<Json> = page
-            .slots
-            .iter()
-            .map(|&s| {
-                let mut doc = feature_json_in(&b, def, &idx.feature(s), crs)?;
-                if let Some(sel) = &selection {
-                    select_properties(&mut doc, def, sel);
-                }
-                Ok(doc)
-            })
-            .collect::<Result<_, ApiError>>()?;
-        Ok((features, page.matched))
+        let style = super::geojson_out::FeatureStyle {
+            origin: &b.origin,
+            layer: def,
+            crs,
+            selection: selection.as_ref(),
+        };
+        let mut features = Vec::new();
+        for (i, &s) in page.slots.iter().enumerate() {
+            if i > 0 {
+                features.push(b',');
+            }
+            super::geojson_out::feature(&mut features, &style, &idx, s, None)?;
+        }
+        Ok(((features, page.slots.len()), page.matched))
     })
     .await?;
+    let (features, returned) = features;
     let items = format!("{}/collections/{}/items", base.origin, def.name);
     let with = |off: usize| {
         let mut q = vec![format!("limit={limit}"), format!("offset={off}")];
@@ -479,20 +482,13 @@ pub async fn list(
     ];
     // `next` only when it moves on: with `limit=0` a page is empty and the next one
     // would be this one again, a loop for clients that follow links.
-    if !features.is_empty() && offset + features.len() < matched {
-        links.push(serde_json::json!({"href": with(offset + features.len()), "rel": "next", "type": "application/geo+json"}));
+    if returned > 0 && offset + returned < matched {
+        links.push(serde_json::json!({"href": with(offset + returned), "rel": "next", "type": "application/geo+json"}));
     }
     if offset > 0 && limit > 0 {
         links.push(serde_json::json!({"href": with(offset.saturating_sub(limit)), "rel": "prev", "type": "application/geo+json"}));
     }
-    let body = serde_json::json!({
-        "type": "FeatureCollection",
-        "numberMatched": matched,
-        "numberReturned": features.len(),
-        "timeStamp": crate::store::now_timestamp(),
-        "features": features,
-        "links": links,
-    });
+    let body = super::geojson_out::page(matched, returned, &features, &Json::Array(links));
     let mut resp = geojson_page(body, &headers).await?;
     if let Some(v) = base.vary {
         resp.headers_mut()
@@ -506,14 +502,13 @@ pub async fn list(
 /// 100 risk points is about 40 KB of GeoJSON, 6 KB gzipped).
 const GZIP_FROM_BYTES: usize = 16 * 1024;
 
-/// A page of features as `application/geo+json`: written, and above
+/// A page of features (written by `geojson_out`) as `application/geo+json`: above
 /// [`GZIP_FROM_BYTES`] gzip-compressed when `Accept-Encoding` allows it, off the async
 /// threads (a page of 10,000 features is megabytes; tower-http's compression layer
 /// would compress it on them).
-pub(super) async fn geojson_page(body: Json, headers: &HeaderMap) -> Result<Response, ApiError> {
+pub(super) async fn geojson_page(text: Vec<u8>, headers: &HeaderMap) -> Result<Response, ApiError> {
     let gzip = accepts_gzip(headers);
     let (bytes, compressed) = blocking(move || {
-        let text = body.to_string().into_bytes();
         if !gzip || text.len() < GZIP_FROM_BYTES {
             return Ok((text, false));
         }
@@ -663,24 +658,6 @@ pub(super) fn items_query(
         },
         selection,
     ))
-}
-
-/// Keeps only the selected properties of a GeoJSON feature, in the order asked.
-pub(super) fn select_properties(
-    doc: &mut Json,
-    def: &LayerDef,
-    sel: &crate::query::filter::PropertySelection,
-) {
-    if let Some(props) = doc.get_mut("properties").and_then(Json::as_object_mut) {
-        let mut kept = serde_json::Map::new();
-        for &i in &sel.props {
-            let name = &def.properties[i].name;
-            if let Some(v) = props.remove(name) {
-                kept.insert(name.clone(), v);
-            }
-        }
-        *props = kept;
-    }
 }
 
 /// `bbox` of four numbers, or six (OGC API – Features: minimum and maximum heights

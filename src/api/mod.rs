@@ -6,6 +6,7 @@
 mod auth;
 mod collections;
 mod error;
+mod geojson_out;
 mod health;
 mod items;
 mod landing;

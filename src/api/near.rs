@@ -22,7 +22,7 @@ use serde_json::{Value as Json, json};
 use super::error::ApiError;
 use super::items::{
     DEFAULT_LIMIT, MAX_LIMIT, base_of, content_crs, crs_param, feature_json_in, items_query,
-    query_encode, select_properties, serde_urlencoded_pairs,
+    query_encode, serde_urlencoded_pairs,
 };
 use super::{auth, blocking};
 use crate::app::App;
@@ -444,24 +444,24 @@ async fn run(
                 (page.hits, page.matched)
             }
         };
-        let features = hits
-            .iter()
-            .map(|h| {
-                let mut doc = feature_json_in(&b, def, &idx.feature(h.slot), crs)?;
-                if let Some(sel) = &selection {
-                    select_properties(&mut doc, def, sel);
-                }
-                // Millimetres: the precision the distances are exact to.
-                let d = (h.distance_m * 1000.0).round() / 1000.0;
-                if let Some(p) = doc.get_mut("properties").and_then(Json::as_object_mut) {
-                    p.insert("distance_m".into(), json!(d));
-                }
-                Ok(doc)
-            })
-            .collect::<Result<Vec<Json>, ApiError>>()?;
+        let style = super::geojson_out::FeatureStyle {
+            origin: &b.origin,
+            layer: def,
+            crs,
+            selection: selection.as_ref(),
+        };
+        let mut features = Vec::new();
+        for (i, h) in hits.iter().enumerate() {
+            if i > 0 {
+                features.push(b',');
+            }
+            super::geojson_out::feature(&mut features, &style, &idx, h.slot, Some(h.distance_m))?;
+        }
+        let features = (features, hits.len());
         Ok((features, matched))
     })
     .await?;
+    let (features, returned) = features;
     let here = format!("{}/collections/{}/{}", base.origin, def.name, kind.name());
     let with = |off: Option<usize>| {
         let mut rest: Vec<(&String, &String)> = params
@@ -483,20 +483,13 @@ async fn run(
         json!({"href": with(paged.then_some(offset)), "rel": "self", "type": "application/geo+json"}),
         json!({"href": format!("{}/collections/{}", base.origin, def.name), "rel": "collection", "type": "application/json"}),
     ];
-    if paged && !features.is_empty() && offset + features.len() < matched {
-        links.push(json!({"href": with(Some(offset + features.len())), "rel": "next", "type": "application/geo+json"}));
+    if paged && returned > 0 && offset + returned < matched {
+        links.push(json!({"href": with(Some(offset + returned)), "rel": "next", "type": "application/geo+json"}));
     }
     if paged && offset > 0 && limit > 0 {
         links.push(json!({"href": with(Some(offset.saturating_sub(limit))), "rel": "prev", "type": "application/geo+json"}));
     }
-    let body = json!({
-        "type": "FeatureCollection",
-        "numberMatched": matched,
-        "numberReturned": features.len(),
-        "timeStamp": crate::store::now_timestamp(),
-        "features": features,
-        "links": links,
-    });
+    let body = super::geojson_out::page(matched, returned, &features, &Json::Array(links));
     let mut resp = super::items::geojson_page(body, &headers).await?;
     if let Some(v) = base.vary {
         resp.headers_mut()
