@@ -1,7 +1,7 @@
 //! `GET /api` (issue 8, OGC API – Features Part 1 "OpenAPI 3.0"): the document covers
 //! every route of `src/api/router.rs` and nothing else, every operation it lists answers,
-//! the parameters carry the limits the server enforces, and GDAL's OAPIF driver reads it
-//! to send `-where` clauses to the server instead of filtering every page itself.
+//! and the parameters carry the limits the server enforces (GDAL's use of it is in
+//! `tests/real_clients.rs`).
 
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 
@@ -332,72 +332,5 @@ async fn the_parameters_carry_the_limits_the_server_enforces() {
     assert!(
         d.contains("planner") && d.contains("admin") && !d.contains("viewer"),
         "{d}"
-    );
-}
-
-/// GDAL's OAPIF driver (Debian's gdal-bin) against the real server: it reads `/api`,
-/// finds the filter languages and the layer's properties there, and sends an attribute
-/// filter to the server instead of reading the whole layer to filter it itself.
-#[test]
-fn gdal_reads_the_api_document_and_sends_its_filters_to_the_server() {
-    use std::process::Command;
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let app = open_app(dir.path());
-        for i in 0..30 {
-            let level = if i % 3 == 0 { "I" } else { "III" };
-            create(
-                &app,
-                "risk_points",
-                &risk_point(&format!("P{i:02}"), 106.0 + i as f64 * 0.01, 29.5, level),
-            );
-        }
-    }
-    let server = common::server::start(dir.path(), &["--no-demo"]);
-    let url = format!("OAPIF:http://{}", server.addr);
-    let out = Command::new("ogrinfo")
-        .args([
-            "-ro",
-            "-al",
-            "-q",
-            "-where",
-            "level = 'I'",
-            &url,
-            "risk_points",
-        ])
-        .env("CPL_CURL_VERBOSE", "YES")
-        .env("GDAL_HTTP_TIMEOUT", "60")
-        .output()
-        .expect("ogrinfo is installed (apt-get install gdal-bin; .ci/run does it)");
-    let stdout = text(&out.stdout);
-    let stderr = text(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    // The ten features of level I, and no other.
-    assert_eq!(
-        stdout.matches("OGRFeature(risk_points)").count(),
-        10,
-        "{stdout}"
-    );
-    assert!(!stdout.contains("level (String) = III"), "{stdout}");
-    // What GDAL asked: the document, then items filtered by the server.
-    let requests: Vec<&str> = stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("> GET "))
-        .collect();
-    assert!(
-        requests.iter().any(|r| r.starts_with("/api ")),
-        "{requests:?}"
-    );
-    let items: Vec<&&str> = requests
-        .iter()
-        .filter(|r| r.starts_with("/collections/risk_points/items?"))
-        .collect();
-    assert!(!items.is_empty(), "{requests:?}");
-    // GDAL 3.6 sends the clause as CQL text under the draft's name, `cql-text`
-    // (newer versions as `property=value` or CQL2); either way the server filters.
-    assert!(
-        items.iter().any(|r| r.contains("level=I")
-            || (r.contains("filter=level%20%3D%20'I'") && r.contains("filter-lang=cql"))),
-        "GDAL filtered on the client: {items:?}"
     );
 }

@@ -1,5 +1,5 @@
 //! Real clients against the real server (issue 8, acceptance 2): GDAL's OAPIF driver
-//! (`ogrinfo -so`, `ogr2ogr`, `-spat`), GDAL's OGCAPI driver, and OWSLib's OGC API –
+//! (`ogrinfo -so`, `ogr2ogr`, `-spat`, `-where` through `/api`), GDAL's OGCAPI driver, and OWSLib's OGC API –
 //! Features client. Needs Debian's gdal-bin and python3-owslib (`scripts/test.sh`
 //! installs both); without them these tests fail, saying so.
 
@@ -168,4 +168,45 @@ print(json.dumps({
         .collect();
     assert_eq!(ids, ["P06", "P09", "P12", "P15", "P18"], "{got}");
     assert_eq!(got["matched"], 5);
+}
+
+/// GDAL reads `/api`, finds the filter languages and the layer's properties there, and
+/// sends an attribute filter to the server instead of reading the whole layer to filter
+/// it itself.
+#[test]
+fn gdal_reads_the_api_document_and_sends_its_filters_to_the_server() {
+    let (_dir, server) = serve_points();
+    let url = format!("OAPIF:http://{}", server.addr);
+    let (stdout, stderr) = gdal(
+        "ogrinfo",
+        &[
+            "-ro",
+            "-al",
+            "-q",
+            "-where",
+            "level = 'I'",
+            &url,
+            "risk_points",
+        ],
+    );
+    // The ten features of level I, and no other.
+    assert_eq!(
+        stdout.matches("OGRFeature(risk_points)").count(),
+        10,
+        "{stdout}"
+    );
+    assert!(!stdout.contains("level (String) = III"), "{stdout}");
+    let requests = requests(&stderr);
+    assert!(requests.contains(&"/api"), "{requests:?}");
+    let items: Vec<&&str> = requests
+        .iter()
+        .filter(|r| r.starts_with("/collections/risk_points/items?"))
+        .collect();
+    // GDAL 3.6 sends the clause as CQL text under the draft's name, `cql-text`
+    // (newer versions as `property=value` or CQL2); either way the server filters.
+    assert!(
+        items.iter().any(|r| r.contains("level=I")
+            || (r.contains("filter=level%20%3D%20'I'") && r.contains("filter-lang=cql"))),
+        "GDAL filtered on the client: {items:?}"
+    );
 }

@@ -288,22 +288,11 @@ pub async fn get(
     let base = base_of(&app, &headers, &uri)?;
     let (a, h) = (app.clone(), headers.clone());
     blocking(move || auth::require_read(&a, &h)).await?;
-    let params: HashMap<String, String> = match uri.query() {
-        Some(q) => serde_urlencoded_pairs(q)?,
-        None => HashMap::new(),
-    };
+    let params = geojson_params(uri.query())?;
     if let Some(k) = params.keys().find(|k| !matches!(k.as_str(), "crs" | "f")) {
         return Err(ApiError::bad_request(format!(
             "{k}: not a parameter of a single feature (crs, f)"
         )));
-    }
-    match params.get("f").map(String::as_str) {
-        None | Some("json" | "geojson") => {}
-        Some(f) => {
-            return Err(ApiError::bad_request(format!(
-                "f: {f:?} is not offered here (json)"
-            )));
-        }
     }
     let crs = crs_param(&params, "crs")?;
     // Copying, hashing and encoding a feature is linear in its vertices (up to
@@ -380,18 +369,7 @@ pub async fn list(
     let state = app
         .layer(&layer)
         .ok_or_else(|| ApiError::not_found(format!("no layer named {layer:?}")))?;
-    let params: HashMap<String, String> = match &query {
-        Some(q) => serde_urlencoded_pairs(q)?,
-        None => HashMap::new(),
-    };
-    match params.get("f").map(String::as_str) {
-        None | Some("json" | "geojson") => {}
-        Some(f) => {
-            return Err(ApiError::bad_request(format!(
-                "f: {f:?} is not offered here (json)"
-            )));
-        }
-    }
+    let params = geojson_params(query.as_deref())?;
     let number = |name: &str, default: usize, max: usize| -> Result<usize, ApiError> {
         match params.get(name) {
             None => Ok(default),
@@ -751,6 +729,21 @@ pub(super) fn query_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// The query parameters of a request answered in GeoJSON: parsed, and `f` (if given)
+/// checked to be `json` or `geojson`.
+pub(super) fn geojson_params(query: Option<&str>) -> Result<HashMap<String, String>, ApiError> {
+    let params = match query {
+        Some(q) => serde_urlencoded_pairs(q)?,
+        None => HashMap::new(),
+    };
+    match params.get("f").map(String::as_str) {
+        None | Some("json" | "geojson") => Ok(params),
+        Some(f) => Err(ApiError::bad_request(format!(
+            "f: {f:?} is not offered here (json)"
+        ))),
+    }
 }
 
 /// Parses `a=1&b=2` (percent-decoded), refusing repeated keys.

@@ -21,8 +21,8 @@ use serde_json::{Value as Json, json};
 
 use super::error::ApiError;
 use super::items::{
-    DEFAULT_LIMIT, MAX_LIMIT, base_of, content_crs, crs_param, feature_json_in, items_query,
-    query_encode, serde_urlencoded_pairs,
+    DEFAULT_LIMIT, MAX_LIMIT, base_of, content_crs, crs_param, feature_json_in, geojson_params,
+    items_query, query_encode,
 };
 use super::{auth, blocking};
 use crate::app::App;
@@ -246,18 +246,7 @@ async fn run(
         .layer(&layer)
         .ok_or_else(|| ApiError::not_found(format!("no layer named {layer:?}")))?;
     let def = state.def.clone();
-    let params: HashMap<String, String> = match &query {
-        Some(q) => serde_urlencoded_pairs(q)?,
-        None => HashMap::new(),
-    };
-    match params.get("f").map(String::as_str) {
-        None | Some("json" | "geojson") => {}
-        Some(f) => {
-            return Err(ApiError::bad_request(format!(
-                "f: {f:?} is not offered here (json)"
-            )));
-        }
-    }
+    let params = geojson_params(query.as_deref())?;
     for p in NOT_HERE {
         if params.contains_key(p) && !kind.own().contains(&p) {
             return Err(ApiError::bad_request(format!(
@@ -530,10 +519,7 @@ pub async fn context(
             state.def.geometry.geojson_name()
         )));
     }
-    let params: HashMap<String, String> = match &query {
-        Some(q) => serde_urlencoded_pairs(q)?,
-        None => HashMap::new(),
-    };
+    let params = geojson_params(query.as_deref())?;
     if let Some(k) = params
         .keys()
         .find(|k| !matches!(k.as_str(), "radius_m" | "k" | "limit" | "crs" | "f"))
@@ -541,14 +527,6 @@ pub async fn context(
         return Err(ApiError::bad_request(format!(
             "{k}: not a parameter of context (radius_m, k, limit, crs)"
         )));
-    }
-    match params.get("f").map(String::as_str) {
-        None | Some("json") => {}
-        Some(f) => {
-            return Err(ApiError::bad_request(format!(
-                "f: {f:?} is not offered here (json)"
-            )));
-        }
     }
     let radius_m = number::<f64>(&params, "radius_m", "a number of metres")?.unwrap_or(500.0);
     if !(radius_m > 0.0 && radius_m <= near::MAX_RADIUS_M) {

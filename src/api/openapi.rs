@@ -29,7 +29,6 @@ use utoipa::openapi::{
     PathsBuilder, Ref, RefOr, Required, Schema,
 };
 
-use crate::model::PropertyType;
 use crate::model::access::{Action, Role};
 use crate::model::layer::LayerDef;
 use crate::query::crs::Crs;
@@ -382,8 +381,8 @@ fn operations(f: &ApiFacts<'_>) -> Vec<(String, PathItemType, utoipa::openapi::p
             );
         o = if within {
             o.parameter(query("radius_m", "The distance, metres.", json!({"type": "number", "exclusiveMinimum": true, "minimum": 0, "maximum": crate::query::near::MAX_RADIUS_M})).required(Required::True).build())
-                .parameter(query("limit", "How many features per page.", json!({"type": "integer", "minimum": 0, "maximum": f.max_limit, "default": f.default_limit})).build())
-                .parameter(query("offset", "How many features to skip.", json!({"type": "integer", "minimum": 0, "default": 0})).build())
+                .parameter(limit_param(f))
+                .parameter(offset_param())
         } else {
             o.parameter(
                 query(
@@ -396,15 +395,20 @@ fn operations(f: &ApiFacts<'_>) -> Vec<(String, PathItemType, utoipa::openapi::p
             )
         };
         o = o
-            .parameter(query("filter", "A CQL2 expression the features must also match (as on `items`).", json!({"type": "string", "maxLength": Limits::default().max_bytes})).build())
-            .parameter(query("filter-lang", "The language of `filter`.", json!({"type": "string", "enum": ["cql2-text", "cql2-json", "cql-text", "cql-json"], "default": "cql2-text"})).build())
+            .parameter(and_filter_param())
+            .parameter(filter_lang_param())
             .parameter(crs_param())
-            .parameter(query("properties", "Only these properties in each feature (and `distance_m`), comma-separated.", json!({"type": "array", "items": {"type": "string"}})).style(Some(ParameterStyle::Form)).explode(Some(false)).build())
+            .parameter(near_properties_param())
             .response(
                 "200",
                 ResponseBuilder::new()
                     .description("The features, nearest first (GeoJSON FeatureCollection).")
-                    .content(GEOJSON, ContentBuilder::new().schema(Ref::from_schema_name("featureCollectionGeoJSON")).build())
+                    .content(
+                        GEOJSON,
+                        ContentBuilder::new()
+                            .schema(Ref::from_schema_name("featureCollectionGeoJSON"))
+                            .build(),
+                    )
                     .build(),
             )
             .response("404", error_ref());
@@ -412,17 +416,22 @@ fn operations(f: &ApiFacts<'_>) -> Vec<(String, PathItemType, utoipa::openapi::p
     }
     let shared = |o: OperationBuilder| {
         o.parameter(collection_id(f))
-            .parameter(query("limit", "How many features per page.", json!({"type": "integer", "minimum": 0, "maximum": f.max_limit, "default": f.default_limit})).build())
-            .parameter(query("offset", "How many features to skip.", json!({"type": "integer", "minimum": 0, "default": 0})).build())
-            .parameter(query("filter", "A CQL2 expression the features must also match (as on `items`).", json!({"type": "string", "maxLength": Limits::default().max_bytes})).build())
-            .parameter(query("filter-lang", "The language of `filter`.", json!({"type": "string", "enum": ["cql2-text", "cql2-json", "cql-text", "cql-json"], "default": "cql2-text"})).build())
+            .parameter(limit_param(f))
+            .parameter(offset_param())
+            .parameter(and_filter_param())
+            .parameter(filter_lang_param())
             .parameter(crs_param())
-            .parameter(query("properties", "Only these properties in each feature (and `distance_m`), comma-separated.", json!({"type": "array", "items": {"type": "string"}})).style(Some(ParameterStyle::Form)).explode(Some(false)).build())
+            .parameter(near_properties_param())
             .response(
                 "200",
                 ResponseBuilder::new()
                     .description("The features, nearest first (GeoJSON FeatureCollection).")
-                    .content(GEOJSON, ContentBuilder::new().schema(Ref::from_schema_name("featureCollectionGeoJSON")).build())
+                    .content(
+                        GEOJSON,
+                        ContentBuilder::new()
+                            .schema(Ref::from_schema_name("featureCollectionGeoJSON"))
+                            .build(),
+                    )
                     .build(),
             )
             .response("404", error_ref())
@@ -662,7 +671,7 @@ fn items_get(
                         "Only features whose {} equals this value.",
                         p.title.as_deref().unwrap_or(&p.name)
                     ),
-                    property_schema(p),
+                    Value::Object(crate::query::filter::property_schema(p)),
                 )
                 .build(),
             );
@@ -681,36 +690,6 @@ fn items_get(
             .build(),
     )
     .response("404", error_ref())
-}
-
-/// A property's JSON Schema as a parameter's schema.
-fn property_schema(p: &crate::model::layer::PropertyDef) -> Value {
-    let mut s = serde_json::Map::new();
-    let (ty, format) = match p.ty {
-        PropertyType::String => ("string", None),
-        PropertyType::Integer => ("integer", None),
-        PropertyType::Float => ("number", None),
-        PropertyType::Boolean => ("boolean", None),
-        PropertyType::Date => ("string", Some("date")),
-        PropertyType::DateTime => ("string", Some("date-time")),
-    };
-    s.insert("type".into(), ty.into());
-    if let Some(f) = format {
-        s.insert("format".into(), f.into());
-    }
-    if let Some(v) = &p.values {
-        s.insert("enum".into(), v.clone().into());
-    }
-    if let Some(n) = p.min.and_then(serde_json::Number::from_f64) {
-        s.insert("minimum".into(), n.into());
-    }
-    if let Some(n) = p.max.and_then(serde_json::Number::from_f64) {
-        s.insert("maximum".into(), n.into());
-    }
-    if let Some(n) = p.max_length {
-        s.insert("maxLength".into(), n.into());
-    }
-    Value::Object(s)
 }
 
 /// A schema from its JSON. The schemas are literals of this file (and a property's
@@ -757,6 +736,44 @@ fn query(name: &str, description: &str, s: Value) -> ParameterBuilder {
         .required(Required::False)
         .description(Some(description))
         .schema(Some(schema(s)))
+}
+
+/// The parameters the distance queries share with `items`.
+fn limit_param(f: &ApiFacts<'_>) -> Parameter {
+    query("limit", "How many features per page.", json!({"type": "integer", "minimum": 0, "maximum": f.max_limit, "default": f.default_limit})).build()
+}
+
+fn offset_param() -> Parameter {
+    query(
+        "offset",
+        "How many features to skip.",
+        json!({"type": "integer", "minimum": 0, "default": 0}),
+    )
+    .build()
+}
+
+fn and_filter_param() -> Parameter {
+    query(
+        "filter",
+        "A CQL2 expression the features must also match (as on `items`).",
+        json!({"type": "string", "maxLength": Limits::default().max_bytes}),
+    )
+    .build()
+}
+
+fn filter_lang_param() -> Parameter {
+    query("filter-lang", "The language of `filter`.", json!({"type": "string", "enum": ["cql2-text", "cql2-json", "cql-text", "cql-json"], "default": "cql2-text"})).build()
+}
+
+fn near_properties_param() -> Parameter {
+    query(
+        "properties",
+        "Only these properties in each feature (and `distance_m`), comma-separated.",
+        json!({"type": "array", "items": {"type": "string"}}),
+    )
+    .style(Some(ParameterStyle::Form))
+    .explode(Some(false))
+    .build()
 }
 
 /// `crs`: the CRS of the answer's geometries (OGC API – Features Part 2).

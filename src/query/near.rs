@@ -101,26 +101,24 @@ pub fn check(center: Coord, radius_m: Option<f64>) -> Result<(), NearError> {
     Ok(())
 }
 
-/// Every feature within `radius_m` of `center` that matches `filter`, with its distance,
-/// in no order. Candidates come from the R-tree under the geodesic search box (split at
-/// the antimeridian); each is measured exactly, so a feature exactly at the radius is in.
-fn hits_within(
+/// Every feature whose envelope meets one of `boxes`, that matches `filter` and that
+/// `measure` finds near enough (its distance), in no order. Each candidate costs one
+/// operation, the filter its nodes, and `measure` charges its own geometry test.
+fn hits(
     idx: &LayerIndex,
-    center: Coord,
-    radius_m: f64,
+    boxes: &[crate::model::Bbox],
     filter: &Filter,
     budget: &Budget,
+    measure: impl Fn(GeomRef<'_>) -> Option<f64>,
 ) -> Result<Vec<Hit>, WorkExceeded> {
-    let boxes = geodesic::search_box(center, radius_m).unwrap_or_default();
     let mut slots = Vec::new();
-    for b in &boxes {
+    for b in boxes {
         idx.for_each_envelope_in_bbox(b, |s| slots.push(s));
     }
     if boxes.len() > 1 {
         slots.sort_unstable();
         slots.dedup();
     }
-    // Each candidate costs one operation, tested or not.
     budget.charge(slots.len() as u64);
     budget.check()?;
     let ctx = EvalContext {
@@ -133,19 +131,7 @@ fn hits_within(
         // The filter first: a property comparison costs less than a geodesic.
         .filter(|&s| !budget.exceeded() && (unfiltered || filter.matches(&(idx, s), &ctx)))
         .filter_map(|s| {
-            let d = match idx.geometry(s) {
-                GeomRef::Point(c) => {
-                    let d = geodesic::point_distance_m(center, c);
-                    (d <= radius_m).then_some(d)
-                }
-                GeomRef::Shape(g) => {
-                    if !budget.charge(pair_cost(1, g.coords_count())) {
-                        return None;
-                    }
-                    geodesic::within_m(center, g, radius_m)
-                }
-            }?;
-            Some(Hit {
+            measure(idx.geometry(s)).map(|d| Hit {
                 slot: s,
                 distance_m: d,
             })
@@ -153,6 +139,29 @@ fn hits_within(
         .collect();
     budget.check()?;
     Ok(hits)
+}
+
+/// Every feature within `radius_m` of `center` that matches `filter`, with its distance,
+/// in no order. Candidates come from the R-tree under the geodesic search box (split at
+/// the antimeridian); each is measured exactly, so a feature exactly at the radius is in.
+fn hits_within(
+    idx: &LayerIndex,
+    center: Coord,
+    radius_m: f64,
+    filter: &Filter,
+    budget: &Budget,
+) -> Result<Vec<Hit>, WorkExceeded> {
+    let boxes = geodesic::search_box(center, radius_m).unwrap_or_default();
+    hits(idx, &boxes, filter, budget, |g| match g {
+        GeomRef::Point(c) => {
+            let d = geodesic::point_distance_m(center, c);
+            (d <= radius_m).then_some(d)
+        }
+        GeomRef::Shape(g) => budget
+            .charge(pair_cost(1, g.coords_count()))
+            .then(|| geodesic::within_m(center, g, radius_m))
+            .flatten(),
+    })
 }
 
 /// Every feature within `distance_m` of `g` that matches `filter`, with its distance, in
@@ -166,49 +175,20 @@ fn hits_around(
     budget: &Budget,
 ) -> Result<Vec<Hit>, WorkExceeded> {
     let boxes = geodesic::around_geometry(g, distance_m).unwrap_or_default();
-    let mut slots = Vec::new();
-    for b in &boxes {
-        idx.for_each_envelope_in_bbox(b, |s| slots.push(s));
-    }
-    if boxes.len() > 1 {
-        slots.sort_unstable();
-        slots.dedup();
-    }
-    budget.charge(slots.len() as u64);
-    budget.check()?;
-    let ctx = EvalContext {
-        distance_m: &geodesic::distance_between_m,
-        budget,
-    };
-    let unfiltered = matches!(filter, Filter::Const(true));
     let query = geodesic::PreparedGeometry::new(g);
     let n = g.coords_count();
-    let hits = slots
-        .into_iter()
-        .filter(|&s| !budget.exceeded() && (unfiltered || filter.matches(&(idx, s), &ctx)))
-        .filter_map(|s| {
-            let d = match idx.geometry(s) {
-                GeomRef::Point(c) => {
-                    if !budget.charge(pair_cost(n, 1)) {
-                        return None;
-                    }
-                    query.within_m(c, distance_m)
-                }
-                GeomRef::Shape(shape) => {
-                    if !budget.charge(pair_cost(n, shape.coords_count())) {
-                        return None;
-                    }
-                    query.within_distance_of_m(&geodesic::PreparedGeometry::new(shape), distance_m)
-                }
-            }?;
-            Some(Hit {
-                slot: s,
-                distance_m: d,
+    hits(idx, &boxes, filter, budget, |candidate| match candidate {
+        GeomRef::Point(c) => budget
+            .charge(pair_cost(n, 1))
+            .then(|| query.within_m(c, distance_m))
+            .flatten(),
+        GeomRef::Shape(shape) => budget
+            .charge(pair_cost(n, shape.coords_count()))
+            .then(|| {
+                query.within_distance_of_m(&geodesic::PreparedGeometry::new(shape), distance_m)
             })
-        })
-        .collect();
-    budget.check()?;
-    Ok(hits)
+            .flatten(),
+    })
 }
 
 /// Runs an [`AroundQuery`].

@@ -46,7 +46,7 @@ pub use error::{FilterError, Problem};
 pub use like::{Fold, LikePattern, LikePatternError};
 pub use params::{PropertySelection, SortBy, SortKey};
 pub use parse::{FilterLang, Limits, check_literal_geometry};
-pub use queryables::queryables;
+pub use queryables::{property_schema, queryables};
 
 /// A property a filter reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

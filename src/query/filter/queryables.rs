@@ -11,6 +11,7 @@
 use serde_json::{Map, Value, json};
 
 use super::parse::GEOMETRY_NAMES;
+use crate::model::layer::PropertyDef;
 use crate::model::{GeometryType, LayerDef, PropertyType};
 
 /// The queryables document of `layer`; `base_url` is the service's absolute root
@@ -30,29 +31,9 @@ pub fn queryables(layer: &LayerDef, base_url: &str) -> Value {
             "title".into(),
             p.title.clone().unwrap_or_else(|| p.name.clone()).into(),
         );
-        let (ty, format) = match p.ty {
-            PropertyType::String => ("string", None),
-            PropertyType::Integer => ("integer", None),
-            PropertyType::Float => ("number", None),
-            PropertyType::Boolean => ("boolean", None),
-            PropertyType::Date => ("string", Some("date")),
-            PropertyType::DateTime => ("string", Some("date-time")),
-        };
-        s.insert("type".into(), ty.into());
-        if let Some(f) = format {
-            s.insert("format".into(), f.into());
-        }
-        if let Some(values) = &p.values {
-            s.insert("enum".into(), values.clone().into());
-        }
-        for (key, bound) in [("minimum", p.min), ("maximum", p.max)] {
-            if let Some(n) = bound.and_then(|b| number(b, p.ty)) {
-                s.insert(key.into(), n);
-            }
-        }
-        if let Some(n) = p.max_length {
-            s.insert("maxLength".into(), n.into());
-        }
+        s.extend(property_schema(p));
+        let ty = s["type"].as_str().unwrap_or("string").to_string();
+        let format = s.get("format").and_then(Value::as_str).map(str::to_string);
         draft.push(json!({
             "id": p.name,
             "queryable": p.name,
@@ -82,6 +63,37 @@ pub fn queryables(layer: &LayerDef, base_url: &str) -> Value {
         "additionalProperties": false,
         "queryables": draft,
     })
+}
+
+/// A declared property's value as JSON Schema: `type`, `format` for dates, `enum`,
+/// `minimum`/`maximum`, `maxLength`. Also the schema of its `property=value` parameter
+/// in the OpenAPI document.
+pub fn property_schema(p: &PropertyDef) -> Map<String, Value> {
+    let mut s = Map::new();
+    let (ty, format) = match p.ty {
+        PropertyType::String => ("string", None),
+        PropertyType::Integer => ("integer", None),
+        PropertyType::Float => ("number", None),
+        PropertyType::Boolean => ("boolean", None),
+        PropertyType::Date => ("string", Some("date")),
+        PropertyType::DateTime => ("string", Some("date-time")),
+    };
+    s.insert("type".into(), ty.into());
+    if let Some(f) = format {
+        s.insert("format".into(), f.into());
+    }
+    if let Some(values) = &p.values {
+        s.insert("enum".into(), values.clone().into());
+    }
+    for (key, bound) in [("minimum", p.min), ("maximum", p.max)] {
+        if let Some(n) = bound.and_then(|b| number(b, p.ty)) {
+            s.insert(key.into(), n);
+        }
+    }
+    if let Some(n) = p.max_length {
+        s.insert("maxLength".into(), n.into());
+    }
+    s
 }
 
 /// A bound as JSON: an integer for integer properties when it is one.
