@@ -6,7 +6,10 @@
 #   intersects sensors in a 2 km square around a random risk point (POSTed GeoJSON)
 #   corridor   risk points within 200 m of a random pipeline
 #   filter     items?filter=S_DWITHIN(geometry, POINT(risk point), 500) over the sensors
-# riskmap: the release server on STORE_DIR, wrk with 2 connections for SECONDS each.
+# riskmap: the release server on STORE_DIR, wrk with 2 connections for SECONDS each,
+# twice: whole GeoJSON features (the default answer), then lean ones
+# (`skipGeometry=true&properties=`: id, distance_m and links, what PostGIS's scripts
+# return: ids and distances).
 # PostGIS: ../shared/bench/pg_queries (pgbench, 2 clients, SECONDS each) on DBNAME,
 # loaded from DATASET_DIR by ../shared/bench/load_postgis.sh; its `within` is also the
 # equivalent of `filter`. Prints one line per query and engine, then the ratios.
@@ -59,17 +62,24 @@ until curl -sf -o /dev/null "http://127.0.0.1:$port/health"; do
 done
 echo "riskmap: $(curl -s "http://127.0.0.1:$port/health" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["layers"])')"
 declare -A rm_rps
-for q in within nearest filter corridor; do
-  # Warm-up: PROJ-free, but the first requests fault in the index pages.
-  PATHS=$work/$q.txt PREFIX= SUFFIX= wrk -t1 -c2 -d2s -s "$bench/paths.lua" "http://127.0.0.1:$port" >/dev/null
-  line=$(PATHS=$work/$q.txt PREFIX= SUFFIX= wrk -t2 -c2 -d"${secs}s" --timeout 30s -s "$bench/paths.lua" "http://127.0.0.1:$port" | grep rps=)
-  echo "riskmap $q $line"
-  rm_rps[$q]=$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$line")
+lean='&skipGeometry=true&properties='
+for v in full lean; do
+  for q in within nearest filter corridor; do
+    paths=$work/$q.txt
+    if [[ $v == lean ]]; then awk -v s="$lean" '{print $0 s}' "$work/$q.txt" >"$work/$q.lean.txt"; paths=$work/$q.lean.txt; fi
+    # Warm-up: the first requests fault in the index pages.
+    PATHS=$paths PREFIX= SUFFIX= wrk -t1 -c2 -d2s -s "$bench/paths.lua" "http://127.0.0.1:$port" >/dev/null
+    line=$(PATHS=$paths PREFIX= SUFFIX= wrk -t2 -c2 -d"${secs}s" --timeout 30s -s "$bench/paths.lua" "http://127.0.0.1:$port" | grep rps=)
+    echo "riskmap $q ($v) $line"
+    rm_rps[$q.$v]=$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$line")
+  done
+  target="/collections/sensors/intersects?limit=10000"
+  [[ $v == lean ]] && target="$target$lean"
+  BODIES=$work/intersects.txt TARGET="$target" wrk -t1 -c2 -d2s -s "$here/benches/post_bodies.lua" "http://127.0.0.1:$port" >/dev/null
+  line=$(BODIES=$work/intersects.txt TARGET="$target" wrk -t2 -c2 -d"${secs}s" --timeout 30s -s "$here/benches/post_bodies.lua" "http://127.0.0.1:$port" | grep rps=)
+  echo "riskmap intersects ($v) $line"
+  rm_rps[intersects.$v]=$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$line")
 done
-BODIES=$work/intersects.txt TARGET="/collections/sensors/intersects?limit=10000" wrk -t1 -c2 -d2s -s "$here/benches/post_bodies.lua" "http://127.0.0.1:$port" >/dev/null
-line=$(BODIES=$work/intersects.txt TARGET="/collections/sensors/intersects?limit=10000" wrk -t2 -c2 -d"${secs}s" --timeout 30s -s "$here/benches/post_bodies.lua" "http://127.0.0.1:$port" | grep rps=)
-echo "riskmap intersects $line"
-rm_rps[intersects]=$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$line")
 kill $pid; wait $pid 2>/dev/null || true
 pid=
 
@@ -79,6 +89,6 @@ echo "ratios (riskmap queries/s over PostGIS transactions/s):"
 for q in within nearest intersects corridor filter; do
   pq=$q; [[ $q == filter ]] && pq=within
   p=$(grep "postgis $pq " <<<"$pg" | sed -n 's/.*tps=\([0-9.]*\).*/\1/p')
-  python3 -c "print('  $q: %.1f times' % (${rm_rps[$q]} / $p if $p else float('nan')))"
+  python3 -c "print('  $q: %.1f times (full features), %.1f times (lean)' % (${rm_rps[$q.full]} / $p, ${rm_rps[$q.lean]} / $p))"
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

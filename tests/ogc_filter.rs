@@ -282,6 +282,7 @@ async fn every_bad_filter_parameter_is_a_400_naming_it() {
         ("filter-lang=cql2-json&filter={\"op\": \"=\"}", "filter"),
         ("sortby=height", "sortby"),
         ("properties=height", "properties"),
+        ("skipGeometry=yes", "skipGeometry"),
         ("height=3", "height"),
         ("level=I&bbox=1,2", "bbox"),
     ] {

@@ -320,6 +320,8 @@ async fn a_page_and_one_feature_say_the_same() {
         ("pipelines", ""),
         ("pipelines", "&crs=EPSG:4547"),
         ("pipelines", "&properties=length_km"),
+        ("pipelines", "&skipGeometry=true"),
+        ("pipelines", "&skipGeometry=false"),
         ("boundary", ""),
         ("boundary", "&crs=EPSG:3857"),
     ] {
@@ -340,6 +342,9 @@ async fn a_page_and_one_feature_say_the_same() {
             )
             .await;
             assert_eq!(status, StatusCode::OK, "{layer} {id}: {one}");
+            if query.contains("skipGeometry=true") {
+                one["geometry"] = Value::Null;
+            }
             if let Some(list) = query.strip_prefix("&properties=") {
                 let props = one["properties"].as_object().unwrap().clone();
                 let kept: serde_json::Map<String, Value> = list
@@ -368,6 +373,23 @@ async fn a_page_and_one_feature_say_the_same() {
     .await;
     one["properties"]["distance_m"] = f["properties"]["distance_m"].clone();
     assert!(f["properties"]["distance_m"].as_f64().unwrap() > 1000.0);
+    // Without geometries, the same features in the same order.
+    let (_, bare) = get(
+        &app,
+        "/collections/risk_points/nearest?lon=106.5&lat=29.5&k=2&skipGeometry=true",
+    )
+    .await;
+    for (a, b) in near["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(bare["features"].as_array().unwrap())
+    {
+        let mut a = a.clone();
+        a["geometry"] = Value::Null;
+        assert_eq!(&a, b);
+    }
+    assert_eq!(bare["features"].as_array().unwrap().len(), 2);
     assert_eq!(f, &one);
 }
 

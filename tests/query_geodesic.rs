@@ -12,9 +12,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use riskmap::model::Bbox;
 use riskmap::query::geodesic::{
-    GeodesicError, PreparedGeometry, check_geometry, check_position, distance_between_m,
-    distance_to_geometry_m, geodesic_bounds, min_distance_to_rect_m, point_distance_m,
-    polygon_contains, search_box, within_distance_m, within_m,
+    Centre, GeodesicError, PreparedGeometry, around_parts, check_geometry, check_position,
+    distance_between_m, distance_to_geometry_m, geodesic_bounds, min_distance_to_rect_m,
+    point_distance_m, polygon_contains, search_box, within_distance_between_m, within_distance_m,
+    within_m,
 };
 
 /// Agreement asked of every distance, metres.
@@ -270,6 +271,49 @@ fn point_distance_is_karney() {
     // One degree of latitude at the equator: 110,574.389 m (GeographicLib).
     let d = point_distance_m(coord! { x: 0.0, y: 0.0 }, coord! { x: 0.0, y: 1.0 });
     assert!((d - 110_574.388_6).abs() < 1e-3, "{d}");
+}
+
+/// The point-to-point shortcuts (a prepared centre, the filter's `S_DWITHIN` between
+/// two points) answer bit for bit what the general functions answer, at the radius
+/// itself and one ulp either side of it, and their chord bound is never above Karney.
+#[test]
+fn point_shortcuts_answer_exactly_what_the_general_functions_do() {
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    for i in 0..20_000 {
+        let a = random_centre(&mut rng, i);
+        let b = offset(a, rng.random_range(0.0..360.0), random_scale(&mut rng, i));
+        let (pa, pb) = (Geometry::Point(Point(a)), Geometry::Point(Point(b)));
+        let centre = Centre::new(a);
+        let d = point_distance_m(a, b);
+        assert_eq!(centre.distance_m(b), d);
+        assert!(centre.lower_bound_m(b) <= d, "{a:?} {b:?}");
+        let between = distance_between_m(&pb, &pa);
+        for r in [
+            d,
+            d.next_down(),
+            d.next_up(),
+            0.5 * d,
+            2.0 * d,
+            between,
+            between.next_down(),
+        ] {
+            assert_eq!(
+                centre.within_m(b, r),
+                (d <= r).then_some(d),
+                "{a:?} {b:?} {r}"
+            );
+            assert_eq!(
+                within_distance_between_m(&pb, &pa, r),
+                between <= r,
+                "{a:?} {b:?} {r}"
+            );
+        }
+    }
+    // Unusable positions are never within any distance, as the general function has it.
+    let bad = Geometry::Point(Point(coord! { x: 0.0, y: 95.0 }));
+    let ok = Geometry::Point(Point(coord! { x: 0.0, y: 89.0 }));
+    assert!(!within_distance_between_m(&bad, &ok, 1e9));
+    assert!(distance_between_m(&bad, &ok).is_nan());
 }
 
 #[test]
@@ -665,6 +709,81 @@ fn search_box_holds_every_point_within_the_radius() {
         (polar[0].min_lon, polar[0].max_lon, polar[0].max_lat),
         (-180.0, 180.0, 90.0)
     );
+}
+
+/// The boxes around runs of a line's edges hold every point within the distance of the
+/// line, and many fewer lon/lat square degrees than the one box around it.
+#[test]
+fn boxes_around_a_lines_parts_hold_every_point_near_it() {
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let mut near = 0;
+    for case in 0..300 {
+        let kind = case % 4;
+        let centre = random_centre(&mut rng, kind);
+        let step = random_scale(&mut rng, kind);
+        let n = [2, 5, 40, 600][case % 4];
+        let mut coords = vec![centre];
+        for _ in 1..n {
+            let last = *coords.last().unwrap();
+            coords.push(offset(last, rng.random_range(0.0..360.0), step));
+        }
+        let line = Geometry::LineString(LineString(coords.clone()));
+        let radius = step * rng.random_range(0.05..2.0);
+        let boxes = around_parts(&line, radius).expect("valid");
+        assert!(!boxes.is_empty() && boxes.len() <= 512, "{}", boxes.len());
+        for _ in 0..40 {
+            // Near a random vertex, or near the middle of a random edge.
+            let i = rng.random_range(0..coords.len());
+            let q = offset(
+                coords[i],
+                rng.random_range(0.0..360.0),
+                rng.random_range(0.0..2.0 * radius),
+            );
+            let inside = boxes.iter().any(|b| {
+                q.x >= b.min_lon && q.x <= b.max_lon && q.y >= b.min_lat && q.y <= b.max_lat
+            });
+            if distance_to_geometry_m(q, &line) <= radius {
+                near += 1;
+                assert!(
+                    inside,
+                    "case {case}: {q:?} within {radius} m of the line, in no box"
+                );
+            }
+        }
+    }
+    assert!(near > 3000, "{near}");
+    // A 3 km diagonal pipeline in the city, 200 m either side: the parts cover far less.
+    let pipe: Vec<Coord> = (0..=30)
+        .map(|i| coord! { x: 106.5 + 0.0007 * i as f64, y: 29.5 + 0.0007 * i as f64 })
+        .collect();
+    let g = Geometry::LineString(LineString(pipe));
+    let parts = around_parts(&g, 200.0).unwrap();
+    let whole = riskmap::query::geodesic::around_geometry(&g, 200.0).unwrap();
+    assert_eq!(whole.len(), 1);
+    let w = &whole[0];
+    let (mut covered, mut all) = (0, 0);
+    for i in 0..100 {
+        for j in 0..100 {
+            let x = w.min_lon + (w.max_lon - w.min_lon) * (i as f64 + 0.5) / 100.0;
+            let y = w.min_lat + (w.max_lat - w.min_lat) * (j as f64 + 0.5) / 100.0;
+            all += 1;
+            covered += parts
+                .iter()
+                .any(|b| b.contains_coord(coord! { x: x, y: y })) as usize;
+        }
+    }
+    assert!(covered * 2 < all, "{covered} of {all}: {parts:?}");
+    // Polygons keep one box: their inside is near too.
+    let square = Geometry::Polygon(Polygon::new(
+        LineString(vec![
+            coord! { x: 106.0, y: 29.0 },
+            coord! { x: 106.1, y: 29.0 },
+            coord! { x: 106.1, y: 29.1 },
+            coord! { x: 106.0, y: 29.0 },
+        ]),
+        vec![],
+    ));
+    assert_eq!(around_parts(&square, 10.0).unwrap().len(), 1);
 }
 
 #[test]

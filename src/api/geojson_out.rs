@@ -19,11 +19,49 @@ use crate::query::filter::PropertySelection;
 
 /// How each feature of a page is written.
 pub(super) struct FeatureStyle<'a> {
-    /// The absolute origin links start with.
-    pub origin: &'a str,
     pub layer: &'a LayerDef,
     pub crs: Crs,
     pub selection: Option<&'a PropertySelection>,
+    /// `skipGeometry=true`: `"geometry":null`.
+    pub skip_geometry: bool,
+    /// `{"href":"ORIGIN/collections/LAYER/items/`: every feature's self link up to its
+    /// id, written once per page.
+    self_head: Vec<u8>,
+    /// The rest of the links after the id.
+    links_tail: Vec<u8>,
+}
+
+impl<'a> FeatureStyle<'a> {
+    /// `origin`: the absolute origin links start with.
+    pub fn new(
+        origin: &str,
+        layer: &'a LayerDef,
+        crs: Crs,
+        selection: &'a super::items::Selection,
+    ) -> Self {
+        let mut self_head = b"{\"href\":".to_vec();
+        text(
+            &mut self_head,
+            &format!("{origin}/collections/{}/items/", layer.name),
+        );
+        // Open again: the id follows.
+        self_head.pop();
+        let mut links_tail =
+            b"\",\"rel\":\"self\",\"type\":\"application/geo+json\"},{\"href\":".to_vec();
+        text(
+            &mut links_tail,
+            &format!("{origin}/collections/{}", layer.name),
+        );
+        links_tail.extend_from_slice(b",\"rel\":\"collection\",\"type\":\"application/json\"}]}");
+        FeatureStyle {
+            layer,
+            crs,
+            selection: selection.properties.as_ref(),
+            skip_geometry: selection.skip_geometry,
+            self_head,
+            links_tail,
+        }
+    }
 }
 
 fn text(out: &mut Vec<u8>, s: &str) {
@@ -143,22 +181,10 @@ pub(super) fn feature(
     out.extend_from_slice(b"{\"type\":\"Feature\",\"id\":");
     text(out, id);
     out.extend_from_slice(b",\"geometry\":");
-    let owned;
-    let stored: &Geometry = match idx.geometry(slot) {
-        GeomRef::Shape(g) => g,
-        GeomRef::Point(c) => {
-            owned = Geometry::Point(geo_types::Point(c));
-            &owned
-        }
-    };
-    let wound = crate::model::geometry::rfc7946_wound(stored);
-    if style.crs == Crs::CRS84 {
-        geometry(out, &wound);
+    if style.skip_geometry {
+        out.extend_from_slice(b"null");
     } else {
-        let mut g = crate::query::crs::to_crs(&wound, style.crs)
-            .map_err(|e| ApiError::bad_request(format!("crs: feature {id:?}: {e}")))?;
-        crate::query::crs::round_coords(&mut g, style.crs);
-        geometry(out, &g);
+        geometry_in(out, style, idx, slot, id)?;
     }
     out.extend_from_slice(b",\"properties\":{");
     let mut first = true;
@@ -190,33 +216,67 @@ pub(super) fn feature(
         member(out, "distance_m");
         number(out, (d * 1000.0).round() / 1000.0);
     }
-    out.extend_from_slice(b"},\"links\":[{\"href\":");
-    text(
-        out,
-        &format!(
-            "{}/collections/{}/items/{}",
-            style.origin,
-            def.name,
-            super::items::percent_encode(id)
-        ),
-    );
-    out.extend_from_slice(b",\"rel\":\"self\",\"type\":\"application/geo+json\"},{\"href\":");
-    text(out, &format!("{}/collections/{}", style.origin, def.name));
-    out.extend_from_slice(b",\"rel\":\"collection\",\"type\":\"application/json\"}]}");
+    out.extend_from_slice(b"},\"links\":[");
+    out.extend_from_slice(&style.self_head);
+    // Percent-encoded (RFC 3986 unreserved kept, as `items::percent_encode`): nothing
+    // left to escape in JSON.
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out.extend_from_slice(&style.links_tail);
     Ok(())
 }
 
-/// A FeatureCollection page around features already written (`features`: the
-/// comma-separated objects), as `items` and the distance queries answer.
-pub(super) fn page(matched: usize, returned: usize, features: &[u8], links: &Json) -> Vec<u8> {
-    let mut out = Vec::with_capacity(features.len() + 512);
+/// The feature's geometry, RFC 7946 wound, in the page's CRS.
+fn geometry_in(
+    out: &mut Vec<u8>,
+    style: &FeatureStyle<'_>,
+    idx: &LayerIndex,
+    slot: u32,
+    id: &str,
+) -> Result<(), ApiError> {
+    let owned;
+    let stored: &Geometry = match idx.geometry(slot) {
+        GeomRef::Shape(g) => g,
+        GeomRef::Point(c) => {
+            owned = Geometry::Point(geo_types::Point(c));
+            &owned
+        }
+    };
+    let wound = crate::model::geometry::rfc7946_wound(stored);
+    if style.crs == Crs::CRS84 {
+        geometry(out, &wound);
+    } else {
+        let mut g = crate::query::crs::to_crs(&wound, style.crs)
+            .map_err(|e| ApiError::bad_request(format!("crs: feature {id:?}: {e}")))?;
+        crate::query::crs::round_coords(&mut g, style.crs);
+        geometry(out, &g);
+    }
+    Ok(())
+}
+
+/// The start of a FeatureCollection page of `returned` features out of `matched`, up to
+/// its `features` array, in a buffer sized for them: the features are written after it,
+/// comma-separated, then [`page_tail`] closes the page (a page is megabytes; it is not
+/// copied again).
+pub(super) fn page_head(matched: usize, returned: usize) -> Vec<u8> {
+    // A sensor is about 450 bytes of GeoJSON.
+    let mut out = Vec::with_capacity(512 + returned.min(10_000) * 512);
     let _ = write!(
         out,
         "{{\"type\":\"FeatureCollection\",\"numberMatched\":{matched},\"numberReturned\":{returned},\"timeStamp\":"
     );
     text(&mut out, &crate::store::now_timestamp());
     out.extend_from_slice(b",\"features\":[");
-    out.extend_from_slice(features);
+    out
+}
+
+/// Closes a page begun by [`page_head`] with its links.
+pub(super) fn page_tail(mut out: Vec<u8>, links: &Json) -> Vec<u8> {
     out.extend_from_slice(b"],\"links\":");
     let _ = serde_json::to_writer(&mut out, links);
     out.push(b'}');

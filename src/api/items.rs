@@ -18,7 +18,7 @@ use serde_json::Value as Json;
 
 use super::error::ApiError;
 use super::router::{MAX_BODY_BYTES, REQUEST_TIMEOUT};
-use super::{auth, blocking};
+use super::{auth, blocking, read_allowed};
 use crate::app::{App, EditContext, etag};
 use crate::model::{Action, Bbox, Feature, LayerDef, feature::id_of};
 use crate::query::crs::{AxisBox, Crs};
@@ -286,8 +286,7 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let (layer, id) = ids(path)?;
     let base = base_of(&app, &headers, &uri)?;
-    let (a, h) = (app.clone(), headers.clone());
-    blocking(move || auth::require_read(&a, &h)).await?;
+    read_allowed(&app, &headers).await?;
     let params = geojson_params(uri.query())?;
     if let Some(k) = params.keys().find(|k| !matches!(k.as_str(), "crs" | "f")) {
         return Err(ApiError::bad_request(format!(
@@ -364,8 +363,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let Path(layer) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let base = base_of(&app, &headers, &uri)?;
-    let (a, h) = (app.clone(), headers.clone());
-    blocking(move || auth::require_read(&a, &h)).await?;
+    read_allowed(&app, &headers).await?;
     let state = app
         .layer(&layer)
         .ok_or_else(|| ApiError::not_found(format!("no layer named {layer:?}")))?;
@@ -423,13 +421,8 @@ pub async fn list(
         let idx = state.index.read();
         let budget = crate::query::Budget::default();
         let page = crate::query::items::items(&idx, &query, &budget).map_err(work_error)?;
-        let style = super::geojson_out::FeatureStyle {
-            origin: &b.origin,
-            layer: def,
-            crs,
-            selection: selection.as_ref(),
-        };
-        let mut features = Vec::new();
+        let style = super::geojson_out::FeatureStyle::new(&b.origin, def, crs, &selection);
+        let mut features = super::geojson_out::page_head(page.matched, page.slots.len());
         for (i, &s) in page.slots.iter().enumerate() {
             if i > 0 {
                 features.push(b',');
@@ -466,7 +459,7 @@ pub async fn list(
     if offset > 0 && limit > 0 {
         links.push(serde_json::json!({"href": with(offset.saturating_sub(limit)), "rel": "prev", "type": "application/geo+json"}));
     }
-    let body = super::geojson_out::page(matched, returned, &features, &Json::Array(links));
+    let body = super::geojson_out::page_tail(features, &Json::Array(links));
     let mut resp = geojson_page(body, &headers).await?;
     if let Some(v) = base.vary {
         resp.headers_mut()
@@ -486,21 +479,23 @@ const GZIP_FROM_BYTES: usize = 16 * 1024;
 /// would compress it on them).
 pub(super) async fn geojson_page(text: Vec<u8>, headers: &HeaderMap) -> Result<Response, ApiError> {
     let gzip = accepts_gzip(headers);
-    let (bytes, compressed) = blocking(move || {
-        if !gzip || text.len() < GZIP_FROM_BYTES {
-            return Ok((text, false));
-        }
-        use std::io::Write;
-        let mut enc = flate2::write::GzEncoder::new(
-            Vec::with_capacity(text.len() / 4),
-            flate2::Compression::fast(),
-        );
-        enc.write_all(&text)
-            .and_then(|()| enc.finish())
-            .map(|gz| (gz, true))
-            .map_err(|e| ApiError::internal("compressing a page", e))
-    })
-    .await?;
+    // A small page is answered as it is, without a hand-off to a blocking thread.
+    let (bytes, compressed) = if !gzip || text.len() < GZIP_FROM_BYTES {
+        (text, false)
+    } else {
+        blocking(move || {
+            use std::io::Write;
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(text.len() / 4),
+                flate2::Compression::fast(),
+            );
+            enc.write_all(&text)
+                .and_then(|()| enc.finish())
+                .map(|gz| (gz, true))
+                .map_err(|e| ApiError::internal("compressing a page", e))
+        })
+        .await?
+    };
     let mut resp = bytes.into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -533,7 +528,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 }
 
 /// The parameters `items` defines itself; any other names a property (`property=value`).
-const ITEMS_PARAMETERS: [&str; 12] = [
+const ITEMS_PARAMETERS: [&str; 13] = [
     "bbox",
     "bbox-crs",
     "crs",
@@ -545,6 +540,7 @@ const ITEMS_PARAMETERS: [&str; 12] = [
     "limit",
     "offset",
     "properties",
+    "skipGeometry",
     "sortby",
 ];
 
@@ -557,9 +553,17 @@ fn filter_error(e: crate::query::filter::FilterError) -> ApiError {
     ApiError::bad_request(e.to_string())
 }
 
+/// What of each feature a page shows: `properties` (all when `None`) and
+/// `skipGeometry`.
+pub(super) struct Selection {
+    pub properties: Option<crate::query::filter::PropertySelection>,
+    pub skip_geometry: bool,
+}
+
 /// The query of an `items` request as a value (`query::items`), and which properties
 /// to return: `filter` (CQL2 text or JSON per `filter-lang`, its geometries in
-/// `filter-crs`), `property=value` on declared properties, `sortby`, `properties`.
+/// `filter-crs`), `property=value` on declared properties, `sortby`, `properties`,
+/// `skipGeometry`.
 pub(super) fn items_query(
     def: &LayerDef,
     params: &HashMap<String, String>,
@@ -567,13 +571,7 @@ pub(super) fn items_query(
     outline: Option<geo_types::Geometry>,
     limit: usize,
     offset: usize,
-) -> Result<
-    (
-        crate::query::items::ItemsQuery,
-        Option<crate::query::filter::PropertySelection>,
-    ),
-    ApiError,
-> {
+) -> Result<(crate::query::items::ItemsQuery, Selection), ApiError> {
     use crate::query::crs::{Crs, from_crs};
     use crate::query::filter::{Filter, FilterLang, Limits, PropertySelection, SortBy};
     let lang = match params.get("filter-lang") {
@@ -615,6 +613,19 @@ pub(super) fn items_query(
     let selection = match params.get("properties") {
         Some(t) => Some(PropertySelection::parse(t, def).map_err(filter_error)?),
         None => None,
+    };
+    let skip_geometry = match params.get("skipGeometry").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "skipGeometry must be true or false; got {v:?}"
+            )));
+        }
+    };
+    let selection = Selection {
+        properties: selection,
+        skip_geometry,
     };
     Ok((
         crate::query::items::ItemsQuery {

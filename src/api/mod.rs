@@ -49,6 +49,16 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await?
 }
 
+/// [`auth::require_read`] off the async threads (a key is looked up in the store); no
+/// hop at all when reads are public (a hand-off costs more than a small query).
+async fn read_allowed(app: &Arc<App>, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    if app.public_reads() {
+        return Ok(());
+    }
+    let (a, h) = (app.clone(), headers.clone());
+    blocking(move || auth::require_read(&a, &h)).await
+}
+
 /// The answer of a job run on a thread of ours (drawing threads, bulk writes), which
 /// sends `catch_unwind`'s result back: a panic or a lost job is an internal error
 /// naming `what`.

@@ -24,7 +24,7 @@ use super::items::{
     DEFAULT_LIMIT, MAX_LIMIT, base_of, content_crs, crs_param, feature_json_in, geojson_params,
     items_query, query_encode,
 };
-use super::{auth, blocking};
+use super::{blocking, read_allowed};
 use crate::app::App;
 use crate::query::near::{self, AroundQuery, Hit, NearestQuery, WithinQuery};
 
@@ -126,8 +126,7 @@ pub async fn intersects(
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     // The key first (when reads need one): no body is read for a client without it.
-    let (a, h) = (app.clone(), headers.clone());
-    blocking(move || auth::require_read(&a, &h)).await?;
+    read_allowed(&app, &headers).await?;
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -240,8 +239,7 @@ async fn run(
 ) -> Result<Response, ApiError> {
     let Path(layer) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let base = base_of(&app, &headers, &uri)?;
-    let (a, h) = (app.clone(), headers.clone());
-    blocking(move || auth::require_read(&a, &h)).await?;
+    read_allowed(&app, &headers).await?;
     let state = app
         .layer(&layer)
         .ok_or_else(|| ApiError::not_found(format!("no layer named {layer:?}")))?;
@@ -433,13 +431,8 @@ async fn run(
                 (page.hits, page.matched)
             }
         };
-        let style = super::geojson_out::FeatureStyle {
-            origin: &b.origin,
-            layer: def,
-            crs,
-            selection: selection.as_ref(),
-        };
-        let mut features = Vec::new();
+        let style = super::geojson_out::FeatureStyle::new(&b.origin, def, crs, &selection);
+        let mut features = super::geojson_out::page_head(matched, hits.len());
         for (i, h) in hits.iter().enumerate() {
             if i > 0 {
                 features.push(b',');
@@ -478,7 +471,7 @@ async fn run(
     if paged && offset > 0 && limit > 0 {
         links.push(json!({"href": with(Some(offset.saturating_sub(limit))), "rel": "prev", "type": "application/geo+json"}));
     }
-    let body = super::geojson_out::page(matched, returned, &features, &Json::Array(links));
+    let body = super::geojson_out::page_tail(features, &Json::Array(links));
     let mut resp = super::items::geojson_page(body, &headers).await?;
     if let Some(v) = base.vary {
         resp.headers_mut()
@@ -508,8 +501,7 @@ pub async fn context(
 ) -> Result<Response, ApiError> {
     let Path((layer, id)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let base = base_of(&app, &headers, &uri)?;
-    let (a, h) = (app.clone(), headers.clone());
-    blocking(move || auth::require_read(&a, &h)).await?;
+    read_allowed(&app, &headers).await?;
     let state = app
         .layer(&layer)
         .ok_or_else(|| ApiError::not_found(format!("no layer named {layer:?}")))?;

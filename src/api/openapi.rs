@@ -399,6 +399,7 @@ fn operations(f: &ApiFacts<'_>) -> Vec<(String, PathItemType, utoipa::openapi::p
             .parameter(filter_lang_param())
             .parameter(crs_param())
             .parameter(near_properties_param())
+            .parameter(skip_geometry_param())
             .response(
                 "200",
                 ResponseBuilder::new()
@@ -422,6 +423,7 @@ fn operations(f: &ApiFacts<'_>) -> Vec<(String, PathItemType, utoipa::openapi::p
             .parameter(filter_lang_param())
             .parameter(crs_param())
             .parameter(near_properties_param())
+            .parameter(skip_geometry_param())
             .response(
                 "200",
                 ResponseBuilder::new()
@@ -649,6 +651,7 @@ fn items_get(
             "Only these properties in each feature, comma-separated.",
             json!({"type": "array", "items": {"type": "string"}}),
         ).style(Some(ParameterStyle::Form)).explode(Some(false)).build())
+        .parameter(skip_geometry_param())
         .parameter(query(
             "f",
             "The format: GeoJSON.",
@@ -763,6 +766,18 @@ fn and_filter_param() -> Parameter {
 
 fn filter_lang_param() -> Parameter {
     query("filter-lang", "The language of `filter`.", json!({"type": "string", "enum": ["cql2-text", "cql2-json", "cql-text", "cql-json"], "default": "cql2-text"})).build()
+}
+
+/// `skipGeometry` (as pygeoapi and OGC API – Records name it): features without their
+/// geometry, for lists of ids and properties.
+fn skip_geometry_param() -> Parameter {
+    query(
+        "skipGeometry",
+        "`true`: each feature's `geometry` is null (a list of ids and properties, without \
+         coordinates).",
+        json!({"type": "boolean", "default": false}),
+    )
+    .build()
 }
 
 fn near_properties_param() -> Parameter {

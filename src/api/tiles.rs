@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
 use super::limit::TileAdmission;
-use super::{auth, blocking};
+use super::read_allowed;
 use crate::app::App;
 use crate::index::LayerState;
 use crate::model::{Bbox, GeometryType, PropertyType};
@@ -258,10 +258,7 @@ pub async fn tile(
         })?;
     let coord = TileCoord::parse(&z, &x, y).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let layers = tiles::resolve(&spec, app.layers()).map_err(list_error)?;
-    if !app.public_reads() {
-        let (a, h) = (app.clone(), headers.clone());
-        blocking(move || auth::require_read(&a, &h)).await?;
-    }
+    read_allowed(&app, &headers).await?;
     let spec: Arc<str> = spec.into();
     let key = tiles::TileKey {
         layers: spec.clone(),
@@ -376,10 +373,7 @@ pub async fn tilejson_handler(
         .strip_suffix(".json")
         .ok_or_else(|| ApiError::not_found("TileJSON is at /tiles/{layers}.json"))?;
     let layers = tiles::resolve(spec, app.layers()).map_err(list_error)?;
-    if !app.public_reads() {
-        let (a, h) = (app.clone(), headers.clone());
-        blocking(move || auth::require_read(&a, &h)).await?;
-    }
+    read_allowed(&app, &headers).await?;
     let (base, vary) = super::public_url::base_url(&app, &headers, &uri)?;
     let doc = tilejson(&layers, spec, &base);
     let mut resp = doc.to_string().into_response();

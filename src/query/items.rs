@@ -32,10 +32,11 @@ pub struct ItemsPage {
     pub matched: usize,
 }
 
-/// The geodesic distance the filter's `S_DWITHIN` measures: between the nearest points
-/// of the two geometries, metres on WGS84 (`query::geodesic`, Karney's method).
-fn distance_m(a: &Geometry, b: &Geometry) -> f64 {
-    geodesic::distance_between_m(a, b)
+/// What the filter's `S_DWITHIN` asks: whether the nearest points of the two
+/// geometries are within a distance, metres on WGS84 (`query::geodesic`, Karney's
+/// method).
+fn within_m(a: &Geometry, b: &Geometry, max_m: f64) -> bool {
+    geodesic::within_distance_between_m(a, b, max_m)
 }
 
 /// The candidates a query must test: the R-tree under the box and under the filter's
@@ -79,7 +80,7 @@ fn candidates(idx: &LayerIndex, q: &ItemsQuery, budget: &Budget) -> Result<Vec<u
     budget.check()?;
     if !matches!(q.filter, Filter::Const(true)) {
         let ctx = EvalContext {
-            distance_m: &distance_m,
+            within_m: &within_m,
             budget,
         };
         // Stops testing once the budget is spent: the query is refused then.

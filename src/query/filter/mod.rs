@@ -21,7 +21,7 @@
 //!   a literal geometry in WGS84 lon/lat degrees (CRS84): `S_INTERSECTS`, `S_WITHIN`
 //!   (feature inside the literal), `S_CONTAINS` (feature contains the literal) with
 //!   geo's DE-9IM semantics, and `S_DWITHIN`: geodesic distance in metres at most the
-//!   given one, measured by the caller's [`EvalContext::distance_m`].
+//!   given one, measured by the caller's [`EvalContext::within_m`].
 //! - [`Filter::spatial_bounds`] gives boxes every match must meet, for the R-tree.
 
 mod error;
@@ -258,9 +258,10 @@ impl Row for (&LayerIndex, u32) {
 /// What evaluation needs from outside.
 #[derive(Clone, Copy)]
 pub struct EvalContext<'a> {
-    /// Geodesic distance on WGS84, metres, between the feature's geometry (first) and a
-    /// literal geometry (second): 0 when they meet. Only `S_DWITHIN` calls it.
-    pub distance_m: &'a dyn Fn(&Geometry, &Geometry) -> f64,
+    /// Whether the feature's geometry (first) lies within a distance (third, metres)
+    /// of a literal geometry (second), geodesic on WGS84 between their nearest points.
+    /// Only `S_DWITHIN` calls it.
+    pub within_m: &'a dyn Fn(&Geometry, &Geometry, f64) -> bool,
     /// Charged 1 per node evaluated, and the product of the vertex counts per spatial
     /// test. Once exceeded, evaluation answers *false* without working, and the caller
     /// refuses the query ([`crate::query::Budget::check`]).
@@ -382,7 +383,7 @@ impl Filter {
             } => Some(with_geometry(row.geometry(), |g| {
                 ctx.budget
                     .charge(pair_cost(g.coords_count(), geometry.coords_count()))
-                    && (ctx.distance_m)(g, geometry) <= *distance_m
+                    && (ctx.within_m)(g, geometry, *distance_m)
             })),
         }
     }
@@ -406,7 +407,7 @@ impl Filter {
         }
     }
 
-    /// Whether evaluation calls [`EvalContext::distance_m`].
+    /// Whether evaluation calls [`EvalContext::within_m`].
     pub fn uses_distance(&self) -> bool {
         match self {
             Filter::DWithin { .. } => true,

@@ -236,7 +236,7 @@ pub(super) fn expand(g: &Geometry, d: f64) -> Vec<Rect> {
 
 fn ctx() -> EvalContext<'static> {
     EvalContext {
-        distance_m: &vertex_distance,
+        within_m: &|a, b, d| vertex_distance(a, b) <= d,
         // A test's few evaluations never come near any budget; leaked, one per call.
         budget: Box::leak(Box::new(crate::query::Budget::new(u64::MAX))),
     }

@@ -80,6 +80,68 @@ pub fn search_box(p: Coord, radius_m: f64) -> Result<Vec<Bbox>, GeodesicError> {
         .collect()
 }
 
+/// Most boxes [`around_parts`] gives for one geometry.
+const MAX_PART_BOXES: usize = 256;
+
+/// Like [`around_geometry`], but a box around each run of edges of a line (and each of
+/// a few points) rather than one around the whole: a corridor 200 m either side of a
+/// 3 km pipeline running diagonally covers a tenth of the box around the pipeline, and
+/// every risk point in that box would be a candidate to measure. Polygons keep one box
+/// (their inside is near too). At most [`MAX_PART_BOXES`] runs (and twice as many
+/// boxes where one crosses the antimeridian); they overlap, so the caller removes
+/// duplicate candidates.
+pub fn around_parts(g: &Geometry, radius_m: f64) -> Result<Vec<Bbox>, GeodesicError> {
+    use geo_types::{Coord, LineString, Point};
+    let lines: Vec<&LineString> = match g {
+        Geometry::LineString(l) => vec![l],
+        Geometry::MultiLineString(m) => m.0.iter().collect(),
+        Geometry::MultiPoint(m) if m.0.len() <= MAX_PART_BOXES => {
+            let mut out = Vec::new();
+            for p in &m.0 {
+                out.extend(around_geometry(&Geometry::Point(*p), radius_m)?);
+            }
+            return Ok(out);
+        }
+        _ => return around_geometry(g, radius_m),
+    };
+    // Runs about twice the distance long: shorter ones would overlap mostly (each box
+    // reaches the distance beyond its run), longer ones hold more to measure. Lengths
+    // are estimated on the flat map: they only choose where runs end, never what is
+    // kept. At most MAX_PART_BOXES runs.
+    let approx_m = |a: Coord, b: Coord| {
+        let dx = wrap180(b.x - a.x) * (0.5 * (a.y + b.y)).to_radians().cos() * 111_320.0;
+        let dy = (b.y - a.y) * 110_574.0;
+        dx.hypot(dy)
+    };
+    let total: f64 = lines
+        .iter()
+        .flat_map(|l| l.0.windows(2).map(|w| approx_m(w[0], w[1])))
+        .sum();
+    let target = (2.0 * radius_m).max(total / MAX_PART_BOXES as f64);
+    let mut out = Vec::new();
+    for l in lines {
+        if l.0.len() < 2 {
+            if let Some(&c) = l.0.first() {
+                out.extend(around_geometry(&Geometry::Point(Point(c)), radius_m)?);
+            }
+            continue;
+        }
+        let mut start = 0;
+        while start + 1 < l.0.len() {
+            let mut end = start + 1;
+            let mut length = approx_m(l.0[start], l.0[end]);
+            while end + 1 < l.0.len() && length < target {
+                length += approx_m(l.0[end], l.0[end + 1]);
+                end += 1;
+            }
+            let part = Geometry::LineString(LineString(l.0[start..=end].to_vec()));
+            out.extend(around_geometry(&part, radius_m)?);
+            start = end;
+        }
+    }
+    Ok(out)
+}
+
 /// Lon/lat boxes (one, or two split at the antimeridian) that surely contain every
 /// point within `radius_m` metres (geodesic) of some point of `g` (edges geodesic): the
 /// filter `S_DWITHIN` and corridors ask the R-tree with these. Empty for an empty

@@ -81,8 +81,21 @@ pub(crate) fn chord_upper_m(chord_m: f64) -> f64 {
 
 /// Bounds on the geodesic distance from `c` to the geodesic segment between `pa` and
 /// `pb` (all Earth-centred), with the fraction of the chord nearest `c`:
-/// `(lower, upper, t)`, metres.
+/// `(lower, upper, t)`, metres. `PreparedGeometry` computes its two parts apart
+/// ([`chord_gap`] per point asked, [`sagitta_m`] once per edge).
+#[cfg(test)]
 pub(crate) fn segment_bounds(c: V3, pa: V3, pb: V3) -> (f64, f64, f64) {
+    let (d3, t) = chord_gap(c, pa, pb);
+    let sag = sagitta_m(norm(sub(pb, pa)));
+    let lower = (d3 - sag - SLACK_M).max(0.0);
+    let upper = chord_upper_m(d3 + sag);
+    (lower, upper, t)
+}
+
+/// The distance in space from `c` to the chord segment `pa`–`pb` (all Earth-centred),
+/// and the fraction of the chord nearest `c`: the part of [`segment_bounds`] that
+/// depends on `c`.
+pub(crate) fn chord_gap(c: V3, pa: V3, pb: V3) -> (f64, f64) {
     let ab = sub(pb, pa);
     let len2 = dot(ab, ab);
     let t = if len2 > 0.0 {
@@ -91,12 +104,14 @@ pub(crate) fn segment_bounds(c: V3, pa: V3, pb: V3) -> (f64, f64, f64) {
         0.0
     };
     let q = [pa[0] + t * ab[0], pa[1] + t * ab[1], pa[2] + t * ab[2]];
-    let d3 = norm(sub(c, q));
-    let length = chord_upper_m(len2.sqrt());
-    let sag = length * length / (8.0 * RHO_MIN);
-    let lower = (d3 - sag - SLACK_M).max(0.0);
-    let upper = chord_upper_m(d3 + sag);
-    (lower, upper, t)
+    (norm(sub(c, q)), t)
+}
+
+/// How far a geodesic segment whose chord is `chord_m` long can stray from its chord,
+/// metres: the part of [`segment_bounds`] that depends on the segment alone.
+pub(crate) fn sagitta_m(chord_m: f64) -> f64 {
+    let length = chord_upper_m(chord_m);
+    length * length / (8.0 * RHO_MIN)
 }
 
 /// Meridional radius of curvature at latitude `phi` (radians), metres.

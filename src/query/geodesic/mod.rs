@@ -43,7 +43,9 @@ mod segment;
 use geo::CoordsIter;
 use geo_types::{Coord, Geometry};
 
-pub use bounds::{around_geometry, geodesic_bounds, min_distance_to_rect_m, search_box};
+pub use bounds::{
+    around_geometry, around_parts, geodesic_bounds, min_distance_to_rect_m, search_box,
+};
 pub use prepared::PreparedGeometry;
 
 /// Why a position or a distance was refused.
@@ -86,6 +88,45 @@ pub fn check_geometry(g: &Geometry, what: &str) -> Result<(), GeodesicError> {
 /// Geodesic distance on WGS84 between two points, metres (Karney).
 pub fn point_distance_m(a: Coord, b: Coord) -> f64 {
     segment::karney_m(a, b)
+}
+
+/// A point from which many points are measured (a `within` or `nearest` centre): its
+/// Earth-centred position is computed once, so a chord in space bounds each distance
+/// from below (`ellipsoid.rs`) and points that cannot be near enough skip Karney's
+/// iteration. Every distance it gives is [`point_distance_m`]'s, bit for bit.
+#[derive(Clone, Copy, Debug)]
+pub struct Centre {
+    c: Coord,
+    p: ellipsoid::V3,
+}
+
+impl Centre {
+    pub fn new(c: Coord) -> Self {
+        Centre {
+            c,
+            p: ellipsoid::ecef(c),
+        }
+    }
+
+    /// A lower bound of the distance to `q`, metres (the chord less the rounding slack).
+    pub fn lower_bound_m(&self, q: Coord) -> f64 {
+        ellipsoid::norm(ellipsoid::sub(self.p, ellipsoid::ecef(q))) - ellipsoid::SLACK_M
+    }
+
+    /// The distance to `q`, metres: [`point_distance_m`].
+    pub fn distance_m(&self, q: Coord) -> f64 {
+        point_distance_m(self.c, q)
+    }
+
+    /// `Some(distance)` when `q` is within `radius_m`, the very number
+    /// [`point_distance_m`] gives; `None` otherwise.
+    pub fn within_m(&self, q: Coord, radius_m: f64) -> Option<f64> {
+        if self.lower_bound_m(q) > radius_m {
+            return None;
+        }
+        let d = self.distance_m(q);
+        (d <= radius_m).then_some(d)
+    }
 }
 
 /// Geodesic distance, metres, from `p` to the nearest point of `g` (0 inside a polygon,
@@ -150,6 +191,25 @@ pub fn polygon_contains(g: &Geometry, p: Coord) -> bool {
 /// intersect; infinite when either is empty). For `S_DWITHIN`, corridors and buffers.
 pub fn distance_between_m(a: &Geometry, b: &Geometry) -> f64 {
     PreparedGeometry::new(a).distance_to_m(&PreparedGeometry::new(b))
+}
+
+/// Whether `a` and `b` lie within `max_m` metres of each other: exactly
+/// `distance_between_m(a, b) <= max_m` (the filter's `S_DWITHIN`), but between two
+/// points without taking them apart, and with a chord bound first, so most candidates
+/// of a radius never reach Karney's iteration.
+pub fn within_distance_between_m(a: &Geometry, b: &Geometry, max_m: f64) -> bool {
+    if let (Geometry::Point(p), Geometry::Point(q)) = (a, b) {
+        let usable = |c: Coord| c.x.is_finite() && c.y.abs() <= 90.0;
+        if !(usable(p.0) && usable(q.0)) {
+            return false;
+        }
+        if Centre::new(q.0).lower_bound_m(p.0) > max_m {
+            return false;
+        }
+        // `distance_between_m` takes the lesser of Karney's answers from either end.
+        return point_distance_m(p.0, q.0) <= max_m || point_distance_m(q.0, p.0) <= max_m;
+    }
+    distance_between_m(a, b) <= max_m
 }
 
 /// `Some(distance)` when `a` and `b` are within `max_m` metres, the very number
