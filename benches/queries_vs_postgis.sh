@@ -53,6 +53,10 @@ with open(out + "/intersects.txt", "w") as f:
         f.write(json.dumps({"type": "Polygon", "coordinates": [ring]}) + "\n")
 PY
 
+# CPU time the hypervisor gave to others while this VM wanted it (steal), in percent
+# of all CPU time since `cpu_mark`: a run with much of it is not comparable to another.
+cpu_mark() { read -r steal0 total0 < <(awk '/^cpu /{t=0; for(i=2;i<=NF;i++) t+=$i; print $9, t}' /proc/stat); }
+steal_pct() { awk -v s0="$steal0" -v t0="$total0" '/^cpu /{t=0; for(i=2;i<=NF;i++) t+=$i; printf "%.0f", 100*($9-s0)/(t-t0)}' /proc/stat; }
 echo "machine: $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg); ${secs}s per query, 2 connections / clients"
 NO_COLOR=1 "$bin" serve --data "$store" --layers "$here/layers" --listen 127.0.0.1:$port --no-demo >"$work/server.log" 2>&1 &
 pid=$!
@@ -69,15 +73,17 @@ for v in full lean; do
     if [[ $v == lean ]]; then awk -v s="$lean" '{print $0 s}' "$work/$q.txt" >"$work/$q.lean.txt"; paths=$work/$q.lean.txt; fi
     # Warm-up: the first requests fault in the index pages.
     PATHS=$paths PREFIX= SUFFIX= wrk -t1 -c2 -d2s -s "$bench/paths.lua" "http://127.0.0.1:$port" >/dev/null
+    cpu_mark
     line=$(PATHS=$paths PREFIX= SUFFIX= wrk -t2 -c2 -d"${secs}s" --timeout 30s -s "$bench/paths.lua" "http://127.0.0.1:$port" | grep rps=)
-    echo "riskmap $q ($v) $line"
+    echo "riskmap $q ($v) $line steal=$(steal_pct)%"
     rm_rps[$q.$v]=$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$line")
   done
   target="/collections/sensors/intersects?limit=10000"
   [[ $v == lean ]] && target="$target$lean"
   BODIES=$work/intersects.txt TARGET="$target" wrk -t1 -c2 -d2s -s "$here/benches/post_bodies.lua" "http://127.0.0.1:$port" >/dev/null
+  cpu_mark
   line=$(BODIES=$work/intersects.txt TARGET="$target" wrk -t2 -c2 -d"${secs}s" --timeout 30s -s "$here/benches/post_bodies.lua" "http://127.0.0.1:$port" | grep rps=)
-  echo "riskmap intersects ($v) $line"
+  echo "riskmap intersects ($v) $line steal=$(steal_pct)%"
   rm_rps[intersects.$v]=$(sed -n 's/.*rps=\([0-9.]*\).*/\1/p' <<<"$line")
 done
 kill $pid; wait $pid 2>/dev/null || true
@@ -86,8 +92,10 @@ pid=
 # Warm-up, as riskmap had: PostgreSQL's buffers and the page cache hold the tables and
 # indexes the queries read (a cold first pass ran `within` three times slower).
 "$bench/pg_queries/run.sh" "$db" 5 >/dev/null
+cpu_mark
 pg=$("$bench/pg_queries/run.sh" "$db" "$secs")
 echo "$pg"
+echo "postgis: steal over its four queries $(steal_pct)%"
 echo "ratios (riskmap queries/s over PostGIS transactions/s):"
 for q in within nearest intersects corridor filter; do
   pq=$q; [[ $q == filter ]] && pq=within
