@@ -87,9 +87,10 @@ const MAX_PART_BOXES: usize = 256;
 /// a few points) rather than one around the whole: a corridor 200 m either side of a
 /// 3 km pipeline running diagonally covers a tenth of the box around the pipeline, and
 /// every risk point in that box would be a candidate to measure. Polygons keep one box
-/// (their inside is near too). At most [`MAX_PART_BOXES`] runs (and twice as many
-/// boxes where one crosses the antimeridian); they overlap, so the caller removes
-/// duplicate candidates.
+/// (their inside is near too). About [`MAX_PART_BOXES`] runs, and at least one per
+/// line of a MultiLineString (a query geometry has at most 10,000 positions, so that
+/// many at most); twice as many boxes where a run crosses the antimeridian. They
+/// overlap, so the caller removes duplicate candidates.
 pub fn around_parts(g: &Geometry, radius_m: f64) -> Result<Vec<Bbox>, GeodesicError> {
     use geo_types::{Coord, LineString, Point};
     let lines: Vec<&LineString> = match g {
@@ -107,7 +108,7 @@ pub fn around_parts(g: &Geometry, radius_m: f64) -> Result<Vec<Bbox>, GeodesicEr
     // Runs about twice the distance long: shorter ones would overlap mostly (each box
     // reaches the distance beyond its run), longer ones hold more to measure. Lengths
     // are estimated on the flat map: they only choose where runs end, never what is
-    // kept. At most MAX_PART_BOXES runs.
+    // kept.
     let approx_m = |a: Coord, b: Coord| {
         let dx = wrap180(b.x - a.x) * (0.5 * (a.y + b.y)).to_radians().cos() * 111_320.0;
         let dy = (b.y - a.y) * 110_574.0;
