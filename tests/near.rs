@@ -528,39 +528,48 @@ async fn intersects_and_corridor_equal_a_brute_force_scan() {
             "{uri}: {e}"
         );
     }
-    for (uri, status, what) in [
-        (
-            "/collections/risk_points/corridor?distance_m=100",
-            400,
-            "along",
-        ),
-        (
-            "/collections/risk_points/corridor?along=pipelines/L00",
-            400,
-            "distance_m",
-        ),
-        (
-            "/collections/risk_points/corridor?along=pipelines/L00&distance_m=-5",
-            400,
-            "distance_m",
-        ),
-        (
-            "/collections/risk_points/corridor?along=nope/L00&distance_m=5",
-            400,
-            "along",
-        ),
-        (
-            "/collections/risk_points/corridor?along=L00&distance_m=5",
-            400,
-            "along",
-        ),
-        (
-            "/collections/risk_points/corridor?along=pipelines/NOPE&distance_m=5",
-            404,
-            "along",
-        ),
-    ] {
-        let (got, e) = get(&w.app, uri).await;
+    refused(
+        &w.app,
+        &[
+            (
+                "/collections/risk_points/corridor?distance_m=100",
+                400,
+                "along",
+            ),
+            (
+                "/collections/risk_points/corridor?along=pipelines/L00",
+                400,
+                "distance_m",
+            ),
+            (
+                "/collections/risk_points/corridor?along=pipelines/L00&distance_m=-5",
+                400,
+                "distance_m",
+            ),
+            (
+                "/collections/risk_points/corridor?along=nope/L00&distance_m=5",
+                400,
+                "along",
+            ),
+            (
+                "/collections/risk_points/corridor?along=L00&distance_m=5",
+                400,
+                "along",
+            ),
+            (
+                "/collections/risk_points/corridor?along=pipelines/NOPE&distance_m=5",
+                404,
+                "along",
+            ),
+        ],
+    )
+    .await;
+}
+
+/// Each request is answered with its status, the description naming what is wrong.
+async fn refused(app: &std::sync::Arc<riskmap::app::App>, cases: &[(&str, u16, &str)]) {
+    for &(uri, status, what) in cases {
+        let (got, e) = get(app, uri).await;
         assert_eq!(got.as_u16(), status, "{uri}: {e}");
         assert!(
             e["description"].as_str().unwrap().contains(what),
@@ -670,32 +679,29 @@ async fn the_context_of_a_risk_point_holds_its_sensors_and_its_surroundings() {
         "not its own layer"
     );
     // Refusals, each named; a missing feature is 404.
-    for (uri, status, what) in [
-        (
-            "/collections/risk_points/items/P000/context?radius_m=0",
-            400,
-            "radius_m",
-        ),
-        ("/collections/risk_points/items/P000/context?k=0", 400, "k"),
-        (
-            "/collections/risk_points/items/P000/context?bbox=1,2,3,4",
-            400,
-            "bbox",
-        ),
-        (
-            "/collections/pipelines/items/L00/context",
-            400,
-            "point layers",
-        ),
-        ("/collections/risk_points/items/NOPE/context", 404, "NOPE"),
-    ] {
-        let (got, e) = get(&w.app, uri).await;
-        assert_eq!(got.as_u16(), status, "{uri}: {e}");
-        assert!(
-            e["description"].as_str().unwrap().contains(what),
-            "{uri}: {e}"
-        );
-    }
+    refused(
+        &w.app,
+        &[
+            (
+                "/collections/risk_points/items/P000/context?radius_m=0",
+                400,
+                "radius_m",
+            ),
+            ("/collections/risk_points/items/P000/context?k=0", 400, "k"),
+            (
+                "/collections/risk_points/items/P000/context?bbox=1,2,3,4",
+                400,
+                "bbox",
+            ),
+            (
+                "/collections/pipelines/items/L00/context",
+                400,
+                "point layers",
+            ),
+            ("/collections/risk_points/items/NOPE/context", 404, "NOPE"),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]

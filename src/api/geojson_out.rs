@@ -218,15 +218,7 @@ pub(super) fn feature(
     }
     out.extend_from_slice(b"},\"links\":[");
     out.extend_from_slice(&style.self_head);
-    // Percent-encoded (RFC 3986 unreserved kept, as `items::percent_encode`): nothing
-    // left to escape in JSON.
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
+    super::items::percent_encode_into(out, id);
     out.extend_from_slice(&style.links_tail);
     Ok(())
 }

@@ -132,15 +132,23 @@ fn feature_response(
 
 /// Percent-encodes an id for a URL path segment (RFC 3986 unreserved kept).
 pub(super) fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+    let mut out = Vec::with_capacity(s.len());
+    percent_encode_into(&mut out, s);
+    // Only ASCII was written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`percent_encode`] appended to `out`: only unreserved ASCII and `%XX`, so nothing in
+/// it needs escaping in JSON either.
+pub(super) fn percent_encode_into(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
+            out.push(b);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
         }
     }
-    out
 }
 
 fn layer_of(app: &App, name: &str) -> Result<Arc<LayerDef>, ApiError> {

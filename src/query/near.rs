@@ -105,16 +105,13 @@ pub fn check(center: Coord, radius_m: Option<f64>) -> Result<(), NearError> {
     Ok(())
 }
 
-/// Every feature whose envelope meets one of `boxes`, that matches `filter` and that
-/// `measure` finds near enough (its distance), in no order. Each candidate costs one
-/// operation, the filter its nodes, and `measure` charges its own geometry test.
-fn hits(
+/// The slots whose envelope meets one of `boxes`, each once, each charged one
+/// operation.
+fn candidates(
     idx: &LayerIndex,
     boxes: &[crate::model::Bbox],
-    filter: &Filter,
     budget: &Budget,
-    measure: impl Fn(GeomRef<'_>) -> Option<f64>,
-) -> Result<Vec<Hit>, WorkExceeded> {
+) -> Result<Vec<u32>, WorkExceeded> {
     let mut slots = Vec::new();
     for b in boxes {
         idx.for_each_envelope_in_bbox(b, |s| slots.push(s));
@@ -125,6 +122,20 @@ fn hits(
     }
     budget.charge(slots.len() as u64);
     budget.check()?;
+    Ok(slots)
+}
+
+/// Every feature whose envelope meets one of `boxes`, that matches `filter` and that
+/// `measure` finds near enough (its distance), in no order. Each candidate costs one
+/// operation, the filter its nodes, and `measure` charges its own geometry test.
+fn hits(
+    idx: &LayerIndex,
+    boxes: &[crate::model::Bbox],
+    filter: &Filter,
+    budget: &Budget,
+    measure: impl Fn(GeomRef<'_>) -> Option<f64>,
+) -> Result<Vec<Hit>, WorkExceeded> {
+    let slots = candidates(idx, boxes, budget)?;
     let ctx = EvalContext {
         within_m: &geodesic::within_distance_between_m,
         budget,
@@ -276,17 +287,8 @@ fn nearest_within(
     budget: &Budget,
 ) -> Result<(Vec<Hit>, bool), WorkExceeded> {
     let boxes = geodesic::search_box(q.center, radius).unwrap_or_default();
-    let mut slots = Vec::new();
-    for b in &boxes {
-        idx.for_each_envelope_in_bbox(b, |s| slots.push(s));
-    }
-    if boxes.len() > 1 {
-        slots.sort_unstable();
-        slots.dedup();
-    }
+    let slots = candidates(idx, &boxes, budget)?;
     let whole_layer = slots.len() >= idx.len();
-    budget.charge(slots.len() as u64);
-    budget.check()?;
     let ctx = EvalContext {
         within_m: &geodesic::within_distance_between_m,
         budget,
