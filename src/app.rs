@@ -151,6 +151,31 @@ pub struct App {
     started: Instant,
     options: OpenOptions,
     tiles: crate::tiles::TileCache,
+    /// Uploads being imported now (see [`App::upload_slot`]).
+    uploads: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Uploads imported at once; more are refused (503) until one finishes: each holds a
+/// GDAL child, a temporary copy of its file and, while writing, the store's writer.
+pub const MAX_UPLOADS: usize = 2;
+
+/// A place among the uploads running now; given back when dropped.
+pub struct UploadSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// How an upload ended, as the HTTP answer gives it.
+#[derive(Debug)]
+pub struct UploadOutcome {
+    /// 201 imported, 200 dry run, 422 refused features (nothing written).
+    pub status: u16,
+    pub report: crate::ingest::ImportReport,
+    /// True when this answers a retry: the report was kept from the first request.
+    pub replayed: Option<crate::store::ImportRecord>,
 }
 
 impl App {
@@ -220,6 +245,7 @@ impl App {
             started: Instant::now(),
             tiles: crate::tiles::TileCache::new(options.tile_cache_bytes),
             options,
+            uploads: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         })
     }
 
@@ -511,6 +537,139 @@ impl App {
         }
     }
 
+    /// A place among the [`MAX_UPLOADS`] uploads allowed at once, or `None` when all
+    /// are taken.
+    pub fn upload_slot(&self) -> Option<UploadSlot> {
+        use std::sync::atomic::Ordering;
+        let n = self.uploads.fetch_add(1, Ordering::SeqCst);
+        if n >= MAX_UPLOADS {
+            self.uploads.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(UploadSlot(self.uploads.clone()))
+    }
+
+    /// Where uploads are written while they are imported: `DATA/uploads/`, on the
+    /// store's file system (a large upload must not fill a small /tmp).
+    pub fn upload_dir(&self) -> PathBuf {
+        self.store
+            .path()
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("uploads")
+    }
+
+    /// Imports an uploaded file into `layer` (see `ingest::import_file`), keeps the
+    /// report (in the import's own transaction when it commits) and, once committed,
+    /// applies it to the index before returning: tiles and queries see all of it from
+    /// then on, and none of it before. `idempotency_key`: a retry with the same key
+    /// by the same actor gets the first report back and imports nothing again.
+    pub fn import_upload(
+        &self,
+        layer: &str,
+        path: &Path,
+        mut opts: crate::ingest::ImportOptions,
+        idempotency_key: Option<&str>,
+    ) -> Result<UploadOutcome, crate::ingest::IngestError> {
+        use crate::ingest::{ImportReport, IngestError, NoProgress};
+        use crate::store::ImportRecord;
+        let def = self
+            .layer(layer)
+            .ok_or_else(|| IngestError::UnknownLayer {
+                name: layer.to_string(),
+                known: self.config.layer_names().join(", "),
+            })?
+            .def
+            .clone();
+        if let Some(key) = idempotency_key {
+            if let Some(rec) = self.store.import_by_key(&opts.actor, key)? {
+                return Ok(UploadOutcome {
+                    status: rec.status,
+                    report: ImportReport::default(),
+                    replayed: Some(rec),
+                });
+            }
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let record = |status: u16, report: &ImportReport| -> Result<ImportRecord, StoreError> {
+            let mut r = report.clone();
+            r.id = Some(id.clone());
+            Ok(ImportRecord {
+                id: id.clone(),
+                created: crate::store::now_timestamp(),
+                actor: opts.actor.clone(),
+                layer: layer.to_string(),
+                idempotency_key: idempotency_key.map(str::to_string),
+                status,
+                // A report is plain data: serialising it cannot fail.
+                report: serde_json::to_string(&r).unwrap_or_default(),
+            })
+        };
+        {
+            let (id, actor, key, layer) = (
+                id.clone(),
+                opts.actor.clone(),
+                idempotency_key.map(str::to_string),
+                layer.to_string(),
+            );
+            opts.keep_report = Some(Arc::new(move |tx, report| {
+                let mut r = report.clone();
+                r.id = Some(id.clone());
+                r.committed = true;
+                tx.keep_import(&ImportRecord {
+                    id: id.clone(),
+                    created: crate::store::now_timestamp(),
+                    actor: actor.clone(),
+                    layer: layer.clone(),
+                    idempotency_key: key.clone(),
+                    status: 201,
+                    report: serde_json::to_string(&r).unwrap_or_default(),
+                })
+            }));
+        }
+        let result = crate::ingest::import_file(&self.store, &def, path, &opts, &NoProgress);
+        let mut report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // A concurrent retry with the same key committed first: answer its report.
+                if let Some(key) = idempotency_key {
+                    if let Ok(Some(rec)) = self.store.import_by_key(&opts.actor, key) {
+                        return Ok(UploadOutcome {
+                            status: rec.status,
+                            report: ImportReport::default(),
+                            replayed: Some(rec),
+                        });
+                    }
+                }
+                return Err(e);
+            }
+        };
+        report.id = Some(id.clone());
+        if report.committed {
+            // Applied before the answer: whoever is told "imported" sees it.
+            self.follow_changes()?;
+            return Ok(UploadOutcome {
+                status: 201,
+                report,
+                replayed: None,
+            });
+        }
+        let status = if opts.dry_run { 200 } else { 422 };
+        // Kept on its own: nothing else was written. A dry run or refused upload is not
+        // an import, so its key is not kept (a corrected retry may reuse it).
+        let mut rec = record(status, &report)?;
+        rec.idempotency_key = None;
+        self.store.write(|tx| {
+            tx.keep_import(&rec)?;
+            tx.commit()
+        })?;
+        Ok(UploadOutcome {
+            status,
+            report,
+            replayed: None,
+        })
+    }
+
     /// Applies one of this server's own committed writes to the index.
     fn apply_own(&self, state: &LayerState, sf: &StoredFeature, derived: Derived) {
         let _a = self.apply_lock.lock();
@@ -526,7 +685,9 @@ impl App {
         let mut seq = self.follow.lock();
         let mut applied = 0;
         loop {
-            let (changes, gap) = self.store.changes_since(*seq, 10_000)?;
+            let (changes, gap) = self
+                .store
+                .changes_since(*seq, 2 * crate::ingest::CHANGE_LIST_LIMIT)?;
             if gap {
                 tracing::warn!(
                     from = *seq,
@@ -554,20 +715,33 @@ impl App {
                     self.reload(l)?;
                 }
             }
-            for c in &changes {
-                if own.contains(&c.seq) {
-                    continue; // applied when it was committed
-                }
-                applied += 1;
-                let (Some(id), Some(l)) = (&c.feature_id, self.layer(&c.layer)) else {
-                    continue;
-                };
-                if reloaded.contains(&c.layer.as_str()) {
-                    continue;
-                }
+            // The batch's rows are read first, then applied with one index lock per
+            // run of the same layer: readers see an import (its entries are consecutive)
+            // whole or not at all, never half of it.
+            {
                 let _a = self.apply_lock.lock();
-                let read = self.read_for_index(l, id)?;
-                apply_read(l, &mut l.index.write(), id, read);
+                let mut reads: Vec<(&LayerState, &str, RowRead)> = Vec::new();
+                for c in &changes {
+                    if own.contains(&c.seq) {
+                        continue; // applied when it was committed
+                    }
+                    applied += 1;
+                    let (Some(id), Some(l)) = (&c.feature_id, self.layer(&c.layer)) else {
+                        continue;
+                    };
+                    if reloaded.contains(&c.layer.as_str()) {
+                        continue;
+                    }
+                    reads.push((l, id.as_str(), self.read_for_index(l, id)?));
+                }
+                let mut reads = reads.into_iter().peekable();
+                while let Some((l, id, read)) = reads.next() {
+                    let mut index = l.index.write();
+                    apply_read(l, &mut index, id, read);
+                    while let Some((_, id, read)) = reads.next_if(|(m, _, _)| std::ptr::eq(*m, l)) {
+                        apply_read(l, &mut index, id, read);
+                    }
+                }
             }
             *seq = last;
             let mut mine = self.own_changes.lock();

@@ -79,13 +79,37 @@ pub enum Command {
         #[command(flatten)]
         limits: LimitArgs,
     },
-    /// Import a GeoJSON or CSV file into a layer (all of it or nothing).
+    /// Import a file into a layer (all of it or nothing): GeoJSON, CSV, a zipped
+    /// shapefile (or its .shp), GeoPackage or FlatGeobuf, in any CRS and encoding.
     Import {
         /// Target layer.
         #[arg(long)]
         layer: String,
-        /// GeoJSON (FeatureCollection, Feature, newline-delimited) or CSV with lon/lat.
+        /// GeoJSON (FeatureCollection, Feature, newline-delimited), CSV with coordinate
+        /// columns, .zip (a shapefile), .shp (beside its .shx, .dbf, .prj), .gpkg, .fgb.
         file: PathBuf,
+        /// The file's CRS, overriding what it says: EPSG:n, CRS84, GCJ02 or BD09.
+        #[arg(long, value_parser = parse_crs)]
+        crs: Option<ingest::ImportCrs>,
+        /// The file's text encoding, overriding what it says: UTF-8, GBK, GB18030, Big5.
+        #[arg(long, value_parser = parse_encoding)]
+        encoding: Option<ingest::TextEncoding>,
+        /// upsert (add and update by id) or replace (also delete the layer's features
+        /// absent from the file).
+        #[arg(long, default_value = "upsert", value_parser = parse_mode)]
+        mode: ingest::Mode,
+        /// Source property to layer property, e.g. 名称:name,等级:level.
+        #[arg(long, value_parser = parse_map_arg)]
+        map: Option<PropertyMap>,
+        /// Which dataset of an archive, or layer of a GeoPackage.
+        #[arg(long)]
+        source_layer: Option<String>,
+        /// Check and count everything as a real import would, then write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON on standard output.
+        #[arg(long)]
+        json: bool,
         /// Import the valid features even if some are refused (refusals are listed).
         #[arg(long)]
         skip_invalid: bool,
@@ -113,6 +137,18 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Create the store in the data directory (empty, or with the demo), if it does
+    /// not exist yet. `serve` does this on its first start; `import` and `keys` never
+    /// do, so that a mistyped --data cannot create a second, empty store.
+    Init {
+        /// Load the demo into the new store.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Internal: read an upload with GDAL, in a child process of the server or of
+    /// `import` (see src/ingest/worker.rs).
+    #[command(hide = true)]
+    GdalWorker(ingest::worker::WorkerArgs),
     /// Validate the layer files (and, if present, the store against them), then exit.
     Check {
         /// Also run SQLite's full integrity check on the store.
@@ -282,6 +318,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             lat_column,
             nice,
             not_idle,
+            crs,
+            encoding,
+            mode,
+            map,
+            source_layer,
+            dry_run,
+            json,
         } => {
             // Before any thread is started: threads inherit both.
             crate::app::lower_thread_priority(nice);
@@ -301,28 +344,65 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("error: {}: nothing was imported", file.display());
                 return Ok(ExitCode::from(2));
             };
-            let store = Store::open(
-                &g.data.join(STORE_FILE),
-                OpenMode::CreateIfMissing,
-                &config.layers,
-            )?;
+            if !file.exists() {
+                eprintln!(
+                    "error: {}: no such file; nothing was imported",
+                    file.display()
+                );
+                return Ok(ExitCode::from(2));
+            }
+            let Some(store) = existing_store(&g, &config)? else {
+                return Ok(ExitCode::from(2));
+            };
             let opts = ImportOptions {
                 skip_invalid,
                 actor: cli_actor(),
                 lon_column,
                 lat_column,
                 source_name: None,
+                crs,
+                encoding,
+                mode,
+                map: map.map(|m| m.0).unwrap_or_default(),
+                source_layer,
+                dry_run,
+                ..Default::default()
             };
-            import(&store, &def, &file, &opts)
+            import(&store, &def, &file, &opts, json)
         }
         Command::Keys { command } => {
             let config = load_config(&g.layers)?;
-            let store = Store::open(
-                &g.data.join(STORE_FILE),
-                OpenMode::CreateIfMissing,
-                &config.layers,
-            )?;
+            let Some(store) = existing_store(&g, &config)? else {
+                return Ok(ExitCode::from(2));
+            };
             keys(&store, command)
+        }
+        Command::GdalWorker(args) => Ok(ingest::worker::main(args)),
+        Command::Init { demo } => {
+            let config = load_config(&g.layers)?;
+            let path = g.data.join(STORE_FILE);
+            if path.exists() {
+                eprintln!("{} exists already: nothing to do", path.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            std::fs::create_dir_all(&g.data)?;
+            let app = App::open(
+                config,
+                &g.data,
+                OpenOptions {
+                    demo,
+                    ..Default::default()
+                },
+            )?;
+            eprintln!(
+                "created {} ({} features)",
+                path.display(),
+                app.layers()
+                    .iter()
+                    .map(|l| l.index.read().len())
+                    .sum::<usize>()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Check { integrity } => check(&g, integrity),
     }
@@ -423,6 +503,10 @@ impl ingest::Progress for Bar<'_> {
     fn start(&self, total: u64) {
         self.bar.set_length(total);
     }
+    fn phase(&self, name: &'static str) {
+        self.bar.set_prefix(name);
+        self.bar.set_position(0);
+    }
     fn update(&self, bytes: u64, features: u64) {
         self.bar.set_position(bytes);
         self.bar.set_message(format!("{features} features"));
@@ -437,17 +521,59 @@ impl ingest::Progress for Bar<'_> {
     }
 }
 
+/// Opens the store of `--data` only if it exists: a typo'd `--data` or a command run
+/// from the wrong directory must not create a new empty store (only `serve` creates
+/// one, on its first start). Says so on standard error when it is missing.
+fn existing_store(g: &Global, config: &Config) -> anyhow::Result<Option<Store>> {
+    let path = g.data.join(STORE_FILE);
+    if !path.exists() {
+        eprintln!(
+            "error: no store at {}: start the server once (riskmap serve --data {}) to create it, or give the right --data (or RISKMAP_DATA)",
+            path.display(),
+            g.data.display()
+        );
+        return Ok(None);
+    }
+    Ok(Some(Store::open(
+        &path,
+        OpenMode::MustExist,
+        &config.layers,
+    )?))
+}
+
+fn parse_crs(s: &str) -> Result<ingest::ImportCrs, String> {
+    ingest::ImportCrs::parse(s)
+}
+
+fn parse_encoding(s: &str) -> Result<ingest::TextEncoding, String> {
+    ingest::TextEncoding::parse(s)
+        .ok_or_else(|| format!("unknown encoding {s:?}: UTF-8, GBK, GB18030, Big5, ISO-8859-1"))
+}
+
+fn parse_mode(s: &str) -> Result<ingest::Mode, String> {
+    ingest::Mode::parse(s).ok_or_else(|| format!("{s:?}: the mode is upsert or replace"))
+}
+
+/// `--map`'s pairs (a newtype: clap reads `Option<Vec<_>>` as repeated values).
+#[derive(Clone, Debug)]
+pub struct PropertyMap(Vec<(String, String)>);
+
+fn parse_map_arg(s: &str) -> Result<PropertyMap, String> {
+    ingest::parse_map(s).map(PropertyMap)
+}
+
 fn import(
     store: &Store,
     layer: &crate::model::LayerDef,
     file: &Path,
     opts: &ImportOptions,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(
             indicatif::ProgressStyle::with_template(
-                "{spinner} {bytes}/{total_bytes} [{bar:30}] {msg} {elapsed}",
+                "{spinner} {prefix} {bytes}/{total_bytes} [{bar:30}] {msg} {elapsed}",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> "),
@@ -472,11 +598,55 @@ fn import(
     };
     let listed = progress.listed.load(Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    let src = &report.source;
+    eprintln!(
+        "{}: {}{}, CRS {} ({}), encoding {} ({}){}{}",
+        file.display(),
+        src.format,
+        src.source_layer
+            .as_deref()
+            .map(|l| format!(" layer {l:?}"))
+            .unwrap_or_default(),
+        src.crs,
+        src.crs_source,
+        src.encoding,
+        src.encoding_source,
+        if src.z_dropped + src.m_dropped > 0 {
+            format!(
+                ", Z/M values dropped from {} features (the store is 2-D)",
+                src.z_dropped.max(src.m_dropped)
+            )
+        } else {
+            String::new()
+        },
+        if opts.dry_run {
+            " [dry run: nothing is written]"
+        } else {
+            ""
+        },
+    );
     let length = if report.length_km > 0.0 {
         format!(", {:.1} km of lines", report.length_km)
     } else {
         String::new()
     };
+    if opts.dry_run && (report.rejected == 0 || opts.skip_invalid) {
+        println!(
+            "{} -> layer {} (dry run, nothing written): {} features read, would add {}, update {}, leave {} unchanged, delete {}, reject {}",
+            file.display(),
+            layer.name,
+            report.features,
+            report.added,
+            report.updated,
+            report.unchanged,
+            report.deleted,
+            report.rejected
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if !report.committed {
         eprintln!(
             "error: {}: {} of {} features rejected ({listed} listed above); nothing was imported (fix them, or pass --skip-invalid to import the valid ones: {})",
@@ -499,13 +669,18 @@ fn import(
         String::new()
     };
     println!(
-        "{} -> layer {}: {} features read, {} added, {} updated, {} unchanged, {} rejected{listed_note}{length} in {secs:.1} s",
+        "{} -> layer {}: {} features read, {} added, {} updated, {} unchanged, {}{} rejected{listed_note}{length} in {secs:.1} s",
         file.display(),
         layer.name,
         report.features,
         report.added,
         report.updated,
         report.unchanged,
+        if opts.mode == ingest::Mode::Replace {
+            format!("{} deleted, ", report.deleted)
+        } else {
+            String::new()
+        },
         report.rejected
     );
     Ok(ExitCode::SUCCESS)

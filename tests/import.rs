@@ -193,13 +193,13 @@ fn bad_inputs() -> Vec<Bad> {
         Bad { what: "NaN in the second line of newline-delimited GeoJSON", layer: "risk_points", name: "second.geojsonl", bytes: nd(1), expect: &["second.geojsonl", "malformed GeoJSON", "feature 2", "(id \"N1\")", "field 'geometry.coordinates[0]'"] },
         Bad { what: "100,000-deep nesting", layer: "risk_points", name: "deep.geojson", bytes: format!("{{\"type\":\"FeatureCollection\",\"features\":{deep}}}").into_bytes(), expect: &["deep.geojson", "recursion limit"] },
         Bad { what: "CSV NaN coordinate", layer: "sensors", name: "nan.csv", bytes: b"id,type_id,lon,lat\nS1,1,106.5,29.5\nS2,1,NaN,29.5\n".to_vec(), expect: &["nan.csv", "feature 2", "line 3", "S2", "field 'lon'", "finite number"] },
-        Bad { what: "CSV non-UTF-8 cell", layer: "sensors", name: "gbk.csv", bytes: [b"id,type_id,risk_point_id,lon,lat\nS1,1,".to_vec(), vec![0xD6, 0xD8], b",106.5,29.5\n".to_vec()].concat(), expect: &["gbk.csv", "feature 1", "field 'risk_point_id'", "UTF-8"] },
+        Bad { what: "CSV in neither UTF-8 nor GBK", layer: "sensors", name: "bytes.csv", bytes: [b"id,type_id,risk_point_id,lon,lat\nS1,1,".to_vec(), vec![0xFF, 0xFE], b",106.5,29.5\n".to_vec()].concat(), expect: &["bytes.csv", "neither UTF-8 nor GBK/GB18030", "encoding="] },
         Bad { what: "CSV missing id", layer: "sensors", name: "noid.csv", bytes: b"id,type_id,lon,lat\nS1,1,106.5,29.5\n,1,106.5,29.5\n".to_vec(), expect: &["feature 2", "field 'id'", "missing"] },
         Bad { what: "CSV id with spaces", layer: "sensors", name: "spaceid.csv", bytes: b"id,type_id,lon,lat\nS1,1,106.5,29.5\n S2 ,1,106.5,29.5\n".to_vec(), expect: &["spaceid.csv", "feature 2", "line 3", "field 'id'", "leading or trailing whitespace"] },
         Bad { what: "CSV bad integer", layer: "sensors", name: "type.csv", bytes: b"id,type_id,lon,lat\nS1,one,106.5,29.5\n".to_vec(), expect: &["feature 1", "field 'properties.type_id'", "expected an integer"] },
         Bad { what: "CSV for a line layer", layer: "pipelines", name: "lines.csv", bytes: b"id,lon,lat\nL1,106.5,29.5\n".to_vec(), expect: &["lines.csv", "CSV can only feed point layers"] },
         Bad { what: "CSV without coordinates", layer: "sensors", name: "nocoords.csv", bytes: b"id,type_id\nS1,1\n".to_vec(), expect: &["nocoords.csv", "no longitude column"] },
-        Bad { what: "foreign CRS", layer: "risk_points", name: "mercator.geojson", bytes: format!("{{\"type\":\"FeatureCollection\",\"crs\":{{\"type\":\"name\",\"properties\":{{\"name\":\"urn:ogc:def:crs:EPSG::3857\"}}}},\"features\":{}}}", serde_json::to_string(&good).unwrap()).into_bytes(), expect: &["mercator.geojson", "EPSG::3857", "Reproject"] },
+        Bad { what: "foreign CRS", layer: "risk_points", name: "mercator.geojson", bytes: format!("{{\"type\":\"FeatureCollection\",\"crs\":{{\"type\":\"name\",\"properties\":{{\"name\":\"urn:ogc:def:crs:EPSG::999999\"}}}},\"features\":{}}}", serde_json::to_string(&good).unwrap()).into_bytes(), expect: &["mercator.geojson", "EPSG::999999", "pass crs="] },
         Bad { what: "dot-segment id", layer: "risk_points", name: "dotdot.geojson", bytes: with(risk_point("..", 106.0, 29.0, "I")), expect: &["dotdot.geojson", "feature 31", "field 'id'", "dot segment"] },
         Bad { what: "id with a slash", layer: "risk_points", name: "slash.geojson", bytes: with(risk_point("R/1", 106.0, 29.0, "I")), expect: &["slash.geojson", "feature 31", "field 'id'", "'/'"] },
         Bad { what: "CSV dot id", layer: "sensors", name: "dot.csv", bytes: b"id,type_id,lon,lat\nS1,1,106.5,29.5\n.,1,106.5,29.5\n".to_vec(), expect: &["dot.csv", "feature 2", "line 3", "field 'id'", "dot segment"] },
@@ -280,7 +280,16 @@ fn an_unknown_layer_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.geojson");
     std::fs::write(&file, collection(good_points(1))).unwrap();
-    let (code, _, err) = import(dir.path(), "wells", &file, &[]);
+    // Run as given (the helper would create the store first).
+    let o = riskmap_raw(&[
+        "import",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--layer",
+        "wells",
+        file.to_str().unwrap(),
+    ]);
+    let (code, err) = (o.status.code().unwrap_or(-1), text(&o.stderr));
     assert_eq!(code, 2);
     assert!(
         err.contains(&format!("{}: unknown layer \"wells\"", file.display()))

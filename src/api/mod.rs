@@ -8,6 +8,7 @@ mod collections;
 mod error;
 mod geojson_out;
 mod health;
+mod imports;
 mod items;
 mod landing;
 mod limit;

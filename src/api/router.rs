@@ -13,7 +13,7 @@ use tower_http::trace::TraceLayer;
 
 use super::error::ApiError;
 use super::limit::{self, LimitOptions, Limits};
-use super::{collections, health, items, landing, metrics, near, tiles, web};
+use super::{collections, health, imports, items, landing, metrics, near, tiles, web};
 use crate::app::App;
 
 /// Largest request body accepted (a feature with a very detailed polygon).
@@ -77,6 +77,13 @@ pub fn router_with(app: Arc<App>, limits: Arc<Limits>) -> Router {
                 .patch(items::patch)
                 .delete(items::delete),
         )
+        // Data staff: file uploads (key with role importer or admin) and their reports.
+        .route(
+            "/collections/{layer}/imports",
+            axum::routing::post(imports::upload),
+        )
+        .route("/imports", get(imports::list))
+        .route("/imports/{id}", get(imports::one))
         // Web maps: vector tiles and TileJSON (public reads).
         .route("/tiles/{layers}/{z}/{x}/{y}", get(tiles::tile))
         .route("/tiles/{file}", get(tiles::tilejson_handler))
@@ -106,6 +113,7 @@ pub fn router_with(app: Arc<App>, limits: Arc<Limits>) -> Router {
                     header::CONTENT_TYPE,
                     header::IF_MATCH,
                     header::IF_NONE_MATCH,
+                    header::HeaderName::from_static("idempotency-key"),
                 ])
                 .expose_headers([header::ETAG, header::LOCATION]),
         )

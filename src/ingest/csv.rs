@@ -15,6 +15,7 @@ use std::path::Path;
 
 use geo_types::{Coord, Point};
 
+use super::crs::ToWgs84;
 use super::{ImportOptions, IngestError, Item};
 use crate::model::{FieldError, GeometryType, LayerDef, UnknownProperties, Value};
 
@@ -35,6 +36,7 @@ pub(super) fn read(
     path: &Path,
     layer: &LayerDef,
     opts: &ImportOptions,
+    to_wgs84: Option<&ToWgs84>,
     reader: &mut dyn Read,
     sink: &mut dyn FnMut(Item) -> Result<(), IngestError>,
 ) -> Result<(), IngestError> {
@@ -71,7 +73,14 @@ pub(super) fn read(
         };
         let name = std::str::from_utf8(h)
             .map_err(|_| format_err(format!("header of column {} is not valid UTF-8", i + 1)))?;
-        names.push(name.trim().to_string());
+        // map= renames a source column to a layer property.
+        let name = name.trim();
+        let name = opts
+            .map
+            .iter()
+            .find(|(from, _)| from == name)
+            .map_or(name, |(_, to)| to.as_str());
+        names.push(name.to_string());
     }
     let find = |wanted: &Option<String>, defaults: &[&str]| -> Option<usize> {
         match wanted {
@@ -154,7 +163,7 @@ pub(super) fn read(
         // The csv crate's line is where it started reading: before blank lines, and
         // before the LF of a CRLF (so a whole CRLF file was off by one).
         let line = record.position().map(|p| rdr.get_ref().line_at(p.byte()));
-        let result = row(layer, &names, &targets, &record);
+        let result = row(layer, &names, &targets, &record, to_wgs84);
         sink(Item {
             number,
             line,
@@ -235,6 +244,7 @@ fn row(
     names: &[String],
     targets: &[Target],
     record: &csv::ByteRecord,
+    to_wgs84: Option<&ToWgs84>,
 ) -> Result<crate::model::Feature, (Option<String>, FieldError)> {
     // The id first, so every later refusal can name it.
     let id_col = targets.iter().position(|t| *t == Target::Id).unwrap_or(0);
@@ -295,6 +305,10 @@ fn row(
             format!("missing: the {:?} cell is empty", layer.id_property),
         )
     })?;
+    let Coord { x, y } = match to_wgs84 {
+        Some(t) => t.apply(Coord { x, y }).map_err(|e| fail("geometry", e))?,
+        None => Coord { x, y },
+    };
     crate::model::Feature::new(layer, id.clone(), Point(Coord { x, y }).into(), values)
         .map_err(|e| (Some(id), e))
 }

@@ -19,7 +19,8 @@ use std::path::Path;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
 
-use super::{IngestError, Item};
+use super::crs::{ImportCrs, ToWgs84};
+use super::{ImportOptions, IngestError, Item};
 use crate::model::{Feature, FieldError, LayerDef, feature::id_of};
 
 /// Replaces RFC 8142 record separators (0x1E) with spaces. JSON strings cannot hold a
@@ -130,6 +131,11 @@ const FEATURE_MEMBERS: [&str; 4] = ["type", "id", "geometry", "properties"];
 /// Shared state of one read.
 struct Ctx<'a> {
     layer: &'a LayerDef,
+    opts: &'a ImportOptions,
+    /// Positions to WGS84: the request's CRS, or the file's `crs` member.
+    to_wgs84: Option<ToWgs84>,
+    /// The CRS the file's `crs` member gave.
+    declared: Option<String>,
     sink: &'a mut dyn FnMut(Item) -> Result<(), IngestError>,
     count: u64,
     /// A sink error (the store failed) is kept here: serde errors cannot carry it.
@@ -163,10 +169,15 @@ impl Ctx<'_> {
                     ),
                 ))
             }
-            None => Feature::from_geojson(self.layer, &v).map_err(|e| {
-                let id = id_of(self.layer, &v).ok().flatten();
-                (id, e)
-            }),
+            None => {
+                let mut v = v;
+                super::source::adapt(&mut v, self.opts, self.to_wgs84.as_ref())
+                    .and_then(|_| Feature::from_geojson(self.layer, &v))
+                    .map_err(|e| {
+                        let id = id_of(self.layer, &v).ok().flatten();
+                        (id, e)
+                    })
+            }
         };
         let item = Item {
             number: self.count,
@@ -181,14 +192,21 @@ impl Ctx<'_> {
     }
 }
 
+/// Reads GeoJSON, handing every feature to `sink`; returns the CRS the file's `crs`
+/// member declared, when it is not WGS84 (positions were transformed from it).
 pub(super) fn read(
     path: &Path,
     layer: &LayerDef,
+    opts: &ImportOptions,
+    to_wgs84: Option<ToWgs84>,
     reader: &mut dyn Read,
     sink: &mut dyn FnMut(Item) -> Result<(), IngestError>,
-) -> Result<(), IngestError> {
+) -> Result<Option<String>, IngestError> {
     let mut ctx = Ctx {
         layer,
+        opts,
+        to_wgs84,
+        declared: None,
         sink,
         count: 0,
         failed: None,
@@ -222,9 +240,7 @@ pub(super) fn read(
         if let Some(crs) = ctx.bad_crs.take() {
             return Err(IngestError::Format {
                 path: path.to_path_buf(),
-                message: format!(
-                    "the file declares CRS {crs:?}; this import reads WGS84 lon/lat (CRS84, EPSG:4326, or CGCS2000 EPSG:4490). Reproject first, e.g. ogr2ogr -t_srs EPSG:4326"
-                ),
+                message: crs,
             });
         }
         if let Err(e) = r {
@@ -237,7 +253,7 @@ pub(super) fn read(
             message: "the file holds no JSON".into(),
         });
     }
-    Ok(())
+    Ok(ctx.declared)
 }
 
 /// Turns a serde_json error into a message naming the feature (number, and id when
@@ -435,10 +451,29 @@ impl<'de> Visitor<'de> for Top<'_, '_> {
                     if self.ctx.trail.duplicate.take().is_some() {
                         return Err(A::Error::custom("a member is given twice in \"crs\""));
                     }
+                    // The request's crs= wins over the file's; a file's own CRS is
+                    // taken when it comes before the features (as writers put it).
                     if let Some(name) = crs_name(&crs) {
-                        if !is_wgs84(&name) {
-                            self.ctx.bad_crs = Some(name);
-                            return Err(A::Error::custom("unsupported crs"));
+                        if self.ctx.opts.crs.is_none() && !is_wgs84(&name) {
+                            let taken = ImportCrs::parse(&name).and_then(ToWgs84::new);
+                            match taken {
+                                Ok(t) if self.ctx.count == 0 => {
+                                    self.ctx.declared = Some(t.crs().name());
+                                    self.ctx.to_wgs84 = Some(t);
+                                }
+                                Ok(_) => {
+                                    self.ctx.bad_crs = Some(format!(
+                                        "the file declares CRS {name:?} after its first features; put the crs member first, or pass crs="
+                                    ));
+                                    return Err(A::Error::custom("crs after features"));
+                                }
+                                Err(e) => {
+                                    self.ctx.bad_crs = Some(format!(
+                                        "the file declares CRS {name:?}, which riskmap cannot use ({e}); pass crs= with its EPSG code"
+                                    ));
+                                    return Err(A::Error::custom("unsupported crs"));
+                                }
+                            }
                         }
                     }
                 }
@@ -578,7 +613,14 @@ mod tests {
             numbers.push(item.number);
             Ok(())
         };
-        let r = read(Path::new("f.geojson"), &layer, &mut &bytes[..], &mut sink);
+        let r = read(
+            Path::new("f.geojson"),
+            &layer,
+            &ImportOptions::default(),
+            None,
+            &mut &bytes[..],
+            &mut sink,
+        );
         (numbers, r.err().map(|e| e.to_string()))
     }
 
@@ -702,7 +744,14 @@ mod tests {
             );
             Ok(())
         };
-        let r = read(Path::new("f.geojson"), &layer, &mut &bytes[..], &mut sink);
+        let r = read(
+            Path::new("f.geojson"),
+            &layer,
+            &ImportOptions::default(),
+            None,
+            &mut &bytes[..],
+            &mut sink,
+        );
         assert!(r.is_ok(), "{r:?}");
         out
     }

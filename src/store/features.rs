@@ -583,6 +583,24 @@ impl Tx<'_> {
         self.keep(layer, fid, &geom, kept)
     }
 
+    /// Every row's fid and id (for an import that replaces the layer).
+    pub fn ids(&self, layer: &LayerDef) -> Result<Vec<(i64, String)>, StoreError> {
+        let sql = format!(
+            "SELECT fid, {} FROM {}",
+            q(&layer.id_property),
+            q(&layer.name)
+        );
+        let mut stmt = self
+            .conn()
+            .prepare(&sql)
+            .map_err(StoreError::sqlite("listing ids"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .map_err(StoreError::sqlite("listing ids"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::sqlite("listing ids"))
+    }
+
     pub fn delete_feature(&self, layer: &LayerDef, fid: i64) -> Result<(), StoreError> {
         let sql = format!("DELETE FROM {} WHERE fid = ?1", q(&layer.name));
         self.conn()

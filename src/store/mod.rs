@@ -25,6 +25,7 @@
 mod audit;
 pub mod blob;
 mod features;
+mod imports;
 mod keys;
 mod schema;
 
@@ -41,6 +42,7 @@ use crate::model::UnreadableRow;
 
 pub use audit::{AuditEntry, Change, ImportTotals};
 pub use features::{StoredFeature, UpsertOutcome};
+pub use imports::ImportRecord;
 pub use keys::{ApiKey, NewKey};
 pub use schema::LayerPlan;
 
@@ -61,7 +63,9 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("store {path} does not exist (run `riskmap serve` or `riskmap import` to create it)")]
+    #[error(
+        "store {path} does not exist (`riskmap serve` creates it on its first start, `riskmap init` on demand)"
+    )]
     Missing { path: PathBuf },
     #[error("{path} is not a riskmap GeoPackage: {reason}")]
     NotGeoPackage { path: PathBuf, reason: String },

@@ -82,6 +82,20 @@ CREATE TABLE IF NOT EXISTS riskmap_keys (
   created_at TEXT NOT NULL,
   revoked_at TEXT
 );
+-- Import reports (`GET /imports/{id}`): kept in the import's own transaction when
+-- it commits, so a retry with the same Idempotency-Key finds it exactly when the
+-- import is in the store.
+CREATE TABLE IF NOT EXISTS riskmap_imports (
+  id TEXT PRIMARY KEY NOT NULL,
+  created TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  layer TEXT NOT NULL,
+  idempotency_key TEXT,
+  status INTEGER NOT NULL,
+  report TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS riskmap_imports_key ON riskmap_imports(actor, idempotency_key);
+CREATE INDEX IF NOT EXISTS riskmap_imports_created ON riskmap_imports(created);
 -- What riskmap derived from a large geometry it stored (see `Tx::insert_feature`),
 -- with the length and CRC-32 of the geometry blob it was derived from: a row another
 -- tool changed no longer matches and is checked and derived afresh.

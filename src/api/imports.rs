@@ -1,0 +1,392 @@
+//! File uploads: `POST /collections/{layer}/imports` (role `importer` or `admin`),
+//! `GET /imports/{id}` and `GET /imports`. The body is the file itself; its
+//! `Content-Type` says what it is (checked against the bytes). The work is
+//! `App::import_upload`; this module streams the body to the upload's own directory
+//! (refusing it with 413 past [`MAX_UPLOAD_BYTES`], before reading it all when
+//! `Content-Length` says so), parses the options, and answers the report.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value as Json, json};
+
+use super::error::ApiError;
+use super::{auth, blocking};
+use crate::app::App;
+use crate::ingest::{
+    self, Format, ImportCrs, ImportOptions, IngestError, Mode, TextEncoding, WorkDir,
+};
+use crate::model::Action;
+
+/// Largest upload accepted: the city's 4.52 M-row sensor CSV is about 250 MB.
+pub const MAX_UPLOAD_BYTES: u64 = 2 << 30;
+
+/// The query parameters of an upload.
+const UPLOAD_PARAMS: [&str; 10] = [
+    "crs",
+    "encoding",
+    "mode",
+    "map",
+    "source_layer",
+    "dry_run",
+    "skip_invalid",
+    "lon_column",
+    "lat_column",
+    "f",
+];
+
+fn too_large(what: String) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", what)
+}
+
+fn parse_options(query: Option<&str>) -> Result<ImportOptions, ApiError> {
+    let mut opts = ImportOptions::default();
+    let mut seen: HashMap<String, ()> = HashMap::new();
+    for (k, v) in form_urlencoded_pairs(query.unwrap_or("")) {
+        if !UPLOAD_PARAMS.contains(&k.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown parameter {k:?}; an upload takes {}",
+                UPLOAD_PARAMS.join(", ")
+            )));
+        }
+        if seen.insert(k.clone(), ()).is_some() {
+            return Err(ApiError::bad_request(format!(
+                "parameter {k:?} is given twice"
+            )));
+        }
+        let bool_of = |v: &str| match v {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(ApiError::bad_request(format!(
+                "{k} must be true or false, not {v:?}"
+            ))),
+        };
+        match k.as_str() {
+            "crs" => {
+                let crs = ImportCrs::parse(&v).map_err(|e| ApiError::bad_request(format!("crs: {e}")))?;
+                // Known to PROJ (its database, no network): else 400 now, not 422 later.
+                ingest::crs::ToWgs84::new(crs).map_err(|e| ApiError::bad_request(format!("crs: {e}")))?;
+                opts.crs = Some(crs);
+            }
+            "encoding" => {
+                opts.encoding = Some(TextEncoding::parse(&v).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "encoding: {v:?} is not an encoding riskmap reads (UTF-8, GBK, GB18030, Big5, ISO-8859-1)"
+                    ))
+                })?)
+            }
+            "mode" => {
+                opts.mode = Mode::parse(&v).ok_or_else(|| {
+                    ApiError::bad_request(format!("mode: {v:?}; it is upsert or replace"))
+                })?
+            }
+            "map" => opts.map = ingest::parse_map(&v).map_err(|e| ApiError::bad_request(format!("map: {e}")))?,
+            "source_layer" => opts.source_layer = Some(v),
+            "dry_run" => opts.dry_run = bool_of(&v)?,
+            "skip_invalid" => opts.skip_invalid = bool_of(&v)?,
+            "lon_column" => opts.lon_column = Some(v),
+            "lat_column" => opts.lat_column = Some(v),
+            _ => {}
+        }
+    }
+    Ok(opts)
+}
+
+/// `a=1&b=%E5%90%8D` into pairs, percent- and plus-decoded (map= carries Chinese names).
+fn form_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
+    fn decode(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < b.len() => {
+                    let hex = |c: u8| (c as char).to_digit(16);
+                    match (hex(b[i + 1]), hex(b[i + 2])) {
+                        (Some(h), Some(l)) => {
+                            out.push((h * 16 + l) as u8);
+                            i += 2;
+                        }
+                        _ => out.push(b'%'),
+                    }
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// `POST /collections/{layer}/imports`.
+pub async fn upload(
+    State(app): State<Arc<App>>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Path(layer) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (a, h) = (app.clone(), headers.clone());
+    let actor =
+        blocking(move || auth::require(&a, &h, Action::ImportFiles).map(|k| k.actor())).await?;
+    if app.layer(&layer).is_none() {
+        return Err(ApiError::not_found(format!("no layer named {layer:?}")));
+    }
+    let mut opts = parse_options(query.as_deref())?;
+    opts.actor = actor;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    opts.claim = Some(Format::from_media_type(ct).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!(
+                "Content-Type {ct:?} is not a format riskmap imports: application/geo+json, text/csv, application/zip (a zipped shapefile), application/geopackage+sqlite3, application/flatgeobuf, or application/octet-stream to go by the bytes"
+            ),
+        )
+    })?);
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|k| !k.is_empty() && k.len() <= 255);
+            Some(
+                k.ok_or_else(|| {
+                    ApiError::bad_request(
+                        "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                    )
+                })?
+                .to_string(),
+            )
+        }
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > MAX_UPLOAD_BYTES {
+            return Err(too_large(format!(
+                "the upload is {len} bytes; at most {MAX_UPLOAD_BYTES} are accepted"
+            )));
+        }
+    }
+    let Some(slot) = app.upload_slot() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TooManyUploads",
+            format!(
+                "{} uploads are being imported; try again shortly",
+                crate::app::MAX_UPLOADS
+            ),
+        )
+        .with_header(header::RETRY_AFTER, "10"));
+    };
+    // The upload's own directory: the body, and whatever unpacking and GDAL make.
+    let parent = app.upload_dir();
+    let work = {
+        let parent = parent.clone();
+        blocking(move || {
+            std::fs::create_dir_all(&parent)
+                .map_err(|e| ApiError::internal("creating the upload directory", e))?;
+            WorkDir::new(Some(&parent))
+                .map_err(|e| ApiError::internal("creating the upload directory", e))
+        })
+        .await?
+    };
+    let file = work.path().join("body");
+    receive(body, &file).await?;
+    opts.work_parent = Some(work.path().to_path_buf());
+    opts.source_name = Some(format!("upload to {layer}"));
+    let app2 = app.clone();
+    let layer2 = layer.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        let r = crate::app::on_idle_thread("riskmap-upload", || {
+            app2.import_upload(&layer2, &file, opts, key.as_deref())
+        });
+        drop(work);
+        r
+    })
+    .await?;
+    let outcome = outcome.map_err(ingest_error)?;
+    let (status, mut body) = match &outcome.replayed {
+        Some(rec) => (
+            rec.status,
+            serde_json::from_str::<Json>(&rec.report).unwrap_or(Json::Null),
+        ),
+        None => (
+            outcome.status,
+            serde_json::to_value(&outcome.report).unwrap_or(Json::Null),
+        ),
+    };
+    let id = body
+        .get("id")
+        .and_then(Json::as_str)
+        .unwrap_or("")
+        .to_string();
+    if status == 422 {
+        body["status"] = json!(422);
+        body["code"] = json!("ImportRejected");
+        body["description"] = json!(format!(
+            "{} of {} features refused; nothing was imported (fix them, or pass skip_invalid=true to import the valid ones)",
+            body["rejected"], body["features"]
+        ));
+    }
+    let mut resp = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        axum::Json(body),
+    )
+        .into_response();
+    if let Ok(v) = format!("/imports/{id}").parse() {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    if outcome.replayed.is_some() {
+        resp.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(resp)
+}
+
+/// Streams the body into `to`, refusing it past [`MAX_UPLOAD_BYTES`].
+async fn receive(mut body: Body, to: &std::path::Path) -> Result<(), ApiError> {
+    use http_body::Body as _;
+    use tokio::io::AsyncWriteExt;
+    let mut out = tokio::fs::File::create(to)
+        .await
+        .map_err(|e| ApiError::internal("writing the upload", e))?;
+    let mut n: u64 = 0;
+    loop {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+        let Some(frame) = frame else { break };
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("the upload was cut off: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            n += data.len() as u64;
+            if n > MAX_UPLOAD_BYTES {
+                return Err(too_large(format!(
+                    "the upload is larger than {MAX_UPLOAD_BYTES} bytes"
+                )));
+            }
+            out.write_all(&data)
+                .await
+                .map_err(|e| ApiError::internal("writing the upload", e))?;
+        }
+    }
+    out.flush()
+        .await
+        .map_err(|e| ApiError::internal("writing the upload", e))?;
+    if n == 0 {
+        return Err(ApiError::bad_request(
+            "the upload is empty: send the file as the request body",
+        ));
+    }
+    Ok(())
+}
+
+fn ingest_error(e: IngestError) -> ApiError {
+    match e {
+        IngestError::TooLarge { message } => too_large(message),
+        IngestError::Format { message, .. } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "UnreadableFile", message)
+        }
+        IngestError::UnknownLayer { .. } => ApiError::not_found(e.to_string()),
+        IngestError::Read { source, .. } => ApiError::internal("reading the upload", source),
+        IngestError::Store(s) => s.into(),
+    }
+}
+
+/// `GET /imports/{id}`: a kept report.
+pub async fn one(
+    State(app): State<Arc<App>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let a = app.clone();
+    let rec = blocking(move || {
+        auth::require(&a, &headers, Action::ImportFiles)?;
+        Ok(a.store().import_record(&id)?)
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found("no import with this id"))?;
+    let mut body: Json = serde_json::from_str(&rec.report).unwrap_or(Json::Null);
+    body["status"] = json!(rec.status);
+    body["created"] = json!(rec.created);
+    body["actor"] = json!(rec.actor);
+    Ok(axum::Json(body).into_response())
+}
+
+/// `GET /imports?limit=&offset=`: the newest reports first, in summary.
+pub async fn list(
+    State(app): State<Arc<App>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (mut limit, mut offset) = (100u32, 0u64);
+    for (k, v) in form_urlencoded_pairs(query.as_deref().unwrap_or("")) {
+        match k.as_str() {
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=1000).contains(l))
+                    .ok_or_else(|| ApiError::bad_request("limit must be 1 to 1000"))?
+            }
+            "offset" => {
+                offset = v
+                    .parse()
+                    .ok()
+                    .filter(|o| *o <= 1_000_000_000)
+                    .ok_or_else(|| ApiError::bad_request("offset must be 0 to 1000000000"))?
+            }
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown parameter {k:?}; /imports takes limit and offset"
+                )));
+            }
+        }
+    }
+    let a = app.clone();
+    let recs = blocking(move || {
+        auth::require(&a, &headers, Action::ImportFiles)?;
+        Ok(a.store().imports(limit, offset)?)
+    })
+    .await?;
+    let items: Vec<Json> = recs
+        .iter()
+        .map(|r| {
+            let rep: Json = serde_json::from_str(&r.report).unwrap_or(Json::Null);
+            json!({
+                "id": r.id, "created": r.created, "actor": r.actor, "layer": r.layer,
+                "status": r.status, "file": rep["file"], "format": rep["source"]["format"],
+                "features": rep["features"], "added": rep["added"], "updated": rep["updated"],
+                "unchanged": rep["unchanged"], "deleted": rep["deleted"], "rejected": rep["rejected"],
+                "dry_run": rep["dry_run"], "committed": rep["committed"],
+                "href": format!("/imports/{}", r.id),
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "imports": items })).into_response())
+}

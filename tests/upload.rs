@@ -1,0 +1,658 @@
+//! `POST /collections/{layer}/imports` with real files made by GDAL: shapefiles in
+//! Gauss–Krüger and UTM with GBK text, checked against `cs2cs` and byte for byte; a
+//! corpus of hostile files, each refused with a reason and nothing written; dry runs.
+
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+use common::server::{Server, cli_key, http, http_bytes, start};
+use common::*;
+use serde_json::{Value, json};
+
+/// Names that need GBK's two-byte forms, and some punctuation.
+const NAMES: [&str; 8] = [
+    "沙坪坝区磁器口滑坡点",
+    "渝中区解放碑隧道",
+    "嘉陵江大桥（北桥头）",
+    "南岸区·弹子石加油站",
+    "巫山县神女峰危岩",
+    "綦江区“老街”易涝点",
+    "酉阳土家族苗族自治县",
+    "万州区长江二桥",
+];
+
+/// Risk points spread over Chongqing (105.3–110.1° E), with Chinese names.
+fn points(prefix: &str) -> Vec<Value> {
+    (0..24)
+        .map(|i| {
+            let lon = 105.31 + (i as f64) * 0.2013;
+            let lat = 28.21 + (i as f64 * 0.137) % 3.9;
+            let mut f = risk_point(&format!("{prefix}{i:03}"), lon, lat, "II");
+            f["properties"]["name"] = json!(NAMES[i % NAMES.len()]);
+            f["properties"]["district"] = json!(NAMES[(i + 3) % NAMES.len()]);
+            f
+        })
+        .collect()
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let o = Command::new(program).args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{program} {args:?}: {}",
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+/// Zips the files of `dir` whose names start with `stem.` (deflate).
+fn zip_set(dir: &Path, stem: &str) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default();
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(&format!("{stem}.")))
+        .collect();
+    names.sort();
+    for n in names {
+        w.start_file(n.clone(), opts).unwrap();
+        w.write_all(&std::fs::read(dir.join(&n)).unwrap()).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+fn upload(
+    server: &Server,
+    key: &str,
+    layer: &str,
+    query: &str,
+    ct: &str,
+    body: &[u8],
+) -> (u16, Value) {
+    let auth = format!("Bearer {key}");
+    let (status, body) = http_bytes(
+        &server.addr,
+        "POST",
+        &format!("/collections/{layer}/imports{query}"),
+        &[("Authorization", &auth), ("Content-Type", ct)],
+        body,
+    );
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(json!({ "raw": body })),
+    )
+}
+
+fn items(server: &Server) -> Vec<Value> {
+    let (s, b) = http(
+        &server.addr,
+        "GET",
+        "/collections/risk_points/items?limit=10000",
+        &[],
+        "",
+    );
+    assert_eq!(s, 200, "{b}");
+    let v: Value = serde_json::from_str(&b).unwrap();
+    v["features"].as_array().unwrap().clone()
+}
+
+/// Easting and northing of every feature of a shapefile, by id (from GDAL's CSV).
+fn projected(shp: &Path) -> Vec<(String, f64, f64)> {
+    let csv = run(
+        "ogr2ogr",
+        &[
+            "-f",
+            "CSV",
+            "/vsistdout/",
+            shp.to_str().unwrap(),
+            "-lco",
+            "GEOMETRY=AS_XY",
+            "-select",
+            "id",
+        ],
+    );
+    csv.lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            (
+                c[2].trim_matches('"').to_string(),
+                c[0].parse().unwrap(),
+                c[1].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `cs2cs` from EPSG:`epsg` to EPSG:4326: (lon, lat). The Gauss–Krüger CRSs of CGCS2000
+/// are northing first, UTM easting first, EPSG:4326 latitude first, as their EPSG
+/// definitions say: this oracle knows nothing of riskmap's axis handling.
+fn cs2cs(epsg: u32, pts: &[(String, f64, f64)]) -> Vec<(f64, f64)> {
+    let northing_first = epsg != 32648;
+    let input: String = pts
+        .iter()
+        .map(|(_, e, n)| {
+            if northing_first {
+                format!("{n} {e}\n")
+            } else {
+                format!("{e} {n}\n")
+            }
+        })
+        .collect();
+    let mut child = Command::new("cs2cs")
+        .args(["-f", "%.12f", &format!("EPSG:{epsg}"), "EPSG:4326"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    text(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Vec<f64> = l
+                .split_whitespace()
+                .take(2)
+                .map(|x| x.parse().unwrap())
+                .collect();
+            (v[1], v[0])
+        })
+        .collect()
+}
+
+fn serve_empty() -> (tempfile::TempDir, Server, String) {
+    let dir = tempfile::tempdir().unwrap();
+    riskmap(&["init", "--data", dir.path().to_str().unwrap()]);
+    let key = cli_key(dir.path(), "importer");
+    let server = start(dir.path(), &["--no-demo"]);
+    (dir, server, key)
+}
+
+#[test]
+fn shapefiles_in_gauss_kruger_and_utm_with_gbk_text_land_where_cs2cs_says() {
+    let (dir, server, key) = serve_empty();
+    let work = tempfile::tempdir().unwrap();
+    let mut expected: Vec<(String, f64, f64, String, String)> = Vec::new();
+    for (n, epsg) in [4547u32, 4545, 4524, 32648].into_iter().enumerate() {
+        // Three variants of each: .cpg present; no .cpg (the DBF's language byte says
+        // GBK); no .cpg and no language byte (detected).
+        for variant in 0..3 {
+            let prefix = format!("C{epsg}V{variant}-");
+            let feats = points(&prefix);
+            let src = work.path().join(format!("{prefix}src.geojson"));
+            std::fs::write(&src, collection(feats.clone())).unwrap();
+            let stem = format!("set{n}{variant}");
+            let shp = work.path().join(format!("{stem}.shp"));
+            run(
+                "ogr2ogr",
+                &[
+                    "-f",
+                    "ESRI Shapefile",
+                    "-t_srs",
+                    &format!("EPSG:{epsg}"),
+                    "-lco",
+                    "ENCODING=CP936",
+                    shp.to_str().unwrap(),
+                    src.to_str().unwrap(),
+                ],
+            );
+            if variant >= 1 {
+                let _ = std::fs::remove_file(work.path().join(format!("{stem}.cpg")));
+            }
+            // GDAL writes no language byte (it relies on the .cpg); ArcGIS writes 0x4D
+            // for code page 936, as variant 1 has it.
+            let dbf = work.path().join(format!("{stem}.dbf"));
+            let mut b = std::fs::read(&dbf).unwrap();
+            b[29] = if variant == 1 { 0x4d } else { 0 };
+            std::fs::write(&dbf, b).unwrap();
+            let pts = projected(&shp);
+            assert_eq!(pts.len(), feats.len());
+            for ((id, _, _), (lon, lat)) in pts.iter().zip(cs2cs(epsg, &pts)) {
+                let f = feats.iter().find(|f| f["id"] == json!(id)).unwrap();
+                let name = f["properties"]["name"].as_str().unwrap().to_string();
+                let district = f["properties"]["district"].as_str().unwrap().to_string();
+                expected.push((id.clone(), lon, lat, name, district));
+            }
+            let (status, report) = upload(
+                &server,
+                &key,
+                "risk_points",
+                "",
+                "application/zip",
+                &zip_set(work.path(), &stem),
+            );
+            assert_eq!(status, 201, "EPSG:{epsg} variant {variant}: {report}");
+            assert_eq!(report["added"], 24, "{report}");
+            assert_eq!(report["source"]["crs"], format!("EPSG:{epsg}"), "{report}");
+            let enc = report["source"]["encoding"].as_str().unwrap();
+            assert!(enc == "GBK" || enc == "GB18030", "{report}");
+            let source = report["source"]["encoding_source"].as_str().unwrap();
+            let want = [".cpg", "DBF language byte", "detected"][variant];
+            assert_eq!(source, want, "{report}");
+        }
+    }
+    let got = items(&server);
+    assert_eq!(got.len(), expected.len());
+    for (id, lon, lat, name, district) in &expected {
+        let f = got.iter().find(|f| f["id"] == json!(id)).unwrap();
+        let c = f["geometry"]["coordinates"].as_array().unwrap();
+        let (x, y) = (c[0].as_f64().unwrap(), c[1].as_f64().unwrap());
+        assert!(
+            (x - lon).abs() < 1e-7 && (y - lat).abs() < 1e-7,
+            "{id}: ({x}, {y}) against cs2cs ({lon}, {lat})"
+        );
+        assert_eq!(
+            f["properties"]["name"].as_str().unwrap().as_bytes(),
+            name.as_bytes(),
+            "{id}"
+        );
+        assert_eq!(
+            f["properties"]["district"].as_str().unwrap().as_bytes(),
+            district.as_bytes(),
+            "{id}"
+        );
+    }
+    // The reports are kept.
+    let auth = format!("Bearer {key}");
+    let (s, b) = http(
+        &server.addr,
+        "GET",
+        "/imports",
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(s, 200, "{b}");
+    let list: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(list["imports"].as_array().unwrap().len(), 12);
+    let first = list["imports"][0]["href"].as_str().unwrap().to_string();
+    let (s, b) = http(&server.addr, "GET", &first, &[("Authorization", &auth)], "");
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(serde_json::from_str::<Value>(&b).unwrap()["added"], 24);
+    drop(server);
+    // Nothing left behind in the uploads directory.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("uploads"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A valid zipped shapefile of `feats` in EPSG:4547 and GBK, as (stem, files).
+fn shapefile_files(work: &Path, stem: &str, feats: Vec<Value>) -> Vec<(String, Vec<u8>)> {
+    let src = work.join(format!("{stem}.geojson"));
+    std::fs::write(&src, collection(feats)).unwrap();
+    let shp = work.join(format!("{stem}.shp"));
+    run(
+        "ogr2ogr",
+        &[
+            "-f",
+            "ESRI Shapefile",
+            "-t_srs",
+            "EPSG:4547",
+            "-lco",
+            "ENCODING=CP936",
+            shp.to_str().unwrap(),
+            src.to_str().unwrap(),
+        ],
+    );
+    ["shp", "shx", "dbf", "prj", "cpg"]
+        .iter()
+        .map(|e| {
+            (
+                format!("{stem}.{e}"),
+                std::fs::read(work.join(format!("{stem}.{e}"))).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn zip_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes) in files {
+        w.start_file(name.clone(), zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(bytes).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+#[test]
+fn hostile_files_are_refused_with_a_reason_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    riskmap(&["init", "--data", dir.path().to_str().unwrap()]);
+    let key = cli_key(dir.path(), "importer");
+    let mut child_env = start_with_env(dir.path());
+    let server = &mut child_env;
+    let work = tempfile::tempdir().unwrap();
+    let good = shapefile_files(work.path(), "good", points("G-"));
+    let with = |name: &str, bytes: Vec<u8>| -> Vec<(String, Vec<u8>)> {
+        let mut f: Vec<_> = good
+            .iter()
+            .filter(|(n, _)| !n.ends_with(&name[name.len() - 4..]))
+            .cloned()
+            .collect();
+        f.push((name.to_string(), bytes));
+        f
+    };
+    let file = |n: &str| good.iter().find(|(f, _)| f.ends_with(n)).unwrap().1.clone();
+    let mut cases: Vec<(&str, &str, String, Vec<u8>, &str)> = Vec::new();
+    // Zip slip.
+    let mut slip = good.clone();
+    slip[0].0 = "../../evil.shp".into();
+    cases.push((
+        "zip slip",
+        "application/zip",
+        String::new(),
+        zip_of(&slip),
+        "leaves the archive",
+    ));
+    // A symbolic link entry.
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (n, b) in &good {
+        w.start_file(n.clone(), zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(b).unwrap();
+    }
+    w.add_symlink(
+        "link.dbf",
+        "/etc/passwd",
+        zip::write::SimpleFileOptions::default(),
+    )
+    .unwrap();
+    cases.push((
+        "symlink",
+        "application/zip",
+        String::new(),
+        w.finish().unwrap().into_inner(),
+        "symbolic link",
+    ));
+    // A zip bomb: 64 MiB of zeros, over the server's 32 MiB cap (RISKMAP_MAX_UNZIPPED_MB).
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    w.start_file("bomb.dbf", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        w.write_all(&zeros).unwrap();
+    }
+    cases.push((
+        "zip bomb",
+        "application/zip",
+        String::new(),
+        w.finish().unwrap().into_inner(),
+        "inflates to more than",
+    ));
+    // An archive inside the archive.
+    cases.push((
+        "nested",
+        "application/zip",
+        String::new(),
+        zip_of(&with("inner.zip", zip_of(&good))),
+        "nested",
+    ));
+    // A VRT named as GeoJSON.
+    let vrt = b"<OGRVRTDataSource><OGRVRTLayer name=\"x\"><SrcDataSource>/etc/passwd</SrcDataSource></OGRVRTLayer></OGRVRTDataSource>".to_vec();
+    cases.push((
+        "VRT as GeoJSON",
+        "application/geo+json",
+        String::new(),
+        vrt,
+        "VRT",
+    ));
+    // An HTML page as the .prj.
+    cases.push((
+        "HTML .prj",
+        "application/zip",
+        String::new(),
+        zip_of(&with(
+            "good.prj",
+            b"<html><body>404 Not Found</body></html>".to_vec(),
+        )),
+        ".prj cannot be read",
+    ));
+    // A truncated .shp.
+    let shp = file(".shp");
+    cases.push((
+        "truncated .shp",
+        "application/zip",
+        String::new(),
+        zip_of(&with("good.shp", shp[..shp.len() - 7].to_vec())),
+        "truncated",
+    ));
+    // A DBF whose record count disagrees with the .shx.
+    let mut dbf = file(".dbf");
+    dbf[4] = dbf[4].wrapping_add(1);
+    cases.push((
+        "DBF count",
+        "application/zip",
+        String::new(),
+        zip_of(&with("good.dbf", dbf)),
+        "records",
+    ));
+    // NaN coordinates in CSV and JSON.
+    cases.push((
+        "NaN in CSV",
+        "text/csv",
+        String::new(),
+        b"id,name,category,level,lon,lat\nN1,x,landslide,I,NaN,29.5\n".to_vec(),
+        "finite",
+    ));
+    cases.push(("NaN in GeoJSON", "application/geo+json", String::new(), br#"{"type":"Feature","id":"N2","properties":{"name":"x","category":"landslide","level":"I"},"geometry":{"type":"Point","coordinates":[NaN,29.5]}}"#.to_vec(), ""));
+    // 100,000-deep nesting.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    cases.push((
+        "deep nesting",
+        "application/geo+json",
+        String::new(),
+        deep.into_bytes(),
+        "",
+    ));
+    // An unknown CRS, in the request and in the file.
+    cases.push((
+        "unknown crs=",
+        "application/zip",
+        "?crs=EPSG:999999".into(),
+        zip_of(&good),
+        "crs",
+    ));
+    cases.push(("unknown crs member", "application/geo+json", String::new(), br#"{"type":"FeatureCollection","crs":{"type":"name","properties":{"name":"urn:ogc:def:crs:EPSG::999999"}},"features":[]}"#.to_vec(), "999999"));
+    // A wrong encoding: GBK text in a file whose .cpg says UTF-8.
+    cases.push((
+        "wrong encoding",
+        "application/zip",
+        String::new(),
+        zip_of(&with("good.cpg", b"UTF-8".to_vec())),
+        "not valid UTF-8",
+    ));
+    // A shapefile in projected metres with no .prj.
+    let no_prj: Vec<_> = good
+        .iter()
+        .filter(|(n, _)| !n.ends_with(".prj"))
+        .cloned()
+        .collect();
+    cases.push((
+        "no .prj",
+        "application/zip",
+        String::new(),
+        zip_of(&no_prj),
+        "Gauss",
+    ));
+    // Bytes that are not what the Content-Type says.
+    cases.push((
+        "zip as GeoPackage",
+        "application/geopackage+sqlite3",
+        String::new(),
+        zip_of(&good),
+        "not GeoPackage",
+    ));
+    for (what, ct, query, body, reason) in cases {
+        let (status, answer) = upload(server, &key, "risk_points", &query, ct, &body);
+        assert!((400..500).contains(&status), "{what}: {status} {answer}");
+        let said = answer.to_string();
+        assert!(said.contains(reason), "{what}: {said}");
+        assert_eq!(
+            sqlite_count(dir.path(), "risk_points"),
+            0,
+            "{what}: something was written"
+        );
+        // Tiles are served throughout.
+        let (s, _) = http(
+            &server.addr,
+            "GET",
+            "/tiles/risk_points/5/25/13.mvt",
+            &[],
+            "",
+        );
+        assert!(
+            s == 200 || s == 204,
+            "{what}: the server stopped serving tiles ({s})"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("uploads"))
+            .map(|d| d.collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{what}: left behind {left:?}");
+        assert!(!dir.path().join("evil.shp").exists() && !work.path().join("evil.shp").exists());
+    }
+    // The good file itself goes in.
+    let (status, answer) = upload(
+        server,
+        &key,
+        "risk_points",
+        "",
+        "application/zip",
+        &zip_of(&good),
+    );
+    assert_eq!(status, 201, "{answer}");
+    // A viewer may not upload.
+    let viewer = cli_key(dir.path(), "viewer");
+    let (status, _) = upload(
+        server,
+        &viewer,
+        "risk_points",
+        "",
+        "application/zip",
+        &zip_of(&good),
+    );
+    assert_eq!(status, 403);
+}
+
+fn start_with_env(dir: &Path) -> Server {
+    // The zip-bomb cap lowered to 32 MiB for the test.
+    // SAFETY-free: the variable is given to the child only.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_riskmap"));
+    cmd.args([
+        "serve",
+        "--no-demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        dir.to_str().unwrap(),
+        "--layers",
+        layers_dir().to_str().unwrap(),
+    ])
+    .env("RISKMAP_MAX_UNZIPPED_MB", "32")
+    .env("RISKMAP_LOG", "info")
+    .stderr(std::process::Stdio::piped());
+    common::server::start_command(cmd)
+}
+
+#[test]
+fn a_dry_run_writes_nothing_and_counts_what_the_real_run_does() {
+    let (dir, server, key) = serve_empty();
+    let first = points("D-");
+    let (s, _) = upload(
+        &server,
+        &key,
+        "risk_points",
+        "",
+        "application/geo+json",
+        collection(first.clone()).as_bytes(),
+    );
+    assert_eq!(s, 201);
+    // Half changed, half the same, some new; mode=replace drops those absent.
+    let mut second: Vec<Value> = first[..12].to_vec();
+    for f in second.iter_mut().take(6) {
+        f["properties"]["level"] = json!("I");
+    }
+    second.extend(points("E-").into_iter().take(5));
+    let body = collection(second);
+    let audit_before = sqlite_count(dir.path(), "riskmap_audit");
+    let tile = |s: &Server| http(&s.addr, "GET", "/tiles/risk_points/0/0/0.mvt", &[], "").1;
+    let tile_before = tile(&server);
+    let (s, dry) = upload(
+        &server,
+        &key,
+        "risk_points",
+        "?mode=replace&dry_run=true",
+        "application/geo+json",
+        body.as_bytes(),
+    );
+    assert_eq!(s, 200, "{dry}");
+    assert_eq!(dry["committed"], false);
+    assert_eq!(sqlite_count(dir.path(), "riskmap_audit"), audit_before);
+    assert_eq!(items(&server).len(), 24);
+    assert_eq!(tile(&server), tile_before);
+    let (s, real) = upload(
+        &server,
+        &key,
+        "risk_points",
+        "?mode=replace",
+        "application/geo+json",
+        body.as_bytes(),
+    );
+    assert_eq!(s, 201, "{real}");
+    for k in [
+        "features",
+        "added",
+        "updated",
+        "unchanged",
+        "deleted",
+        "rejected",
+    ] {
+        assert_eq!(dry[k], real[k], "{k}: dry {dry} real {real}");
+    }
+    assert_eq!(
+        (
+            real["added"].as_u64(),
+            real["updated"].as_u64(),
+            real["unchanged"].as_u64(),
+            real["deleted"].as_u64()
+        ),
+        (Some(5), Some(6), Some(6), Some(12))
+    );
+    assert_eq!(items(&server).len(), 17);
+    // A retry with the same Idempotency-Key imports nothing twice.
+    let auth = format!("Bearer {key}");
+    let third = collection(points("F-"));
+    let send = || {
+        http_bytes(
+            &server.addr,
+            "POST",
+            "/collections/risk_points/imports",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/geo+json"),
+                ("Idempotency-Key", "k-1"),
+            ],
+            third.as_bytes(),
+        )
+    };
+    let (s1, b1) = send();
+    let (s2, b2) = send();
+    assert_eq!((s1, s2), (201, 201), "{b1} {b2}");
+    let (v1, v2): (Value, Value) = (
+        serde_json::from_str(&b1).unwrap(),
+        serde_json::from_str(&b2).unwrap(),
+    );
+    assert_eq!(v1["id"], v2["id"]);
+    assert_eq!(sqlite_audit_count(dir.path(), "import"), 3);
+}
