@@ -14,7 +14,7 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 need=()
-for p in libproj-dev libgdal-dev pkg-config libclang-dev clang python3-owslib; do
+for p in libproj-dev libgdal-dev libsqlite3-dev pkg-config libclang-dev clang python3-owslib; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
 done
 command -v cs2cs >/dev/null || need+=(proj-bin)

@@ -656,3 +656,257 @@ fn a_dry_run_writes_nothing_and_counts_what_the_real_run_does() {
     assert_eq!(v1["id"], v2["id"]);
     assert_eq!(sqlite_audit_count(dir.path(), "import"), 3);
 }
+
+/// Boundary features with what real files carry: a multipolygon with a holed part, a
+/// polygon with a hole, altitudes, a null property, and a feature without geometry.
+fn boundary_features(prefix: &str) -> Vec<Value> {
+    let ring = |x0: f64, y0: f64, d: f64| {
+        json!([
+            [x0, y0, 210.5],
+            [x0 + d, y0, 211.0],
+            [x0 + d, y0 + d, 212.0],
+            [x0, y0 + d, 213.0],
+            [x0, y0, 210.5]
+        ])
+    };
+    let hole = |x0: f64, y0: f64, d: f64| {
+        json!([
+            [x0, y0, 0.0],
+            [x0, y0 + d, 0.0],
+            [x0 + d, y0 + d, 0.0],
+            [x0 + d, y0, 0.0],
+            [x0, y0, 0.0]
+        ])
+    };
+    vec![
+        json!({"type": "Feature", "properties": {"id": format!("{prefix}1"), "name": "渝北区", "gn_name": "Yubei"},
+               "geometry": {"type": "MultiPolygon", "coordinates": [
+                   [ring(106.5, 29.6, 0.2), hole(106.55, 29.65, 0.05)],
+                   [ring(106.9, 29.6, 0.1)]]}}),
+        json!({"type": "Feature", "properties": {"id": format!("{prefix}2"), "name": null, "gn_name": "Unnamed"},
+               "geometry": {"type": "MultiPolygon", "coordinates": [[ring(107.2, 29.9, 0.3), hole(107.25, 29.95, 0.1)]]}}),
+        json!({"type": "Feature", "properties": {"id": format!("{prefix}3"), "name": "无几何", "gn_name": "none"}, "geometry": null}),
+    ]
+}
+
+/// The 2-D rings of a stored (multi)polygon.
+fn rings_2d(g: &Value) -> Vec<Vec<(f64, f64)>> {
+    let polys = match g["type"].as_str().unwrap() {
+        "MultiPolygon" => g["coordinates"].as_array().unwrap().clone(),
+        _ => vec![g["coordinates"].clone()],
+    };
+    let mut out = Vec::new();
+    for p in polys {
+        for r in p.as_array().unwrap() {
+            let mut ring: Vec<(f64, f64)> = r
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| (c[0].as_f64().unwrap(), c[1].as_f64().unwrap()))
+                .collect();
+            // Winding is the writer's choice (RFC 7946 on output): compare as sets of vertices.
+            ring.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            out.push(ring);
+        }
+    }
+    out.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    out
+}
+
+#[test]
+fn geopackage_flatgeobuf_geojson_and_csv_keep_parts_holes_and_text_and_drop_z_and_m() {
+    let (_dir, server, key) = serve_empty();
+    let work = tempfile::tempdir().unwrap();
+    for (format, ct, ext, extra) in [
+        (
+            "GPKG",
+            "application/geopackage+sqlite3",
+            "gpkg",
+            vec!["-dim", "XYZM"],
+        ),
+        ("FlatGeobuf", "application/flatgeobuf", "fgb", vec![]),
+        ("GeoJSON", "application/geo+json", "geojson", vec![]),
+    ] {
+        let prefix = format!("{ext}-");
+        let feats = boundary_features(&prefix);
+        let src = work.path().join(format!("{ext}-src.geojson"));
+        std::fs::write(&src, collection(feats.clone())).unwrap();
+        let out = work.path().join(format!("b.{ext}"));
+        let mut args = vec![
+            "-f",
+            format,
+            out.to_str().unwrap(),
+            src.to_str().unwrap(),
+            "-nln",
+            "districts",
+        ];
+        args.extend(extra.iter().copied());
+        run("ogr2ogr", &args);
+        let (status, report) = upload(
+            &server,
+            &key,
+            "boundary",
+            "?skip_invalid=true",
+            ct,
+            &std::fs::read(&out).unwrap(),
+        );
+        assert_eq!(status, 201, "{format}: {report}");
+        if format == "FlatGeobuf" {
+            // GDAL's FlatGeobuf writer leaves features without geometry out of the file.
+            assert_eq!(
+                (report["added"].as_u64(), report["rejected"].as_u64()),
+                (Some(2), Some(0)),
+                "{format}: {report}"
+            );
+        } else {
+            assert_eq!(
+                (report["added"].as_u64(), report["rejected"].as_u64()),
+                (Some(2), Some(1)),
+                "{format}: {report}"
+            );
+            let r = &report["rejections"][0];
+            assert_eq!(
+                (r["feature"].as_u64(), r["field"].as_str()),
+                (Some(3), Some("geometry")),
+                "{format}: {report}"
+            );
+            assert!(
+                r["reason"].as_str().unwrap().contains("null"),
+                "{format}: {report}"
+            );
+        }
+        if format != "GeoJSON" {
+            assert_eq!(report["source"]["z_dropped"], 2, "{format}: {report}");
+            assert_eq!(
+                report["source"]["source_layer"], "districts",
+                "{format}: {report}"
+            );
+        }
+        if format == "GPKG" {
+            assert_eq!(report["source"]["m_dropped"], 2, "{report}");
+        }
+        let (s, b) = http(
+            &server.addr,
+            "GET",
+            &format!("/collections/boundary/items?limit=100&filter=id%20LIKE%20%27{prefix}%25%27"),
+            &[],
+            "",
+        );
+        assert_eq!(s, 200, "{b}");
+        let got: Value = serde_json::from_str(&b).unwrap();
+        let got = got["features"].as_array().unwrap();
+        assert_eq!(got.len(), 2, "{format}: {b}");
+        for f in &feats[..2] {
+            let id = f["properties"]["id"].as_str().unwrap();
+            let g = got.iter().find(|x| x["id"] == json!(id)).unwrap();
+            // Equal to the file's numbers (GDAL's GeoJSON writer keeps 15 digits).
+            let (a, b) = (rings_2d(&g["geometry"]), rings_2d(&f["geometry"]));
+            assert_eq!(a.len(), b.len(), "{format} {id}");
+            for (ra, rb) in a.iter().zip(&b) {
+                assert_eq!(ra.len(), rb.len(), "{format} {id}");
+                for (p, q) in ra.iter().zip(rb) {
+                    assert!(
+                        (p.0 - q.0).abs() < 1e-12 && (p.1 - q.1).abs() < 1e-12,
+                        "{format} {id}: {p:?} {q:?}"
+                    );
+                }
+            }
+            assert_eq!(
+                g["properties"]["name"], f["properties"]["name"],
+                "{format} {id}: text and nulls kept"
+            );
+        }
+    }
+}
+
+#[test]
+fn gbk_csv_in_gauss_kruger_and_a_gcj02_file_come_back_in_wgs84() {
+    let (_dir, server, key) = serve_empty();
+    let work = tempfile::tempdir().unwrap();
+    // A spreadsheet export: GBK text, x/y in EPSG:4547 metres.
+    let feats = points("X-");
+    let src = work.path().join("src.geojson");
+    std::fs::write(&src, collection(feats.clone())).unwrap();
+    let shp = work.path().join("pts.shp");
+    run(
+        "ogr2ogr",
+        &[
+            "-f",
+            "ESRI Shapefile",
+            "-t_srs",
+            "EPSG:4547",
+            shp.to_str().unwrap(),
+            src.to_str().unwrap(),
+        ],
+    );
+    let pts = projected(&shp);
+    let expected = cs2cs(4547, &pts);
+    let mut csv = String::from("id,name,category,level,district,x,y\n");
+    for (id, e, n) in &pts {
+        let f = feats.iter().find(|f| f["id"] == json!(id)).unwrap();
+        let p = &f["properties"];
+        csv.push_str(&format!(
+            "{id},{},{},{},{},{e},{n}\n",
+            p["name"].as_str().unwrap(),
+            p["category"].as_str().unwrap(),
+            p["level"].as_str().unwrap(),
+            p["district"].as_str().unwrap()
+        ));
+    }
+    let gbk = encoding_rs::GBK.encode(&csv).0.into_owned();
+    let (status, report) = upload(
+        &server,
+        &key,
+        "risk_points",
+        "?crs=EPSG:4547",
+        "text/csv",
+        &gbk,
+    );
+    assert_eq!(status, 201, "{report}");
+    assert_eq!(report["source"]["encoding"], "GB18030", "{report}");
+    let got = items(&server);
+    for ((id, _, _), (lon, lat)) in pts.iter().zip(&expected) {
+        let f = got.iter().find(|f| f["id"] == json!(id)).unwrap();
+        let c = &f["geometry"]["coordinates"];
+        assert!(
+            (c[0].as_f64().unwrap() - lon).abs() < 1e-7
+                && (c[1].as_f64().unwrap() - lat).abs() < 1e-7,
+            "{id}: {c} against cs2cs ({lon}, {lat})"
+        );
+        let want = feats.iter().find(|x| x["id"] == json!(id)).unwrap();
+        assert_eq!(f["properties"]["name"], want["properties"]["name"], "{id}");
+    }
+    // Points published by a Chinese web map in GCJ-02: back to WGS84 within the
+    // documented 1e-9°.
+    let truth = points("G-");
+    let mut shifted = truth.clone();
+    for f in &mut shifted {
+        let c = &f["geometry"]["coordinates"];
+        let g = riskmap::ingest::crs::wgs84_to_gcj02(geo_types::Coord {
+            x: c[0].as_f64().unwrap(),
+            y: c[1].as_f64().unwrap(),
+        });
+        f["geometry"]["coordinates"] = json!([g.x, g.y]);
+    }
+    let (status, report) = upload(
+        &server,
+        &key,
+        "risk_points",
+        "?crs=GCJ02",
+        "application/geo+json",
+        collection(shifted).as_bytes(),
+    );
+    assert_eq!(status, 201, "{report}");
+    assert_eq!(report["source"]["crs"], "GCJ-02");
+    let got = items(&server);
+    for t in &truth {
+        let f = got.iter().find(|f| f["id"] == t["id"]).unwrap();
+        for i in 0..2 {
+            let (a, b) = (
+                f["geometry"]["coordinates"][i].as_f64().unwrap(),
+                t["geometry"]["coordinates"][i].as_f64().unwrap(),
+            );
+            assert!((a - b).abs() < 1e-9, "{}: {a} against {b}", t["id"]);
+        }
+    }
+}

@@ -368,9 +368,24 @@ fn child(a: &WorkerArgs) -> Result<WorkerInfo, WorkerError> {
             )));
         }
     };
-    let mut layer = ds
-        .layer(index)
-        .map_err(|e| refuse(format!("cannot read layer {}: {e}", names[index])))?;
+    // FlatGeobuf leaves a null property unset, which the gdal crate reads as "" or 0;
+    // through GDAL's SQLite dialect an unset field comes back NULL. The layer name is
+    // the file's (quoted), never the client's.
+    let mut result_set;
+    let mut plain;
+    let layer: &mut gdal::vector::Layer = if a.driver == Driver::FlatGeobuf {
+        let sql = format!("SELECT * FROM \"{}\"", names[index].replace('"', "\"\""));
+        result_set = ds
+            .execute_sql(sql, None, gdal::vector::sql::Dialect::SQLITE)
+            .map_err(|e| refuse(format!("cannot read layer {}: {e}", names[index])))?
+            .ok_or_else(|| refuse(format!("cannot read layer {}", names[index])))?;
+        &mut result_set
+    } else {
+        plain = ds
+            .layer(index)
+            .map_err(|e| refuse(format!("cannot read layer {}: {e}", names[index])))?;
+        &mut plain
+    };
     let (mut source, crs_source) = match (a.epsg, layer.spatial_ref()) {
         (Some(n), _) => (
             Some(
@@ -427,7 +442,10 @@ fn child(a: &WorkerArgs) -> Result<WorkerInfo, WorkerError> {
             s.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
             let mut wgs = SpatialRef::from_epsg(4326).map_err(|e| refuse(e.to_string()))?;
             wgs.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
-            let same = s.auth_code().is_ok_and(|c| c == 4326 || c == 4490)
+            // WGS84 (2-D or 3-D) and CGCS2000: lon/lat already.
+            let same = s
+                .auth_code()
+                .is_ok_and(|c| matches!(c, 4326 | 4979 | 4490 | 4480))
                 || s.to_wkt().ok() == wgs.to_wkt().ok();
             let ct = if same {
                 None
