@@ -124,7 +124,8 @@ fn main() {
         data.display(),
         t.elapsed().as_secs_f64()
     );
-    let states = resolve(&layers, app.layers()).expect("layers");
+    let all = app.layers();
+    let states = resolve(&layers, &all).expect("layers");
     let tiles: Vec<TileCoord> = match std::env::var("PATHS") {
         Ok(p) => std::fs::read_to_string(p)
             .expect("paths file")

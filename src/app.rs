@@ -132,7 +132,11 @@ pub type PauseFn = Arc<dyn Fn() + Send + Sync>;
 pub struct App {
     config: Config,
     store: Store,
-    layers: Vec<LayerState>,
+    /// The layers served now: a snapshot replaced whole when a layer is added or
+    /// removed (readers keep the snapshot they took for the whole request).
+    layers: parking_lot::RwLock<Arc<Vec<Arc<LayerState>>>>,
+    /// Serialises adding and removing layers.
+    layer_admin: Mutex<()>,
     /// Serialises this server's writers around their commit and the index update that
     /// follows it, so its own writes reach the index in commit order. Readers never
     /// take it.
@@ -166,6 +170,54 @@ impl Drop for UploadSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// Why a layer could not be created or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateLayerError {
+    #[error("a layer named {0:?} exists already")]
+    Exists(String),
+    #[error("no layer named {0:?}")]
+    Missing(String),
+    #[error(
+        "layer {0:?} comes from the configuration, not from an upload: remove its file from the layers directory instead"
+    )]
+    NotUploaded(String),
+    #[error("{0}")]
+    Schema(String),
+    #[error("cannot write the layer file {0}")]
+    LayerFile(String),
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::IngestError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Writes a layer file atomically (a temporary file, synced, renamed, the directory
+/// synced). A missing layers directory means the server runs on the layer files built
+/// into the binary: the directory is created with them first, so that the next start
+/// still has them beside the new one.
+fn write_layer_file(dir: &Path, file: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)?;
+        for (name, builtin) in crate::config::BUILTIN_LAYERS {
+            std::fs::write(dir.join(name), builtin)?;
+        }
+    }
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        file.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("layer.toml")
+    ));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, file)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// How an upload ended, as the HTTP answer gives it.
@@ -236,7 +288,8 @@ impl App {
         Ok(App {
             config,
             store,
-            layers,
+            layers: parking_lot::RwLock::new(Arc::new(layers.into_iter().map(Arc::new).collect())),
+            layer_admin: Mutex::new(()),
             write_lock: Mutex::new(()),
             apply_lock: Mutex::new(()),
             follow: Mutex::new(seq),
@@ -261,12 +314,26 @@ impl App {
         self.store.path().to_path_buf()
     }
 
-    pub fn layers(&self) -> &[LayerState] {
-        &self.layers
+    /// The layers served now (a snapshot).
+    pub fn layers(&self) -> Arc<Vec<Arc<LayerState>>> {
+        self.layers.read().clone()
     }
 
-    pub fn layer(&self, name: &str) -> Option<&LayerState> {
-        self.layers.iter().find(|l| l.def.name == name)
+    pub fn layer(&self, name: &str) -> Option<Arc<LayerState>> {
+        self.layers
+            .read()
+            .iter()
+            .find(|l| l.def.name == name)
+            .cloned()
+    }
+
+    /// The names of the layers served now.
+    pub fn layer_names(&self) -> Vec<String> {
+        self.layers
+            .read()
+            .iter()
+            .map(|l| l.def.name.clone())
+            .collect()
     }
 
     pub fn uptime(&self) -> Duration {
@@ -287,7 +354,7 @@ impl App {
         self.options.public_reads
     }
 
-    fn layer_or(&self, name: &str) -> Result<&LayerState, EditError> {
+    fn layer_or(&self, name: &str) -> Result<Arc<LayerState>, EditError> {
         self.layer(name)
             .ok_or_else(|| EditError::UnknownLayer(name.to_string()))
     }
@@ -347,7 +414,7 @@ impl App {
         })?;
         // Committed: from here on the answer is the success.
         let stored = StoredFeature { fid, feature };
-        self.apply_own(state, &stored, derived);
+        self.apply_own(&state, &stored, derived);
         metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => "create")
             .increment(1);
         Ok(stored)
@@ -438,7 +505,7 @@ impl App {
             };
             Ok::<_, EditError>((stored, derived))
         })?;
-        self.apply_own(state, &stored, derived);
+        self.apply_own(&state, &stored, derived);
         metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => action)
             .increment(1);
         Ok(stored)
@@ -478,7 +545,7 @@ impl App {
             Ok::<_, EditError>(current)
         })?;
         let _a = self.apply_lock.lock();
-        remove_from(state, &mut state.index.write(), id);
+        remove_from(&state, &mut state.index.write(), id);
         metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => "delete")
             .increment(1);
         Ok(gone)
@@ -577,7 +644,7 @@ impl App {
             .layer(layer)
             .ok_or_else(|| IngestError::UnknownLayer {
                 name: layer.to_string(),
-                known: self.config.layer_names().join(", "),
+                known: self.layer_names().join(", "),
             })?
             .def
             .clone();
@@ -670,6 +737,164 @@ impl App {
         })
     }
 
+    /// Creates layer `name` from an uploaded file: its definition inferred from the
+    /// features (`ingest::infer`), written as `NAME.toml` in the layers directory, its
+    /// table created in the store, the file imported into it (all or nothing), and the
+    /// layer served at once (tiles, queries, TileJSON, the style). If the import is
+    /// refused, the layer file and table are removed again and the report says why.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_layer(
+        &self,
+        name: &str,
+        title: &str,
+        kind: crate::model::LayerKind,
+        id_property: &str,
+        path: &Path,
+        mut opts: crate::ingest::ImportOptions,
+    ) -> Result<UploadOutcome, CreateLayerError> {
+        use crate::ingest::{ImportReport, NoProgress};
+        let _admin = self.layer_admin.lock();
+        if self.layer(name).is_some() {
+            return Err(CreateLayerError::Exists(name.to_string()));
+        }
+        let dir = self.config.layers_dir.clone();
+        let file = dir.join(format!("{name}.toml"));
+        if file.exists() {
+            return Err(CreateLayerError::Exists(name.to_string()));
+        }
+        let prepared = crate::ingest::prepare(path, &opts)?;
+        let toml = crate::ingest::infer::infer(
+            name,
+            title,
+            kind,
+            id_property,
+            prepared.reader.as_ref(),
+            &opts,
+        )
+        .map_err(CreateLayerError::Schema)?;
+        let def = Arc::new(
+            crate::config::parse_layer(&file, &toml)
+                .map_err(|e| CreateLayerError::Schema(e.to_string()))?,
+        );
+        write_layer_file(&dir, &file, &toml)
+            .map_err(|e| CreateLayerError::LayerFile(format!("{}: {e}", file.display())))?;
+        let undo = |store: &Store| {
+            let _ = store.write(|tx| {
+                tx.drop_layer(name)?;
+                tx.commit()
+            });
+            let _ = std::fs::remove_file(&file);
+        };
+        if let Err(e) = self.store.write(|tx| {
+            tx.create_layer(&def)?;
+            tx.commit()
+        }) {
+            undo(&self.store);
+            return Err(e.into());
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        {
+            let (id, actor, layer) = (id.clone(), opts.actor.clone(), name.to_string());
+            opts.keep_report = Some(Arc::new(move |tx, report: &ImportReport| {
+                let mut r = report.clone();
+                r.id = Some(id.clone());
+                r.committed = true;
+                tx.keep_import(&crate::store::ImportRecord {
+                    id: id.clone(),
+                    created: crate::store::now_timestamp(),
+                    actor: actor.clone(),
+                    layer: layer.clone(),
+                    idempotency_key: None,
+                    status: 201,
+                    report: serde_json::to_string(&r).unwrap_or_default(),
+                })
+            }));
+        }
+        opts.dry_run = false;
+        let mut report = match crate::ingest::import_prepared_file(
+            &self.store,
+            &def,
+            prepared,
+            &opts,
+            &NoProgress,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                undo(&self.store);
+                return Err(e.into());
+            }
+        };
+        report.id = Some(id);
+        if !report.committed {
+            undo(&self.store);
+            return Ok(UploadOutcome {
+                status: 422,
+                report,
+                replayed: None,
+            });
+        }
+        let (index, skipped, _) = build_index(&self.store, &def, None)?;
+        let state = LayerState::new(index);
+        log_unreadable(name, &state.unreadable.lock().replace(skipped));
+        {
+            let mut layers = self.layers.write();
+            let mut next: Vec<Arc<LayerState>> = layers.iter().cloned().collect();
+            next.push(Arc::new(state));
+            next.sort_by(|a, b| a.def.name.cmp(&b.def.name));
+            *layers = Arc::new(next);
+        }
+        self.tiles.invalidate_all();
+        tracing::info!(
+            layer = name,
+            features = report.added,
+            "layer created from an upload"
+        );
+        Ok(UploadOutcome {
+            status: 201,
+            report,
+            replayed: None,
+        })
+    }
+
+    /// Removes a layer created from an upload: no longer served, its table dropped, its
+    /// layer file deleted. Layers written by hand are refused (their file is the
+    /// operator's).
+    pub fn remove_layer(&self, name: &str) -> Result<(), CreateLayerError> {
+        let _admin = self.layer_admin.lock();
+        let l = self
+            .layer(name)
+            .ok_or_else(|| CreateLayerError::Missing(name.to_string()))?;
+        if !l.def.uploaded {
+            return Err(CreateLayerError::NotUploaded(name.to_string()));
+        }
+        {
+            let mut layers = self.layers.write();
+            let next: Vec<Arc<LayerState>> = layers
+                .iter()
+                .filter(|x| x.def.name != name)
+                .cloned()
+                .collect();
+            *layers = Arc::new(next);
+        }
+        self.tiles.invalidate_all();
+        let file = self.config.layers_dir.join(format!("{name}.toml"));
+        // The file first: a crash after it leaves a table no layer names (ignored, and
+        // replaced if the name is used again), never a layer without its table.
+        std::fs::remove_file(&file)
+            .map_err(|e| CreateLayerError::LayerFile(format!("{}: {e}", file.display())))?;
+        self.store.write(|tx| {
+            tx.drop_layer(name)?;
+            tx.audit(&AuditEntry {
+                actor: "server".into(),
+                action: "drop_layer".into(),
+                layer: Some(name.to_string()),
+                ..Default::default()
+            })?;
+            tx.commit()
+        })?;
+        Ok(())
+    }
+
     /// Applies one of this server's own committed writes to the index.
     fn apply_own(&self, state: &LayerState, sf: &StoredFeature, derived: Derived) {
         let _a = self.apply_lock.lock();
@@ -693,7 +918,7 @@ impl App {
                     from = *seq,
                     "change feed has a gap (pruned rows); reloading every layer"
                 );
-                for l in &self.layers {
+                for l in self.layers().iter() {
                     self.reload(l)?;
                 }
             }
@@ -712,7 +937,7 @@ impl App {
             // reloaded layer are in it.
             for name in &reloaded {
                 if let Some(l) = self.layer(name) {
-                    self.reload(l)?;
+                    self.reload(&l)?;
                 }
             }
             // The batch's rows are read first, then applied with one index lock per
@@ -720,7 +945,7 @@ impl App {
             // whole or not at all, never half of it.
             {
                 let _a = self.apply_lock.lock();
-                let mut reads: Vec<(&LayerState, &str, RowRead)> = Vec::new();
+                let mut reads: Vec<(Arc<LayerState>, &str, RowRead)> = Vec::new();
                 for c in &changes {
                     if own.contains(&c.seq) {
                         continue; // applied when it was committed
@@ -732,14 +957,15 @@ impl App {
                     if reloaded.contains(&c.layer.as_str()) {
                         continue;
                     }
-                    reads.push((l, id.as_str(), self.read_for_index(l, id)?));
+                    let read = self.read_for_index(&l, id)?;
+                    reads.push((l, id.as_str(), read));
                 }
                 let mut reads = reads.into_iter().peekable();
                 while let Some((l, id, read)) = reads.next() {
                     let mut index = l.index.write();
-                    apply_read(l, &mut index, id, read);
-                    while let Some((_, id, read)) = reads.next_if(|(m, _, _)| std::ptr::eq(*m, l)) {
-                        apply_read(l, &mut index, id, read);
+                    apply_read(&l, &mut index, id, read);
+                    while let Some((_, id, read)) = reads.next_if(|(m, _, _)| Arc::ptr_eq(m, &l)) {
+                        apply_read(&l, &mut index, id, read);
                     }
                 }
             }

@@ -239,24 +239,12 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// The layer files built into the binary, for running outside a checkout.
-const BUILTIN_LAYERS: [(&str, &str); 5] = [
-    ("boundary.toml", include_str!("../layers/boundary.toml")),
-    ("pipelines.toml", include_str!("../layers/pipelines.toml")),
-    (
-        "risk_points.toml",
-        include_str!("../layers/risk_points.toml"),
-    ),
-    ("rivers.toml", include_str!("../layers/rivers.toml")),
-    ("sensors.toml", include_str!("../layers/sensors.toml")),
-];
-
 /// Loads the layer files from `dir`, or the built-in ones when `dir` is the default
 /// and does not exist.
 pub fn load_config(dir: &Path) -> Result<Config, ConfigError> {
     if dir == Path::new("layers") && !dir.exists() {
         let mut layers = Vec::new();
-        for (file, text) in BUILTIN_LAYERS {
+        for (file, text) in crate::config::BUILTIN_LAYERS {
             layers.push(Arc::new(crate::config::parse_layer(
                 &Path::new("layers").join(file),
                 text,

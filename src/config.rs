@@ -14,6 +14,18 @@ use crate::model::{
     GeometryType, LayerDef, LayerKind, PropertyDef, PropertyType, TileSettings, UnknownProperties,
 };
 
+/// The layer files built into the binary, for running outside a checkout.
+pub const BUILTIN_LAYERS: [(&str, &str); 5] = [
+    ("boundary.toml", include_str!("../layers/boundary.toml")),
+    ("pipelines.toml", include_str!("../layers/pipelines.toml")),
+    (
+        "risk_points.toml",
+        include_str!("../layers/risk_points.toml"),
+    ),
+    ("rivers.toml", include_str!("../layers/rivers.toml")),
+    ("sensors.toml", include_str!("../layers/sensors.toml")),
+];
+
 /// Highest zoom a layer may declare (tile maths uses 32-bit x/y up to z30).
 pub const MAX_ZOOM: u8 = 30;
 
@@ -117,6 +129,9 @@ struct RawLayer {
     unknown_properties: Option<String>,
     #[serde(default)]
     max_vertices: Option<i64>,
+    /// Written by riskmap for a layer created from an upload.
+    #[serde(default)]
+    uploaded: bool,
     #[serde(default)]
     properties: Vec<RawProperty>,
     #[serde(default)]
@@ -369,6 +384,7 @@ pub fn parse_layer(path: &Path, text: &str) -> Result<LayerDef, ConfigError> {
         maxzoom,
         unknown_properties,
         max_vertices,
+        uploaded: raw.uploaded,
     })
 }
 

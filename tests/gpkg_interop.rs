@@ -18,7 +18,7 @@ fn ogrinfo_reads_every_layer_with_its_count_and_crs() {
             .unwrap(),
     );
     let path = store_path(dir.path());
-    for l in app.layers() {
+    for l in app.layers().iter() {
         let out = Command::new("ogrinfo")
             .args(["-so", "-ro", path.to_str().unwrap(), &l.def.name])
             .output()

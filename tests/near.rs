@@ -727,7 +727,8 @@ async fn work_is_capped_by_the_budget_and_the_excess_refused() {
         offset: 0,
     };
     {
-        let idx = w.app.layer("risk_points").unwrap().index.read();
+        let idx_layer = w.app.layer("risk_points").unwrap();
+        let idx = idx_layer.index.read();
         let small = Budget::new(1_000);
         assert!(matches!(
             near::around(&idx, &q, &small),

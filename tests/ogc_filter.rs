@@ -55,7 +55,8 @@ fn seeded() -> (tempfile::TempDir, Arc<App>, Vec<Point>) {
         doc["properties"]["name"] = json!(name);
         create(&app, "risk_points", &doc);
         // What was stored (7 decimals), for the oracle.
-        let stored = &app.layer("risk_points").unwrap().index.read();
+        let state = app.layer("risk_points").unwrap();
+        let stored = &state.index.read();
         let f = stored.get(&id).unwrap().feature;
         let geo_types::Geometry::Point(p) = f.geometry else {
             panic!()

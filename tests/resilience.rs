@@ -295,7 +295,8 @@ async fn served(app: &std::sync::Arc<App>) -> Served {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let world = riskmap::model::Bbox::new(-180.0, -90.0, 180.0, 90.0).unwrap();
     let fids = |l: &str| -> Vec<i64> {
-        let idx = app.layer(l).unwrap().index.read();
+        let state = app.layer(l).unwrap();
+        let idx = state.index.read();
         idx.in_bbox(&world)
             .into_iter()
             .map(|s| idx.fid(s))
@@ -617,7 +618,8 @@ async fn an_import_replaces_rows_the_server_does_not_serve_and_audits_them() {
     let app = open_app(dir.path());
     let h = http_json(&app, "/health").await;
     assert_eq!(unreadable(&h, "sensors"), 3, "{h}");
-    let idx = app.layer("sensors").unwrap().index.read();
+    let idx_layer = app.layer("sensors").unwrap();
+    let idx = idx_layer.index.read();
     for id in ["BAD-NAN", "BAD-BLOB", "BAD-TYPE"] {
         assert!(idx.slot(id).is_some(), "{id} is served after the import");
     }

@@ -520,7 +520,8 @@ async fn lines_over_budget_keep_the_widest() {
         x: 407,
         y: 211,
     };
-    let states = riskmap::tiles::resolve("pipelines", app.layers()).unwrap();
+    let all = app.layers();
+    let states = riskmap::tiles::resolve("pipelines", &all).unwrap();
     let drawn = riskmap::tiles::render(&states, t);
     let stats = drawn.stats[0].1;
     assert!(stats.truncated, "the budget must bite here: {stats:?}");
@@ -687,7 +688,8 @@ fn tiles_around(c: geo_types::Coord) -> Vec<TileCoord> {
 async fn assert_fresh(app: &Arc<App>, layers: &str, tiles: &[TileCoord], what: &str) {
     for &t in tiles {
         let served = tile(app, layers, t).await;
-        let states = riskmap::tiles::resolve(layers, app.layers()).unwrap();
+        let all = app.layers();
+        let states = riskmap::tiles::resolve(layers, &all).unwrap();
         let now = riskmap::tiles::render(&states, t).bytes;
         assert!(served == now, "{what}: tile {t:?} served stale content");
     }
@@ -891,7 +893,8 @@ async fn a_feature_that_collapses_in_a_tile_is_dropped_counted_and_the_tile_stil
     cli_import(dir.path(), "boundary", &file);
     app.follow_changes().unwrap();
     let t = TileCoord::of_lonlat(106.5, 29.5, 8).unwrap();
-    let states = riskmap::tiles::resolve("boundary", app.layers()).unwrap();
+    let all = app.layers();
+    let states = riskmap::tiles::resolve("boundary", &all).unwrap();
     let drawn = riskmap::tiles::render(&states, t);
     assert_eq!(drawn.stats[0].1.dropped_degenerate, 1, "{:?}", drawn.stats);
     let layers = decode(&tile(&app, "boundary", t).await);

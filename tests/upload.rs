@@ -910,3 +910,221 @@ fn gbk_csv_in_gauss_kruger_and_a_gcj02_file_come_back_in_wgs84() {
         }
     }
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn tile_of(lon: f64, lat: f64, z: u32) -> (u32, u32) {
+    let n = f64::from(1u32 << z);
+    let x = ((lon + 180.0) / 360.0 * n).floor() as u32;
+    let r = lat.to_radians();
+    let y =
+        ((1.0 - (r.tan() + 1.0 / r.cos()).ln() / std::f64::consts::PI) / 2.0 * n).floor() as u32;
+    (x, y)
+}
+
+fn start_on(dir: &Path, layers: &Path) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_riskmap"));
+    cmd.args([
+        "serve",
+        "--no-demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        dir.to_str().unwrap(),
+        "--layers",
+        layers.to_str().unwrap(),
+    ])
+    .env("RISKMAP_LOG", "info")
+    .stderr(std::process::Stdio::piped());
+    common::server::start_command(cmd)
+}
+
+#[test]
+fn a_layer_created_from_a_zipped_shapefile_is_served_at_once_and_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let layers = dir.path().join("layers");
+    copy_dir(&layers_dir(), &layers);
+    let data = dir.path().join("data");
+    let run_cli = |args: &[&str]| {
+        let o = riskmap_raw(&[args, &["--data", data.to_str().unwrap()]].concat());
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        text(&o.stdout).trim().to_string()
+    };
+    // riskmap_raw adds the repository's --layers; these commands need only the store.
+    run_cli(&["init"]);
+    let admin = run_cli(&["keys", "add", "--role", "admin", "--name", "a"]);
+    let importer = run_cli(&["keys", "add", "--role", "importer", "--name", "i"]);
+    let server = start_on(&data, &layers);
+    // Shelters from a district office: a GBK shapefile in Gauss–Krüger with a Chinese
+    // field name, and a type column that takes few values.
+    let work = tempfile::tempdir().unwrap();
+    let kinds = ["school", "park", "stadium"];
+    let shelters: Vec<Value> = (0..30)
+        .map(|i| {
+            json!({"type": "Feature", "properties": {"id": format!("SH{i:02}"), "名称": format!("避难场所{i}号"), "capacity": 200 + i * 10, "type": kinds[i % 3]},
+                   "geometry": {"type": "Point", "coordinates": [106.45 + i as f64 * 0.004, 29.52 + (i % 5) as f64 * 0.003]}})
+        })
+        .collect();
+    let src = work.path().join("shelters.geojson");
+    std::fs::write(&src, collection(shelters.clone())).unwrap();
+    run(
+        "ogr2ogr",
+        &[
+            "-f",
+            "ESRI Shapefile",
+            "-t_srs",
+            "EPSG:4545",
+            "-lco",
+            "ENCODING=CP936",
+            work.path().join("bz.shp").to_str().unwrap(),
+            src.to_str().unwrap(),
+        ],
+    );
+    let zip = zip_set(work.path(), "bz");
+    let create = |key: &str, query: &str| {
+        let auth = format!("Bearer {key}");
+        let (s, b) = http_bytes(
+            &server.addr,
+            "POST",
+            &format!("/collections{query}"),
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/zip"),
+            ],
+            &zip,
+        );
+        (
+            s,
+            serde_json::from_str::<Value>(&b).unwrap_or(json!({ "raw": b })),
+        )
+    };
+    let q = "?name=shelters&kind=reference&title=Emergency%20shelters&map=%E5%90%8D%E7%A7%B0:name";
+    let (s, _) = create(&importer, q);
+    assert_eq!(s, 403, "an importer may not create layers");
+    // A Chinese property name without map= is refused, naming it.
+    let (s, b) = create(&admin, "?name=shelters&kind=reference");
+    assert_eq!(s, 422, "{b}");
+    assert!(b.to_string().contains("名称"), "{b}");
+    let (s, b) = create(&admin, q);
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["added"], 30, "{b}");
+    let (s, _) = create(&admin, q);
+    assert_eq!(s, 409, "the name is taken");
+    let toml = std::fs::read_to_string(layers.join("shelters.toml")).unwrap();
+    assert!(
+        toml.contains("uploaded = true")
+            && toml.contains("values = [\"park\", \"school\", \"stadium\"]")
+            && toml.contains("type = \"integer\""),
+        "{toml}"
+    );
+
+    let check = |server: &Server| {
+        let get = |path: &str| {
+            let (s, b) = http(&server.addr, "GET", path, &[], "");
+            assert_eq!(s, 200, "{path}: {b}");
+            b
+        };
+        let c: Value = serde_json::from_str(&get("/collections")).unwrap();
+        assert!(
+            c["collections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["id"] == "shelters"),
+            "{c}"
+        );
+        let items: Value =
+            serde_json::from_str(&get("/collections/shelters/items?limit=100")).unwrap();
+        assert_eq!(items["features"].as_array().unwrap().len(), 30);
+        let f = items["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == "SH07")
+            .unwrap()
+            .clone();
+        assert_eq!(f["properties"]["name"], "避难场所7号");
+        assert_eq!(f["properties"]["capacity"], 270);
+        let near: Value = serde_json::from_str(&get(
+            "/collections/shelters/nearest?lon=106.45&lat=29.52&k=3",
+        ))
+        .unwrap();
+        assert_eq!(near["features"][0]["id"], "SH00", "{near}");
+        let filtered: Value = serde_json::from_str(&get(
+            "/collections/shelters/items?filter=type%3D%27park%27&limit=100",
+        ))
+        .unwrap();
+        assert_eq!(filtered["features"].as_array().unwrap().len(), 10);
+        let (x, y) = tile_of(106.5, 29.525, 12);
+        let (s, body) = http_bytes(
+            &server.addr,
+            "GET",
+            &format!("/tiles/shelters/12/{x}/{y}.mvt"),
+            &[],
+            b"",
+        );
+        assert_eq!(s, 200, "{body}");
+        let tj: Value = serde_json::from_str(&get("/tiles/risk_points,shelters.json")).unwrap();
+        assert!(
+            tj["vector_layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["id"] == "shelters"),
+            "{tj}"
+        );
+        let style: Value = serde_json::from_str(&get("/styles/riskmap.json")).unwrap();
+        assert!(
+            style["sources"]["riskmap"]["url"]
+                .as_str()
+                .unwrap()
+                .contains("shelters"),
+            "{}",
+            style["sources"]
+        );
+        assert!(
+            style["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["source-layer"] == "shelters")
+        );
+    };
+    check(&server);
+    drop(server);
+    let server = start_on(&data, &layers);
+    check(&server);
+
+    // Removing it: admin only; hand-written layers cannot be.
+    let del = |key: &str, name: &str| {
+        http(
+            &server.addr,
+            "DELETE",
+            &format!("/collections/{name}"),
+            &[("Authorization", &format!("Bearer {key}"))],
+            "",
+        )
+        .0
+    };
+    assert_eq!(del(&importer, "shelters"), 403);
+    assert_eq!(del(&admin, "risk_points"), 409);
+    assert_eq!(del(&admin, "shelters"), 204);
+    assert_eq!(
+        http(&server.addr, "GET", "/collections/shelters", &[], "").0,
+        404
+    );
+    assert!(!layers.join("shelters.toml").exists());
+    assert_eq!(del(&admin, "shelters"), 404);
+    drop(server);
+    let server = start_on(&data, &layers);
+    assert_eq!(
+        http(&server.addr, "GET", "/collections/shelters", &[], "").0,
+        404
+    );
+}

@@ -118,12 +118,12 @@ type LayerPath = Result<Path<String>, axum::extract::rejection::PathRejection>;
 
 /// What a read of one layer's description needs: the layer (404 if unknown, after the
 /// read check), the origin for its links and the `Vary` that implies.
-async fn layer_read<'a>(
-    app: &'a Arc<App>,
+async fn layer_read(
+    app: &Arc<App>,
     path: LayerPath,
     uri: &Uri,
     headers: HeaderMap,
-) -> Result<(&'a LayerState, String, Option<&'static str>), ApiError> {
+) -> Result<(Arc<LayerState>, String, Option<&'static str>), ApiError> {
     let Path(name) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (base, vary) = super::public_url::base_url(app, &headers, uri)?;
     let a = app.clone();
@@ -141,7 +141,7 @@ pub async fn one(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (l, base, vary) = layer_read(&app, path, &uri, headers).await?;
-    Ok(json_with_vary(describe(l, &base), vary))
+    Ok(json_with_vary(describe(&l, &base), vary))
 }
 
 /// `GET /collections/{layer}/queryables`: the properties a filter may name, as a JSON

@@ -30,7 +30,7 @@ pub async fn health(State(app): State<Arc<App>>) -> Json<Value> {
     let mut shown = Vec::new();
     let mut total = 0usize;
     let mut unreadable = 0usize;
-    for l in app.layers() {
+    for l in app.layers().iter() {
         let n = l.index.read().len();
         total += n;
         layers.insert(l.def.name.clone(), n.into());

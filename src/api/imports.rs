@@ -45,13 +45,33 @@ fn too_large(what: String) -> ApiError {
 }
 
 fn parse_options(query: Option<&str>) -> Result<ImportOptions, ApiError> {
+    parse_options_with(query, &[], &mut |_, _| Ok(()))
+}
+
+/// [`parse_options`], also taking the parameters `extra` (handed to `other`).
+fn parse_options_with(
+    query: Option<&str>,
+    extra: &[&str],
+    other: &mut dyn FnMut(&str, String) -> Result<(), ApiError>,
+) -> Result<ImportOptions, ApiError> {
     let mut opts = ImportOptions::default();
     let mut seen: HashMap<String, ()> = HashMap::new();
     for (k, v) in form_urlencoded_pairs(query.unwrap_or("")) {
+        if extra.contains(&k.as_str()) {
+            if seen.insert(k.clone(), ()).is_some() {
+                return Err(ApiError::bad_request(format!(
+                    "parameter {k:?} is given twice"
+                )));
+            }
+            other(&k, v)?;
+            continue;
+        }
         if !UPLOAD_PARAMS.contains(&k.as_str()) {
+            let mut all: Vec<&str> = UPLOAD_PARAMS.to_vec();
+            all.extend_from_slice(extra);
             return Err(ApiError::bad_request(format!(
-                "unknown parameter {k:?}; an upload takes {}",
-                UPLOAD_PARAMS.join(", ")
+                "unknown parameter {k:?}; this takes {}",
+                all.join(", ")
             )));
         }
         if seen.insert(k.clone(), ()).is_some() {
@@ -131,6 +151,196 @@ fn form_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The parts of an upload request both endpoints share: the file's claimed format and
+/// the body, received into a new directory of the upload's own.
+async fn receive_upload(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    body: Body,
+    opts: &mut ImportOptions,
+) -> Result<(WorkDir, std::path::PathBuf), ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    opts.claim = Some(Format::from_media_type(ct).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!(
+                "Content-Type {ct:?} is not a format riskmap imports: application/geo+json, text/csv, application/zip (a zipped shapefile), application/geopackage+sqlite3, application/flatgeobuf, or application/octet-stream to go by the bytes"
+            ),
+        )
+    })?);
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > MAX_UPLOAD_BYTES {
+            return Err(too_large(format!(
+                "the upload is {len} bytes; at most {MAX_UPLOAD_BYTES} are accepted"
+            )));
+        }
+    }
+    let parent = app.upload_dir();
+    let work = blocking(move || {
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| ApiError::internal("creating the upload directory", e))?;
+        WorkDir::new(Some(&parent))
+            .map_err(|e| ApiError::internal("creating the upload directory", e))
+    })
+    .await?;
+    let file = work.path().join("body");
+    receive(body, &file).await?;
+    opts.work_parent = Some(work.path().to_path_buf());
+    Ok((work, file))
+}
+
+fn too_many_uploads() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "TooManyUploads",
+        format!(
+            "{} uploads are being imported; try again shortly",
+            crate::app::MAX_UPLOADS
+        ),
+    )
+    .with_header(header::RETRY_AFTER, "10")
+}
+
+/// `POST /collections?name=&kind=reference` (admin): a new layer from a file.
+pub async fn create_layer(
+    State(app): State<Arc<App>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (a, h) = (app.clone(), headers.clone());
+    let actor =
+        blocking(move || auth::require(&a, &h, Action::Administer).map(|k| k.actor())).await?;
+    let (mut name, mut kind, mut title, mut id_property) = (None, None, None, None);
+    let mut opts = parse_options_with(
+        query.as_deref(),
+        &["name", "kind", "title", "id_property"],
+        &mut |k, v| {
+            match k {
+                "name" => name = Some(v),
+                "kind" => kind = Some(v),
+                "title" => title = Some(v),
+                _ => id_property = Some(v),
+            }
+            Ok(())
+        },
+    )?;
+    let name = name.ok_or_else(|| {
+        ApiError::bad_request(
+            "name is required: the new layer's name (lower-case letters, digits and _)",
+        )
+    })?;
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !["gpkg_", "rtree_", "sqlite_", "riskmap_"]
+            .iter()
+            .any(|p| name.starts_with(p));
+    if !valid {
+        return Err(ApiError::bad_request(format!(
+            "name {name:?}: use lower-case letters, digits and _, starting with a letter (at most 63; not gpkg_, rtree_, sqlite_ or riskmap_)"
+        )));
+    }
+    let kind = match kind.as_deref() {
+        None | Some("reference") => crate::model::LayerKind::Reference,
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "kind {k:?}: layers created from files are reference layers (kind=reference); risk points, pipelines and sensors have the fixed schemas of their layer files"
+            )));
+        }
+    };
+    let title = title.unwrap_or_else(|| name.clone());
+    let id_property = id_property.unwrap_or_else(|| "id".into());
+    opts.actor = actor;
+    opts.mode = Mode::Upsert;
+    if opts.dry_run {
+        return Err(ApiError::bad_request(
+            "dry_run: a layer is created for real or not at all; try the file with a dry run into an existing layer",
+        ));
+    }
+    let Some(slot) = app.upload_slot() else {
+        return Err(too_many_uploads());
+    };
+    let (work, file) = receive_upload(&app, &headers, body, &mut opts).await?;
+    opts.source_name = Some(format!("new layer {name}"));
+    let (app2, name2) = (app.clone(), name.clone());
+    let outcome = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        let r = crate::app::on_idle_thread("riskmap-upload", || {
+            app2.create_layer(&name2, &title, kind, &id_property, &file, opts)
+        });
+        drop(work);
+        r
+    })
+    .await?;
+    let outcome = outcome.map_err(|e| match e {
+        crate::app::CreateLayerError::Exists(_) => {
+            ApiError::new(StatusCode::CONFLICT, "Conflict", e.to_string())
+        }
+        crate::app::CreateLayerError::Schema(m) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "UnusableSchema", m)
+        }
+        crate::app::CreateLayerError::Ingest(i) => ingest_error(i),
+        crate::app::CreateLayerError::Store(s) => s.into(),
+        other => ApiError::internal("creating a layer", other),
+    })?;
+    let mut body = serde_json::to_value(&outcome.report).unwrap_or(Json::Null);
+    if outcome.status == 422 {
+        body["status"] = json!(422);
+        body["code"] = json!("ImportRejected");
+        body["description"] = json!(format!(
+            "{} of {} features refused; the layer was not created",
+            body["rejected"], body["features"]
+        ));
+    } else {
+        body["collection"] = json!(format!("/collections/{name}"));
+    }
+    let mut resp = (
+        StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::OK),
+        axum::Json(body),
+    )
+        .into_response();
+    if outcome.status == 201 {
+        if let Ok(v) = format!("/collections/{name}").parse() {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// `DELETE /collections/{name}` (admin): removes a layer created from an upload.
+pub async fn delete_layer(
+    State(app): State<Arc<App>>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(name) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let a = app.clone();
+    blocking(move || {
+        auth::require(&a, &headers, Action::Administer)?;
+        a.remove_layer(&name).map_err(|e| match e {
+            crate::app::CreateLayerError::Missing(_) => ApiError::not_found(e.to_string()),
+            crate::app::CreateLayerError::NotUploaded(_) => {
+                ApiError::new(StatusCode::CONFLICT, "Conflict", e.to_string())
+            }
+            crate::app::CreateLayerError::Store(s) => s.into(),
+            other => ApiError::internal("removing a layer", other),
+        })
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// `POST /collections/{layer}/imports`.
 pub async fn upload(
     State(app): State<Arc<App>>,
@@ -148,19 +358,6 @@ pub async fn upload(
     }
     let mut opts = parse_options(query.as_deref())?;
     opts.actor = actor;
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    opts.claim = Some(Format::from_media_type(ct).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            format!(
-                "Content-Type {ct:?} is not a format riskmap imports: application/geo+json, text/csv, application/zip (a zipped shapefile), application/geopackage+sqlite3, application/flatgeobuf, or application/octet-stream to go by the bytes"
-            ),
-        )
-    })?);
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -179,43 +376,10 @@ pub async fn upload(
             )
         }
     };
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > MAX_UPLOAD_BYTES {
-            return Err(too_large(format!(
-                "the upload is {len} bytes; at most {MAX_UPLOAD_BYTES} are accepted"
-            )));
-        }
-    }
     let Some(slot) = app.upload_slot() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "TooManyUploads",
-            format!(
-                "{} uploads are being imported; try again shortly",
-                crate::app::MAX_UPLOADS
-            ),
-        )
-        .with_header(header::RETRY_AFTER, "10"));
+        return Err(too_many_uploads());
     };
-    // The upload's own directory: the body, and whatever unpacking and GDAL make.
-    let parent = app.upload_dir();
-    let work = {
-        let parent = parent.clone();
-        blocking(move || {
-            std::fs::create_dir_all(&parent)
-                .map_err(|e| ApiError::internal("creating the upload directory", e))?;
-            WorkDir::new(Some(&parent))
-                .map_err(|e| ApiError::internal("creating the upload directory", e))
-        })
-        .await?
-    };
-    let file = work.path().join("body");
-    receive(body, &file).await?;
-    opts.work_parent = Some(work.path().to_path_buf());
+    let (work, file) = receive_upload(&app, &headers, body, &mut opts).await?;
     opts.source_name = Some(format!("upload to {layer}"));
     let app2 = app.clone();
     let layer2 = layer.clone();

@@ -124,7 +124,7 @@ pub async fn api(
 pub fn api_facts<'a>(app: &'a App, base: &'a str) -> super::openapi::ApiFacts<'a> {
     super::openapi::ApiFacts {
         base,
-        layers: app.layers().iter().map(|l| l.def.as_ref()).collect(),
+        layers: app.layers().iter().map(|l| l.def.clone()).collect(),
         public_reads: app.public_reads(),
         default_limit: super::items::DEFAULT_LIMIT,
         max_limit: super::items::MAX_LIMIT,

@@ -56,7 +56,7 @@ pub async fn track(req: Request, next: Next) -> Response {
 }
 
 pub async fn render(State(app): State<Arc<App>>) -> Response {
-    for l in app.layers() {
+    for l in app.layers().iter() {
         let n = l.index.read().len();
         metrics::gauge!("riskmap_features", "layer" => l.def.name.clone()).set(n as f64);
         let unreadable = l.unreadable.lock().len();

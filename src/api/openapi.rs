@@ -14,6 +14,7 @@
 //! of `router.rs` is documented and every documented operation answers.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use utoipa::openapi::path::{
@@ -46,7 +47,7 @@ const BEARER: &str = "bearerAuth";
 pub struct ApiFacts<'a> {
     /// The absolute base URL clients reach the server at.
     pub base: &'a str,
-    pub layers: Vec<&'a LayerDef>,
+    pub layers: Vec<Arc<LayerDef>>,
     /// Whether reads need no key (`--private-reads` off).
     pub public_reads: bool,
     pub default_limit: usize,
@@ -226,6 +227,82 @@ fn operations(f: &ApiFacts<'_>) -> Vec<(String, PathItemType, utoipa::openapi::p
                 .response("204", ResponseBuilder::new().description("Deleted.").build())
                 .response("404", error_ref())
                 .response("412", error_ref()),
+        ),
+        (
+            "/collections/{collectionId}/imports".to_string(),
+            Post,
+            keyed("Imports", Action::ImportFiles, "importFile", "Import a file into a layer",
+                    "The body is the file: GeoJSON, CSV, a zipped shapefile (or any of these zipped), a GeoPackage or \
+                     FlatGeobuf, in any CRS and encoding (detected, or given). All of it or nothing: every feature is \
+                     checked first, then written in one transaction. Answers the import report: 201 imported, 200 a dry \
+                     run, 422 refusals (nothing written), with `Location: /imports/{id}`. A retry with the same \
+                     `Idempotency-Key` gets the first report back (`Idempotent-Replayed: true`).")
+                .parameter(collection_id(f))
+                .parameter(query("crs", "The file's CRS, overriding what it says: `EPSG:n`, its OGC URI, `CRS84`, `GCJ02` or `BD09`.", json!({"type": "string"})))
+                .parameter(query("encoding", "The file's text encoding, overriding what it says.", json!({"type": "string", "enum": ["UTF-8", "GBK", "GB18030", "Big5", "ISO-8859-1"]})))
+                .parameter(query("mode", "`upsert` adds and updates by id; `replace` also deletes the layer's features absent from the file.", json!({"type": "string", "enum": ["upsert", "replace"], "default": "upsert"})))
+                .parameter(query("map", "Source property to layer property, `SOURCE:TARGET,...` (e.g. `名称:name`).", json!({"type": "string"})))
+                .parameter(query("source_layer", "Which dataset of an archive, or layer of a GeoPackage.", json!({"type": "string"})))
+                .parameter(query("dry_run", "Check and count everything, then write nothing.", json!({"type": "boolean", "default": false})))
+                .parameter(query("skip_invalid", "Import the valid features even when others are refused.", json!({"type": "boolean", "default": false})))
+                .parameter(query("lon_column", "CSV: the column of x or longitude.", json!({"type": "string"})))
+                .parameter(query("lat_column", "CSV: the column of y or latitude.", json!({"type": "string"})))
+                .parameter(ParameterBuilder::new().name("Idempotency-Key").parameter_in(ParameterIn::Header).description(Some("A retry with the same key imports nothing twice.")).schema(Some(schema(json!({"type": "string", "maxLength": 255})))).build())
+                .request_body(Some(upload_body()))
+                .response("200", report_response("The report of a dry run."))
+                .response("201", report_response("The report of the import."))
+                .response("404", error_ref())
+                .response("413", error_ref())
+                .response("415", error_ref()),
+        ),
+        (
+            "/imports".to_string(),
+            Get,
+            keyed("Imports", Action::ImportFiles, "getImports", "Import reports", "The newest import reports first, in summary.")
+                .parameter(query("limit", "Reports per page.", json!({"type": "integer", "minimum": 1, "maximum": 1000, "default": 100})))
+                .parameter(offset_param())
+                .response("200", ResponseBuilder::new().description("The reports.").content(JSON, any_json()).build()),
+        ),
+        (
+            "/imports/{importId}".to_string(),
+            Get,
+            keyed("Imports", Action::ImportFiles, "getImport", "One import report", "The report of an import, as it was answered.")
+                .parameter(ParameterBuilder::new().name("importId").parameter_in(ParameterIn::Path).required(Required::True).schema(Some(schema(json!({"type": "string"})))).build())
+                .response("200", report_response("The report."))
+                .response("404", error_ref()),
+        ),
+        (
+            "/collections".to_string(),
+            Post,
+            keyed("Imports", Action::Administer, "createCollection", "A new layer from a file",
+                    "Creates a reference layer from a file: its schema inferred from the features (types, allowed \
+                     values where few), its layer file written to the layers directory, its table created, the file \
+                     imported; served at once in tiles, TileJSON, the style and queries. Takes the options of an \
+                     import (not `mode` or `dry_run`).")
+                .parameter(query("name", "The layer's name: lower-case letters, digits and _.", json!({"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"})).required(Required::True))
+                .parameter(query("kind", "Only `reference`.", json!({"type": "string", "enum": ["reference"]})))
+                .parameter(query("title", "The layer's title.", json!({"type": "string"})))
+                .parameter(query("id_property", "The property holding each feature's unique id.", json!({"type": "string", "default": "id"})))
+                .parameter(query("crs", "As for an import.", json!({"type": "string"})))
+                .parameter(query("encoding", "As for an import.", json!({"type": "string"})))
+                .parameter(query("map", "As for an import; property names must be ASCII identifiers.", json!({"type": "string"})))
+                .parameter(query("source_layer", "As for an import.", json!({"type": "string"})))
+                .request_body(Some(upload_body()))
+                .response("201", report_response("The layer was created; the report of its import."))
+                .response("409", error_ref())
+                .response("413", error_ref())
+                .response("415", error_ref()),
+        ),
+        (
+            "/collections/{collectionId}".to_string(),
+            Delete,
+            keyed("Imports", Action::Administer, "deleteCollection", "Remove a layer created from a file",
+                    "Removes a layer created by `POST /collections`: its table and its layer file. Layers written by \
+                     hand answer 409.")
+                .parameter(collection_id(f))
+                .response("204", ResponseBuilder::new().description("Removed.").build())
+                .response("404", error_ref())
+                .response("409", error_ref()),
         ),
         (
             "/tiles/{layers}/{z}/{x}/{y}.mvt".to_string(),
@@ -556,6 +633,56 @@ fn edit(id: &str, summary: &str, description: &str) -> OperationBuilder {
         .response("422", error_ref())
         .response("503", error_ref())
         .response("507", error_ref())
+}
+
+/// An operation that needs a key whose role allows `action`.
+fn keyed(
+    tag: &str,
+    action: Action,
+    id: &str,
+    summary: &str,
+    description: &str,
+) -> OperationBuilder {
+    let roles: Vec<&str> = Role::ALL
+        .into_iter()
+        .filter(|r| r.allows(action))
+        .map(Role::name)
+        .collect();
+    let description = format!(
+        "{description} Needs a key with the role {}.",
+        roles.join(" or ")
+    );
+    op(tag, id, summary, &description)
+        .security(SecurityRequirement::new(BEARER, Vec::<String>::new()))
+        .response("401", error_ref())
+        .response("403", error_ref())
+        .response("422", error_ref())
+        .response("503", error_ref())
+}
+
+/// The body of an upload: the file.
+fn upload_body() -> utoipa::openapi::request_body::RequestBody {
+    let mut b = RequestBodyBuilder::new()
+        .description(Some("The file itself, at most 2 GiB."))
+        .required(Some(Required::True));
+    for mt in [
+        GEOJSON,
+        "text/csv",
+        "application/zip",
+        "application/geopackage+sqlite3",
+        "application/flatgeobuf",
+        "application/octet-stream",
+    ] {
+        b = b.content(mt, binary());
+    }
+    b.build()
+}
+
+fn report_response(description: &str) -> utoipa::openapi::response::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(JSON, any_json())
+        .build()
 }
 
 /// `GET .../items`, generic (`layer` None) or for one layer.

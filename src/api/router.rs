@@ -47,8 +47,14 @@ pub fn router_with(app: Arc<App>, limits: Arc<Limits>) -> Router {
         .route("/conformance", get(landing::conformance))
         .route("/api", get(landing::api))
         .route("/api.html", get(landing::api))
-        .route("/collections", get(collections::list))
-        .route("/collections/{layer}", get(collections::one))
+        .route(
+            "/collections",
+            get(collections::list).post(imports::create_layer),
+        )
+        .route(
+            "/collections/{layer}",
+            get(collections::one).delete(imports::delete_layer),
+        )
         .route(
             "/collections/{layer}/queryables",
             get(collections::queryables),

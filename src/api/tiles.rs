@@ -257,7 +257,8 @@ pub async fn tile(
             ApiError::not_found("tile paths end in .mvt: /tiles/{layers}/{z}/{x}/{y}.mvt")
         })?;
     let coord = TileCoord::parse(&z, &x, y).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let layers = tiles::resolve(&spec, app.layers()).map_err(list_error)?;
+    let all = app.layers();
+    let layers = tiles::resolve(&spec, &all).map_err(list_error)?;
     read_allowed(&app, &headers).await?;
     let spec: Arc<str> = spec.into();
     let key = tiles::TileKey {
@@ -279,7 +280,8 @@ pub async fn tile(
             let a = app.clone();
             let (t, source) = render_pool()?
                 .run(move || {
-                    let layers = tiles::resolve(&spec, a.layers()).map_err(list_error)?;
+                    let all = a.layers();
+                    let layers = tiles::resolve(&spec, &all).map_err(list_error)?;
                     Ok(tiles::tile(a.tile_cache(), &spec, &layers, coord))
                 })
                 .await?;
@@ -372,7 +374,8 @@ pub async fn tilejson_handler(
     let spec = file
         .strip_suffix(".json")
         .ok_or_else(|| ApiError::not_found("TileJSON is at /tiles/{layers}.json"))?;
-    let layers = tiles::resolve(spec, app.layers()).map_err(list_error)?;
+    let all = app.layers();
+    let layers = tiles::resolve(spec, &all).map_err(list_error)?;
     read_allowed(&app, &headers).await?;
     let (base, vary) = super::public_url::base_url(&app, &headers, &uri)?;
     let doc = tilejson(&layers, spec, &base);

@@ -187,6 +187,7 @@ pub async fn style(
     let mut style: serde_json::Value =
         serde_json::from_str(text).map_err(|e| ApiError::internal("embedded style", e))?;
     let (base, vary) = super::public_url::base_url(&app, &headers, &uri)?;
+    with_current_layers(&mut style, &app);
     if let Some(sources) = style.get_mut("sources").and_then(|s| s.as_object_mut()) {
         for src in sources.values_mut() {
             if let Some(url) = src
@@ -210,4 +211,90 @@ pub async fn style(
             .append(header::VARY, HeaderValue::from_static(v));
     }
     Ok(resp)
+}
+
+/// Brings the embedded style up to the layers served now: the `riskmap` source's
+/// TileJSON names every layer (up to the per-tile limit; more go into sources of their
+/// own), and a layer the style does not draw (one created from an upload) gets a plain
+/// drawing by geometry, under the sensors and risk points: circles, lines, or a fill
+/// with its outline. Each such style layer carries `metadata."riskmap:group"` = the
+/// layer's name, as the others do, for the map page's toggles.
+fn with_current_layers(style: &mut serde_json::Value, app: &App) {
+    use crate::model::GeometryType as G;
+    use serde_json::json;
+    let layers = app.layers();
+    let Some(list) = style.get("layers").and_then(|l| l.as_array()).cloned() else {
+        return;
+    };
+    let drawn: std::collections::HashSet<String> = list
+        .iter()
+        .filter_map(|l| {
+            l.get("source-layer")
+                .and_then(|s| s.as_str())
+                .map(str::to_string)
+        })
+        .collect();
+    // The style's own order first (it is the drawing order), then the others.
+    let mut names: Vec<String> = ["boundary", "rivers", "pipelines", "sensors", "risk_points"]
+        .iter()
+        .filter(|n| layers.iter().any(|l| l.def.name == **n))
+        .map(|n| n.to_string())
+        .collect();
+    let extra: Vec<_> = layers
+        .iter()
+        .filter(|l| !drawn.contains(&l.def.name))
+        .collect();
+    let mut new_layers = Vec::new();
+    let palette = [
+        "#2f9e44", "#1971c2", "#9c36b5", "#e8590c", "#0c8599", "#5f3dc4",
+    ];
+    for (i, l) in extra.iter().enumerate() {
+        let name = &l.def.name;
+        let source = if names.len() < crate::tiles::MAX_LAYERS_PER_TILE {
+            names.push(name.clone());
+            "riskmap".to_string()
+        } else {
+            let id = format!("riskmap-{name}");
+            style["sources"][&id] = json!({"type": "vector", "url": format!("/tiles/{name}.json")});
+            id
+        };
+        let colour = palette[i % palette.len()];
+        let meta = json!({"riskmap:group": name});
+        match l.def.geometry {
+            G::Point | G::MultiPoint => new_layers.push(json!({
+                "id": name, "type": "circle", "source": source, "source-layer": name, "metadata": meta,
+                "paint": {"circle-color": colour, "circle-radius": 4, "circle-stroke-color": "#ffffff", "circle-stroke-width": 1}
+            })),
+            G::LineString | G::MultiLineString => new_layers.push(json!({
+                "id": name, "type": "line", "source": source, "source-layer": name, "metadata": meta,
+                "paint": {"line-color": colour, "line-width": 1.5}
+            })),
+            G::Polygon | G::MultiPolygon => {
+                new_layers.push(json!({
+                    "id": format!("{name}-fill"), "type": "fill", "source": source, "source-layer": name, "metadata": meta,
+                    "paint": {"fill-color": colour, "fill-opacity": 0.15}
+                }));
+                new_layers.push(json!({
+                    "id": format!("{name}-line"), "type": "line", "source": source, "source-layer": name, "metadata": meta,
+                    "paint": {"line-color": colour, "line-width": 1}
+                }));
+            }
+        }
+    }
+    style["sources"]["riskmap"]["url"] = json!(format!("/tiles/{}.json", names.join(",")));
+    // Under the first sensor or risk point layer, so points stay on top.
+    let at = list
+        .iter()
+        .position(|l| {
+            matches!(
+                l.get("source-layer").and_then(|s| s.as_str()),
+                Some("sensors" | "risk_points")
+            )
+        })
+        .unwrap_or(list.len());
+    let mut all = list;
+    for (k, nl) in new_layers.into_iter().enumerate() {
+        all.insert(at + k, nl);
+    }
+    style["layers"] = serde_json::Value::Array(all);
 }

@@ -128,6 +128,9 @@ impl Trail {
 /// The members of a Feature riskmap reads; others (foreign members) are skipped.
 const FEATURE_MEMBERS: [&str; 4] = ["type", "id", "geometry", "properties"];
 
+/// What raw mode hands each feature to.
+type RawSink<'a> = dyn FnMut(u64, &Json) -> Result<(), IngestError> + 'a;
+
 /// Shared state of one read.
 struct Ctx<'a> {
     layer: &'a LayerDef,
@@ -136,6 +139,8 @@ struct Ctx<'a> {
     to_wgs84: Option<ToWgs84>,
     /// The CRS the file's `crs` member gave.
     declared: Option<String>,
+    /// Raw mode (schema inference): each feature as read, not checked against a layer.
+    raw: Option<&'a mut RawSink<'a>>,
     sink: &'a mut dyn FnMut(Item) -> Result<(), IngestError>,
     count: u64,
     /// A sink error (the store failed) is kept here: serde errors cannot carry it.
@@ -150,6 +155,20 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn feature(&mut self, v: Json) -> Result<(), String> {
         self.count += 1;
+        if let Some(raw) = self.raw.as_mut() {
+            let mut v = v;
+            let r = super::source::adapt(&mut v, self.opts, self.to_wgs84.as_ref())
+                .map_err(|e| IngestError::Format {
+                    path: std::path::PathBuf::from(format!("feature {}", self.count)),
+                    message: e.to_string(),
+                })
+                .and_then(|_| raw(self.count, &v));
+            return r.map_err(|e| {
+                let msg = e.to_string();
+                self.failed = Some(e);
+                msg
+            });
+        }
         let result = match self.trail.duplicate.take() {
             // Policy: a member given twice is refused, never resolved by keeping one
             // of the values (JSON readers disagree on which; data would be lost).
@@ -202,11 +221,53 @@ pub(super) fn read(
     reader: &mut dyn Read,
     sink: &mut dyn FnMut(Item) -> Result<(), IngestError>,
 ) -> Result<Option<String>, IngestError> {
+    read_with(path, layer, opts, to_wgs84, reader, sink, None)
+}
+
+/// Reads GeoJSON handing each feature over as read (after `map=` and the CRS
+/// transform), unchecked: for inferring a new layer's schema.
+pub(super) fn read_raw(
+    path: &Path,
+    opts: &ImportOptions,
+    to_wgs84: Option<ToWgs84>,
+    reader: &mut dyn Read,
+    each: &mut dyn FnMut(u64, &Json) -> Result<(), IngestError>,
+) -> Result<Option<String>, IngestError> {
+    let layer = crate::config::parse_layer(
+        Path::new("raw.toml"),
+        "name = \"raw\"\ntitle = \"raw\"\nkind = \"reference\"\ngeometry = \"point\"\nid_property = \"id\"\nunknown_properties = \"drop\"\n",
+    )
+    .map_err(|e| IngestError::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    read_with(
+        path,
+        &layer,
+        opts,
+        to_wgs84,
+        reader,
+        &mut |_| Ok(()),
+        Some(each),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_with<'a>(
+    path: &Path,
+    layer: &'a LayerDef,
+    opts: &'a ImportOptions,
+    to_wgs84: Option<ToWgs84>,
+    reader: &mut dyn Read,
+    sink: &'a mut dyn FnMut(Item) -> Result<(), IngestError>,
+    raw: Option<&'a mut RawSink<'a>>,
+) -> Result<Option<String>, IngestError> {
     let mut ctx = Ctx {
         layer,
         opts,
         to_wgs84,
         declared: None,
+        raw,
         sink,
         count: 0,
         failed: None,

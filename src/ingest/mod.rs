@@ -14,6 +14,7 @@
 pub mod crs;
 mod csv;
 mod geojson;
+pub mod infer;
 pub mod shapefile;
 mod source;
 pub mod worker;
@@ -329,6 +330,44 @@ fn ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
 }
 
+/// A file made ready to read: its format found, an archive unpacked and GDAL run (in
+/// the import's own directory, removed when this is dropped), its hash taken.
+pub struct PreparedFile {
+    pub reader: Box<dyn FeatureReader>,
+    pub shown: String,
+    pub sha256: String,
+    pub bytes: u64,
+    started: Instant,
+    path: PathBuf,
+    // Dropped last: the reader's files live in it.
+    _work: WorkDir,
+}
+
+/// Prepares `path` for [`import_prepared_file`] (see [`PreparedFile`]).
+pub fn prepare(path: &Path, opts: &ImportOptions) -> Result<PreparedFile, IngestError> {
+    let started = Instant::now();
+    let shown = opts
+        .source_name
+        .clone()
+        .unwrap_or_else(|| path.display().to_string());
+    let read_err = |source| IngestError::Read {
+        path: PathBuf::from(&shown),
+        source,
+    };
+    let (sha256, bytes) = hash_file(path).map_err(read_err)?;
+    let work = WorkDir::new(opts.work_parent.as_deref()).map_err(read_err)?;
+    let reader = source::open(path, &shown, opts.claim, work.path(), opts, &opts.settings)?;
+    Ok(PreparedFile {
+        reader,
+        shown,
+        sha256,
+        bytes,
+        started,
+        path: path.to_path_buf(),
+        _work: work,
+    })
+}
+
 /// Imports `path` into `layer`: see the module comment for the policy. The file is
 /// prepared (format found, archive unpacked, GDAL run in its child, encoding and CRS
 /// decided), every feature checked with no lock held, and only then, when nothing is
@@ -340,42 +379,52 @@ pub fn import_file(
     opts: &ImportOptions,
     progress: &dyn Progress,
 ) -> Result<ImportReport, IngestError> {
-    let started = Instant::now();
-    let shown = opts
-        .source_name
-        .clone()
-        .unwrap_or_else(|| path.display().to_string());
-    let read_err = |source| IngestError::Read {
-        path: PathBuf::from(&shown),
-        source,
-    };
-    let (sha256, size) = hash_file(path).map_err(read_err)?;
-    let work = WorkDir::new(opts.work_parent.as_deref()).map_err(read_err)?;
-    let reader = source::open(path, &shown, opts.claim, work.path(), opts, &opts.settings)?;
+    let prepared = prepare(path, opts)?;
+    import_prepared_file(store, layer, prepared, opts, progress)
+}
+
+/// The import of a [`prepare`]d file.
+pub fn import_prepared_file(
+    store: &Store,
+    layer: &LayerDef,
+    prepared: PreparedFile,
+    opts: &ImportOptions,
+    progress: &dyn Progress,
+) -> Result<ImportReport, IngestError> {
     let mut report = ImportReport {
-        file: shown.clone(),
+        file: prepared.shown.clone(),
         layer: layer.name.clone(),
-        sha256,
-        bytes: size,
-        source: reader.info().clone(),
+        sha256: prepared.sha256.clone(),
+        bytes: prepared.bytes,
+        source: prepared.reader.info().clone(),
         mode: opts.mode,
         dry_run: opts.dry_run,
         changed_ids: Some(Vec::new()),
         ..Default::default()
     };
-    report.timings_ms.prepare = ms(started);
-    let result = import_prepared(store, layer, reader.as_ref(), opts, progress, &mut report);
+    report.timings_ms.prepare = ms(prepared.started);
+    let result = import_prepared(
+        store,
+        layer,
+        prepared.reader.as_ref(),
+        opts,
+        progress,
+        &mut report,
+    );
     progress.finish();
     result?;
-    if !report.committed {
-        // A file that changed between the passes is caught by the write's recount;
-        // nothing else to check when nothing was written.
-    } else if hash_file(path).map_err(read_err)?.0 != report.sha256 {
-        // Committed from a file that changed meanwhile: the counts still describe
-        // what was written (the second pass), but say so.
-        tracing::warn!(file = %shown, "the file changed while it was being imported");
+    if report.committed {
+        let read_err = |source| IngestError::Read {
+            path: PathBuf::from(&prepared.shown),
+            source,
+        };
+        if hash_file(&prepared.path).map_err(read_err)?.0 != report.sha256 {
+            // Committed from a file that changed meanwhile: the counts still describe
+            // what was written (the second pass), but say so.
+            tracing::warn!(file = %prepared.shown, "the file changed while it was being imported");
+        }
     }
-    report.timings_ms.total = ms(started);
+    report.timings_ms.total = ms(prepared.started);
     Ok(report)
 }
 

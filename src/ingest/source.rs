@@ -196,6 +196,14 @@ pub trait FeatureReader: Send {
         bytes: &AtomicU64,
         sink: &mut dyn FnMut(Item) -> Result<(), IngestError>,
     ) -> Result<Option<String>, IngestError>;
+    /// Hands every feature over as read (a GeoJSON Feature object, after `map=` and the
+    /// CRS transform), before any check against a layer: for inferring the schema of a
+    /// new layer.
+    fn read_raw(
+        &self,
+        opts: &ImportOptions,
+        each: &mut dyn FnMut(u64, &Json) -> Result<(), IngestError>,
+    ) -> Result<(), IngestError>;
 }
 
 /// A directory of the import's own, removed when dropped.
@@ -843,6 +851,19 @@ impl FeatureReader for GeoJsonFile {
         let t = transform_for(opts.crs).map_err(|m| unreadable(&self.shown, m))?;
         super::geojson::read(&self.shown, layer, opts, t, &mut r, sink)
     }
+    fn read_raw(
+        &self,
+        opts: &ImportOptions,
+        each: &mut dyn FnMut(u64, &Json) -> Result<(), IngestError>,
+    ) -> Result<(), IngestError> {
+        let file = File::open(&self.path).map_err(|source| IngestError::Read {
+            path: self.shown.clone(),
+            source,
+        })?;
+        let mut r = BufReader::with_capacity(1 << 20, file);
+        let t = transform_for(opts.crs).map_err(|m| unreadable(&self.shown, m))?;
+        super::geojson::read_raw(&self.shown, opts, t, &mut r, each).map(|_| ())
+    }
 }
 
 /// CSV, read by riskmap's reader, decoded to UTF-8 first when it is in another encoding.
@@ -948,6 +969,16 @@ impl FeatureReader for CsvFile {
         }
         Ok(None)
     }
+    fn read_raw(
+        &self,
+        _opts: &ImportOptions,
+        _each: &mut dyn FnMut(u64, &Json) -> Result<(), IngestError>,
+    ) -> Result<(), IngestError> {
+        Err(unreadable(
+            &self.shown,
+            "a new layer's schema is taken from a file that has one: GeoJSON, a shapefile, GeoPackage or FlatGeobuf (CSV gives no types); create the layer from one of those, or write its layer file",
+        ))
+    }
 }
 
 /// What the GDAL worker wrote: one JSON line per feature, positions in WGS84 (or as
@@ -959,23 +990,15 @@ struct GdalOutput {
     info: SourceInfo,
 }
 
-impl FeatureReader for GdalOutput {
-    fn info(&self) -> &SourceInfo {
-        &self.info
-    }
-    fn info_mut(&mut self) -> &mut SourceInfo {
-        &mut self.info
-    }
-    fn size(&self) -> u64 {
-        self.size
-    }
-    fn read(
+impl GdalOutput {
+    /// Each line of the worker's output as (number, GeoJSON Feature, the worker's
+    /// problem), positions adapted (GCJ-02/BD-09, `map=`).
+    fn lines(
         &self,
-        layer: &LayerDef,
         opts: &ImportOptions,
         bytes: &AtomicU64,
-        sink: &mut dyn FnMut(Item) -> Result<(), IngestError>,
-    ) -> Result<Option<String>, IngestError> {
+        each: &mut dyn FnMut(u64, Json, Result<(), FieldError>) -> Result<(), IngestError>,
+    ) -> Result<(), IngestError> {
         use std::io::BufRead;
         let t = match opts.crs {
             Some(c @ (ImportCrs::Gcj02 | ImportCrs::Bd09)) => {
@@ -1001,21 +1024,54 @@ impl FeatureReader for GdalOutput {
                 )
             })?;
             let mut v = serde_json::json!({ "type": "Feature", "properties": Json::Object(l.p), "geometry": l.g });
-            let result = match l.e {
-                Some((field, reason)) => Err((
-                    id_of(layer, &v).ok().flatten(),
-                    FieldError::new(field, reason),
-                )),
-                None => adapt(&mut v, opts, t.as_ref())
-                    .and_then(|_| Feature::from_geojson(layer, &v))
-                    .map_err(|e| (id_of(layer, &v).ok().flatten(), e)),
+            let problem = match l.e {
+                Some((field, reason)) => Err(FieldError::new(field, reason)),
+                None => adapt(&mut v, opts, t.as_ref()),
             };
+            each(l.n, v, problem)?;
+        }
+        Ok(())
+    }
+}
+
+impl FeatureReader for GdalOutput {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+    fn info_mut(&mut self) -> &mut SourceInfo {
+        &mut self.info
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read(
+        &self,
+        layer: &LayerDef,
+        opts: &ImportOptions,
+        bytes: &AtomicU64,
+        sink: &mut dyn FnMut(Item) -> Result<(), IngestError>,
+    ) -> Result<Option<String>, IngestError> {
+        self.lines(opts, bytes, &mut |n, v, problem| {
+            let result = problem
+                .and_then(|_| Feature::from_geojson(layer, &v))
+                .map_err(|e| (id_of(layer, &v).ok().flatten(), e));
             sink(Item {
-                number: l.n,
+                number: n,
                 line: None,
                 result,
-            })?;
-        }
+            })
+        })?;
         Ok(None)
+    }
+    fn read_raw(
+        &self,
+        opts: &ImportOptions,
+        each: &mut dyn FnMut(u64, &Json) -> Result<(), IngestError>,
+    ) -> Result<(), IngestError> {
+        let bytes = AtomicU64::new(0);
+        self.lines(opts, &bytes, &mut |n, v, problem| match problem {
+            Ok(()) => each(n, &v),
+            Err(e) => Err(unreadable(&self.shown, format!("feature {n}: {e}"))),
+        })
     }
 }

@@ -121,6 +121,9 @@ pub struct LayerDef {
     /// Most vertices one geometry of this layer may have (`max_vertices` in the layer
     /// file; at most, and by default, [`crate::model::geometry::MAX_VERTICES`]).
     pub max_vertices: usize,
+    /// Created from an uploaded file (`POST /collections`), so `DELETE
+    /// /collections/{name}` may remove it; layers written by hand may not be.
+    pub uploaded: bool,
 }
 
 /// Longest feature id accepted, in bytes.

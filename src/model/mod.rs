@@ -62,6 +62,7 @@ pub(crate) mod test_layers {
             maxzoom: 22,
             unknown_properties: UnknownProperties::Reject,
             max_vertices: crate::model::geometry::MAX_VERTICES,
+            uploaded: false,
             tiles: TileSettings {
                 cluster_rank: Some(2),
                 ..TileSettings::default()

@@ -38,7 +38,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-use crate::model::UnreadableRow;
+use crate::model::{LayerDef, UnreadableRow};
 
 pub use audit::{AuditEntry, Change, ImportTotals};
 pub use features::{StoredFeature, UpsertOutcome};
@@ -771,6 +771,16 @@ impl Tx<'_> {
         self.tx.commit().map_err(StoreError::sqlite("committing"))?;
         committed.set(true);
         Ok(())
+    }
+
+    /// Creates the table of a layer new to the store (a layer created from an upload).
+    pub fn create_layer(&self, layer: &LayerDef) -> Result<(), StoreError> {
+        schema::ensure_layer(self, layer)
+    }
+
+    /// Drops a layer's table and what the store keeps about it.
+    pub fn drop_layer(&self, name: &str) -> Result<(), StoreError> {
+        schema::drop_layer(self, name)
     }
 
     pub(crate) fn conn(&self) -> &Connection {

@@ -442,3 +442,19 @@ pub(super) fn ensure_layer(tx: &Tx<'_>, layer: &LayerDef) -> Result<(), StoreErr
     .map_err(StoreError::sqlite("updating gpkg_contents"))?;
     Ok(())
 }
+
+/// Removes a layer's table and every row riskmap and GeoPackage keep about it.
+pub(super) fn drop_layer(tx: &Tx<'_>, name: &str) -> Result<(), StoreError> {
+    let conn = tx.conn();
+    conn.execute(&format!("DROP TABLE IF EXISTS {}", q(name)), [])
+        .map_err(StoreError::sqlite(format!("dropping table {name}")))?;
+    for sql in [
+        "DELETE FROM gpkg_geometry_columns WHERE table_name = ?1",
+        "DELETE FROM gpkg_contents WHERE table_name = ?1",
+        "DELETE FROM riskmap_derived WHERE layer = ?1",
+    ] {
+        conn.execute(sql, [name])
+            .map_err(StoreError::sqlite(format!("forgetting layer {name}")))?;
+    }
+    Ok(())
+}

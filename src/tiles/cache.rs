@@ -206,6 +206,12 @@ impl TileCache {
         }
     }
 
+    /// Forgets every tile (a layer was added or removed: a layer list naming it means
+    /// something else now).
+    pub fn invalidate_all(&self) {
+        self.inner.invalidate_all();
+    }
+
     pub fn insert(&self, key: TileKey, tile: Arc<CachedTile>) {
         self.inner.insert(key, tile);
     }

@@ -37,7 +37,7 @@ pub enum LayerListError {
 /// Resolves `a,b,c` against the catalogue, in the order given.
 pub fn resolve<'a>(
     spec: &str,
-    layers: &'a [LayerState],
+    layers: &'a [std::sync::Arc<LayerState>],
 ) -> Result<Vec<&'a LayerState>, LayerListError> {
     let mut out: Vec<&LayerState> = Vec::new();
     for name in spec.split(',') {
@@ -51,7 +51,7 @@ pub fn resolve<'a>(
         if out.iter().any(|o| o.def.name == name) {
             return Err(LayerListError::Repeated(name.to_string()));
         }
-        out.push(l);
+        out.push(&**l);
         if out.len() > MAX_LAYERS_PER_TILE {
             return Err(LayerListError::TooMany);
         }

@@ -73,6 +73,7 @@ pub(super) fn layer() -> LayerDef {
         unknown_properties: UnknownProperties::Reject,
         tiles: TileSettings::default(),
         max_vertices: 1000,
+        uploaded: false,
     }
 }
 
