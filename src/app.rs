@@ -193,6 +193,27 @@ pub enum CreateLayerError {
     Store(#[from] StoreError),
 }
 
+/// Removes the directories of uploads that were being imported when the server
+/// stopped (`DATA/uploads/riskmap-import-*`).
+fn clean_uploads(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if name.to_string_lossy().starts_with("riskmap-import-") {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => {
+                    tracing::info!(dir = %e.path().display(), "removed the files of an upload interrupted by a stop")
+                }
+                Err(err) => {
+                    tracing::warn!(dir = %e.path().display(), error = %err, "cannot remove an interrupted upload's files")
+                }
+            }
+        }
+    }
+}
+
 /// Writes a layer file atomically (a temporary file, synced, renamed, the directory
 /// synced). A missing layers directory means the server runs on the layer files built
 /// into the binary: the directory is created with them first, so that the next start
@@ -267,6 +288,9 @@ impl App {
                 Err(e) => return Err(e.into()),
             }
         }
+        // Uploads a killed server was importing: their directories are all that is
+        // left of them (an upload is in the store whole or not at all).
+        clean_uploads(&data_dir.join("uploads"));
         // Read the feed position before loading: changes committed during the load
         // are applied again afterwards, which is harmless (applying is idempotent).
         let seq = store.last_change_seq()?;
