@@ -1128,3 +1128,52 @@ fn a_layer_created_from_a_zipped_shapefile_is_served_at_once_and_after_a_restart
         404
     );
 }
+
+#[test]
+fn every_problem_of_a_feature_is_reported_at_once_with_hints() {
+    let (dir, server, key) = serve_empty();
+    let mut bad = risk_point(" R1", 29.55, 106.55, "V");
+    bad["properties"]["category"] = json!("landslip");
+    let mut metres = risk_point("R2", 412_345.6, 3_270_123.4, "I");
+    metres["properties"]["name"] = json!("ok");
+    let body = collection(vec![bad, metres, risk_point("R3", 106.5, 29.5, "II")]);
+    let (status, report) = upload(
+        &server,
+        &key,
+        "risk_points",
+        "",
+        "application/geo+json",
+        body.as_bytes(),
+    );
+    assert_eq!(status, 422, "{report}");
+    assert_eq!(report["rejected"], 2, "{report}");
+    let of = |n: u64| -> Vec<(String, String)> {
+        report["rejections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["feature"] == n)
+            .map(|r| {
+                (
+                    r["field"].as_str().unwrap().to_string(),
+                    r["reason"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let first = of(1);
+    let fields: Vec<&str> = first.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["id", "geometry", "properties.category", "properties.level"],
+        "{report}"
+    );
+    assert!(first[1].1.contains("latitude, longitude"), "{:?}", first[1]);
+    assert!(first[2].1.contains("closest: landslide"), "{:?}", first[2]);
+    let second = of(2);
+    assert!(
+        second[0].1.contains("projected metres") && second[0].1.contains("crs="),
+        "{second:?}"
+    );
+    assert_eq!(sqlite_count(dir.path(), "risk_points"), 0);
+}

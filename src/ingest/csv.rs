@@ -238,77 +238,112 @@ impl<R: Read> Read for Lines<R> {
     }
 }
 
-/// Builds one feature from a row, or says which column is wrong.
+/// Builds one feature from a row, or says which columns are wrong: every problem of
+/// the row, in column order (then the id, then the geometry).
 fn row(
     layer: &LayerDef,
     names: &[String],
     targets: &[Target],
     record: &csv::ByteRecord,
     to_wgs84: Option<&ToWgs84>,
-) -> Result<crate::model::Feature, (Option<String>, FieldError)> {
-    // The id first, so every later refusal can name it.
+) -> Result<crate::model::Feature, (Option<String>, Vec<FieldError>)> {
+    // The id first, so every refusal can name it.
     let id_col = targets.iter().position(|t| *t == Target::Id).unwrap_or(0);
     let id = record
         .get(id_col)
         .and_then(|b| std::str::from_utf8(b).ok())
         .filter(|s| !s.is_empty())
         .map(str::to_string);
-    let fail = |field: &str, reason: String| (id.clone(), FieldError::new(field, reason));
     if record.len() != names.len() {
-        return Err(fail(
-            "row",
-            format!("{} fields, the header has {}", record.len(), names.len()),
+        return Err((
+            id,
+            vec![FieldError::new(
+                "row",
+                format!("{} fields, the header has {}", record.len(), names.len()),
+            )],
         ));
     }
+    let mut errors: Vec<FieldError> = Vec::new();
     let mut values = vec![Value::Null; layer.properties.len()];
     let (mut x, mut y) = (f64::NAN, f64::NAN);
+    let mut coords_ok = true;
     for ((cell, name), target) in record.iter().zip(names).zip(targets) {
-        let text = std::str::from_utf8(cell).map_err(|_| {
-            fail(
-                name,
-                "text is not valid UTF-8 (convert the file with iconv -f GB18030 -t UTF-8)".into(),
-            )
-        })?;
+        let Ok(text) = std::str::from_utf8(cell) else {
+            errors.push(FieldError::new(
+                name.as_str(),
+                "text is not valid UTF-8 (pass encoding= with the file's encoding, e.g. GBK)",
+            ));
+            coords_ok &= !matches!(target, Target::Lon | Target::Lat);
+            continue;
+        };
         match *target {
             Target::Id | Target::Ignored => {}
             Target::Lon | Target::Lat => {
-                let v = text
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|v| v.is_finite())
-                    .ok_or_else(|| {
-                        fail(name, format!("expected a finite number, found {text:?}"))
-                    })?;
-                if *target == Target::Lon { x = v } else { y = v }
+                match text.trim().parse::<f64>().ok().filter(|v| v.is_finite()) {
+                    Some(v) if *target == Target::Lon => x = v,
+                    Some(v) => y = v,
+                    None => {
+                        coords_ok = false;
+                        errors.push(FieldError::new(
+                            name.as_str(),
+                            format!("expected a finite number, found {text:?}"),
+                        ));
+                    }
+                }
             }
             Target::Property(p) => {
                 let def = &layer.properties[p];
-                values[p] = def
-                    .value_from_text(text)
-                    .map_err(|e| fail(&format!("properties.{}", def.name), e))?;
+                match def.value_from_text(text) {
+                    Ok(v) => values[p] = v,
+                    Err(e) => errors.push(FieldError::new(format!("properties.{}", def.name), e)),
+                }
             }
         }
     }
     // Required properties whose column is absent from the file.
     for (def, v) in layer.properties.iter().zip(&values) {
-        if def.required && v.is_null() {
-            return Err(fail(
-                &format!("properties.{}", def.name),
-                "is required".into(),
+        let named = errors
+            .iter()
+            .any(|e| e.field == format!("properties.{}", def.name));
+        if def.required && v.is_null() && !named {
+            errors.push(FieldError::new(
+                format!("properties.{}", def.name),
+                "is required",
             ));
         }
     }
-    let id = id.clone().ok_or_else(|| {
-        fail(
+    if id.is_none() {
+        errors.push(FieldError::new(
             "id",
             format!("missing: the {:?} cell is empty", layer.id_property),
-        )
-    })?;
-    let Coord { x, y } = match to_wgs84 {
-        Some(t) => t.apply(Coord { x, y }).map_err(|e| fail("geometry", e))?,
-        None => Coord { x, y },
+        ));
+    }
+    let point = if coords_ok {
+        match to_wgs84 {
+            Some(t) => match t.apply(Coord { x, y }) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    errors.push(FieldError::new("geometry", e));
+                    None
+                }
+            },
+            None => Some(Coord { x, y }),
+        }
+    } else {
+        None
     };
-    crate::model::Feature::new(layer, id.clone(), Point(Coord { x, y }).into(), values)
-        .map_err(|e| (Some(id), e))
+    match (id, point) {
+        (Some(id), Some(c)) if errors.is_empty() => {
+            crate::model::Feature::new(layer, id.clone(), Point(c).into(), values)
+                .map_err(|e| (Some(id), vec![e]))
+        }
+        (id, Some(c)) => {
+            // The coordinate's own check too, so the report has every problem.
+            if let Err(e) = crate::model::geometry::check_coord(c) {
+                errors.push(FieldError::new("geometry", e));
+            }
+            Err((id, errors))
+        }
+        (id, None) => Err((id, errors)),
+    }
 }

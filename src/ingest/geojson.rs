@@ -182,16 +182,17 @@ impl Ctx<'_> {
                 };
                 Err((
                     id,
-                    FieldError::new(
+                    vec![FieldError::new(
                         field,
                         "duplicate member: given more than once in the same object (refused rather than keeping one of the values)",
-                    ),
+                    )],
                 ))
             }
             None => {
                 let mut v = v;
                 super::source::adapt(&mut v, self.opts, self.to_wgs84.as_ref())
-                    .and_then(|_| Feature::from_geojson(self.layer, &v))
+                    .map_err(|e| vec![e])
+                    .and_then(|_| Feature::from_geojson_all(self.layer, &v))
                     .map_err(|e| {
                         let id = id_of(self.layer, &v).ok().flatten();
                         (id, e)
@@ -801,7 +802,7 @@ mod tests {
             out.push(
                 item.result
                     .map(|f| f.id)
-                    .map_err(|(id, e)| (id, e.field, e.reason)),
+                    .map_err(|(id, e)| (id, e[0].field.clone(), e[0].reason.clone())),
             );
             Ok(())
         };

@@ -271,7 +271,8 @@ impl Progress for NoProgress {}
 pub struct Item {
     pub number: u64,
     pub line: Option<u64>,
-    pub result: Result<Feature, (Option<String>, FieldError)>,
+    /// The feature, or its id (when readable) and every problem found in it.
+    pub result: Result<Feature, (Option<String>, Vec<FieldError>)>,
 }
 
 /// Reads features from `reader` as [`import_file`] would, without a store: hands each
@@ -286,13 +287,20 @@ pub fn read_features(
     reader: &mut dyn Read,
     each: &mut dyn FnMut(Result<Feature, Rejection>),
 ) -> Result<(), IngestError> {
+    // One call per feature: a refused one with its first problem (imports report all).
     let mut sink = |item: Item| -> Result<(), IngestError> {
-        each(item.result.map_err(|(id, e)| Rejection {
-            feature: item.number,
-            line: item.line,
-            id,
-            field: e.field,
-            reason: e.reason,
+        each(item.result.map_err(|(id, errors)| {
+            let e = errors
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| FieldError::new("feature", "refused"));
+            Rejection {
+                feature: item.number,
+                line: item.line,
+                id,
+                field: e.field,
+                reason: e.reason,
+            }
         }));
         Ok(())
     };
@@ -455,10 +463,10 @@ pub fn import_prepared(
             Ok(f) => match seen.get(f.id.as_str()) {
                 Some(&first) => Some((
                     Some(f.id.clone()),
-                    FieldError::new(
+                    vec![FieldError::new(
                         "id",
                         format!("duplicate id {:?}: feature {first} has it too", f.id),
-                    ),
+                    )],
                 )),
                 None => {
                     seen.insert(CompactString::new(&f.id), item.number);
@@ -468,19 +476,22 @@ pub fn import_prepared(
             },
             Err(refusal) => Some(refusal),
         };
-        if let Some((id, e)) = refusal {
+        if let Some((id, errors)) = refusal {
             refused.insert(item.number);
             report.rejected += 1;
-            let rejection = Rejection {
-                feature: item.number,
-                line: item.line,
-                id,
-                field: e.field,
-                reason: e.reason,
-            };
-            progress.rejected(&rejection);
-            if report.rejections.len() < MAX_REPORTED_REJECTIONS {
-                report.rejections.push(rejection);
+            // Every problem of the feature, each with its field.
+            for e in errors {
+                let rejection = Rejection {
+                    feature: item.number,
+                    line: item.line,
+                    id: id.clone(),
+                    field: e.field,
+                    reason: e.reason,
+                };
+                progress.rejected(&rejection);
+                if report.rejections.len() < MAX_REPORTED_REJECTIONS {
+                    report.rejections.push(rejection);
+                }
             }
         }
         Ok(())

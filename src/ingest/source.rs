@@ -1053,7 +1053,8 @@ impl FeatureReader for GdalOutput {
     ) -> Result<Option<String>, IngestError> {
         self.lines(opts, bytes, &mut |n, v, problem| {
             let result = problem
-                .and_then(|_| Feature::from_geojson(layer, &v))
+                .map_err(|e| vec![e])
+                .and_then(|_| Feature::from_geojson_all(layer, &v))
                 .map_err(|e| (id_of(layer, &v).ok().flatten(), e));
             sink(Item {
                 number: n,

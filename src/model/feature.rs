@@ -93,56 +93,99 @@ impl Feature {
         })
     }
 
-    /// Validates a GeoJSON Feature object against the layer.
+    /// Validates a GeoJSON Feature object against the layer: the first problem.
     pub fn from_geojson(layer: &LayerDef, v: &Json) -> Result<Self, FieldError> {
+        Self::from_geojson_all(layer, v).map_err(|e| {
+            e.into_iter()
+                .next()
+                .unwrap_or_else(|| FieldError::new("feature", "refused"))
+        })
+    }
+
+    /// Validates a GeoJSON Feature object against the layer, finding every problem in
+    /// one pass (the id, the geometry, each property), in that order: never empty when
+    /// it is an error.
+    pub fn from_geojson_all(layer: &LayerDef, v: &Json) -> Result<Self, Vec<FieldError>> {
         let obj = v.as_object().ok_or_else(|| {
-            FieldError::new(
+            vec![FieldError::new(
                 "type",
                 format!("expected a Feature object, found {}", json_kind(v)),
-            )
+            )]
         })?;
         match obj.get("type") {
             Some(Json::String(t)) if t == "Feature" => {}
             Some(Json::String(t)) => {
-                return Err(FieldError::new(
+                return Err(vec![FieldError::new(
                     "type",
                     format!("expected \"Feature\", found {t:?}"),
-                ));
+                )]);
             }
-            _ => return Err(FieldError::new("type", "missing \"type\": \"Feature\"")),
+            _ => {
+                return Err(vec![FieldError::new(
+                    "type",
+                    "missing \"type\": \"Feature\"",
+                )]);
+            }
         }
-        let id = id_of(layer, v)?.ok_or_else(|| {
-            FieldError::new(
-                "id",
-                format!(
-                    "missing: give the feature an \"id\" or properties.{}",
-                    layer.id_property
-                ),
-            )
-        })?;
-        check_id(&id).map_err(|e| FieldError::new("id", e))?;
+        let mut errors = Vec::new();
+        let id = match id_of(layer, v) {
+            Ok(Some(id)) => match check_id(&id) {
+                Ok(()) => Some(id),
+                Err(e) => {
+                    errors.push(FieldError::new("id", e));
+                    None
+                }
+            },
+            Ok(None) => {
+                errors.push(FieldError::new(
+                    "id",
+                    format!(
+                        "missing: give the feature an \"id\" or properties.{}",
+                        layer.id_property
+                    ),
+                ));
+                None
+            }
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
 
         let geometry = match obj.get("geometry") {
-            None => return Err(FieldError::new("geometry", "is missing")),
+            None => {
+                errors.push(FieldError::new("geometry", "is missing"));
+                None
+            }
             Some(Json::Null) => {
-                return Err(FieldError::new(
+                errors.push(FieldError::new(
                     "geometry",
                     "is null; every feature needs a geometry",
                 ));
+                None
             }
             Some(g) => {
-                let parsed = geojson::GeometryValue::deserialize(g)
-                    .map_err(|e| FieldError::new("geometry", e.to_string()))?;
-                let g = geometry::from_geojson(&parsed)?;
-                let g = layer
-                    .geometry
-                    .conform(g)
-                    .map_err(|e| FieldError::new("geometry", e))?;
-                layer
-                    .check_vertices(&g)
-                    .map_err(|e| FieldError::new("geometry", e))?;
-                geometry::check(&g).map_err(|e| FieldError::new("geometry", e))?;
-                g
+                let checked = geojson::GeometryValue::deserialize(g)
+                    .map_err(|e| FieldError::new("geometry", e.to_string()))
+                    .and_then(|parsed| geometry::from_geojson(&parsed))
+                    .and_then(|g| {
+                        let g = layer
+                            .geometry
+                            .conform(g)
+                            .map_err(|e| FieldError::new("geometry", e))?;
+                        layer
+                            .check_vertices(&g)
+                            .map_err(|e| FieldError::new("geometry", e))?;
+                        geometry::check(&g).map_err(|e| FieldError::new("geometry", e))?;
+                        Ok(g)
+                    });
+                match checked {
+                    Ok(g) => Some(g),
+                    Err(e) => {
+                        errors.push(e);
+                        None
+                    }
+                }
             }
         };
 
@@ -151,18 +194,19 @@ impl Feature {
             None | Some(Json::Null) => &empty,
             Some(Json::Object(m)) => m,
             Some(other) => {
-                return Err(FieldError::new(
+                errors.push(FieldError::new(
                     "properties",
                     format!("expected an object, found {}", json_kind(other)),
                 ));
+                return Err(errors);
             }
         };
         if layer.unknown_properties == UnknownProperties::Reject {
-            if let Some(k) = props
+            for k in props
                 .keys()
-                .find(|k| **k != layer.id_property && layer.property(k).is_none())
+                .filter(|k| **k != layer.id_property && layer.property(k).is_none())
             {
-                return Err(FieldError::new(
+                errors.push(FieldError::new(
                     format!("properties.{k}"),
                     format!(
                         "is not declared by layer {} (declared: {})",
@@ -172,19 +216,21 @@ impl Feature {
                 ));
             }
         }
-        let values = layer
-            .properties
-            .iter()
-            .map(|def| {
-                def.value_from_json(props.get(&def.name))
-                    .map_err(|e| FieldError::new(format!("properties.{}", def.name), e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Feature {
-            id,
-            geometry,
-            values,
-        })
+        let mut values = Vec::with_capacity(layer.properties.len());
+        for def in &layer.properties {
+            match def.value_from_json(props.get(&def.name)) {
+                Ok(v) => values.push(v),
+                Err(e) => errors.push(FieldError::new(format!("properties.{}", def.name), e)),
+            }
+        }
+        match (id, geometry) {
+            (Some(id), Some(geometry)) if errors.is_empty() => Ok(Feature {
+                id,
+                geometry,
+                values,
+            }),
+            _ => Err(errors),
+        }
     }
 
     /// The GeoJSON Feature: `id` at the top and, as in the files we import, also as the

@@ -283,7 +283,7 @@ impl PropertyDef {
                 }
                 if let Some(allowed) = &self.values {
                     if !allowed.iter().any(|a| a == s) {
-                        return Err(format!("{s:?} is not one of {}", allowed.join(", ")));
+                        return Err(not_allowed(s, allowed));
                     }
                 }
                 match self.ty {
@@ -347,6 +347,62 @@ fn type_phrase(ty: PropertyType) -> &'static str {
 }
 
 /// A short name of a JSON value's kind, for messages.
+/// The refusal of a value not among `allowed`: the whole list when it is short, and
+/// the closest allowed values (by edit distance, case ignored; or containing it), so a
+/// person sees `landslip` is probably `landslide`.
+fn not_allowed(s: &str, allowed: &[String]) -> String {
+    let lower = s.to_lowercase();
+    let mut scored: Vec<(usize, &String)> = allowed
+        .iter()
+        .map(|a| {
+            let al = a.to_lowercase();
+            let d = if !lower.is_empty() && (al.contains(&lower) || lower.contains(&al)) {
+                0
+            } else {
+                edit_distance(&lower, &al)
+            };
+            (d, a)
+        })
+        .collect();
+    scored.sort();
+    let limit = (lower.chars().count() / 2).max(2);
+    let close: Vec<&str> = scored
+        .iter()
+        .filter(|(d, _)| *d <= limit)
+        .take(3)
+        .map(|(_, a)| a.as_str())
+        .collect();
+    let hint = if close.is_empty() {
+        String::new()
+    } else {
+        format!("; closest: {}", close.join(", "))
+    };
+    if allowed.len() <= 12 {
+        format!("{s:?} is not one of {}{hint}", allowed.join(", "))
+    } else {
+        format!(
+            "{s:?} is not one of the {} allowed values{hint} (all of them: the layer's queryables)",
+            allowed.len()
+        )
+    }
+}
+
+/// Levenshtein distance over characters. Written here: a dozen lines, for hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 pub fn json_kind(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",

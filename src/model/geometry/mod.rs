@@ -140,12 +140,32 @@ pub fn check_coord(c: Coord) -> Result<(), String> {
         return Err(format!("coordinate ({}, {}) is not finite", c.x, c.y));
     }
     if !(-180.0..=180.0).contains(&c.x) {
-        return Err(format!("longitude {} is outside -180..180", c.x));
+        return Err(format!(
+            "longitude {} is outside -180..180{}",
+            c.x,
+            coord_hint(c)
+        ));
     }
     if !(-90.0..=90.0).contains(&c.y) {
-        return Err(format!("latitude {} is outside -90..90", c.y));
+        return Err(format!(
+            "latitude {} is outside -90..90{}",
+            c.y,
+            coord_hint(c)
+        ));
     }
     Ok(())
+}
+
+/// What a coordinate out of the lon/lat range most likely is: projected metres (a
+/// file whose CRS was not given), or latitude and longitude swapped.
+fn coord_hint(c: Coord) -> &'static str {
+    if c.x.abs() > 1000.0 || c.y.abs() > 1000.0 {
+        "; these look like projected metres, not degrees: give the file's CRS (crs=EPSG:4547, for example)"
+    } else if (-90.0..=90.0).contains(&c.x) && (-180.0..=180.0).contains(&c.y) {
+        "; the numbers look like latitude, longitude: positions are [longitude, latitude]"
+    } else {
+        ""
+    }
 }
 
 /// The geometry wound as RFC 7946 §3.1.6 says for GeoJSON output: exterior rings
