@@ -20,7 +20,6 @@ mod source;
 pub mod worker;
 pub mod zipped;
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -451,9 +450,9 @@ pub fn import_prepared(
     // Pass 1: every feature checked, nothing locked.
     let checking = Instant::now();
     progress.phase("checking");
-    let mut seen: HashMap<CompactString, u64> = HashMap::new();
+    let mut seen: hashbrown::HashMap<CompactString, u64> = hashbrown::HashMap::new();
     // Features refused in pass 1 (duplicates among them), skipped in pass 2.
-    let mut refused: HashSet<u64> = HashSet::new();
+    let mut refused: hashbrown::HashSet<u64> = hashbrown::HashSet::new();
     let declared = reader.read(layer, opts, &bytes, &mut |item: Item| {
         report.features += 1;
         if report.features % 4096 == 0 {

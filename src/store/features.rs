@@ -523,15 +523,17 @@ impl Tx<'_> {
         f: &Feature,
         kept: Option<&[u8]>,
     ) -> Result<i64, StoreError> {
-        let mut names = vec![q(&layer.id_property), "\"geom\"".to_string()];
-        names.extend(layer.properties.iter().map(|p| q(&p.name)));
-        let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({})",
-            q(&layer.name),
-            names.join(", "),
-            marks.join(", ")
-        );
+        let sql = self.sql("insert", &layer.name, || {
+            let mut names = vec![q(&layer.id_property), "\"geom\"".to_string()];
+            names.extend(layer.properties.iter().map(|p| q(&p.name)));
+            let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+            format!(
+                "INSERT INTO {} ({}) VALUES ({})",
+                q(&layer.name),
+                names.join(", "),
+                marks.join(", ")
+            )
+        });
         let geom = blob::encode(&f.geometry);
         let mut stmt = self
             .conn()
@@ -542,9 +544,12 @@ impl Tx<'_> {
             .into_iter()
             .chain(f.values.iter().map(|v| v as &dyn ToSql));
         stmt.execute(params_from_iter(args))
-            .map_err(StoreError::sqlite(format!("inserting {}", f.id)))?;
+            .map_err(|e| StoreError::sqlite(format!("inserting {}", f.id))(e))?;
         let fid = self.conn().last_insert_rowid();
-        self.keep(layer, fid, &geom, kept)?;
+        // A new fid has no derived row to remove (AUTOINCREMENT never reuses one).
+        if kept.is_some() {
+            self.keep(layer, fid, &geom, kept)?;
+        }
         Ok(fid)
     }
 
@@ -557,19 +562,21 @@ impl Tx<'_> {
         f: &Feature,
         kept: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        let mut sets = vec!["\"geom\" = ?2".to_string()];
-        sets.extend(
-            layer
-                .properties
-                .iter()
-                .enumerate()
-                .map(|(i, p)| format!("{} = ?{}", q(&p.name), i + 3)),
-        );
-        let sql = format!(
-            "UPDATE {} SET {} WHERE fid = ?1",
-            q(&layer.name),
-            sets.join(", ")
-        );
+        let sql = self.sql("update", &layer.name, || {
+            let mut sets = vec!["\"geom\" = ?2".to_string()];
+            sets.extend(
+                layer
+                    .properties
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| format!("{} = ?{}", q(&p.name), i + 3)),
+            );
+            format!(
+                "UPDATE {} SET {} WHERE fid = ?1",
+                q(&layer.name),
+                sets.join(", ")
+            )
+        });
         let geom = blob::encode(&f.geometry);
         let mut stmt = self
             .conn()
@@ -579,7 +586,7 @@ impl Tx<'_> {
             .into_iter()
             .chain(f.values.iter().map(|v| v as &dyn ToSql));
         stmt.execute(params_from_iter(args))
-            .map_err(StoreError::sqlite(format!("updating {}", f.id)))?;
+            .map_err(|e| StoreError::sqlite(format!("updating {}", f.id))(e))?;
         self.keep(layer, fid, &geom, kept)
     }
 
@@ -619,12 +626,14 @@ impl Tx<'_> {
         f: &Feature,
         kept: Option<&[u8]>,
     ) -> Result<UpsertOutcome, StoreError> {
-        let sql = format!(
-            "SELECT {} FROM {} WHERE {} = ?1",
-            columns(layer),
-            q(&layer.name),
-            q(&layer.id_property)
-        );
+        let sql = self.sql("select_by_id", &layer.name, || {
+            format!(
+                "SELECT {} FROM {} WHERE {} = ?1",
+                columns(layer),
+                q(&layer.name),
+                q(&layer.id_property)
+            )
+        });
         let new_blob = blob::encode(&f.geometry);
         // `Some((fid, None))`: stored and identical; `Some((fid, Some(old)))`: differs.
         let existing: Option<(i64, Option<Result<Feature, String>>)> = {
@@ -632,7 +641,7 @@ impl Tx<'_> {
                 .conn()
                 .prepare_cached(&sql)
                 .map_err(StoreError::sqlite("preparing a lookup"))?;
-            let lookup = || StoreError::sqlite(format!("looking up {}", f.id));
+            let lookup = || |e| StoreError::sqlite(format!("looking up {}", f.id))(e);
             let mut rows = stmt.query([&f.id]).map_err(lookup())?;
             match rows.next().map_err(lookup())? {
                 None => None,

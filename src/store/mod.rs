@@ -427,6 +427,7 @@ impl Store {
             Ok(tx) => f(Tx {
                 tx,
                 committed: &committed,
+                sql: Default::default(),
             }),
             Err(e) => Err(E::from(StoreError::sqlite("starting a write")(e))),
         };
@@ -762,9 +763,29 @@ pub struct Tx<'c> {
     tx: rusqlite::Transaction<'c>,
     /// Set when the commit returned: [`Store::write`] then clears the write health.
     committed: &'c Cell<bool>,
+    /// SQL texts made once per transaction (an import writes millions of rows with the
+    /// same few statements: formatting them per row was measurable).
+    sql: std::cell::RefCell<hashbrown::HashMap<(&'static str, String), std::rc::Rc<str>>>,
 }
 
 impl Tx<'_> {
+    /// The SQL text `kind` for `layer`, made by `make` the first time in this
+    /// transaction.
+    pub(crate) fn sql(
+        &self,
+        kind: &'static str,
+        layer: &str,
+        make: impl FnOnce() -> String,
+    ) -> std::rc::Rc<str> {
+        let mut cache = self.sql.borrow_mut();
+        if let Some(s) = cache.get(&(kind, layer.to_string())) {
+            return s.clone();
+        }
+        let s: std::rc::Rc<str> = make().into();
+        cache.insert((kind, layer.to_string()), s.clone());
+        s
+    }
+
     /// Commits durably (see the module comment).
     pub fn commit(self) -> Result<(), StoreError> {
         let committed = self.committed;
