@@ -124,9 +124,10 @@ fn an_unreadable_row_written_by_another_tool_does_not_stop_the_change_feed() {
 }
 
 #[test]
-fn keys_made_before_the_first_serve_do_not_cancel_the_demo() {
+fn keys_asked_for_before_the_first_serve_do_not_cancel_the_demo() {
     let dir = tempfile::tempdir().unwrap();
-    let o = riskmap(&[
+    // `keys` never creates a store (a mistyped --data must not): refused, nothing made.
+    let o = riskmap_raw(&[
         "keys",
         "add",
         "--role",
@@ -134,7 +135,13 @@ fn keys_made_before_the_first_serve_do_not_cancel_the_demo() {
         "--data",
         dir.path().to_str().unwrap(),
     ]);
-    assert!(o.status.success());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("no store at"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!store_path(dir.path()).exists());
     let app = App::open(config(), dir.path(), OpenOptions::default()).unwrap();
     assert_eq!(app.layer("risk_points").unwrap().index.read().len(), 1_360);
     // A store that starts with an import is the user's: no demo in it.
