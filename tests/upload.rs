@@ -331,8 +331,12 @@ fn hostile_files_are_refused_with_a_reason_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     riskmap(&["init", "--data", dir.path().to_str().unwrap()]);
     let key = cli_key(dir.path(), "importer");
-    let mut child_env = start_with_env(dir.path());
-    let server = &mut child_env;
+    // The zip-bomb cap lowered to 32 MiB for the test.
+    let server = &start_on(
+        dir.path(),
+        &layers_dir(),
+        &[("RISKMAP_MAX_UNZIPPED_MB", "32")],
+    );
     let work = tempfile::tempdir().unwrap();
     let good = shapefile_files(work.path(), "good", points("G-"));
     let with = |name: &str, bytes: Vec<u8>| -> Vec<(String, Vec<u8>)> {
@@ -543,26 +547,6 @@ fn hostile_files_are_refused_with_a_reason_and_nothing_is_written() {
         &zip_of(&good),
     );
     assert_eq!(status, 403);
-}
-
-fn start_with_env(dir: &Path) -> Server {
-    // The zip-bomb cap lowered to 32 MiB for the test.
-    // SAFETY-free: the variable is given to the child only.
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_riskmap"));
-    cmd.args([
-        "serve",
-        "--no-demo",
-        "--listen",
-        "127.0.0.1:0",
-        "--data",
-        dir.to_str().unwrap(),
-        "--layers",
-        layers_dir().to_str().unwrap(),
-    ])
-    .env("RISKMAP_MAX_UNZIPPED_MB", "32")
-    .env("RISKMAP_LOG", "info")
-    .stderr(std::process::Stdio::piped());
-    common::server::start_command(cmd)
 }
 
 #[test]
@@ -928,7 +912,8 @@ fn tile_of(lon: f64, lat: f64, z: u32) -> (u32, u32) {
     (x, y)
 }
 
-fn start_on(dir: &Path, layers: &Path) -> Server {
+/// `serve` on `dir` with the layer files of `layers`, and `env` for the server only.
+fn start_on(dir: &Path, layers: &Path, env: &[(&str, &str)]) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_riskmap"));
     cmd.args([
         "serve",
@@ -940,6 +925,7 @@ fn start_on(dir: &Path, layers: &Path) -> Server {
         "--layers",
         layers.to_str().unwrap(),
     ])
+    .envs(env.iter().copied())
     .env("RISKMAP_LOG", "info")
     .stderr(std::process::Stdio::piped());
     common::server::start_command(cmd)
@@ -960,7 +946,7 @@ fn a_layer_created_from_a_zipped_shapefile_is_served_at_once_and_after_a_restart
     run_cli(&["init"]);
     let admin = run_cli(&["keys", "add", "--role", "admin", "--name", "a"]);
     let importer = run_cli(&["keys", "add", "--role", "importer", "--name", "i"]);
-    let server = start_on(&data, &layers);
+    let server = start_on(&data, &layers, &[]);
     // Shelters from a district office: a GBK shapefile in Gauss–Krüger with a Chinese
     // field name, and a type column that takes few values.
     let work = tempfile::tempdir().unwrap();
@@ -1098,7 +1084,7 @@ fn a_layer_created_from_a_zipped_shapefile_is_served_at_once_and_after_a_restart
     };
     check(&server);
     drop(server);
-    let server = start_on(&data, &layers);
+    let server = start_on(&data, &layers, &[]);
     check(&server);
 
     // Removing it: admin only; hand-written layers cannot be.
@@ -1122,7 +1108,7 @@ fn a_layer_created_from_a_zipped_shapefile_is_served_at_once_and_after_a_restart
     assert!(!layers.join("shelters.toml").exists());
     assert_eq!(del(&admin, "shelters"), 404);
     drop(server);
-    let server = start_on(&data, &layers);
+    let server = start_on(&data, &layers, &[]);
     assert_eq!(
         http(&server.addr, "GET", "/collections/shelters", &[], "").0,
         404

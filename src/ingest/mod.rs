@@ -333,6 +333,12 @@ fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
     ))
 }
 
+/// A file's size and modification time.
+fn file_stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
 fn ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
 }
@@ -346,6 +352,9 @@ pub struct PreparedFile {
     pub bytes: u64,
     started: Instant,
     path: PathBuf,
+    /// Size and modification time when hashed: compared after the commit (cheaper than
+    /// hashing the file a second time).
+    stamp: Option<(u64, std::time::SystemTime)>,
     // Dropped last: the reader's files live in it.
     _work: WorkDir,
 }
@@ -370,6 +379,7 @@ pub fn prepare(path: &Path, opts: &ImportOptions) -> Result<PreparedFile, Ingest
         sha256,
         bytes,
         started,
+        stamp: file_stamp(path),
         path: path.to_path_buf(),
         _work: work,
     })
@@ -420,16 +430,10 @@ pub fn import_prepared_file(
     );
     progress.finish();
     result?;
-    if report.committed {
-        let read_err = |source| IngestError::Read {
-            path: PathBuf::from(&prepared.shown),
-            source,
-        };
-        if hash_file(&prepared.path).map_err(read_err)?.0 != report.sha256 {
-            // Committed from a file that changed meanwhile: the counts still describe
-            // what was written (the second pass), but say so.
-            tracing::warn!(file = %prepared.shown, "the file changed while it was being imported");
-        }
+    if report.committed && file_stamp(&prepared.path) != prepared.stamp {
+        // Committed from a file that changed meanwhile: the counts still describe what
+        // was written (the second pass), but say so.
+        tracing::warn!(file = %prepared.shown, "the file changed while it was being imported");
     }
     report.timings_ms.total = ms(prepared.started);
     Ok(report)

@@ -232,6 +232,14 @@ impl Drop for WorkDir {
     }
 }
 
+/// Opens a prepared file, errors naming it as the client knows it.
+fn open_file(path: &Path, shown: &Path) -> Result<File, IngestError> {
+    File::open(path).map_err(|source| IngestError::Read {
+        path: shown.to_path_buf(),
+        source,
+    })
+}
+
 /// Counts bytes on the way through.
 struct Counted<'a, R> {
     inner: R,
@@ -840,10 +848,7 @@ impl FeatureReader for GeoJsonFile {
         bytes: &AtomicU64,
         sink: &mut dyn FnMut(Item) -> Result<(), IngestError>,
     ) -> Result<Option<String>, IngestError> {
-        let file = File::open(&self.path).map_err(|source| IngestError::Read {
-            path: self.shown.clone(),
-            source,
-        })?;
+        let file = open_file(&self.path, &self.shown)?;
         let mut r = Counted {
             inner: BufReader::with_capacity(1 << 20, file),
             bytes,
@@ -856,10 +861,7 @@ impl FeatureReader for GeoJsonFile {
         opts: &ImportOptions,
         each: &mut dyn FnMut(u64, &Json) -> Result<(), IngestError>,
     ) -> Result<(), IngestError> {
-        let file = File::open(&self.path).map_err(|source| IngestError::Read {
-            path: self.shown.clone(),
-            source,
-        })?;
+        let file = open_file(&self.path, &self.shown)?;
         let mut r = BufReader::with_capacity(1 << 20, file);
         let t = transform_for(opts.crs).map_err(|m| unreadable(&self.shown, m))?;
         super::geojson::read_raw(&self.shown, opts, t, &mut r, each).map(|_| ())
@@ -944,10 +946,7 @@ impl FeatureReader for CsvFile {
         bytes: &AtomicU64,
         sink: &mut dyn FnMut(Item) -> Result<(), IngestError>,
     ) -> Result<Option<String>, IngestError> {
-        let file = File::open(&self.path).map_err(|source| IngestError::Read {
-            path: self.shown.clone(),
-            source,
-        })?;
+        let file = open_file(&self.path, &self.shown)?;
         let counted = Counted {
             inner: BufReader::with_capacity(1 << 20, file),
             bytes,
@@ -1006,10 +1005,7 @@ impl GdalOutput {
             }
             _ => None,
         };
-        let file = File::open(&self.path).map_err(|source| IngestError::Read {
-            path: self.shown.clone(),
-            source,
-        })?;
+        let file = open_file(&self.path, &self.shown)?;
         let r = BufReader::with_capacity(1 << 20, file);
         for line in r.split(b'\n') {
             let line = line.map_err(|source| IngestError::Read {
