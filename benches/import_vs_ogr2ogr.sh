@@ -11,8 +11,9 @@
 # ogr2ogr: `ogr2ogr -f PostgreSQL` of the same file into a new database (PostgreSQL 15,
 # fsync and synchronous_commit on, as installed), reprojecting to EPSG:4326 as riskmap
 # does; COPY is its default for a new table. Durable when ogr2ogr exits.
-# During the sensors upload: wrk on tiles (2 connections) for the p99, and a PATCH of a
-# risk point every 0.2 s for the longest edit wait.
+# Both on a quiet machine. Then the sensors again, into a second new store, while wrk
+# draws tiles (2 connections) for the p99 and a risk point is PATCHed every 0.2 s for
+# the longest edit wait.
 #   benches/import_vs_ogr2ogr.sh DATASET_DIR
 set -euo pipefail
 dataset=$(cd "${1:?usage: import_vs_ogr2ogr.sh DATASET_DIR}" && pwd)
@@ -38,13 +39,16 @@ ogr2ogr -f "ESRI Shapefile" -t_srs EPSG:4547 -lco ENCODING=CP936 "$work/pipeline
 (cd "$work" && zip -q pipelines_4547.zip pipelines_4547.shp pipelines_4547.shx pipelines_4547.dbf pipelines_4547.prj pipelines_4547.cpg)
 
 # riskmap: a new store, a key, the server.
-data="$work/data"
-"$bin" --data "$data" init >/dev/null 2>&1
-key=$("$bin" --data "$data" keys add --role admin --name bench 2>/dev/null)
-RISKMAP_LOG=warn "$bin" --data "$data" serve --no-demo --listen "127.0.0.1:$port" >"$work/server.log" 2>&1 &
-pid=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
-base="http://127.0.0.1:$port"
+start_server() { # data dir -> sets pid, key, base
+  local data=$1
+  "$bin" --data "$data" init >/dev/null 2>&1
+  key=$("$bin" --data "$data" keys add --role admin --name bench 2>/dev/null)
+  RISKMAP_LOG=warn "$bin" --data "$data" serve --no-demo --listen "127.0.0.1:$port" >"$data.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
+  base="http://127.0.0.1:$port"
+}
+start_server "$work/data"
 
 upload() { # layer content-type file query -> "features seconds"
   local t0 t1 out
@@ -71,6 +75,16 @@ read -r n p c w s < <(upload risk_points application/geo+json "$dataset/risk_poi
 rm_n[risk_points]=$n; rm_s[risk_points]=$s; rm_detail[risk_points]="prepare ${p} ms, check ${c} ms, write ${w} ms"
 read -r n p c w s < <(upload pipelines application/zip "$work/pipelines_4547.zip" "?map=diameter_m:diameter_mm")
 rm_n[pipelines]=$n; rm_s[pipelines]=$s; rm_detail[pipelines]="prepare ${p} ms, check ${c} ms, write ${w} ms"
+read -r n p c w s < <(upload sensors text/csv "$dataset/sensors.csv" "")
+rm_n[sensors]=$n; rm_s[sensors]=$s; rm_detail[sensors]="prepare ${p} ms, check ${c} ms, write ${w} ms"
+steal=$(steal_pct)
+rss=$(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$pid/status)
+kill $pid; wait $pid 2>/dev/null || true
+
+# The sensors again, into a second new store, under tile load and edits.
+start_server "$work/data2"
+upload risk_points application/geo+json "$dataset/risk_points.geojson" "" >/dev/null
+upload pipelines application/zip "$work/pipelines_4547.zip" "?map=diameter_m:diameter_mm" >/dev/null
 
 # The sensors, with tile load and edits beside them.
 PATHS="$work/tilepaths.txt"
@@ -99,14 +113,14 @@ edits=$!
 PATHS="$PATHS" PREFIX="/tiles/risk_points,pipelines,sensors/" SUFFIX=".mvt" \
   wrk -t2 -c2 -d3600s -s "$bench/paths.lua" "$base" >"$work/wrk.txt" 2>&1 &
 wrkpid=$!
+sleep 2 # wrk and the edits under way
+cpu_mark
 read -r n p c w s < <(upload sensors text/csv "$dataset/sensors.csv" "")
 touch "$work/sensors.done"
 kill -INT $wrkpid 2>/dev/null || true
 wait $wrkpid 2>/dev/null || true
 wait $edits 2>/dev/null || true
-rm_n[sensors]=$n; rm_s[sensors]=$s; rm_detail[sensors]="prepare ${p} ms, check ${c} ms, write ${w} ms"
-steal=$(steal_pct)
-rss=$(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$pid/status)
+loaded="${s} s (prepare ${p} ms, check ${c} ms, write ${w} ms), hypervisor steal $(steal_pct)%"
 tiles=$(grep -o 'requests=.*' "$work/wrk.txt" || echo "wrk: no summary")
 edit_max=$(awk '{ if ($1 > m) m = $1; n++; if ($2 != 200) bad++ } END { printf "%.3f s over %d edits (%d not 200)", m, n, bad }' "$work/edits.txt")
 
@@ -125,5 +139,7 @@ for l in risk_points pipelines sensors; do
     printf "%-12s %10d %12.2f %14.0f %12.2f %14.0f %6.2fx\n", l, n, a, n / a, b, n / b, b / a }'
   echo "             riskmap: ${rm_detail[$l]}"
 done
-echo "during the sensors upload: tiles $tiles; longest edit $edit_max"
+echo "sensors under tile load and edits: $loaded"
+echo "  tiles meanwhile: $tiles"
+echo "  longest edit: $edit_max"
 psql -d "$db" -At -c "SELECT 'postgis risk_points=' || count(*) FROM risk_points" -c "SELECT 'postgis pipelines=' || count(*) FROM pipelines" -c "SELECT 'postgis sensors=' || count(*) FROM sensors"

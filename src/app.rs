@@ -17,6 +17,9 @@
 //!   follower holds it from reading a row to applying it, so a row read before one of
 //!   our commits is never applied after it.
 
+pub use crate::sched::{
+    BACKGROUND_NICE, idle_thread_policy, lower_thread_priority, on_idle_thread,
+};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -149,7 +152,7 @@ pub struct App {
     /// Change-feed entries this server wrote, already applied to its indexes: the
     /// follower skips them (entries are added before their commit, removed when the
     /// commit fails or the follower has passed them).
-    own_changes: Mutex<BTreeSet<i64>>,
+    own_changes: Arc<Mutex<BTreeSet<i64>>>,
     /// See [`App::set_pause`].
     pauses: parking_lot::RwLock<Vec<(Pause, PauseFn)>>,
     started: Instant,
@@ -291,6 +294,16 @@ impl App {
         // Uploads a killed server was importing: their directories are all that is
         // left of them (an upload is in the store whole or not at all).
         clean_uploads(&data_dir.join("uploads"));
+        // And the staged tables of loads a kill interrupted (never swapped in, so
+        // never seen). A `riskmap import` staging at this very moment fails cleanly.
+        match store.drop_stages() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tables = n, "dropped the staged tables of interrupted loads"),
+            Err(StoreError::Busy) => {
+                tracing::info!("store busy: staged tables left for a later start")
+            }
+            Err(e) => return Err(e.into()),
+        }
         // Read the feed position before loading: changes committed during the load
         // are applied again afterwards, which is harmless (applying is idempotent).
         let seq = store.last_change_seq()?;
@@ -317,7 +330,7 @@ impl App {
             write_lock: Mutex::new(()),
             apply_lock: Mutex::new(()),
             follow: Mutex::new(seq),
-            own_changes: Mutex::new(BTreeSet::new()),
+            own_changes: Arc::new(Mutex::new(BTreeSet::new())),
             pauses: parking_lot::RwLock::new(Vec::new()),
             started: Instant::now(),
             tiles: crate::tiles::TileCache::new(options.tile_cache_bytes),
@@ -682,6 +695,7 @@ impl App {
             }
         }
         let id = uuid::Uuid::new_v4().to_string();
+        let (own, marked) = self.own_index_changes(&mut opts);
         let record = |status: u16, report: &ImportReport| -> Result<ImportRecord, StoreError> {
             let mut r = report.clone();
             r.id = Some(id.clone());
@@ -704,6 +718,7 @@ impl App {
                 layer.to_string(),
             );
             opts.keep_report = Some(Arc::new(move |tx, report| {
+                own(report);
                 let mut r = report.clone();
                 r.id = Some(id.clone());
                 r.committed = true;
@@ -718,10 +733,12 @@ impl App {
                 })
             }));
         }
+        let sink = opts.index_sink.clone();
         let result = crate::ingest::import_file(&self.store, &def, path, &opts, &NoProgress);
         let mut report = match result {
             Ok(r) => r,
             Err(e) => {
+                self.disown(&marked);
                 // A concurrent retry with the same key committed first: answer its report.
                 if let Some(key) = idempotency_key {
                     if let Ok(Some(rec)) = self.store.import_by_key(&opts.actor, key) {
@@ -736,9 +753,22 @@ impl App {
             }
         };
         report.id = Some(id.clone());
+        if !report.committed {
+            self.disown(&marked);
+        }
         if report.committed {
-            // Applied before the answer: whoever is told "imported" sees it.
-            self.follow_changes()?;
+            // Applied before the answer: whoever is told "imported" sees it. A first
+            // load brings its index along; other imports are read back.
+            let built = sink.and_then(|s| s.lock().take());
+            match (built, self.layer(layer), report.change_seqs.last()) {
+                (Some(index), Some(l), Some(&seq)) if report.index_built => {
+                    self.install_index(&l, index, Vec::new(), seq)?
+                }
+                _ => {
+                    self.disown(&marked);
+                    self.follow_changes()?;
+                }
+            }
             return Ok(UploadOutcome {
                 status: 201,
                 report,
@@ -787,14 +817,21 @@ impl App {
             return Err(CreateLayerError::Exists(name.to_string()));
         }
         let prepared = crate::ingest::prepare(path, &opts)?;
-        let toml = crate::ingest::infer::infer(
-            name,
-            title,
-            kind,
-            id_property,
-            prepared.reader.as_ref(),
-            &opts,
-        )
+        let infer = || {
+            crate::ingest::infer::infer(
+                name,
+                title,
+                kind,
+                id_property,
+                prepared.reader.as_ref(),
+                &opts,
+            )
+        };
+        let toml = if opts.parse_at_idle {
+            on_idle_thread("riskmap-infer", infer)
+        } else {
+            infer()
+        }
         .map_err(CreateLayerError::Schema)?;
         let def = Arc::new(
             crate::config::parse_layer(&file, &toml)
@@ -817,9 +854,14 @@ impl App {
             return Err(e.into());
         }
         let id = uuid::Uuid::new_v4().to_string();
+        let marked: Arc<Mutex<Vec<i64>>>;
         {
             let (id, actor, layer) = (id.clone(), opts.actor.clone(), name.to_string());
+            let own = self.own_index_changes(&mut opts);
+            marked = own.1;
+            let own = own.0;
             opts.keep_report = Some(Arc::new(move |tx, report: &ImportReport| {
+                own(report);
                 let mut r = report.clone();
                 r.id = Some(id.clone());
                 r.committed = true;
@@ -835,6 +877,7 @@ impl App {
             }));
         }
         opts.dry_run = false;
+        let sink = opts.index_sink.clone();
         let mut report = match crate::ingest::import_prepared_file(
             &self.store,
             &def,
@@ -844,12 +887,14 @@ impl App {
         ) {
             Ok(r) => r,
             Err(e) => {
+                self.disown(&marked);
                 undo(&self.store);
                 return Err(e.into());
             }
         };
         report.id = Some(id);
         if !report.committed {
+            self.disown(&marked);
             undo(&self.store);
             return Ok(UploadOutcome {
                 status: 422,
@@ -857,7 +902,15 @@ impl App {
                 replayed: None,
             });
         }
-        let (index, skipped, _) = build_index(&self.store, &def, None)?;
+        // Nobody could edit the layer before it is listed: the load's own index is
+        // the whole layer. Read back only when the load did not make one.
+        let (index, skipped) = match sink.and_then(|s| s.lock().take()) {
+            Some(index) => (index, Vec::new()),
+            None => {
+                let (index, skipped, _) = build_index(&self.store, &def, None)?;
+                (index, skipped)
+            }
+        };
         let state = LayerState::new(index);
         log_unreadable(name, &state.unreadable.lock().replace(skipped));
         {
@@ -952,7 +1005,10 @@ impl App {
             let own: BTreeSet<i64> = self.own_changes.lock().range(..=last).copied().collect();
             let mut reloaded: Vec<&str> = Vec::new();
             for c in &changes {
-                if c.feature_id.is_none() && !reloaded.contains(&c.layer.as_str()) {
+                if c.feature_id.is_none()
+                    && !own.contains(&c.seq)
+                    && !reloaded.contains(&c.layer.as_str())
+                {
                     reloaded.push(&c.layer);
                 }
             }
@@ -1037,6 +1093,57 @@ impl App {
             on_idle_thread("riskmap-reload", || build_index(&self.store, &l.def, None))?;
         let n = index.len();
         self.pause(Pause::ReloadBuilt);
+        self.install_index(l, index, skipped, snapshot)?;
+        tracing::info!(layer = %l.def.name, features = n, elapsed_ms = started.elapsed().as_millis() as u64, "layer reloaded from the store");
+        Ok(())
+    }
+
+    /// Prepares `opts` to receive the index of a layer an import loads first
+    /// ([`crate::ingest::ImportOptions::index_sink`]) and returns the hook that, before
+    /// the commit, marks the import's change-feed entries as this server's own (it
+    /// installs that index instead of reading the layer back), and the list of what it
+    /// marked, for [`App::disown`].
+    fn own_index_changes(
+        &self,
+        opts: &mut crate::ingest::ImportOptions,
+    ) -> (
+        impl Fn(&crate::ingest::ImportReport) + Send + Sync + 'static,
+        Arc<Mutex<Vec<i64>>>,
+    ) {
+        opts.index_sink = Some(Arc::new(Mutex::new(None)));
+        let own = self.own_changes.clone();
+        let marked: Arc<Mutex<Vec<i64>>> = Arc::default();
+        let list = marked.clone();
+        let hook = move |report: &crate::ingest::ImportReport| {
+            if report.index_built {
+                own.lock().extend(report.change_seqs.iter().copied());
+                list.lock().extend(report.change_seqs.iter().copied());
+            }
+        };
+        (hook, marked)
+    }
+
+    /// Unmarks what an [`App::own_index_changes`] hook marked, for an import that did
+    /// not commit (rolled-back sequence numbers are used again, and must not be
+    /// skipped then) or whose index is not installed.
+    fn disown(&self, marked: &Mutex<Vec<i64>>) {
+        let mut own = self.own_changes.lock();
+        for seq in marked.lock().drain(..) {
+            own.remove(&seq);
+        }
+    }
+
+    /// Replaces a layer's index by `index`, built from the store as of feed position
+    /// `snapshot` (or from an import whose last feed entry is `snapshot`): the feed's
+    /// later entries of the layer are applied to it first, this server's own among
+    /// them, so no acknowledged write goes missing. Readers wait only for the swap.
+    fn install_index(
+        &self,
+        l: &LayerState,
+        index: LayerIndex,
+        skipped: Vec<UnreadableRow>,
+        snapshot: i64,
+    ) -> Result<(), StoreError> {
         let old = {
             let _a = self.apply_lock.lock();
             let mut later = Vec::new();
@@ -1071,7 +1178,6 @@ impl App {
         // Freed after the locks are released, so readers are not held up, and at idle
         // priority: a layer of millions of features takes a good part of a second.
         on_idle_thread("riskmap-free", move || drop(old));
-        tracing::info!(layer = %l.def.name, features = n, elapsed_ms = started.elapsed().as_millis() as u64, "layer reloaded from the store");
         Ok(())
     }
 }
@@ -1200,80 +1306,6 @@ fn check_if_match(
         Ok(())
     } else {
         Err(EditError::PreconditionFailed { current: now })
-    }
-}
-
-/// The nice value of bulk work (Linux: per thread; 0 is normal, 19 the lowest): layer
-/// rebuilds and `riskmap import`. Requests come first, but bulk work is not starved:
-/// against a thread drawing tiles (nice 5) it gets a quarter of a core (weights 110
-/// against 335), against one answering requests (nice 0) a tenth.
-pub const BACKGROUND_NICE: i32 = 10;
-
-/// Lowers the calling thread's CPU priority to `nice` (on Linux `setpriority` applies
-/// to the calling thread only; threads it starts inherit it). Never raises it, and a
-/// refusal only costs priority, so it is logged and ignored.
-pub fn lower_thread_priority(nice: i32) {
-    let now = rustix::process::getpriority_process(None).unwrap_or(0);
-    if nice > now {
-        if let Err(e) = rustix::process::setpriority_process(None, nice) {
-            tracing::debug!(error = %e, nice, "cannot lower this thread's priority");
-        }
-    }
-}
-
-/// Runs `f` on a thread of its own under Linux's `SCHED_IDLE` policy and returns what it
-/// returns (a panic in `f` is resumed here). For CPU-bound bulk work that takes no lock a
-/// reader or another writer waits on (parsing, validating and deriving a large feature,
-/// encoding its answer, building a layer's index beside the live one).
-///
-/// Why not a nice value: measured on the 2-core machine under a closed loop of tile
-/// reads, a CPU-bound thread at nice 19 still took the tile p99 from 13.5 to 19.3 ms
-/// (EEVDF gives every task the same slice, so a low-weight task, once picked, still runs
-/// its 3 ms before a woken reader preempts it); under `SCHED_IDLE` a woken reader
-/// preempts it at once, and the p99 stayed at 15.0 ms. Why a thread of its own: an
-/// unprivileged thread cannot leave `SCHED_IDLE` again (its nice value would have to be
-/// within `RLIMIT_NICE`), and what follows the bulk work (the commit, under the writers'
-/// lock) must not run at idle priority, or other writers would wait on it.
-/// Where the policy is refused (not Linux), the thread runs at [`BACKGROUND_NICE`].
-pub fn on_idle_thread<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
-    // Lent to the thread, so that the work is still here if no thread can be started.
-    let work = parking_lot::Mutex::new(Some(f));
-    let in_place = || work.lock().take().map(|f| f());
-    let done = std::thread::scope(|s| {
-        let spawned = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn_scoped(s, || {
-                lower_thread_priority(BACKGROUND_NICE);
-                idle_thread_policy();
-                in_place()
-            });
-        match spawned {
-            Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            Err(e) => {
-                tracing::debug!(error = %e, "no thread for bulk work; doing it in place");
-                None
-            }
-        }
-    });
-    match done {
-        Some(t) => t,
-        None => in_place().expect("the work was neither done by the thread nor taken by it"),
-    }
-}
-
-/// Puts the calling thread under `SCHED_IDLE` (it runs only when no other thread of
-/// normal policy wants its core). A refusal only costs priority: logged and ignored.
-pub fn idle_thread_policy() {
-    use thread_priority::unix::{
-        NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
-        thread_native_id,
-    };
-    if let Err(e) = set_thread_priority_and_policy(
-        thread_native_id(),
-        thread_priority::ThreadPriority::Min,
-        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-    ) {
-        tracing::debug!(error = ?e, "cannot put this thread under SCHED_IDLE");
     }
 }
 

@@ -314,11 +314,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             json,
         } => {
-            // Before any thread is started: threads inherit both.
+            // Before any thread is started: threads inherit it. SCHED_IDLE only for
+            // reading and checking (`parse_at_idle`): the thread that holds the store's
+            // writer must not starve while a server's edits wait for it.
             crate::app::lower_thread_priority(nice);
-            if !not_idle {
-                crate::app::idle_thread_policy();
-            }
             let config = load_config(&g.layers)?;
             let Some(def) = config.layer(&layer).cloned() else {
                 eprintln!(
@@ -354,6 +353,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 map: map.map(|m| m.0).unwrap_or_default(),
                 source_layer,
                 dry_run,
+                parse_at_idle: !not_idle,
                 ..Default::default()
             };
             import(&store, &def, &file, &opts, json)

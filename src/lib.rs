@@ -31,6 +31,8 @@
 //!   built): geodesic distances, CQL2 filters, coordinate reference systems.
 //! - [`ingest`]: streaming readers and the all-or-nothing import.
 //! - [`demo`]: the built-in Chongqing demo.
+//! - [`sched`]: the CPU priority of bulk work beside requests (used by `ingest` and
+//!   `app`).
 //! - [`app`]: the running catalogue, where edits go to the store then the index (what
 //!   indexing costs prepared before the commit, applied once after it), and where writes
 //!   by other processes arrive through the change feed (large ones rebuilt beside the live
@@ -50,5 +52,6 @@ pub mod index;
 pub mod ingest;
 pub mod model;
 pub mod query;
+pub mod sched;
 pub mod store;
 pub mod tiles;

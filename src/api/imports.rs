@@ -276,9 +276,8 @@ pub async fn create_layer(
     let (app2, name2) = (app.clone(), name.clone());
     let outcome = tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        let r = crate::app::on_idle_thread("riskmap-upload", || {
-            app2.create_layer(&name2, &title, kind, &id_property, &file, opts)
-        });
+        opts.parse_at_idle = true;
+        let r = app2.create_layer(&name2, &title, kind, &id_property, &file, opts);
         drop(work);
         r
     })
@@ -385,9 +384,10 @@ pub async fn upload(
     let layer2 = layer.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        let r = crate::app::on_idle_thread("riskmap-upload", || {
-            app2.import_upload(&layer2, &file, opts, key.as_deref())
-        });
+        // Reading and checking run at idle priority (`parse_at_idle`), holding the
+        // store's writer at normal priority (an edit never waits on a starved thread).
+        opts.parse_at_idle = true;
+        let r = app2.import_upload(&layer2, &file, opts, key.as_deref());
         drop(work);
         r
     })

@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 pub use crs::ImportCrs;
 pub use shapefile::TextEncoding;
 
-use crate::model::{Bbox, Feature, FieldError, LayerDef};
+use crate::model::{Bbox, Feature, FeatureRef, FieldError, LayerDef};
 use crate::store::{AuditEntry, Store, StoreError, UpsertOutcome};
 
 /// When an import changes more features than this, the change feed says "reload the
@@ -190,7 +190,19 @@ pub struct ImportOptions {
     /// Called inside the write transaction, before its commit, to keep the report
     /// with the data (the server's `GET /imports/{id}`).
     pub keep_report: Option<KeepReport>,
+    /// Read, unpack and check the file on threads under `SCHED_IDLE` (the server:
+    /// requests come first). Whatever holds the store's writer runs at the caller's
+    /// priority, so an edit never waits on a starved thread.
+    pub parse_at_idle: bool,
+    /// Where the first load of an empty layer leaves the layer's index, built from the
+    /// features as they are written (the server installs it instead of reading the
+    /// layer back from the store). Left empty when the load did not make one (rows an
+    /// edit wrote meanwhile, or another path).
+    pub index_sink: Option<IndexSink>,
 }
+
+/// See [`ImportOptions::index_sink`].
+pub type IndexSink = std::sync::Arc<parking_lot::Mutex<Option<crate::index::LayerIndex>>>;
 
 /// See [`ImportOptions::keep_report`].
 pub type KeepReport = std::sync::Arc<
@@ -238,6 +250,14 @@ pub struct ImportReport {
     pub changed_bbox: Option<Bbox>,
     /// Total geodesic length of the line features read, kilometres.
     pub length_km: f64,
+    /// Sequence numbers of the change-feed entries the import wrote (known to the
+    /// [`ImportOptions::keep_report`] hook, before the commit).
+    #[serde(skip)]
+    pub change_seqs: Vec<i64>,
+    /// Whether the import built the layer's index and hands it over through
+    /// [`ImportOptions::index_sink`] once committed (set before the `keep_report` hook).
+    #[serde(skip)]
+    pub index_built: bool,
 }
 
 /// Where an import's time went.
@@ -343,6 +363,15 @@ fn ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
 }
 
+/// Runs `f` on a thread under `SCHED_IDLE` when `opts.parse_at_idle`, else here.
+fn at_idle<T: Send>(opts: &ImportOptions, name: &str, f: impl FnOnce() -> T + Send) -> T {
+    if opts.parse_at_idle {
+        crate::sched::on_idle_thread(name, f)
+    } else {
+        f()
+    }
+}
+
 /// A file made ready to read: its format found, an archive unpacked and GDAL run (in
 /// the import's own directory, removed when this is dropped), its hash taken.
 pub struct PreparedFile {
@@ -370,9 +399,12 @@ pub fn prepare(path: &Path, opts: &ImportOptions) -> Result<PreparedFile, Ingest
         path: PathBuf::from(&shown),
         source,
     };
-    let (sha256, bytes) = hash_file(path).map_err(read_err)?;
     let work = WorkDir::new(opts.work_parent.as_deref()).map_err(read_err)?;
-    let reader = source::open(path, &shown, opts.claim, work.path(), opts, &opts.settings)?;
+    let (sha256, bytes, reader) = at_idle(opts, "riskmap-prepare", || {
+        let (sha256, bytes) = hash_file(path).map_err(read_err)?;
+        let reader = source::open(path, &shown, opts.claim, work.path(), opts, &opts.settings)?;
+        Ok::<_, IngestError>((sha256, bytes, reader))
+    })?;
     Ok(PreparedFile {
         reader,
         shown,
@@ -439,6 +471,71 @@ pub fn import_prepared_file(
     Ok(report)
 }
 
+/// Pass 1 of an import, feature by feature: counts, refusals (each problem with its
+/// field), duplicate ids, the length of lines.
+struct Checker<'a> {
+    progress: &'a dyn Progress,
+    bytes: &'a AtomicU64,
+    /// Each valid id, with the number of the feature that has it.
+    seen: hashbrown::HashMap<CompactString, u64>,
+    /// Numbers of the features refused (duplicates among them).
+    refused: hashbrown::HashSet<u64>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(progress: &'a dyn Progress, bytes: &'a AtomicU64) -> Self {
+        Checker {
+            progress,
+            bytes,
+            seen: hashbrown::HashMap::new(),
+            refused: hashbrown::HashSet::new(),
+        }
+    }
+
+    /// Counts `item` into `report`: the feature when it is valid, `None` when refused.
+    fn check(&mut self, report: &mut ImportReport, item: Item) -> Option<Feature> {
+        report.features += 1;
+        if report.features % 4096 == 0 {
+            self.progress
+                .update(self.bytes.load(Ordering::Relaxed), report.features);
+        }
+        let (id, errors) = match item.result {
+            Ok(f) => match self.seen.get(f.id.as_str()) {
+                Some(&first) => {
+                    let e = FieldError::new(
+                        "id",
+                        format!("duplicate id {:?}: feature {first} has it too", f.id),
+                    );
+                    (Some(f.id), vec![e])
+                }
+                None => {
+                    self.seen.insert(CompactString::new(&f.id), item.number);
+                    report.length_km += crate::index::geodesic_length_km(&f.geometry);
+                    return Some(f);
+                }
+            },
+            Err(refusal) => refusal,
+        };
+        self.refused.insert(item.number);
+        report.rejected += 1;
+        // Every problem of the feature, each with its field.
+        for e in errors {
+            let rejection = Rejection {
+                feature: item.number,
+                line: item.line,
+                id: id.clone(),
+                field: e.field,
+                reason: e.reason,
+            };
+            self.progress.rejected(&rejection);
+            if report.rejections.len() < MAX_REPORTED_REJECTIONS {
+                report.rejections.push(rejection);
+            }
+        }
+        None
+    }
+}
+
 /// The two passes of [`import_file`] over a prepared reader.
 pub fn import_prepared(
     store: &Store,
@@ -448,57 +545,23 @@ pub fn import_prepared(
     progress: &dyn Progress,
     report: &mut ImportReport,
 ) -> Result<(), IngestError> {
+    if !opts.dry_run && store.layer_is_empty(layer)? {
+        return import_staged(store, layer, reader, opts, progress, report);
+    }
     let bytes = AtomicU64::new(0);
     progress.start(reader.size());
 
     // Pass 1: every feature checked, nothing locked.
     let checking = Instant::now();
     progress.phase("checking");
-    let mut seen: hashbrown::HashMap<CompactString, u64> = hashbrown::HashMap::new();
-    // Features refused in pass 1 (duplicates among them), skipped in pass 2.
-    let mut refused: hashbrown::HashSet<u64> = hashbrown::HashSet::new();
-    let declared = reader.read(layer, opts, &bytes, &mut |item: Item| {
-        report.features += 1;
-        if report.features % 4096 == 0 {
-            progress.update(bytes.load(Ordering::Relaxed), report.features);
-        }
-        let refusal = match item.result {
-            Ok(f) => match seen.get(f.id.as_str()) {
-                Some(&first) => Some((
-                    Some(f.id.clone()),
-                    vec![FieldError::new(
-                        "id",
-                        format!("duplicate id {:?}: feature {first} has it too", f.id),
-                    )],
-                )),
-                None => {
-                    seen.insert(CompactString::new(&f.id), item.number);
-                    report.length_km += crate::index::geodesic_length_km(&f.geometry);
-                    None
-                }
-            },
-            Err(refusal) => Some(refusal),
-        };
-        if let Some((id, errors)) = refusal {
-            refused.insert(item.number);
-            report.rejected += 1;
-            // Every problem of the feature, each with its field.
-            for e in errors {
-                let rejection = Rejection {
-                    feature: item.number,
-                    line: item.line,
-                    id: id.clone(),
-                    field: e.field,
-                    reason: e.reason,
-                };
-                progress.rejected(&rejection);
-                if report.rejections.len() < MAX_REPORTED_REJECTIONS {
-                    report.rejections.push(rejection);
-                }
-            }
-        }
-        Ok(())
+    let mut checker = Checker::new(progress, &bytes);
+    let declared = at_idle(opts, "riskmap-check", || {
+        reader.read(layer, opts, &bytes, &mut |item: Item| {
+            checker.check(report, item);
+            Ok(())
+        })
     })?;
+    let Checker { seen, refused, .. } = checker;
     if let Some(crs) = declared {
         report.source.crs = crs;
         report.source.crs_source = "file".into();
@@ -618,27 +681,8 @@ pub fn import_prepared(
             }
         }
         tx.touch_layer(layer, report.changed_bbox)?;
-        tx.set_audit_detail(
-            import_seq,
-            &serde_json::json!({
-                "file": report.file, "sha256": report.sha256, "bytes": report.bytes,
-                "format": report.source.format, "crs": report.source.crs,
-                "encoding": report.source.encoding, "mode": report.mode,
-                "features": report.features, "added": report.added, "updated": report.updated,
-                "unchanged": report.unchanged, "deleted": report.deleted,
-                "rejected": report.rejected, "id": report.id,
-            }),
-        )?;
-        match &report.changed_ids {
-            Some(ids) => {
-                for id in ids {
-                    tx.record_change(&layer.name, Some(id))?;
-                }
-            }
-            None => {
-                tx.record_change(&layer.name, None)?;
-            }
-        }
+        tx.set_audit_detail(import_seq, &import_detail(report))?;
+        record_changes(&tx, layer, &mut *report)?;
         if let Some(keep) = &opts.keep_report {
             keep(&tx, report)?;
         }
@@ -650,5 +694,354 @@ pub fn import_prepared(
         Ok(())
     });
     report.timings_ms.write = ms(writing);
+    result
+}
+
+/// The `import` audit row's detail: the file, what it was found to be, the counts.
+fn import_detail(report: &ImportReport) -> serde_json::Value {
+    serde_json::json!({
+        "file": report.file, "sha256": report.sha256, "bytes": report.bytes,
+        "format": report.source.format, "crs": report.source.crs,
+        "encoding": report.source.encoding, "mode": report.mode,
+        "features": report.features, "added": report.added, "updated": report.updated,
+        "unchanged": report.unchanged, "deleted": report.deleted,
+        "rejected": report.rejected, "id": report.id,
+    })
+}
+
+/// The change feed's entries of an import: its features, or "reload the layer" when
+/// more than [`CHANGE_LIST_LIMIT`] changed.
+fn record_changes(
+    tx: &crate::store::Tx<'_>,
+    layer: &LayerDef,
+    report: &mut ImportReport,
+) -> Result<(), StoreError> {
+    let mut seqs = Vec::new();
+    match &report.changed_ids {
+        Some(ids) => {
+            for id in ids {
+                seqs.push(tx.record_change(&layer.name, Some(id))?);
+            }
+        }
+        None => {
+            seqs.push(tx.record_change(&layer.name, None)?);
+        }
+    }
+    report.change_seqs = seqs;
+    Ok(())
+}
+
+/// Rows per transaction of a staged load, and bytes of geometry: an edit waits for one
+/// chunk at most.
+const STAGE_CHUNK_ROWS: usize = 20_000;
+const STAGE_CHUNK_BYTES: usize = 16 << 20;
+
+/// A staged table, dropped unless it was swapped in.
+struct StageGuard<'a> {
+    store: &'a Store,
+    name: &'a str,
+    swapped: bool,
+}
+
+impl Drop for StageGuard<'_> {
+    fn drop(&mut self) {
+        if self.swapped {
+            return;
+        }
+        if let Err(e) = self.store.write(|tx| {
+            tx.drop_stage(self.name)?;
+            tx.commit()
+        }) {
+            // Dropped at the next start instead.
+            tracing::warn!(stage = self.name, error = %e, "could not drop a staged table");
+        }
+    }
+}
+
+/// The import of a file into an empty layer (its first load, or a layer created from
+/// the file): one read, each feature checked and written as it is read into a staged
+/// table beside the layer, in transactions of [`STAGE_CHUNK_ROWS`], then swapped in by
+/// one short transaction (see `store::stage`). All or nothing as [`import_prepared`]:
+/// a refusal stops the writing and the staged table is dropped; until the swap the
+/// layer is as it was. Edits to the store wait for one chunk at most, not for the file.
+/// Reading and checking run on one thread (under `SCHED_IDLE` when
+/// [`ImportOptions::parse_at_idle`]), writing on the caller's, at the same time.
+fn import_staged(
+    store: &Store,
+    layer: &LayerDef,
+    reader: &dyn FeatureReader,
+    opts: &ImportOptions,
+    progress: &dyn Progress,
+    report: &mut ImportReport,
+) -> Result<(), IngestError> {
+    use geo::CoordsIter;
+    let bytes = AtomicU64::new(0);
+    progress.start(reader.size());
+    progress.phase("importing");
+    let started = Instant::now();
+    let stage = format!(
+        "{}{}",
+        crate::store::STAGE_PREFIX,
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut staged = layer.clone();
+    staged.name = stage.clone();
+    store.write(|tx| {
+        tx.create_stage(layer, &stage)?;
+        tx.commit()
+    })?;
+    let mut guard = StageGuard {
+        store,
+        name: &stage,
+        swapped: false,
+    };
+    let mut checker = Checker::new(progress, &bytes);
+    let mut bbox: Option<Bbox> = None;
+    let mut parse_ms = 0u64;
+    let mut write_ms = 0u64;
+    let (send, recv) = std::sync::mpsc::sync_channel::<Vec<(Feature, Option<Vec<u8>>)>>(2);
+    let mut written = 0u64;
+    // The smallest and largest fid written.
+    let mut span = (i64::MAX, i64::MIN);
+    let (declared, built) = std::thread::scope(|s| {
+        let (checker, report, bbox, parse_ms, bytes) =
+            (&mut checker, &mut *report, &mut bbox, &mut parse_ms, &bytes);
+        let parse = std::thread::Builder::new()
+            .name("riskmap-import-read".into())
+            .spawn_scoped(s, move || {
+                if opts.parse_at_idle {
+                    crate::sched::lower_thread_priority(crate::sched::BACKGROUND_NICE);
+                    crate::sched::idle_thread_policy();
+                }
+                let t = Instant::now();
+                let mut chunk = Vec::new();
+                let mut chunk_bytes = 0usize;
+                // A refusal: nothing will be written, but every feature is still checked.
+                let mut stopped = false;
+                let result = reader.read(layer, opts, bytes, &mut |item: Item| {
+                    let Some(f) = checker.check(report, item) else {
+                        if !opts.skip_invalid {
+                            stopped = true;
+                            chunk.clear();
+                        }
+                        return Ok(());
+                    };
+                    if stopped {
+                        return Ok(());
+                    }
+                    *bbox = match (*bbox, Bbox::of_geometry(&f.geometry)) {
+                        (Some(a), Some(b)) => Some(a.union(b)),
+                        (a, b) => a.or(b),
+                    };
+                    let kept = crate::index::Derived::kept_for(layer, &f.geometry);
+                    chunk_bytes += 64 + f.geometry.coords_count() * 16;
+                    chunk.push((f, kept));
+                    if chunk.len() >= STAGE_CHUNK_ROWS || chunk_bytes >= STAGE_CHUNK_BYTES {
+                        chunk_bytes = 0;
+                        if send.send(std::mem::take(&mut chunk)).is_err() {
+                            // The writer failed: its error is the import's.
+                            return Err(IngestError::Format {
+                                path: PathBuf::from(&report.file),
+                                message: "the write stopped".into(),
+                            });
+                        }
+                    }
+                    Ok(())
+                });
+                if result.is_ok() && !stopped && !chunk.is_empty() {
+                    let _ = send.send(chunk);
+                }
+                drop(send);
+                *parse_ms = ms(t);
+                result
+            });
+        let parse = match parse {
+            Ok(p) => p,
+            Err(e) => {
+                let e = IngestError::Read {
+                    path: PathBuf::from("(no thread to read the file)"),
+                    source: e,
+                };
+                return (Err(e), Ok(None));
+            }
+        };
+        // The writer, on this thread: at the caller's priority, since it holds the
+        // store's writer (an edit must never wait on a starved thread). Each chunk,
+        // once committed, goes into the layer's new index when one is wanted.
+        // Each chunk, once committed, goes to the indexer when the layer's new index
+        // is wanted: a thread of its own (at idle priority with the reading), so that
+        // writing, reading and indexing share the cores.
+        type Written = (Vec<(Feature, Option<Vec<u8>>)>, Vec<i64>);
+        let (to_index, indexed) = std::sync::mpsc::sync_channel::<Written>(2);
+        let indexer = match &opts.index_sink {
+            None => None,
+            Some(_) => {
+                let spawned = std::thread::Builder::new()
+                    .name("riskmap-import-index".into())
+                    .spawn_scoped(s, move || {
+                        if opts.parse_at_idle {
+                            crate::sched::lower_thread_priority(crate::sched::BACKGROUND_NICE);
+                            crate::sched::idle_thread_policy();
+                        }
+                        let def = std::sync::Arc::new(layer.clone());
+                        crate::index::LayerIndex::build(def, 0, |push| {
+                            for (chunk, fids) in indexed {
+                                for ((f, kept), fid) in chunk.iter().zip(fids) {
+                                    let values: Vec<crate::model::ValueRef<'_>> =
+                                        f.values.iter().map(|v| v.as_ref()).collect();
+                                    let r = FeatureRef {
+                                        id: &f.id,
+                                        geometry: &f.geometry,
+                                        values: &values,
+                                    };
+                                    push(fid, r, kept.as_deref());
+                                }
+                            }
+                            Ok::<_, std::convert::Infallible>(())
+                        })
+                    });
+                // No thread: no index; the layer is read back from the store.
+                spawned.ok()
+            }
+        };
+        let mut to_index = indexer.is_some().then_some(to_index);
+        // The writer, on this thread: at the caller's priority, since it holds the
+        // store's writer (an edit must never wait on a starved thread). `recv` is
+        // dropped when the loop ends: a writer that stopped early makes the reader's
+        // next send fail.
+        let mut write_result: Result<(), StoreError> = Ok(());
+        for chunk in recv {
+            let t = Instant::now();
+            let r = store.write(|tx| {
+                let fids = tx.insert_new_features(&staged, &chunk)?;
+                tx.commit()?;
+                Ok::<_, StoreError>(fids)
+            });
+            write_ms += ms(t);
+            let fids = match r {
+                Ok(fids) => fids,
+                Err(e) => {
+                    write_result = Err(e);
+                    break;
+                }
+            };
+            written += chunk.len() as u64;
+            if let (Some(&lo), Some(&hi)) = (fids.iter().min(), fids.iter().max()) {
+                span = (span.0.min(lo), span.1.max(hi));
+            }
+            if let Some(tx) = &to_index {
+                if tx.send((chunk, fids)).is_err() {
+                    to_index = None; // the indexer is gone: read back instead
+                }
+            }
+        }
+        drop(to_index);
+        let built = match indexer {
+            Some(h) => match h.join() {
+                Ok(Ok(index)) => Some(index),
+                Ok(Err(never)) => match never {},
+                Err(p) => std::panic::resume_unwind(p),
+            },
+            None => None,
+        };
+        let built = write_result.map(|_| built);
+        let declared = parse
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (declared, built)
+    });
+    let index = built?;
+    let declared = declared?;
+    let Checker { seen, .. } = checker;
+    if let Some(crs) = declared {
+        report.source.crs = crs;
+        report.source.crs_source = "file".into();
+    }
+    progress.update(bytes.load(Ordering::Relaxed), report.features);
+    report.timings_ms.check = parse_ms;
+    if report.rejected > 0 && !opts.skip_invalid {
+        report.timings_ms.write = write_ms;
+        return Ok(()); // the guard drops what was staged
+    }
+    debug_assert_eq!(written, seen.len() as u64);
+
+    // The swap: one short transaction.
+    let swapping = Instant::now();
+    let mut index_usable = false;
+    let result = store.write(|tx| -> Result<(), IngestError> {
+        let import_seq = tx.audit(&AuditEntry {
+            actor: opts.actor.clone(),
+            action: "import".into(),
+            layer: Some(layer.name.clone()),
+            ..Default::default()
+        })?;
+        // The index was built with the fids the batched inserts were taken to have:
+        // kept only if the staged table's agree.
+        let fids_agree = written == 0 || tx.fid_span(&stage)? == (span.0, span.1, written as i64);
+        let outcome = tx.swap_stage(layer, &stage)?;
+        index_usable = fids_agree && outcome.replaced.is_empty() && outcome.kept.is_empty();
+        report.index_built = index_usable && index.is_some();
+        report.added = written - outcome.replaced.len() as u64;
+        report.updated = outcome.replaced.len() as u64;
+        // Features an edit created while the file was loaded, and the file has too: the
+        // file's version replaced them (the import committed last).
+        for (id, before) in &outcome.replaced {
+            let after = tx.get_feature(layer, id)?.map(|sf| sf.feature);
+            let (was, is) = match (before, &after) {
+                (Some(b), Some(a)) => {
+                    let (was, is) = b.changes(layer, a);
+                    (Some(was), Some(is))
+                }
+                (b, a) => (
+                    b.as_ref().map(|b| b.to_geojson(layer)),
+                    a.as_ref().map(|a| a.to_geojson(layer)),
+                ),
+            };
+            tx.audit(&AuditEntry {
+                actor: opts.actor.clone(),
+                action: "import_update".into(),
+                layer: Some(layer.name.clone()),
+                feature_id: Some(id.clone()),
+                before: was,
+                after: is,
+                detail: Some(serde_json::json!({ "import": import_seq, "during_load": true })),
+                role: None,
+            })?;
+        }
+        let changed = written as usize + outcome.kept.len();
+        report.changed_ids = (changed <= CHANGE_LIST_LIMIT).then(|| {
+            seen.keys()
+                .map(|k| k.to_string())
+                .chain(outcome.kept.iter().cloned())
+                .collect()
+        });
+        report.changed_bbox = bbox;
+        tx.touch_layer(layer, bbox)?;
+        tx.set_audit_detail(import_seq, &import_detail(report))?;
+        record_changes(&tx, layer, &mut *report)?;
+        if let Some(keep) = &opts.keep_report {
+            keep(&tx, report)?;
+        }
+        tx.commit()?;
+        report.committed = true;
+        Ok(())
+    });
+    if report.committed {
+        guard.swapped = true;
+        if let (Some(sink), Some(index)) = (&opts.index_sink, index) {
+            if index_usable {
+                *sink.lock() = Some(index);
+            } else {
+                tracing::info!(layer = %layer.name, "the layer is read back from the store: edits wrote to it during the load");
+            }
+        }
+    }
+    report.timings_ms.write = write_ms + ms(swapping);
+    tracing::debug!(
+        layer = %layer.name,
+        features = written,
+        elapsed_ms = ms(started),
+        "staged load swapped in"
+    );
     result
 }

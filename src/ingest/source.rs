@@ -181,7 +181,7 @@ pub struct SourceInfo {
 
 /// Reads features of one prepared file. Implemented by the GeoJSON and CSV readers and
 /// by the reader of GDAL's output; may be called more than once.
-pub trait FeatureReader: Send {
+pub trait FeatureReader: Send + Sync {
     fn info(&self) -> &SourceInfo;
     fn info_mut(&mut self) -> &mut SourceInfo;
     /// Bytes a read goes through (for progress).

@@ -553,6 +553,90 @@ impl Tx<'_> {
         Ok(fid)
     }
 
+    /// Inserts features whose ids `layer`'s table does not hold (a staged load's
+    /// chunk), several rows per statement: per-statement work (the statement's setup,
+    /// the `AUTOINCREMENT` sequence's update) was most of the cost of a point's row.
+    /// Features with a `kept` derived row go one by one (it needs their fid).
+    /// Returns each row's fid, in the order of `rows`; a multi-row statement's are
+    /// taken as consecutive, ending at the last one inserted (what SQLite does for an
+    /// `AUTOINCREMENT` key with one writer; [`Tx::fid_span`] lets the caller check).
+    pub fn insert_new_features(
+        &self,
+        layer: &LayerDef,
+        rows: &[(Feature, Option<Vec<u8>>)],
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut fids = vec![0i64; rows.len()];
+        const PER_STATEMENT: usize = 64;
+        let ncols = 2 + layer.properties.len();
+        let sql = self.sql("insert_many", &layer.name, || {
+            let mut names = vec![q(&layer.id_property), "\"geom\"".to_string()];
+            names.extend(layer.properties.iter().map(|p| q(&p.name)));
+            let one = format!("({})", vec!["?"; ncols].join(", "));
+            format!(
+                "INSERT INTO {} ({}) VALUES {}",
+                q(&layer.name),
+                names.join(", "),
+                vec![one.as_str(); PER_STATEMENT].join(", ")
+            )
+        });
+        let plain: Vec<(usize, &Feature)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, kept))| kept.is_none())
+            .map(|(i, (f, _))| (i, f))
+            .collect();
+        let mut batches = plain.chunks_exact(PER_STATEMENT);
+        if batches.len() > 0 {
+            let mut stmt = self
+                .conn()
+                .prepare_cached(&sql)
+                .map_err(StoreError::sqlite("preparing an insert"))?;
+            for batch in &mut batches {
+                for (j, (_, f)) in batch.iter().enumerate() {
+                    let at = j * ncols;
+                    let mut bind = |i: usize, v: &dyn ToSql| {
+                        stmt.raw_bind_parameter(at + i + 1, v)
+                            .map_err(|e| StoreError::sqlite(format!("inserting {}", f.id))(e))
+                    };
+                    bind(0, &f.id.as_str())?;
+                    bind(1, &blob::encode(&f.geometry))?;
+                    for (k, v) in f.values.iter().enumerate() {
+                        bind(2 + k, v)?;
+                    }
+                }
+                stmt.raw_execute()
+                    .map_err(StoreError::sqlite(format!("inserting into {}", layer.name)))?;
+                let last = self.conn().last_insert_rowid();
+                for (j, (i, _)) in batch.iter().enumerate() {
+                    fids[*i] = last - (PER_STATEMENT - 1 - j) as i64;
+                }
+            }
+        }
+        for (i, f) in batches.remainder() {
+            fids[*i] = self.insert_feature(layer, f, None)?;
+        }
+        for (i, (f, kept)) in rows.iter().enumerate() {
+            if kept.is_some() {
+                fids[i] = self.insert_feature(layer, f, kept.as_deref())?;
+            }
+        }
+        Ok(fids)
+    }
+
+    /// The smallest and largest fid of `table` and its number of rows.
+    pub fn fid_span(&self, table: &str) -> Result<(i64, i64, i64), StoreError> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "SELECT coalesce(min(fid), 0), coalesce(max(fid), 0), count(*) FROM {}",
+                    q(table)
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(StoreError::sqlite(format!("counting the rows of {table}")))
+    }
+
     /// Overwrites the geometry and properties of row `fid` (`kept` as in
     /// [`Tx::insert_feature`]).
     pub fn update_feature(

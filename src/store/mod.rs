@@ -28,6 +28,7 @@ mod features;
 mod imports;
 mod keys;
 mod schema;
+mod stage;
 
 use std::cell::Cell;
 use std::io::Write as _;
@@ -45,6 +46,7 @@ pub use features::{StoredFeature, UpsertOutcome};
 pub use imports::ImportRecord;
 pub use keys::{ApiKey, NewKey};
 pub use schema::LayerPlan;
+pub use stage::{STAGE_PREFIX, SwapOutcome};
 
 /// How long a write waits for another writer (an import in another process) before
 /// giving up with [`StoreError::Busy`].

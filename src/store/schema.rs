@@ -386,25 +386,30 @@ pub(super) fn plan_layer(conn: &Connection, layer: &LayerDef) -> Result<LayerPla
     })
 }
 
+/// `CREATE TABLE` for a table of `layer`'s columns named `table` (the layer's own, or
+/// a staged load's, see `store::stage`).
+pub(super) fn create_table_sql(layer: &LayerDef, table: &str) -> String {
+    let mut cols = vec![
+        "\"fid\" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL".to_string(),
+        format!("\"geom\" {} NOT NULL", layer.geometry.gpkg_name()),
+        format!("{} TEXT NOT NULL UNIQUE", q(&layer.id_property)),
+    ];
+    cols.extend(
+        layer
+            .properties
+            .iter()
+            .map(|p| format!("{} {}", q(&p.name), p.ty.gpkg_sql_type())),
+    );
+    format!("CREATE TABLE {} ({})", q(table), cols.join(", "))
+}
+
 /// Creates the layer's table, or adds the columns new in its layer file.
 pub(super) fn ensure_layer(tx: &Tx<'_>, layer: &LayerDef) -> Result<(), StoreError> {
     let conn = tx.conn();
     match plan_layer(conn, layer)? {
         LayerPlan::UpToDate => {}
         LayerPlan::Create => {
-            let mut cols = vec![
-                "\"fid\" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL".to_string(),
-                format!("\"geom\" {} NOT NULL", layer.geometry.gpkg_name()),
-                format!("{} TEXT NOT NULL UNIQUE", q(&layer.id_property)),
-            ];
-            cols.extend(
-                layer
-                    .properties
-                    .iter()
-                    .map(|p| format!("{} {}", q(&p.name), p.ty.gpkg_sql_type())),
-            );
-            let sql = format!("CREATE TABLE {} ({})", q(&layer.name), cols.join(", "));
-            conn.execute(&sql, [])
+            conn.execute(&create_table_sql(layer, &layer.name), [])
                 .map_err(StoreError::sqlite(format!("creating table {}", layer.name)))?;
             conn.execute(
                 "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, last_change, srs_id)
