@@ -19,6 +19,7 @@ for p in libproj-dev libgdal-dev libsqlite3-dev pkg-config libclang-dev clang py
 done
 command -v cs2cs >/dev/null || need+=(proj-bin)
 command -v ogrinfo >/dev/null || need+=(gdal-bin)
+command -v curl >/dev/null || need+=(curl)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then

@@ -1163,3 +1163,138 @@ fn every_problem_of_a_feature_is_reported_at_once_with_hints() {
     );
     assert_eq!(sqlite_count(dir.path(), "risk_points"), 0);
 }
+
+/// `curl -F`: the file in the form's part `file`, options as text fields.
+fn curl_form(server: &Server, key: &str, path: &str, fields: &[&str]) -> (u16, Value) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-w", "\n%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {key}"));
+    for f in fields {
+        cmd.args(["-F", f]);
+    }
+    cmd.arg(format!("http://{}{path}", server.addr));
+    let out = cmd.output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').expect("curl printed the status");
+    (
+        code.trim().parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(json!({ "raw": body })),
+    )
+}
+
+#[test]
+fn a_multipart_form_carries_the_file_and_its_options() {
+    let (dir, server, key) = serve_empty();
+    let work = tempfile::tempdir().unwrap();
+    let geojson = work.path().join("points.geojson");
+    std::fs::write(&geojson, collection(points("M"))).unwrap();
+    let n = points("M").len() as u64;
+    let file = format!("file=@{}", geojson.display());
+    // curl sends the part as application/octet-stream: the file name tells GeoJSON.
+    let (s, r) = curl_form(
+        &server,
+        &key,
+        "/collections/risk_points/imports",
+        &[&file, "dry_run=true", "crs=EPSG:4326"],
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        (r["dry_run"].as_bool(), r["added"].as_u64()),
+        (Some(true), Some(n)),
+        "{r}"
+    );
+    assert_eq!(r["source"]["format"], "GeoJSON", "{r}");
+    assert!(
+        items(&server).is_empty(),
+        "a dry run through a form writes nothing"
+    );
+    // The part's own Content-Type is believed, and checked against the bytes.
+    let typed = format!("file=@{};type=text/csv", geojson.display());
+    let (s, r) = curl_form(&server, &key, "/collections/risk_points/imports", &[&typed]);
+    assert!((400..500).contains(&s), "{s} {r}");
+    // An option given in the query and in the form is given twice.
+    let (s, r) = curl_form(
+        &server,
+        &key,
+        "/collections/risk_points/imports?mode=upsert",
+        &[&file, "mode=replace"],
+    );
+    assert_eq!(s, 400, "{r}");
+    assert!(
+        r["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("twice"),
+        "{r}"
+    );
+    // Unknown fields and forms without a file are refused, naming what is wrong.
+    let (s, r) = curl_form(
+        &server,
+        &key,
+        "/collections/risk_points/imports",
+        &[&file, "colour=red"],
+    );
+    assert_eq!(s, 400, "{r}");
+    assert!(
+        r["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("colour"),
+        "{r}"
+    );
+    let (s, r) = curl_form(
+        &server,
+        &key,
+        "/collections/risk_points/imports",
+        &["crs=EPSG:4326"],
+    );
+    assert_eq!(s, 400, "{r}");
+    assert!(
+        r["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\"file\""),
+        "{r}"
+    );
+    let other = format!("data=@{}", geojson.display());
+    let (s, r) = curl_form(
+        &server,
+        &key,
+        "/collections/risk_points/imports",
+        &[&file, &other],
+    );
+    assert_eq!(s, 400, "{r}");
+    // A zipped shapefile by its file name, into a new layer, with the layer's name in
+    // the query and an import option in the form.
+    let shp_dir = work.path().join("shp");
+    std::fs::create_dir(&shp_dir).unwrap();
+    let zip_path = work.path().join("shelters.zip");
+    std::fs::write(
+        &zip_path,
+        zip_of(&shapefile_files(&shp_dir, "shelters", points("S"))),
+    )
+    .unwrap();
+    let admin = cli_key(dir.path(), "admin");
+    let zipped = format!("file=@{}", zip_path.display());
+    let (s, r) = curl_form(
+        &server,
+        &admin,
+        "/collections?name=shelters_form&kind=reference",
+        &[&zipped, "crs=EPSG:4547"],
+    );
+    assert_eq!(s, 201, "{r}");
+    assert_eq!(r["added"].as_u64(), Some(n), "{r}");
+    assert_eq!(r["source"]["crs"], "EPSG:4547", "{r}");
+    assert_eq!(r["source"]["crs_source"], "request", "{r}");
+    let (s, r) = curl_form(
+        &server,
+        &admin,
+        "/collections?kind=reference",
+        &[&zipped, "name=x"],
+    );
+    assert_eq!(s, 400, "{r}");
+    // The real import, through the form.
+    let (s, r) = curl_form(&server, &key, "/collections/risk_points/imports", &[&file]);
+    assert_eq!(s, 201, "{r}");
+    assert_eq!(items(&server).len() as u64, n);
+}

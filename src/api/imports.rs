@@ -1,6 +1,7 @@
 //! File uploads: `POST /collections/{layer}/imports` (role `importer` or `admin`),
-//! `GET /imports/{id}` and `GET /imports`. The body is the file itself; its
-//! `Content-Type` says what it is (checked against the bytes). The work is
+//! `GET /imports/{id}` and `GET /imports`. The body is the file itself, its
+//! `Content-Type` saying what it is (checked against the bytes), or a multipart form
+//! with the file in its part `file` and options in text fields. The work is
 //! `App::import_upload`; this module streams the body to the upload's own directory
 //! (refusing it with 413 past [`MAX_UPLOAD_BYTES`], before reading it all when
 //! `Content-Length` says so), parses the options, and answers the report.
@@ -44,19 +45,27 @@ fn too_large(what: String) -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", what)
 }
 
-fn parse_options(query: Option<&str>) -> Result<ImportOptions, ApiError> {
-    parse_options_with(query, &[], &mut |_, _| Ok(()))
+fn parse_options(
+    query: Option<&str>,
+    form: &[(String, String)],
+) -> Result<ImportOptions, ApiError> {
+    parse_options_with(query, form, &[], &mut |_, _| Ok(()))
 }
 
-/// [`parse_options`], also taking the parameters `extra` (handed to `other`).
+/// [`parse_options`], also taking the parameters `extra` (handed to `other`). `form`:
+/// the text fields of a multipart form, taken as parameters too (one given both ways
+/// is given twice).
 fn parse_options_with(
     query: Option<&str>,
+    form: &[(String, String)],
     extra: &[&str],
     other: &mut dyn FnMut(&str, String) -> Result<(), ApiError>,
 ) -> Result<ImportOptions, ApiError> {
     let mut opts = ImportOptions::default();
     let mut seen: HashMap<String, ()> = HashMap::new();
-    for (k, v) in form_urlencoded_pairs(query.unwrap_or("")) {
+    let mut pairs = form_urlencoded_pairs(query.unwrap_or(""));
+    pairs.extend(form.iter().cloned());
+    for (k, v) in pairs {
         if extra.contains(&k.as_str()) {
             if seen.insert(k.clone(), ()).is_some() {
                 return Err(ApiError::bad_request(format!(
@@ -153,25 +162,58 @@ fn form_urlencoded_pairs(q: &str) -> Vec<(String, String)> {
 
 /// The parts of an upload request both endpoints share: the file's claimed format and
 /// the body, received into a new directory of the upload's own.
+/// An upload as received: its directory, the file, what the client says the file is,
+/// and the text fields of a multipart form (options given beside the file).
+struct Received {
+    work: WorkDir,
+    file: std::path::PathBuf,
+    claim: ingest::Claim,
+    form: Vec<(String, String)>,
+}
+
+impl Received {
+    /// The options of `opts` that come from the upload itself.
+    fn apply(&self, opts: &mut ImportOptions) {
+        opts.claim = Some(self.claim);
+        opts.work_parent = Some(self.work.path().to_path_buf());
+    }
+}
+
+/// Most bytes a multipart form's text field may hold, and all of them together.
+const MAX_FORM_FIELD: u64 = 64 << 10;
+const MAX_FORM_FIELDS: usize = 32;
+
+fn unsupported_media_type(ct: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UnsupportedMediaType",
+        format!(
+            "Content-Type {ct:?} is not a format riskmap imports: application/geo+json, text/csv, application/zip (a zipped shapefile), application/geopackage+sqlite3, application/flatgeobuf, application/octet-stream to go by the bytes, or multipart/form-data with the file in a part named \"file\""
+        ),
+    )
+}
+
+/// Receives the body: the file itself, or a multipart form (`curl -F file=@x.zip`) whose
+/// part `file` is the file (what it is from the part's `Content-Type`, else its file
+/// name's extension, else its bytes) and whose text fields are options.
 async fn receive_upload(
     app: &Arc<App>,
     headers: &HeaderMap,
     body: Body,
-    opts: &mut ImportOptions,
-) -> Result<(WorkDir, std::path::PathBuf), ApiError> {
+) -> Result<Received, ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    opts.claim = Some(Format::from_media_type(ct).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            format!(
-                "Content-Type {ct:?} is not a format riskmap imports: application/geo+json, text/csv, application/zip (a zipped shapefile), application/geopackage+sqlite3, application/flatgeobuf, or application/octet-stream to go by the bytes"
-            ),
-        )
-    })?);
+    let multipart = ct
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("multipart/form-data"));
+    let claim = if multipart {
+        None
+    } else {
+        Some(Format::from_media_type(ct).ok_or_else(|| unsupported_media_type(ct))?)
+    };
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -192,9 +234,109 @@ async fn receive_upload(
     })
     .await?;
     let file = work.path().join("body");
-    receive(body, &file).await?;
-    opts.work_parent = Some(work.path().to_path_buf());
-    Ok((work, file))
+    let (claim, form) = match claim {
+        Some(claim) => {
+            receive(body, &file).await?;
+            (claim, Vec::new())
+        }
+        None => receive_form(ct, body, &file).await?,
+    };
+    Ok(Received {
+        work,
+        file,
+        claim,
+        form,
+    })
+}
+
+/// Reads a multipart form: its part `file` into `to`, its text fields returned.
+async fn receive_form(
+    ct: &str,
+    body: Body,
+    to: &std::path::Path,
+) -> Result<(ingest::Claim, Vec<(String, String)>), ApiError> {
+    use tokio::io::AsyncWriteExt;
+    let boundary = multer::parse_boundary(ct).map_err(|_| {
+        ApiError::bad_request("Content-Type multipart/form-data needs its boundary parameter")
+    })?;
+    let limits = multer::SizeLimit::new()
+        .whole_stream(MAX_UPLOAD_BYTES + MAX_FORM_FIELD * MAX_FORM_FIELDS as u64)
+        .per_field(MAX_FORM_FIELD)
+        .for_field("file", MAX_UPLOAD_BYTES);
+    let mut form = multer::Multipart::with_constraints(
+        body.into_data_stream(),
+        boundary,
+        multer::Constraints::new().size_limit(limits),
+    );
+    let form_error = |e: multer::Error| match e {
+        multer::Error::FieldSizeExceeded { field_name, .. } => too_large(format!(
+            "form field {:?} is larger than allowed ({} bytes for the file, {MAX_FORM_FIELD} for others)",
+            field_name.unwrap_or_default(),
+            MAX_UPLOAD_BYTES
+        )),
+        multer::Error::StreamSizeExceeded { .. } => too_large(format!(
+            "the upload is larger than {MAX_UPLOAD_BYTES} bytes"
+        )),
+        other => ApiError::bad_request(format!("the multipart form cannot be read: {other}")),
+    };
+    let mut claim = None;
+    let mut fields: Vec<(String, String)> = Vec::new();
+    while let Some(mut field) = form.next_field().await.map_err(form_error)? {
+        let name = field.name().unwrap_or("").to_string();
+        if name != "file" {
+            if fields.len() == MAX_FORM_FIELDS {
+                return Err(ApiError::bad_request(format!(
+                    "the form has more than {MAX_FORM_FIELDS} fields"
+                )));
+            }
+            if field.file_name().is_some() {
+                return Err(ApiError::bad_request(format!(
+                    "form part {name:?} is a file: the file goes in the part named \"file\", options in text fields"
+                )));
+            }
+            let text = field.text().await.map_err(form_error)?;
+            fields.push((name, text));
+            continue;
+        }
+        if claim.is_some() {
+            return Err(ApiError::bad_request(
+                "the form has two parts named \"file\": one upload is one file",
+            ));
+        }
+        let by_type = field
+            .content_type()
+            .map(|m| m.essence_str().to_string())
+            .filter(|m| m != "application/octet-stream");
+        claim = Some(match by_type {
+            Some(m) => Format::from_media_type(&m).ok_or_else(|| unsupported_media_type(&m))?,
+            None => field
+                .file_name()
+                .and_then(|n| Format::from_extension(std::path::Path::new(n)))
+                .unwrap_or(ingest::Claim::Any),
+        });
+        let mut out = tokio::fs::File::create(to)
+            .await
+            .map_err(|e| ApiError::internal("writing the upload", e))?;
+        let mut n = 0u64;
+        while let Some(chunk) = field.chunk().await.map_err(form_error)? {
+            n += chunk.len() as u64;
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| ApiError::internal("writing the upload", e))?;
+        }
+        out.flush()
+            .await
+            .map_err(|e| ApiError::internal("writing the upload", e))?;
+        if n == 0 {
+            return Err(ApiError::bad_request("the form's part \"file\" is empty"));
+        }
+    }
+    let claim = claim.ok_or_else(|| {
+        ApiError::bad_request(
+            "the form has no part named \"file\": send the file in it (curl -F file=@data.zip)",
+        )
+    })?;
+    Ok((claim, fields))
 }
 
 fn too_many_uploads() -> ApiError {
@@ -220,19 +362,16 @@ pub async fn create_layer(
     let actor =
         blocking(move || auth::require(&a, &h, Action::Administer).map(|k| k.actor())).await?;
     let (mut name, mut kind, mut title, mut id_property) = (None, None, None, None);
-    let mut opts = parse_options_with(
-        query.as_deref(),
-        &["name", "kind", "title", "id_property"],
-        &mut |k, v| {
-            match k {
-                "name" => name = Some(v),
-                "kind" => kind = Some(v),
-                "title" => title = Some(v),
-                _ => id_property = Some(v),
-            }
-            Ok(())
-        },
-    )?;
+    const LAYER_PARAMS: [&str; 4] = ["name", "kind", "title", "id_property"];
+    let mut opts = parse_options_with(query.as_deref(), &[], &LAYER_PARAMS, &mut |k, v| {
+        match k {
+            "name" => name = Some(v),
+            "kind" => kind = Some(v),
+            "title" => title = Some(v),
+            _ => id_property = Some(v),
+        }
+        Ok(())
+    })?;
     let name = name.ok_or_else(|| {
         ApiError::bad_request(
             "name is required: the new layer's name (lower-case letters, digits and _)",
@@ -271,7 +410,35 @@ pub async fn create_layer(
     let Some(slot) = app.upload_slot() else {
         return Err(too_many_uploads());
     };
-    let (work, file) = receive_upload(&app, &headers, body, &mut opts).await?;
+    let received = receive_upload(&app, &headers, body).await?;
+    if !received.form.is_empty() {
+        if let Some((k, _)) = received
+            .form
+            .iter()
+            .find(|(k, _)| LAYER_PARAMS.contains(&k.as_str()))
+        {
+            return Err(ApiError::bad_request(format!(
+                "{k}: the new layer's {} go in the query string; a form's fields are import options",
+                LAYER_PARAMS.join(", ")
+            )));
+        }
+        let mut o = parse_options_with(
+            query.as_deref(),
+            &received.form,
+            &LAYER_PARAMS,
+            &mut |_, _| Ok(()),
+        )?;
+        o.actor = std::mem::take(&mut opts.actor);
+        o.mode = Mode::Upsert;
+        if o.dry_run {
+            return Err(ApiError::bad_request(
+                "dry_run: a layer is created for real or not at all; try the file with a dry run into an existing layer",
+            ));
+        }
+        opts = o;
+    }
+    received.apply(&mut opts);
+    let Received { work, file, .. } = received;
     opts.source_name = Some(format!("new layer {name}"));
     let (app2, name2) = (app.clone(), name.clone());
     let outcome = tokio::task::spawn_blocking(move || {
@@ -355,8 +522,8 @@ pub async fn upload(
     if app.layer(&layer).is_none() {
         return Err(ApiError::not_found(format!("no layer named {layer:?}")));
     }
-    let mut opts = parse_options(query.as_deref())?;
-    opts.actor = actor;
+    // Checked before the body is read; again with a form's fields once it is.
+    let mut opts = parse_options(query.as_deref(), &[])?;
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -378,7 +545,13 @@ pub async fn upload(
     let Some(slot) = app.upload_slot() else {
         return Err(too_many_uploads());
     };
-    let (work, file) = receive_upload(&app, &headers, body, &mut opts).await?;
+    let received = receive_upload(&app, &headers, body).await?;
+    if !received.form.is_empty() {
+        opts = parse_options(query.as_deref(), &received.form)?;
+    }
+    opts.actor = actor;
+    received.apply(&mut opts);
+    let Received { work, file, .. } = received;
     opts.source_name = Some(format!("upload to {layer}"));
     let app2 = app.clone();
     let layer2 = layer.clone();

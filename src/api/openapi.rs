@@ -663,7 +663,9 @@ fn keyed(
 /// The body of an upload: the file.
 fn upload_body() -> utoipa::openapi::request_body::RequestBody {
     let mut b = RequestBodyBuilder::new()
-        .description(Some("The file itself, at most 2 GiB."))
+        .description(Some(
+            "The file itself, at most 2 GiB; or a form with the file in its part `file` (what it is from the part's Content-Type, else its file name) and the query's options as text fields.",
+        ))
         .required(Some(Required::True));
     for mt in [
         GEOJSON,
@@ -675,6 +677,21 @@ fn upload_body() -> utoipa::openapi::request_body::RequestBody {
     ] {
         b = b.content(mt, binary());
     }
+    let form = ContentBuilder::new()
+        .schema(schema(json!({
+            "type": "object",
+            "required": ["file"],
+            "properties": {
+                "file": {"type": "string", "format": "binary"},
+                "crs": {"type": "string"}, "encoding": {"type": "string"},
+                "mode": {"type": "string", "enum": ["upsert", "replace"]},
+                "map": {"type": "string"}, "source_layer": {"type": "string"},
+                "dry_run": {"type": "boolean"}, "skip_invalid": {"type": "boolean"},
+                "lon_column": {"type": "string"}, "lat_column": {"type": "string"}
+            }
+        })))
+        .build();
+    b = b.content("multipart/form-data", form);
     b.build()
 }
 
