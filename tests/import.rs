@@ -514,3 +514,96 @@ fn a_reimport_audits_the_before_and_after_of_each_updated_feature() {
         );
     }
 }
+
+/// Edits a feature the moment an import's write pass begins (after its check pass
+/// compared every feature with the store).
+struct EditAtWrite<'a> {
+    store: &'a riskmap::store::Store,
+    id: &'a str,
+    level: &'a str,
+}
+
+impl riskmap::ingest::Progress for EditAtWrite<'_> {
+    fn phase(&self, name: &'static str) {
+        if name != "writing" {
+            return;
+        }
+        let layer = layer("risk_points");
+        self.store
+            .write(|tx| {
+                let mut sf = tx
+                    .get_feature(&layer, self.id)?
+                    .expect("the feature is there");
+                let (i, _) = layer.property("level").unwrap();
+                sf.feature.values[i] = riskmap::model::Value::Text(self.level.into());
+                tx.update_feature(&layer, sf.fid, &sf.feature, None)?;
+                tx.record_change(&layer.name, Some(self.id))?;
+                tx.commit()
+            })
+            .unwrap();
+    }
+}
+
+fn level_of(store: &riskmap::store::Store, id: &str) -> String {
+    let layer = layer("risk_points");
+    let sf = store.get_feature(&layer, id).unwrap().unwrap();
+    let (i, _) = layer.property("level").unwrap();
+    match &sf.feature.values[i] {
+        riskmap::model::Value::Text(t) => t.clone(),
+        other => panic!("level {other:?}"),
+    }
+}
+
+#[test]
+fn a_reimport_writes_only_what_changed_and_stays_exact_when_an_edit_comes_between_its_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let layer = layer("risk_points");
+    let file = dir.path().join("points.geojson");
+    let opts = riskmap::ingest::ImportOptions::default();
+    std::fs::write(&file, collection(good_points(300))).unwrap();
+    let first =
+        riskmap::ingest::import_file(&store, &layer, &file, &opts, &riskmap::ingest::NoProgress)
+            .unwrap();
+    assert_eq!((first.added, first.committed), (300, true));
+
+    // The same file again, one feature changed in it; between the passes an edit
+    // changes a feature the file has unchanged (R00010), and the one it changes
+    // (R00020). The file's version of both is what the import leaves.
+    let mut points = good_points(300);
+    points[20] = risk_point("R00020", 106.02, 29.5, "I");
+    std::fs::write(&file, collection(points)).unwrap();
+    for (id, level) in [("R00010", "II"), ("R00020", "IV")] {
+        let edit = EditAtWrite {
+            store: &store,
+            id,
+            level,
+        };
+        let r = riskmap::ingest::import_file(&store, &layer, &file, &opts, &edit).unwrap();
+        assert!(r.committed);
+        assert_eq!(r.added + r.updated + r.unchanged, 300, "{r:?}");
+        assert_eq!(
+            level_of(&store, "R00010"),
+            "III",
+            "the file's R00010 after editing {id}"
+        );
+        assert_eq!(
+            level_of(&store, "R00020"),
+            "I",
+            "the file's R00020 after editing {id}"
+        );
+        if id == "R00010" {
+            // R00020 changed by the file, R00010 put back.
+            assert_eq!((r.updated, r.unchanged), (2, 298), "{r:?}");
+        } else {
+            // R00020: the file's again after the edit; R00010 unchanged now.
+            assert_eq!((r.updated, r.unchanged), (1, 299), "{r:?}");
+        }
+    }
+    // With nothing between the passes: nothing to write.
+    let r =
+        riskmap::ingest::import_file(&store, &layer, &file, &opts, &riskmap::ingest::NoProgress)
+            .unwrap();
+    assert_eq!((r.added, r.updated, r.unchanged), (0, 0, 300));
+    assert_eq!(sqlite_audit_count(dir.path(), "import_update"), 3);
+}

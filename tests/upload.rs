@@ -1184,7 +1184,13 @@ fn curl_form(server: &Server, key: &str, path: &str, fields: &[&str]) -> (u16, V
 
 #[test]
 fn a_multipart_form_carries_the_file_and_its_options() {
-    let (dir, server, key) = serve_empty();
+    // A layers directory of its own: the test creates a layer.
+    let dir = tempfile::tempdir().unwrap();
+    let layers = dir.path().join("layers");
+    copy_dir(&layers_dir(), &layers);
+    riskmap(&["init", "--data", dir.path().to_str().unwrap()]);
+    let key = cli_key(dir.path(), "importer");
+    let server = start_on(dir.path(), &layers, &[]);
     let work = tempfile::tempdir().unwrap();
     let geojson = work.path().join("points.geojson");
     std::fs::write(&geojson, collection(points("M"))).unwrap();

@@ -471,6 +471,20 @@ pub fn import_prepared_file(
     Ok(report)
 }
 
+/// The features pass 1 found new or changed, kept for pass 2 (while they fit in
+/// [`SPOOL_BYTES`]), and the number found unchanged.
+#[derive(Default)]
+struct Spool {
+    features: Vec<Feature>,
+    same: u64,
+    /// About what `features` hold in memory.
+    bytes: usize,
+}
+
+/// At most this much memory (estimated) keeps pass 1's changed features; beyond it,
+/// pass 2 reads the file again.
+const SPOOL_BYTES: usize = 256 << 20;
+
 /// Pass 1 of an import, feature by feature: counts, refusals (each problem with its
 /// field), duplicate ids, the length of lines.
 struct Checker<'a> {
@@ -555,9 +569,43 @@ pub fn import_prepared(
     let checking = Instant::now();
     progress.phase("checking");
     let mut checker = Checker::new(progress, &bytes);
+    // Each valid feature compared with the layer as it is now (no lock): only those
+    // that differ are kept, to be written in pass 2 without reading the file again,
+    // unless there are too many to keep.
+    let snapshot = store.snapshot(layer)?;
+    let snapshot_seq = snapshot.feed_seq;
+    // Moved to the reading thread (a connection is not shared between threads).
+    let mut lent = Some(snapshot);
+    let mut spool = Some(Spool::default());
     let declared = at_idle(opts, "riskmap-check", || {
+        let Some(snapshot) = lent.take() else {
+            return Ok(None);
+        };
         reader.read(layer, opts, &bytes, &mut |item: Item| {
-            checker.check(report, item);
+            let Some(f) = checker.check(report, item) else {
+                return Ok(());
+            };
+            let Some(kept) = &mut spool else {
+                return Ok(());
+            };
+            match snapshot.compare(layer, &f)? {
+                crate::store::Compared::Same => kept.same += 1,
+                _ => {
+                    kept.bytes += 96 + 16 * geo::CoordsIter::coords_count(&f.geometry);
+                    kept.bytes += f
+                        .values
+                        .iter()
+                        .map(|v| match v {
+                            crate::model::Value::Text(t) => 24 + t.len(),
+                            _ => 24,
+                        })
+                        .sum::<usize>();
+                    kept.features.push(f);
+                    if kept.bytes > SPOOL_BYTES {
+                        spool = None;
+                    }
+                }
+            }
             Ok(())
         })
     })?;
@@ -587,6 +635,23 @@ pub fn import_prepared(
             layer: Some(layer.name.clone()),
             ..Default::default()
         })?;
+        // The kept features suffice when no feature the file has but pass 1 found
+        // unchanged was written since (else its file version is needed again).
+        let spooled = match spool.take() {
+            None => None,
+            Some(kept) => match tx.layer_changes_since(&layer.name, snapshot_seq)? {
+                None => None,
+                Some(changed) => {
+                    let differ: hashbrown::HashSet<&str> =
+                        kept.features.iter().map(|f| f.id.as_str()).collect();
+                    let stale = changed
+                        .iter()
+                        .any(|id| seen.contains_key(id.as_str()) && !differ.contains(id.as_str()));
+                    drop(differ);
+                    (!stale).then_some(kept)
+                }
+            },
+        };
         let mut read_again = 0u64;
         let note_change = |report: &mut ImportReport, id: &str, bbox: Option<Bbox>| {
             report.changed_bbox = match (report.changed_bbox, bbox) {
@@ -601,15 +666,7 @@ pub fn import_prepared(
                 }
             }
         };
-        reader.read(layer, opts, &bytes, &mut |item: Item| {
-            read_again += 1;
-            if read_again % 4096 == 0 {
-                progress.update(bytes.load(Ordering::Relaxed), read_again);
-            }
-            let Ok(f) = item.result else { return Ok(()) };
-            if refused.contains(&item.number) {
-                return Ok(());
-            }
+        let write = |f: Feature, report: &mut ImportReport| -> Result<(), IngestError> {
             let kept = crate::index::Derived::kept_for(layer, &f.geometry);
             let outcome = tx.upsert(layer, &f, kept.as_deref())?;
             match &outcome {
@@ -650,7 +707,31 @@ pub fn import_prepared(
                 note_change(report, &f.id, Bbox::of_geometry(&f.geometry));
             }
             Ok(())
-        })?;
+        };
+        match spooled {
+            Some(kept) => {
+                // Only what differed in pass 1 is written (and compared again, under
+                // the writer: exact whatever happened since).
+                report.unchanged += kept.same;
+                read_again = features_checked;
+                for f in kept.features {
+                    write(f, report)?;
+                }
+            }
+            None => {
+                reader.read(layer, opts, &bytes, &mut |item: Item| {
+                    read_again += 1;
+                    if read_again % 4096 == 0 {
+                        progress.update(bytes.load(Ordering::Relaxed), read_again);
+                    }
+                    let Ok(f) = item.result else { return Ok(()) };
+                    if refused.contains(&item.number) {
+                        return Ok(());
+                    }
+                    write(f, report)
+                })?;
+            }
+        }
         if read_again != features_checked {
             return Err(IngestError::Format {
                 path: PathBuf::from(&report.file),

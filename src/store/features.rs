@@ -50,6 +50,153 @@ fn columns(layer: &LayerDef) -> String {
     cols.join(", ")
 }
 
+fn select_by_id_sql(layer: &LayerDef) -> String {
+    format!(
+        "SELECT {} FROM {} WHERE {} = ?1",
+        columns(layer),
+        q(&layer.name),
+        q(&layer.id_property)
+    )
+}
+
+/// The stored row of `f`'s id against `f` (`new_blob`: its geometry encoded):
+/// `None` when absent, `Some((fid, None))` when identical, `Some((fid, Some(before)))`
+/// when it differs (`before`: the stored feature, or why it cannot be read).
+#[allow(clippy::type_complexity)]
+fn compare_stored(
+    conn: &Connection,
+    sql: &str,
+    layer: &LayerDef,
+    f: &Feature,
+    new_blob: &[u8],
+) -> Result<Option<(i64, Option<Result<Feature, String>>)>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(sql)
+        .map_err(StoreError::sqlite("preparing a lookup"))?;
+    let lookup = || |e| StoreError::sqlite(format!("looking up {}", f.id))(e);
+    let mut rows = stmt.query([&f.id]).map_err(lookup())?;
+    let Some(row) = rows.next().map_err(lookup())? else {
+        return Ok(None);
+    };
+    let fid: i64 = row.get(0).map_err(lookup())?;
+    let mut same = matches!(row.get_ref(2).map_err(lookup())?,
+        ValueRef::Blob(b) if b == new_blob);
+    for (i, (p, v)) in layer.properties.iter().zip(&f.values).enumerate() {
+        if !same {
+            break;
+        }
+        same = read_value(row.get_ref(3 + i).map_err(lookup())?, p.ty).is_ok_and(|old| old == *v);
+    }
+    let before = if same {
+        None
+    } else {
+        match row_to_feature(layer, row, Read::Edit) {
+            Ok(sf) => Some(Ok(sf.feature)),
+            Err(StoreError::BadRow { reason, .. }) => Some(Err(reason)),
+            Err(e) => return Err(e),
+        }
+    };
+    Ok(Some((fid, before)))
+}
+
+/// A layer as it was when the snapshot was taken, read on a connection of its own
+/// (no lock: SQLite's WAL keeps the snapshot while writers go on), with the change
+/// feed's position then. An import compares its features with it before it takes the
+/// writer, so that only what changed is written under it.
+pub struct Snapshot {
+    conn: Connection,
+    sql: String,
+    /// The change feed's last sequence number in the snapshot.
+    pub feed_seq: i64,
+}
+
+/// How a feature compares with a [`Snapshot`].
+pub enum Compared {
+    Absent,
+    Same,
+    Differs,
+}
+
+impl Store {
+    /// A [`Snapshot`] of `layer`.
+    pub fn snapshot(&self, layer: &LayerDef) -> Result<Snapshot, StoreError> {
+        let conn = self.open_reader()?;
+        conn.execute_batch("BEGIN")
+            .map_err(StoreError::sqlite("starting a read"))?;
+        // The first read fixes the snapshot: the feed position and the rows compared
+        // later come from the same moment.
+        let feed_seq: i64 = conn
+            .query_row(
+                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'riskmap_changes'), 0)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(StoreError::sqlite("reading the change feed"))?;
+        Ok(Snapshot {
+            conn,
+            sql: select_by_id_sql(layer),
+            feed_seq,
+        })
+    }
+}
+
+impl Snapshot {
+    /// How `f` compares with its id's row in the snapshot.
+    pub fn compare(&self, layer: &LayerDef, f: &Feature) -> Result<Compared, StoreError> {
+        let blob = blob::encode(&f.geometry);
+        Ok(
+            match compare_stored(&self.conn, &self.sql, layer, f, &blob)? {
+                None => Compared::Absent,
+                Some((_, None)) => Compared::Same,
+                Some((_, Some(_))) => Compared::Differs,
+            },
+        )
+    }
+}
+
+impl Tx<'_> {
+    /// Ids of `layer`'s features the change feed names after `seq`, or `None` when an
+    /// entry there is not about one feature (a reload: another import), or the feed
+    /// was pruned past `seq`.
+    pub fn layer_changes_since(
+        &self,
+        layer: &str,
+        seq: i64,
+    ) -> Result<Option<hashbrown::HashSet<String>>, StoreError> {
+        let err = StoreError::sqlite("reading the change feed");
+        let min: i64 = self
+            .conn()
+            .query_row(
+                "SELECT coalesce(min(seq), 0) FROM riskmap_changes",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if min > seq + 1 {
+            return Ok(None);
+        }
+        let mut stmt = self
+            .conn()
+            .prepare("SELECT feature_id FROM riskmap_changes WHERE seq > ?1 AND layer = ?2")
+            .map_err(StoreError::sqlite("reading the change feed"))?;
+        let rows = stmt
+            .query_map(rusqlite::params![seq, layer], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .map_err(StoreError::sqlite("reading the change feed"))?;
+        let mut ids = hashbrown::HashSet::new();
+        for id in rows {
+            match id.map_err(StoreError::sqlite("reading the change feed"))? {
+                Some(id) => {
+                    ids.insert(id);
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(ids))
+    }
+}
+
 /// Reads a cell as the declared type, tolerating what other GeoPackage writers (QGIS)
 /// may leave: integers in REAL columns, numbers in TEXT columns.
 fn read_value(v: ValueRef<'_>, ty: PropertyType) -> Result<Value, String> {
@@ -710,49 +857,9 @@ impl Tx<'_> {
         f: &Feature,
         kept: Option<&[u8]>,
     ) -> Result<UpsertOutcome, StoreError> {
-        let sql = self.sql("select_by_id", &layer.name, || {
-            format!(
-                "SELECT {} FROM {} WHERE {} = ?1",
-                columns(layer),
-                q(&layer.name),
-                q(&layer.id_property)
-            )
-        });
+        let sql = self.sql("select_by_id", &layer.name, || select_by_id_sql(layer));
         let new_blob = blob::encode(&f.geometry);
-        // `Some((fid, None))`: stored and identical; `Some((fid, Some(old)))`: differs.
-        let existing: Option<(i64, Option<Result<Feature, String>>)> = {
-            let mut stmt = self
-                .conn()
-                .prepare_cached(&sql)
-                .map_err(StoreError::sqlite("preparing a lookup"))?;
-            let lookup = || |e| StoreError::sqlite(format!("looking up {}", f.id))(e);
-            let mut rows = stmt.query([&f.id]).map_err(lookup())?;
-            match rows.next().map_err(lookup())? {
-                None => None,
-                Some(row) => {
-                    let fid: i64 = row.get(0).map_err(lookup())?;
-                    let mut same = matches!(row.get_ref(2).map_err(lookup())?,
-                        ValueRef::Blob(b) if b == new_blob.as_slice());
-                    for (i, (p, v)) in layer.properties.iter().zip(&f.values).enumerate() {
-                        if !same {
-                            break;
-                        }
-                        same = read_value(row.get_ref(3 + i).map_err(lookup())?, p.ty)
-                            .is_ok_and(|old| old == *v);
-                    }
-                    let before = if same {
-                        None
-                    } else {
-                        match row_to_feature(layer, row, Read::Edit) {
-                            Ok(sf) => Some(Ok(sf.feature)),
-                            Err(StoreError::BadRow { reason, .. }) => Some(Err(reason)),
-                            Err(e) => return Err(e),
-                        }
-                    };
-                    Some((fid, before))
-                }
-            }
-        };
+        let existing = compare_stored(self.conn(), &sql, layer, f, &new_blob)?;
         match existing {
             None => {
                 self.insert_feature(layer, f, kept)?;

@@ -42,7 +42,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use crate::model::{LayerDef, UnreadableRow};
 
 pub use audit::{AuditEntry, Change, ImportTotals};
-pub use features::{StoredFeature, UpsertOutcome};
+pub use features::{Compared, Snapshot, StoredFeature, UpsertOutcome};
 pub use imports::ImportRecord;
 pub use keys::{ApiKey, NewKey};
 pub use schema::LayerPlan;
