@@ -1304,3 +1304,71 @@ fn a_multipart_form_carries_the_file_and_its_options() {
     assert_eq!(s, 201, "{r}");
     assert_eq!(items(&server).len() as u64, n);
 }
+
+#[test]
+fn a_layer_is_created_from_a_csv_with_types_taken_from_its_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let layers = dir.path().join("layers");
+    copy_dir(&layers_dir(), &layers);
+    riskmap(&["init", "--data", dir.path().to_str().unwrap()]);
+    let admin = cli_key(dir.path(), "admin");
+    let server = start_on(dir.path(), &layers, &[]);
+    // Hydrants, GBK-encoded, one cell of each kind; "007" is a code, not a number.
+    let mut csv = String::from("id,name,pressure_kpa,floors,in_service,code,lon,lat\n");
+    for i in 0..20 {
+        csv.push_str(&format!(
+            "H{i:02},{},{}.5,{},{},00{i},{},{}\n",
+            NAMES[i % NAMES.len()],
+            300 + i,
+            i % 3,
+            i % 2 == 0,
+            106.5 + i as f64 * 0.01,
+            29.5 + i as f64 * 0.01
+        ));
+    }
+    let (gbk, _, _) = encoding_rs::GBK.encode(&csv);
+    let auth = format!("Bearer {admin}");
+    let (s, b) = http_bytes(
+        &server.addr,
+        "POST",
+        "/collections?name=hydrants&kind=reference&title=Hydrants",
+        &[("Authorization", &auth), ("Content-Type", "text/csv")],
+        &gbk,
+    );
+    assert_eq!(s, 201, "{b}");
+    let r: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(r["added"].as_u64(), Some(20), "{r}");
+    let toml = std::fs::read_to_string(layers.join("hydrants.toml")).unwrap();
+    for (name, ty) in [
+        ("name", "string"),
+        ("pressure_kpa", "float"),
+        ("floors", "integer"),
+        ("in_service", "boolean"),
+        ("code", "string"),
+    ] {
+        let at = toml
+            .find(&format!("name = \"{name}\""))
+            .unwrap_or_else(|| panic!("{name} in {toml}"));
+        let rest = &toml[at..];
+        let ty_at = rest.find("type = ").unwrap();
+        assert!(
+            rest[ty_at..].starts_with(&format!("type = \"{ty}\"")),
+            "{name} is {ty} in {toml}"
+        );
+    }
+    let (s, b) = http(
+        &server.addr,
+        "GET",
+        "/collections/hydrants/items/H03",
+        &[],
+        "",
+    );
+    assert_eq!(s, 200, "{b}");
+    let f: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(f["properties"]["name"], NAMES[3], "{f}");
+    assert_eq!(f["properties"]["pressure_kpa"], 303.5, "{f}");
+    assert_eq!(f["properties"]["floors"], 0, "{f}");
+    assert_eq!(f["properties"]["in_service"], false, "{f}");
+    assert_eq!(f["properties"]["code"], "003", "{f}");
+    assert_eq!(f["geometry"]["coordinates"], json!([106.53, 29.53]), "{f}");
+}

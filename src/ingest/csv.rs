@@ -60,54 +60,7 @@ pub(super) fn read(
         .has_headers(true)
         .flexible(true)
         .from_reader(Lines::new(reader));
-    let headers = rdr
-        .byte_headers()
-        .map_err(|e| format_err(format!("cannot read the header line: {e}")))?
-        .clone();
-    let mut names = Vec::with_capacity(headers.len());
-    for (i, h) in headers.iter().enumerate() {
-        let h = if i == 0 {
-            h.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(h)
-        } else {
-            h
-        };
-        let name = std::str::from_utf8(h)
-            .map_err(|_| format_err(format!("header of column {} is not valid UTF-8", i + 1)))?;
-        // map= renames a source column to a layer property.
-        let name = name.trim();
-        let name = opts
-            .map
-            .iter()
-            .find(|(from, _)| from == name)
-            .map_or(name, |(_, to)| to.as_str());
-        names.push(name.to_string());
-    }
-    let find = |wanted: &Option<String>, defaults: &[&str]| -> Option<usize> {
-        match wanted {
-            Some(w) => names.iter().position(|n| n.eq_ignore_ascii_case(w)),
-            None => names
-                .iter()
-                .position(|n| defaults.iter().any(|d| n.eq_ignore_ascii_case(d))),
-        }
-    };
-    let lon = find(&opts.lon_column, &LON_NAMES).ok_or_else(|| {
-        format_err(format!(
-            "no longitude column (looked for {}); columns are: {}",
-            opts.lon_column
-                .as_deref()
-                .map_or(LON_NAMES.join(", "), str::to_string),
-            names.join(", ")
-        ))
-    })?;
-    let lat = find(&opts.lat_column, &LAT_NAMES).ok_or_else(|| {
-        format_err(format!(
-            "no latitude column (looked for {}); columns are: {}",
-            opts.lat_column
-                .as_deref()
-                .map_or(LAT_NAMES.join(", "), str::to_string),
-            names.join(", ")
-        ))
-    })?;
+    let (names, lon, lat) = header(path, opts, &mut rdr)?;
     let mut targets = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
         let t = if i == lon {
@@ -169,6 +122,179 @@ pub(super) fn read(
             line,
             result,
         })?;
+    }
+    Ok(())
+}
+
+/// The header: each column's name (after `map=`), and which columns hold the
+/// longitude and latitude.
+fn header<R: Read>(
+    path: &Path,
+    opts: &ImportOptions,
+    rdr: &mut csv::Reader<Lines<R>>,
+) -> Result<(Vec<String>, usize, usize), IngestError> {
+    let format_err = |message: String| IngestError::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    let headers = rdr
+        .byte_headers()
+        .map_err(|e| format_err(format!("cannot read the header line: {e}")))?
+        .clone();
+    let mut names = Vec::with_capacity(headers.len());
+    for (i, h) in headers.iter().enumerate() {
+        let h = if i == 0 {
+            h.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(h)
+        } else {
+            h
+        };
+        let name = std::str::from_utf8(h)
+            .map_err(|_| format_err(format!("header of column {} is not valid UTF-8", i + 1)))?;
+        // map= renames a source column to a layer property.
+        let name = name.trim();
+        let name = opts
+            .map
+            .iter()
+            .find(|(from, _)| from == name)
+            .map_or(name, |(_, to)| to.as_str());
+        names.push(name.to_string());
+    }
+    let find = |wanted: &Option<String>, defaults: &[&str]| -> Option<usize> {
+        match wanted {
+            Some(w) => names.iter().position(|n| n.eq_ignore_ascii_case(w)),
+            None => names
+                .iter()
+                .position(|n| defaults.iter().any(|d| n.eq_ignore_ascii_case(d))),
+        }
+    };
+    let lon = find(&opts.lon_column, &LON_NAMES).ok_or_else(|| {
+        format_err(format!(
+            "no longitude column (looked for {}); columns are: {}",
+            opts.lon_column
+                .as_deref()
+                .map_or(LON_NAMES.join(", "), str::to_string),
+            names.join(", ")
+        ))
+    })?;
+    let lat = find(&opts.lat_column, &LAT_NAMES).ok_or_else(|| {
+        format_err(format!(
+            "no latitude column (looked for {}); columns are: {}",
+            opts.lat_column
+                .as_deref()
+                .map_or(LAT_NAMES.join(", "), str::to_string),
+            names.join(", ")
+        ))
+    })?;
+    Ok((names, lon, lat))
+}
+
+/// Reads the rows as GeoJSON features, unchecked, for inferring a new layer's schema:
+/// a point from the longitude and latitude columns (in WGS84), every other column a
+/// property, typed from its text: empty is null, an integer (without leading zeros)
+/// or finite decimal number is a number, `true`/`false` a boolean, anything else the
+/// text as written.
+pub(super) fn read_raw(
+    path: &Path,
+    opts: &ImportOptions,
+    to_wgs84: Option<&ToWgs84>,
+    reader: &mut dyn Read,
+    each: &mut dyn FnMut(u64, &serde_json::Value) -> Result<(), IngestError>,
+) -> Result<(), IngestError> {
+    use serde_json::{Value as Json, json};
+    let format_err = |message: String| IngestError::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::Headers)
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(Lines::new(reader));
+    let (names, lon, lat) = header(path, opts, &mut rdr)?;
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].iter().any(|m| m.eq_ignore_ascii_case(n)) {
+            return Err(format_err(format!("column {n:?} appears twice")));
+        }
+    }
+    let typed = |text: &str| -> Json {
+        let t = text.trim();
+        let digits = t.strip_prefix('-').unwrap_or(t);
+        if t.is_empty() {
+            Json::Null
+        } else if t == "true" || t == "false" {
+            Json::Bool(t == "true")
+        } else if !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !(digits.len() > 1 && digits.starts_with('0'))
+        {
+            t.parse::<i64>()
+                .map_or_else(|_| Json::String(text.into()), |i| json!(i))
+        } else if t
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'e' | b'E' | b'+'))
+            && !(digits.len() > 1 && digits.starts_with('0') && !digits.starts_with("0."))
+        {
+            match t.parse::<f64>() {
+                Ok(f) if f.is_finite() => json!(f),
+                _ => Json::String(text.into()),
+            }
+        } else {
+            Json::String(text.into())
+        }
+    };
+    let mut record = csv::ByteRecord::new();
+    let mut number = 0u64;
+    loop {
+        let more = rdr
+            .read_byte_record(&mut record)
+            .map_err(|e| format_err(format!("after feature {number}: {e}")))?;
+        if !more {
+            break;
+        }
+        number += 1;
+        let line = record
+            .position()
+            .map(|p| rdr.get_ref().line_at(p.byte()))
+            .unwrap_or(number + 1);
+        let cell = |i: usize| -> Result<&str, IngestError> {
+            std::str::from_utf8(record.get(i).unwrap_or(b""))
+                .map_err(|_| format_err(format!("line {line}: column {:?} is not UTF-8", names[i])))
+        };
+        let coord = |i: usize| -> Result<f64, IngestError> {
+            let t = cell(i)?.trim();
+            t.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| {
+                    format_err(format!(
+                        "line {line}: column {:?} is {t:?}, not a number",
+                        names[i]
+                    ))
+                })
+        };
+        let mut c = Coord {
+            x: coord(lon)?,
+            y: coord(lat)?,
+        };
+        if let Some(t) = to_wgs84 {
+            c = t
+                .apply(c)
+                .map_err(|e| format_err(format!("line {line}: {e}")))?;
+        }
+        crate::model::geometry::check_coord(c)
+            .map_err(|e| format_err(format!("line {line}: {e}")))?;
+        let mut props = serde_json::Map::new();
+        for (i, name) in names.iter().enumerate() {
+            if i != lon && i != lat {
+                props.insert(name.clone(), typed(cell(i)?));
+            }
+        }
+        let feature = json!({
+            "type": "Feature",
+            "geometry": { "type": "Point", "coordinates": [c.x, c.y] },
+            "properties": props,
+        });
+        each(number, &feature)?;
     }
     Ok(())
 }

@@ -970,13 +970,26 @@ impl FeatureReader for CsvFile {
     }
     fn read_raw(
         &self,
-        _opts: &ImportOptions,
-        _each: &mut dyn FnMut(u64, &Json) -> Result<(), IngestError>,
+        opts: &ImportOptions,
+        each: &mut dyn FnMut(u64, &Json) -> Result<(), IngestError>,
     ) -> Result<(), IngestError> {
-        Err(unreadable(
-            &self.shown,
-            "a new layer's schema is taken from a file that has one: GeoJSON, a shapefile, GeoPackage or FlatGeobuf (CSV gives no types); create the layer from one of those, or write its layer file",
-        ))
+        let file = open_file(&self.path, &self.shown)?;
+        let inner = BufReader::with_capacity(1 << 20, file);
+        let t = transform_for(opts.crs).map_err(|m| unreadable(&self.shown, m))?;
+        if self.encoding.name == "UTF-8" {
+            let mut r = inner;
+            super::csv::read_raw(&self.shown, opts, t.as_ref(), &mut r, each)
+        } else {
+            let mut r = ToUtf8 {
+                inner,
+                decoder: self.encoding.encoding.new_decoder_without_bom_handling(),
+                input: vec![0; 1 << 16],
+                start: 0,
+                end: 0,
+                eof: false,
+            };
+            super::csv::read_raw(&self.shown, opts, t.as_ref(), &mut r, each)
+        }
     }
 }
 
