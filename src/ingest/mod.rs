@@ -1046,6 +1046,12 @@ fn import_staged(
     }
     debug_assert_eq!(written, seen.len() as u64);
 
+    // The index was built with the fids the batched inserts were taken to have: kept
+    // only if the staged table's agree (read before the swap: no lock held).
+    let fids_agree = index.is_none()
+        || written == 0
+        || store.fid_span(&stage)? == (span.0, span.1, written as i64);
+
     // The swap: one short transaction.
     let swapping = Instant::now();
     let mut index_usable = false;
@@ -1056,9 +1062,6 @@ fn import_staged(
             layer: Some(layer.name.clone()),
             ..Default::default()
         })?;
-        // The index was built with the fids the batched inserts were taken to have:
-        // kept only if the staged table's agree.
-        let fids_agree = written == 0 || tx.fid_span(&stage)? == (span.0, span.1, written as i64);
         let outcome = tx.swap_stage(layer, &stage)?;
         index_usable = fids_agree && outcome.replaced.is_empty() && outcome.kept.is_empty();
         report.index_built = index_usable && index.is_some();

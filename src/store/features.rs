@@ -770,20 +770,6 @@ impl Tx<'_> {
         Ok(fids)
     }
 
-    /// The smallest and largest fid of `table` and its number of rows.
-    pub fn fid_span(&self, table: &str) -> Result<(i64, i64, i64), StoreError> {
-        self.conn()
-            .query_row(
-                &format!(
-                    "SELECT coalesce(min(fid), 0), coalesce(max(fid), 0), count(*) FROM {}",
-                    q(table)
-                ),
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .map_err(StoreError::sqlite(format!("counting the rows of {table}")))
-    }
-
     /// Overwrites the geometry and properties of row `fid` (`kept` as in
     /// [`Tx::insert_feature`]).
     pub fn update_feature(
@@ -902,5 +888,23 @@ impl Tx<'_> {
             )
             .map_err(StoreError::sqlite("updating gpkg_contents"))?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// The smallest and largest fid of `table` and its number of rows, read on a
+    /// connection of its own (counting millions of rows takes a good part of a second:
+    /// no lock is held, not even the shared reader).
+    pub fn fid_span(&self, table: &str) -> Result<(i64, i64, i64), StoreError> {
+        self.open_reader()?
+            .query_row(
+                &format!(
+                    "SELECT coalesce(min(fid), 0), coalesce(max(fid), 0), count(*) FROM {}",
+                    q(table)
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(StoreError::sqlite(format!("counting the rows of {table}")))
     }
 }

@@ -298,7 +298,6 @@ mod tests {
             .unwrap();
         let outcome = store
             .write(|tx| {
-                assert_eq!(tx.fid_span(&stage)?, (2, 151, 150));
                 let o = tx.swap_stage(&layer, &stage)?;
                 tx.commit()?;
                 Ok::<_, StoreError>(o)
