@@ -1081,6 +1081,15 @@ fn a_layer_created_from_a_zipped_shapefile_is_served_at_once_and_after_a_restart
                 .iter()
                 .any(|l| l["source-layer"] == "shelters")
         );
+        // The map page lists it in its legend (from the style's metadata).
+        let entry = &style["metadata"]["riskmap:legend"]["shelters"];
+        assert_eq!(entry["mark"], "swatch", "{entry}");
+        assert!(
+            entry["items"][0][1]
+                .as_str()
+                .is_some_and(|c| c.starts_with('#')),
+            "{entry}"
+        );
     };
     check(&server);
     drop(server);

@@ -9,6 +9,7 @@ const GROUPS = [
   ['rivers', 'Rivers'],
   ['boundary', 'Municipality boundary'],
 ];
+const BUILT_IN = GROUPS.length;
 const INTERACTIVE = ['risk-points', 'risk-clusters', 'sensors', 'sensor-clusters', 'pipelines'];
 
 function el(tag, attrs = {}, ...children) {
@@ -54,6 +55,17 @@ async function main() {
   map.addControl(new NavigationControl(), 'top-right');
   map.addControl(new ScaleControl({ unit: 'metric' }), 'bottom-right');
 
+  // Layers created from uploads: a toggle, popups, and their legend entry, like the rest.
+  const known = new Set(GROUPS.map(([g]) => g));
+  for (const layer of style.layers) {
+    const group = layer.metadata && layer.metadata['riskmap:group'];
+    if (group && !known.has(group)) {
+      known.add(group);
+      GROUPS.push([group, layer.metadata['riskmap:title'] || group]);
+    }
+    if (group && !GROUPS.slice(0, BUILT_IN).some(([g]) => g === group)) INTERACTIVE.push(layer.id);
+  }
+
   // Layer toggles, one per group of style layers.
   const layersBox = document.getElementById('layers');
   for (const [group, title] of GROUPS) {
@@ -75,7 +87,7 @@ async function main() {
   for (const [layer, spec] of Object.entries(legend)) {
     const group = el('div', { class: 'group' }, el('div', { class: 'title' }, spec.title));
     for (const [, color, label] of spec.items) {
-      const mark = layer === 'pipelines'
+      const mark = (layer === 'pipelines' || spec.mark === 'line')
         ? el('span', { class: 'line', style: `background:${color}` })
         : el('span', { class: 'swatch', style: `background:${color}` });
       group.append(el('div', { class: 'item' }, mark, label));

@@ -259,7 +259,21 @@ fn with_current_layers(style: &mut serde_json::Value, app: &App) {
             id
         };
         let colour = palette[i % palette.len()];
-        let meta = json!({"riskmap:group": name});
+        let meta = json!({"riskmap:group": name, "riskmap:title": l.def.title});
+        // In the map page's legend and layer list too.
+        let mark = match l.def.geometry {
+            G::LineString | G::MultiLineString => "line",
+            _ => "swatch",
+        };
+        if !style["metadata"].is_object() {
+            style["metadata"] = json!({});
+        }
+        if !style["metadata"]["riskmap:legend"].is_object() {
+            style["metadata"]["riskmap:legend"] = json!({});
+        }
+        style["metadata"]["riskmap:legend"][name] = json!({
+            "title": l.def.title, "mark": mark, "items": [[null, colour, l.def.title]]
+        });
         match l.def.geometry {
             G::Point | G::MultiPoint => new_layers.push(json!({
                 "id": name, "type": "circle", "source": source, "source-layer": name, "metadata": meta,
