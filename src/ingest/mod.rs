@@ -1,10 +1,21 @@
 //! Files in, features out: one reader per format, and [`import_file`], which feeds a
-//! file through the layer's validation into the store in one transaction.
+//! file through the layer's validation into the store, all or nothing.
 //!
 //! Policy: a file is imported whole or not at all. Every feature is validated; each
 //! refusal is reported with its feature number, id and field. Unless the caller asks
 //! to skip invalid features, one refusal means nothing is written. Syntax errors
 //! (malformed JSON) stop the read and write nothing.
+//!
+//! Two ways in, both ending in one transaction that makes the import visible whole:
+//! - into an empty layer (`import_staged`): one pass, written in short transactions
+//!   into a staged table beside the layer (`store::stage`) as it is read and checked,
+//!   the layer's index built on the way; one short transaction swaps it in;
+//! - into a layer with features ([`import_prepared`]): pass 1 checks every feature and
+//!   compares it with a snapshot of the layer, with no lock; pass 2 writes what differs
+//!   in one transaction (reading the file again only when that is too much to keep).
+//!
+//! Either way the store's writer is held for a chunk, a swap, or the changed features,
+//! never for reading the file, so edits do not wait for an upload.
 //!
 //! Audit, in the import's transaction: one `import` row (file, sha256, counts) and one
 //! `import_update` row per feature it changed, with the members that changed, before

@@ -706,7 +706,7 @@ impl Tx<'_> {
     /// Features with a `kept` derived row go one by one (it needs their fid).
     /// Returns each row's fid, in the order of `rows`; a multi-row statement's are
     /// taken as consecutive, ending at the last one inserted (what SQLite does for an
-    /// `AUTOINCREMENT` key with one writer; [`Tx::fid_span`] lets the caller check).
+    /// `AUTOINCREMENT` key with one writer; [`Store::fid_span`] lets the caller check).
     pub fn insert_new_features(
         &self,
         layer: &LayerDef,
