@@ -295,7 +295,7 @@ impl App {
         // left of them (an upload is in the store whole or not at all).
         clean_uploads(&data_dir.join("uploads"));
         // And the staged tables of loads a kill interrupted (never swapped in, so
-        // never seen). A `riskmap import` staging at this very moment fails cleanly.
+        // never seen); not those of a `riskmap import` still loading.
         match store.drop_stages() {
             Ok(0) => {}
             Ok(n) => tracing::info!(tables = n, "dropped the staged tables of interrupted loads"),

@@ -871,11 +871,7 @@ fn import_staged(
     progress.start(reader.size());
     progress.phase("importing");
     let started = Instant::now();
-    let stage = format!(
-        "{}{}",
-        crate::store::STAGE_PREFIX,
-        uuid::Uuid::new_v4().simple()
-    );
+    let stage = crate::store::stage_name();
     let mut staged = layer.clone();
     staged.name = stage.clone();
     store.write(|tx| {

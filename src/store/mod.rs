@@ -46,7 +46,7 @@ pub use features::{Compared, Snapshot, StoredFeature, UpsertOutcome};
 pub use imports::ImportRecord;
 pub use keys::{ApiKey, NewKey};
 pub use schema::LayerPlan;
-pub use stage::{STAGE_PREFIX, SwapOutcome};
+pub use stage::{STAGE_PREFIX, SwapOutcome, stage_name};
 
 /// How long a write waits for another writer (an import in another process) before
 /// giving up with [`StoreError::Busy`].

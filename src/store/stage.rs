@@ -9,7 +9,11 @@
 //! nothing of "all or nothing": until the swap commits, the layer is as it was; after,
 //! it is the whole file. Edits wait for one chunk at most, and for the swap.
 //!
-//! A stage left by a crash is dropped when the server starts ([`Store::drop_stages`]).
+//! A stage left by a crash is dropped when the server starts ([`Store::drop_stages`]),
+//! unless the process that made it (its id is in the name) still runs: a
+//! `riskmap import` loading while the server starts.
+
+use std::path::Path;
 
 use rusqlite::OptionalExtension;
 
@@ -56,13 +60,40 @@ impl Store {
                 rows.collect::<Result<_, _>>()
                     .map_err(StoreError::sqlite("listing staged tables"))?
             };
-            for name in &names {
+            let orphans: Vec<&String> = names.iter().filter(|n| !stage_owner_alive(n)).collect();
+            for name in &orphans {
                 tx.drop_stage(name)?;
             }
             tx.commit()?;
-            Ok(names.len())
+            Ok(orphans.len())
         })
     }
+}
+
+/// The name of a new staged table for this process: the prefix, the process id (so
+/// that a server starting beside a running `riskmap import` leaves its stage alone),
+/// and a random part.
+pub fn stage_name() -> String {
+    format!(
+        "{STAGE_PREFIX}{}_{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Whether the process that made staged table `name` still runs (another process:
+/// this one has none left when it looks, at its start). Names without a process id
+/// are orphans.
+fn stage_owner_alive(name: &str) -> bool {
+    let Some(pid) = name
+        .strip_prefix(STAGE_PREFIX)
+        .and_then(|rest| rest.split_once('_'))
+        .and_then(|(pid, _)| pid.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    // A process id used again by now would keep the table until a later start.
+    pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// What [`Tx::swap_stage`] found in the live table: features written into the layer
@@ -357,5 +388,29 @@ mod tests {
         assert_eq!(store.drop_stages().unwrap(), 2);
         assert_eq!(store.drop_stages().unwrap(), 0);
         assert!(names(&store, &layer).is_empty());
+        // A stage of a process that still runs (pid 1 always does) is left alone; one
+        // of a process that no longer does, or of this one, is dropped.
+        let alive = format!("{STAGE_PREFIX}1_x");
+        let gone = format!("{STAGE_PREFIX}{}_x", u32::MAX);
+        let mine = stage_name();
+        for stage in [&alive, &gone, &mine] {
+            store
+                .write(|tx| {
+                    tx.create_stage(&layer, stage)?;
+                    tx.commit()
+                })
+                .unwrap();
+        }
+        assert_eq!(store.drop_stages().unwrap(), 2);
+        let left: Vec<String> = store
+            .read(|c| {
+                let mut s = c
+                    .prepare("SELECT name FROM sqlite_master WHERE name LIKE 'riskmap_stage_%'")
+                    .unwrap();
+                let rows = s.query_map([], |r| r.get(0)).unwrap();
+                Ok(rows.map(Result::unwrap).collect())
+            })
+            .unwrap();
+        assert_eq!(left, vec![alive]);
     }
 }
