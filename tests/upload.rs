@@ -931,6 +931,18 @@ fn start_on(dir: &Path, layers: &Path, env: &[(&str, &str)]) -> Server {
     common::server::start_command(cmd)
 }
 
+/// A server on a new store with a copy of the layer files in `DIR/layers` (a test that
+/// creates layers must not write into the repository's), and a key with `role`.
+fn serve_with_own_layers(role: &str) -> (tempfile::TempDir, Server, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let layers = dir.path().join("layers");
+    copy_dir(&layers_dir(), &layers);
+    riskmap(&["init", "--data", dir.path().to_str().unwrap()]);
+    let key = cli_key(dir.path(), role);
+    let server = start_on(dir.path(), &layers, &[]);
+    (dir, server, key)
+}
+
 #[test]
 fn a_layer_created_from_a_zipped_shapefile_is_served_at_once_and_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -1193,13 +1205,7 @@ fn curl_form(server: &Server, key: &str, path: &str, fields: &[&str]) -> (u16, V
 
 #[test]
 fn a_multipart_form_carries_the_file_and_its_options() {
-    // A layers directory of its own: the test creates a layer.
-    let dir = tempfile::tempdir().unwrap();
-    let layers = dir.path().join("layers");
-    copy_dir(&layers_dir(), &layers);
-    riskmap(&["init", "--data", dir.path().to_str().unwrap()]);
-    let key = cli_key(dir.path(), "importer");
-    let server = start_on(dir.path(), &layers, &[]);
+    let (dir, server, key) = serve_with_own_layers("importer");
     let work = tempfile::tempdir().unwrap();
     let geojson = work.path().join("points.geojson");
     std::fs::write(&geojson, collection(points("M"))).unwrap();
@@ -1316,12 +1322,8 @@ fn a_multipart_form_carries_the_file_and_its_options() {
 
 #[test]
 fn a_layer_is_created_from_a_csv_with_types_taken_from_its_text() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, server, admin) = serve_with_own_layers("admin");
     let layers = dir.path().join("layers");
-    copy_dir(&layers_dir(), &layers);
-    riskmap(&["init", "--data", dir.path().to_str().unwrap()]);
-    let admin = cli_key(dir.path(), "admin");
-    let server = start_on(dir.path(), &layers, &[]);
     // Hydrants, GBK-encoded, one cell of each kind; "007" is a code, not a number.
     let mut csv = String::from("id,name,pressure_kpa,floors,in_service,code,lon,lat\n");
     for i in 0..20 {

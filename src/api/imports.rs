@@ -255,7 +255,6 @@ async fn receive_form(
     body: Body,
     to: &std::path::Path,
 ) -> Result<(ingest::Claim, Vec<(String, String)>), ApiError> {
-    use tokio::io::AsyncWriteExt;
     let boundary = multer::parse_boundary(ct).map_err(|_| {
         ApiError::bad_request("Content-Type multipart/form-data needs its boundary parameter")
     })?;
@@ -314,22 +313,11 @@ async fn receive_form(
                 .and_then(|n| Format::from_extension(std::path::Path::new(n)))
                 .unwrap_or(ingest::Claim::Any),
         });
-        let mut out = tokio::fs::File::create(to)
-            .await
-            .map_err(|e| ApiError::internal("writing the upload", e))?;
-        let mut n = 0u64;
+        let mut out = UploadFile::create(to).await?;
         while let Some(chunk) = field.chunk().await.map_err(form_error)? {
-            n += chunk.len() as u64;
-            out.write_all(&chunk)
-                .await
-                .map_err(|e| ApiError::internal("writing the upload", e))?;
+            out.write(&chunk).await?;
         }
-        out.flush()
-            .await
-            .map_err(|e| ApiError::internal("writing the upload", e))?;
-        if n == 0 {
-            return Err(ApiError::bad_request("the form's part \"file\" is empty"));
-        }
+        out.finish("the form's part \"file\" is empty").await?;
     }
     let claim = claim.ok_or_else(|| {
         ApiError::bad_request(
@@ -609,37 +597,60 @@ pub async fn upload(
 /// Streams the body into `to`, refusing it past [`MAX_UPLOAD_BYTES`].
 async fn receive(mut body: Body, to: &std::path::Path) -> Result<(), ApiError> {
     use http_body::Body as _;
-    use tokio::io::AsyncWriteExt;
-    let mut out = tokio::fs::File::create(to)
-        .await
-        .map_err(|e| ApiError::internal("writing the upload", e))?;
-    let mut n: u64 = 0;
+    let mut out = UploadFile::create(to).await?;
     loop {
         let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
         let Some(frame) = frame else { break };
         let frame =
             frame.map_err(|e| ApiError::bad_request(format!("the upload was cut off: {e}")))?;
         if let Ok(data) = frame.into_data() {
-            n += data.len() as u64;
-            if n > MAX_UPLOAD_BYTES {
-                return Err(too_large(format!(
-                    "the upload is larger than {MAX_UPLOAD_BYTES} bytes"
-                )));
-            }
-            out.write_all(&data)
-                .await
-                .map_err(|e| ApiError::internal("writing the upload", e))?;
+            out.write(&data).await?;
         }
     }
-    out.flush()
+    out.finish("the upload is empty: send the file as the request body")
         .await
-        .map_err(|e| ApiError::internal("writing the upload", e))?;
-    if n == 0 {
-        return Err(ApiError::bad_request(
-            "the upload is empty: send the file as the request body",
-        ));
+}
+
+/// An upload's file being written: refused past [`MAX_UPLOAD_BYTES`], and when empty.
+struct UploadFile {
+    out: tokio::fs::File,
+    bytes: u64,
+}
+
+impl UploadFile {
+    async fn create(to: &std::path::Path) -> Result<Self, ApiError> {
+        let out = tokio::fs::File::create(to)
+            .await
+            .map_err(|e| ApiError::internal("writing the upload", e))?;
+        Ok(UploadFile { out, bytes: 0 })
     }
-    Ok(())
+
+    async fn write(&mut self, data: &[u8]) -> Result<(), ApiError> {
+        use tokio::io::AsyncWriteExt;
+        self.bytes += data.len() as u64;
+        if self.bytes > MAX_UPLOAD_BYTES {
+            return Err(too_large(format!(
+                "the upload is larger than {MAX_UPLOAD_BYTES} bytes"
+            )));
+        }
+        self.out
+            .write_all(data)
+            .await
+            .map_err(|e| ApiError::internal("writing the upload", e))
+    }
+
+    /// Flushes; `empty` is the refusal when nothing came.
+    async fn finish(mut self, empty: &str) -> Result<(), ApiError> {
+        use tokio::io::AsyncWriteExt;
+        self.out
+            .flush()
+            .await
+            .map_err(|e| ApiError::internal("writing the upload", e))?;
+        if self.bytes == 0 {
+            return Err(ApiError::bad_request(empty));
+        }
+        Ok(())
+    }
 }
 
 fn ingest_error(e: IngestError) -> ApiError {

@@ -54,13 +54,7 @@ pub(super) fn read(
             layer.geometry.geojson_name()
         )));
     }
-    // Header names only: values are verbatim (see the module comment).
-    let mut rdr = csv::ReaderBuilder::new()
-        .trim(csv::Trim::Headers)
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(Lines::new(reader));
-    let (names, lon, lat) = header(path, opts, &mut rdr)?;
+    let (mut rdr, names, lon, lat) = open(path, opts, reader)?;
     let mut targets = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
         let t = if i == lon {
@@ -103,40 +97,34 @@ pub(super) fn read(
         )));
     }
 
-    let mut record = csv::ByteRecord::new();
-    let mut number = 0u64;
-    loop {
-        let more = rdr
-            .read_byte_record(&mut record)
-            .map_err(|e| format_err(format!("after feature {number}: {e}")))?;
-        if !more {
-            break;
-        }
-        number += 1;
-        // The csv crate's line is where it started reading: before blank lines, and
-        // before the LF of a CRLF (so a whole CRLF file was off by one).
-        let line = record.position().map(|p| rdr.get_ref().line_at(p.byte()));
-        let result = row(layer, &names, &targets, &record, to_wgs84);
+    each_record(path, &mut rdr, |number, line, record| {
+        let result = row(layer, &names, &targets, record, to_wgs84);
         sink(Item {
             number,
             line,
             result,
-        })?;
-    }
-    Ok(())
+        })
+    })
 }
 
-/// The header: each column's name (after `map=`), and which columns hold the
-/// longitude and latitude.
-fn header<R: Read>(
+/// A CSV reader over `reader` (header names trimmed, values verbatim: see the module
+/// comment; rows of any length), and its header: each column's name (after `map=`),
+/// and which columns hold the longitude and latitude.
+#[allow(clippy::type_complexity)]
+fn open<R: Read>(
     path: &Path,
     opts: &ImportOptions,
-    rdr: &mut csv::Reader<Lines<R>>,
-) -> Result<(Vec<String>, usize, usize), IngestError> {
+    reader: R,
+) -> Result<(csv::Reader<Lines<R>>, Vec<String>, usize, usize), IngestError> {
     let format_err = |message: String| IngestError::Format {
         path: path.to_path_buf(),
         message,
     };
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::Headers)
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(Lines::new(reader));
     let headers = rdr
         .byte_headers()
         .map_err(|e| format_err(format!("cannot read the header line: {e}")))?
@@ -185,7 +173,33 @@ fn header<R: Read>(
             names.join(", ")
         ))
     })?;
-    Ok((names, lon, lat))
+    Ok((rdr, names, lon, lat))
+}
+
+/// Hands each record to `each` with its 1-based number and line.
+fn each_record<R: Read>(
+    path: &Path,
+    rdr: &mut csv::Reader<Lines<R>>,
+    mut each: impl FnMut(u64, Option<u64>, &csv::ByteRecord) -> Result<(), IngestError>,
+) -> Result<(), IngestError> {
+    let mut record = csv::ByteRecord::new();
+    let mut number = 0u64;
+    loop {
+        let more = rdr
+            .read_byte_record(&mut record)
+            .map_err(|e| IngestError::Format {
+                path: path.to_path_buf(),
+                message: format!("after feature {number}: {e}"),
+            })?;
+        if !more {
+            return Ok(());
+        }
+        number += 1;
+        // The csv crate's line is where it started reading: before blank lines, and
+        // before the LF of a CRLF (so a whole CRLF file was off by one).
+        let line = record.position().map(|p| rdr.get_ref().line_at(p.byte()));
+        each(number, line, &record)?;
+    }
 }
 
 /// Reads the rows as GeoJSON features, unchecked, for inferring a new layer's schema:
@@ -205,12 +219,7 @@ pub(super) fn read_raw(
         path: path.to_path_buf(),
         message,
     };
-    let mut rdr = csv::ReaderBuilder::new()
-        .trim(csv::Trim::Headers)
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(Lines::new(reader));
-    let (names, lon, lat) = header(path, opts, &mut rdr)?;
+    let (mut rdr, names, lon, lat) = open(path, opts, reader)?;
     for (i, n) in names.iter().enumerate() {
         if names[..i].iter().any(|m| m.eq_ignore_ascii_case(n)) {
             return Err(format_err(format!("column {n:?} appears twice")));
@@ -242,20 +251,8 @@ pub(super) fn read_raw(
             Json::String(text.into())
         }
     };
-    let mut record = csv::ByteRecord::new();
-    let mut number = 0u64;
-    loop {
-        let more = rdr
-            .read_byte_record(&mut record)
-            .map_err(|e| format_err(format!("after feature {number}: {e}")))?;
-        if !more {
-            break;
-        }
-        number += 1;
-        let line = record
-            .position()
-            .map(|p| rdr.get_ref().line_at(p.byte()))
-            .unwrap_or(number + 1);
+    each_record(path, &mut rdr, |number, line, record| {
+        let line = line.unwrap_or(number + 1);
         let cell = |i: usize| -> Result<&str, IngestError> {
             std::str::from_utf8(record.get(i).unwrap_or(b""))
                 .map_err(|_| format_err(format!("line {line}: column {:?} is not UTF-8", names[i])))
@@ -294,9 +291,8 @@ pub(super) fn read_raw(
             "geometry": { "type": "Point", "coordinates": [c.x, c.y] },
             "properties": props,
         });
-        each(number, &feature)?;
-    }
-    Ok(())
+        each(number, &feature)
+    })
 }
 
 /// Passes bytes through, noting the runs of line-end bytes (`\r`, `\n`) that the csv

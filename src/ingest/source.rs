@@ -265,6 +265,19 @@ struct ToUtf8<R> {
     eof: bool,
 }
 
+impl<R> ToUtf8<R> {
+    fn new(inner: R, enc: TextEncoding) -> Self {
+        ToUtf8 {
+            inner,
+            decoder: enc.encoding.new_decoder_without_bom_handling(),
+            input: vec![0; 1 << 16],
+            start: 0,
+            end: 0,
+            eof: false,
+        }
+    }
+}
+
 impl<R: Read> Read for ToUtf8<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if buf.len() < 4 {
@@ -297,14 +310,7 @@ impl<R: Read> Read for ToUtf8<R> {
 
 /// Checks that the file at `path` decodes without error in `enc` (streaming).
 fn decodes(path: &Path, enc: TextEncoding) -> std::io::Result<bool> {
-    let mut r = ToUtf8 {
-        inner: File::open(path)?,
-        decoder: enc.encoding.new_decoder_without_bom_handling(),
-        input: vec![0; 1 << 16],
-        start: 0,
-        end: 0,
-        eof: false,
-    };
+    let mut r = ToUtf8::new(File::open(path)?, enc);
     let mut out = vec![0u8; 1 << 17];
     loop {
         match r.read(&mut out) {
@@ -929,6 +935,17 @@ impl CsvFile {
     }
 }
 
+impl CsvFile {
+    /// `inner`'s text as UTF-8: as it is, or decoded from the file's encoding.
+    fn in_utf8<'a>(&self, inner: impl Read + 'a) -> Box<dyn Read + 'a> {
+        if self.encoding.name == "UTF-8" {
+            Box::new(inner)
+        } else {
+            Box::new(ToUtf8::new(inner, self.encoding))
+        }
+    }
+}
+
 impl FeatureReader for CsvFile {
     fn info(&self) -> &SourceInfo {
         &self.info
@@ -952,20 +969,8 @@ impl FeatureReader for CsvFile {
             bytes,
         };
         let t = transform_for(opts.crs).map_err(|m| unreadable(&self.shown, m))?;
-        if self.encoding.name == "UTF-8" {
-            let mut r = counted;
-            super::csv::read(&self.shown, layer, opts, t.as_ref(), &mut r, sink)?;
-        } else {
-            let mut r = ToUtf8 {
-                inner: counted,
-                decoder: self.encoding.encoding.new_decoder_without_bom_handling(),
-                input: vec![0; 1 << 16],
-                start: 0,
-                end: 0,
-                eof: false,
-            };
-            super::csv::read(&self.shown, layer, opts, t.as_ref(), &mut r, sink)?;
-        }
+        let mut r = self.in_utf8(counted);
+        super::csv::read(&self.shown, layer, opts, t.as_ref(), &mut r, sink)?;
         Ok(None)
     }
     fn read_raw(
@@ -974,22 +979,9 @@ impl FeatureReader for CsvFile {
         each: &mut dyn FnMut(u64, &Json) -> Result<(), IngestError>,
     ) -> Result<(), IngestError> {
         let file = open_file(&self.path, &self.shown)?;
-        let inner = BufReader::with_capacity(1 << 20, file);
         let t = transform_for(opts.crs).map_err(|m| unreadable(&self.shown, m))?;
-        if self.encoding.name == "UTF-8" {
-            let mut r = inner;
-            super::csv::read_raw(&self.shown, opts, t.as_ref(), &mut r, each)
-        } else {
-            let mut r = ToUtf8 {
-                inner,
-                decoder: self.encoding.encoding.new_decoder_without_bom_handling(),
-                input: vec![0; 1 << 16],
-                start: 0,
-                end: 0,
-                eof: false,
-            };
-            super::csv::read_raw(&self.shown, opts, t.as_ref(), &mut r, each)
-        }
+        let mut r = self.in_utf8(BufReader::with_capacity(1 << 20, file));
+        super::csv::read_raw(&self.shown, opts, t.as_ref(), &mut r, each)
     }
 }
 

@@ -146,14 +146,7 @@ impl Store {
     /// The newest change-feed sequence number ever given (0 when none): SQLite's
     /// AUTOINCREMENT counter, which survives the pruning of every row.
     pub fn last_change_seq(&self) -> Result<i64, StoreError> {
-        self.read(|c| {
-            c.query_row(
-                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'riskmap_changes'), 0)",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(StoreError::sqlite("reading the change feed"))
-        })
+        self.read(feed_seq)
     }
 
     /// Changes after `seq`, oldest first (at most `limit`), and whether rows between
@@ -279,4 +272,15 @@ impl Tx<'_> {
         r.map(|_| ())
             .map_err(StoreError::sqlite("writing riskmap_meta"))
     }
+}
+
+/// The change feed's last sequence number as `conn` sees it (in a read transaction:
+/// the position its snapshot is at).
+pub(super) fn feed_seq(conn: &rusqlite::Connection) -> Result<i64, StoreError> {
+    conn.query_row(
+        "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'riskmap_changes'), 0)",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(StoreError::sqlite("reading the change feed"))
 }

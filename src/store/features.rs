@@ -125,13 +125,7 @@ impl Store {
             .map_err(StoreError::sqlite("starting a read"))?;
         // The first read fixes the snapshot: the feed position and the rows compared
         // later come from the same moment.
-        let feed_seq: i64 = conn
-            .query_row(
-                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'riskmap_changes'), 0)",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(StoreError::sqlite("reading the change feed"))?;
+        let feed_seq = super::audit::feed_seq(&conn)?;
         Ok(Snapshot {
             conn,
             sql: select_by_id_sql(layer),
@@ -493,13 +487,7 @@ impl Store {
             .map_err(StoreError::sqlite("starting a read"))?;
         // The first read of a transaction fixes its snapshot: the feed position and the
         // rows below come from the same moment.
-        let feed_seq: i64 = tx
-            .query_row(
-                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'riskmap_changes'), 0)",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(StoreError::sqlite("reading the change feed"))?;
+        let feed_seq = super::audit::feed_seq(&tx)?;
         {
             let sql = format!(
                 "SELECT {} FROM {} ORDER BY fid",

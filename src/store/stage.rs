@@ -251,6 +251,19 @@ mod tests {
         .unwrap()
     }
 
+    /// A new store with the risk points layer.
+    fn store() -> (tempfile::TempDir, LayerDef, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = risk_points();
+        let store = Store::open(
+            &dir.path().join("s.gpkg"),
+            OpenMode::CreateIfMissing,
+            &[Arc::new(layer.clone())],
+        )
+        .unwrap();
+        (dir, layer, store)
+    }
+
     fn names(store: &Store, layer: &LayerDef) -> Vec<(i64, String, String)> {
         store
             .read(|c| {
@@ -270,14 +283,7 @@ mod tests {
 
     #[test]
     fn a_swap_carries_over_what_edits_wrote_during_the_load_and_never_reuses_a_fid() {
-        let dir = tempfile::tempdir().unwrap();
-        let layer = risk_points();
-        let store = Store::open(
-            &dir.path().join("s.gpkg"),
-            OpenMode::CreateIfMissing,
-            &[Arc::new(layer.clone())],
-        )
-        .unwrap();
+        let (_dir, layer, store) = store();
         // A feature created and deleted before: its fid (1) must never come back.
         store
             .write(|tx| {
@@ -365,14 +371,7 @@ mod tests {
 
     #[test]
     fn stages_left_by_a_crash_are_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let layer = risk_points();
-        let store = Store::open(
-            &dir.path().join("s.gpkg"),
-            OpenMode::CreateIfMissing,
-            &[Arc::new(layer.clone())],
-        )
-        .unwrap();
+        let (_dir, layer, store) = store();
         for name in ["a", "b"] {
             let stage = format!("{STAGE_PREFIX}{name}");
             let mut staged = layer.clone();

@@ -41,6 +41,22 @@ function startServer() {
   });
 }
 
+// A point of style layer `layer` drawn well inside the viewport (clear of the side
+// panel): its id and where to click it, or null.
+function drawnInside(page, layer) {
+  return page.evaluate((layer) => {
+    const m = window.riskmapMap;
+    const canvas = m.getCanvas().getBoundingClientRect();
+    for (const f of m.queryRenderedFeatures({ layers: [layer] })) {
+      const p = m.project(f.geometry.coordinates);
+      if (p.x > 300 && p.x < canvas.width - 80 && p.y > 80 && p.y < canvas.height - 80) {
+        return { id: f.properties.id, x: p.x + canvas.left, y: p.y + canvas.top };
+      }
+    }
+    return null;
+  }, layer);
+}
+
 const { proc, base } = await startServer();
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -76,17 +92,7 @@ try {
   if (tiles.ok < 1) fail(`no vector tile was fetched (${JSON.stringify(tiles)})`);
 
   // Click a risk point well inside the viewport and read its popup.
-  const target = await page.evaluate(() => {
-    const m = window.riskmapMap;
-    const canvas = m.getCanvas().getBoundingClientRect();
-    for (const f of m.queryRenderedFeatures({ layers: ['risk-points'] })) {
-      const p = m.project(f.geometry.coordinates);
-      if (p.x > 300 && p.x < canvas.width - 80 && p.y > 80 && p.y < canvas.height - 80) {
-        return { id: f.properties.id, x: p.x + canvas.left, y: p.y + canvas.top };
-      }
-    }
-    return null;
-  });
+  const target = await drawnInside(page, 'risk-points');
   if (!target) throw new Error('no risk point drawn inside the viewport');
   await page.mouse.click(target.x, target.y);
   const popup = page.locator('.maplibregl-popup .riskmap-popup');
@@ -131,17 +137,7 @@ try {
   if (!legendText.includes('Shelters')) fail(`the legend does not list the new layer: ${legendText}`);
   const layerText = await page.locator('#layers').innerText();
   if (!layerText.includes('Shelters')) fail(`the layer list does not offer the new layer: ${layerText}`);
-  const shelter = await page.evaluate(() => {
-    const m = window.riskmapMap;
-    const canvas = m.getCanvas().getBoundingClientRect();
-    for (const f of m.queryRenderedFeatures({ layers: ['shelters'] })) {
-      const p = m.project(f.geometry.coordinates);
-      if (p.x > 300 && p.x < canvas.width - 80 && p.y > 80 && p.y < canvas.height - 80) {
-        return { id: f.properties.id, x: p.x + canvas.left, y: p.y + canvas.top };
-      }
-    }
-    return null;
-  });
+  const shelter = await drawnInside(page, 'shelters');
   if (!shelter) throw new Error('no shelter drawn inside the viewport');
   await page.keyboard.press('Escape');
   await page.mouse.click(shelter.x, shelter.y);
