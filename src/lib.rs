@@ -43,6 +43,7 @@
 //! Dependencies point one way: `model` ← `index`, `store` ← `ingest`, `demo`, `tiles` ←
 //! `app` ← `api` ← `cli`.
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod cli;

@@ -1,0 +1,13 @@
+//! Plans, sensor types, readings and warnings, without HTTP (issue 10).
+//!
+//! - [`level`]: the four warning levels, blue to red.
+//! - [`rule`]: thresholds, direction, hysteresis, the pending period, staleness.
+//! - [`engine`]: sensors' and subjects' levels from readings, and the warnings' life.
+
+pub mod engine;
+pub mod level;
+pub mod rule;
+
+pub use engine::{Engine, Subject, SubjectKind, Transition, TransitionKind, Warning};
+pub use level::Level;
+pub use rule::{Direction, Mapping, Millis, Rule};
