@@ -6,7 +6,10 @@
 
 pub mod engine;
 pub mod level;
+pub mod plans;
+pub mod readings;
 pub mod rule;
+pub mod sensor_types;
 
 pub use engine::{Engine, Subject, SubjectKind, Transition, TransitionKind, Warning};
 pub use level::Level;
