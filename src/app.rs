@@ -13,12 +13,20 @@
 //! - This server applies each of its own writes once: the change-feed entries it wrote
 //!   are remembered and skipped by [`App::follow_changes`], which applies only what
 //!   other processes (`riskmap import`) wrote, in the background.
+//! - Sensor readings and warnings have a path of their own (`alerts`): grouped, logged
+//!   per group, never through the feature edits' audit rows and ETags.
 //! - Index updates never go back in time: every one happens under `apply_lock`, and the
 //!   follower holds it from reading a row to applying it, so a row read before one of
 //!   our commits is never applied after it.
 
+mod alerts;
+
 pub use crate::sched::{
     BACKGROUND_NICE, idle_thread_policy, lower_thread_priority, on_idle_thread,
+};
+pub use alerts::{
+    ATTACH_M, Act, AlertError, Alerts, CHUNK_KEYS, Catalog, Clock, READINGS_ACTOR, ReadingsReport,
+    TypeEntry, WARNINGS_LAYER, system_clock, warnings_layer_def,
 };
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -34,6 +42,11 @@ use crate::demo::{self, DemoError};
 use crate::index::{Derived, LayerIndex, LayerState, Prepared};
 use crate::model::{Bbox, Feature, FieldError, LayerDef, UnreadableRow};
 use crate::store::{AuditEntry, OpenMode, Store, StoreError, StoredFeature};
+
+/// The change-feed name under which `riskmap import --plans` and `--sensor-types`
+/// announce that plan templates or sensor types changed (a running server reads them
+/// again).
+pub const CATALOG_FEED: &str = "riskmap:catalog";
 
 /// File name of the store inside the data directory.
 pub const STORE_FILE: &str = "riskmap.gpkg";
@@ -105,6 +118,10 @@ impl EditContext<'_> {
 pub enum EditError {
     #[error("no layer named {0:?}")]
     UnknownLayer(String),
+    #[error(
+        "layer {0:?} is made by the server (warnings come from sensor readings): it cannot be edited; acknowledge or resolve a warning at /warnings/{{id}}/ack or /resolve"
+    )]
+    ReadOnly(String),
     #[error("layer {layer} has no feature {id:?}")]
     NotFound { layer: String, id: String },
     #[error("layer {layer} already has a feature {id:?}")]
@@ -160,6 +177,8 @@ pub struct App {
     tiles: crate::tiles::TileCache,
     /// Uploads being imported now (see [`App::upload_slot`]).
     uploads: Arc<std::sync::atomic::AtomicUsize>,
+    /// Sensor types, plans, readings and warnings.
+    alerts: Alerts,
 }
 
 /// Uploads imported at once; more are refused (503) until one finishes: each holds a
@@ -315,6 +334,21 @@ impl App {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "indexes built"
         );
+        let layers: Vec<Arc<LayerState>> = layers.into_iter().map(Arc::new).collect();
+        let (alerts, settled) = Alerts::open(&store, &layers, system_clock())?;
+        if !settled.is_empty() {
+            let kept = store.write(|tx| {
+                for t in &settled {
+                    tx.keep_transition(t, READINGS_ACTOR, None)?;
+                }
+                tx.commit()
+            });
+            if let Err(e) = kept {
+                tracing::warn!(error = %e, transitions = settled.len(), "warnings settled at start not kept (settled again at the next start)");
+            }
+        }
+        let mut layers = layers;
+        layers.push(alerts.layer.clone());
         let unreadable: usize = layers.iter().map(|l| l.unreadable.lock().len()).sum();
         if unreadable > 0 {
             tracing::warn!(
@@ -322,10 +356,10 @@ impl App {
                 "the store is not served whole: rows that cannot be served were skipped (GET /health lists them by layer)"
             );
         }
-        Ok(App {
+        let app = App {
             config,
             store,
-            layers: parking_lot::RwLock::new(Arc::new(layers.into_iter().map(Arc::new).collect())),
+            layers: parking_lot::RwLock::new(Arc::new(layers)),
             layer_admin: Mutex::new(()),
             write_lock: Mutex::new(()),
             apply_lock: Mutex::new(()),
@@ -336,7 +370,10 @@ impl App {
             tiles: crate::tiles::TileCache::new(options.tile_cache_bytes),
             options,
             uploads: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        })
+            alerts,
+        };
+        app.show_open_warnings();
+        Ok(app)
     }
 
     pub fn config(&self) -> &Config {
@@ -392,8 +429,13 @@ impl App {
     }
 
     fn layer_or(&self, name: &str) -> Result<Arc<LayerState>, EditError> {
-        self.layer(name)
-            .ok_or_else(|| EditError::UnknownLayer(name.to_string()))
+        let l = self
+            .layer(name)
+            .ok_or_else(|| EditError::UnknownLayer(name.to_string()))?;
+        if !l.def.kind.is_stored() {
+            return Err(EditError::ReadOnly(name.to_string()));
+        }
+        Ok(l)
     }
 
     /// Adds a feature whose id is new to the layer.
@@ -679,6 +721,7 @@ impl App {
         use crate::store::ImportRecord;
         let def = self
             .layer(layer)
+            .filter(|l| l.def.kind.is_stored())
             .ok_or_else(|| IngestError::UnknownLayer {
                 name: layer.to_string(),
                 known: self.layer_names().join(", "),
@@ -1016,7 +1059,9 @@ impl App {
             // every later change of its layer itself: the batch's single changes of a
             // reloaded layer are in it.
             for name in &reloaded {
-                if let Some(l) = self.layer(name) {
+                if *name == CATALOG_FEED {
+                    self.reload_catalog()?;
+                } else if let Some(l) = self.layer(name) {
                     self.reload(&l)?;
                 }
             }
@@ -1086,6 +1131,9 @@ impl App {
     /// it was built from (this server's own writes made meanwhile among them), so no
     /// reader ever sees an acknowledged write go missing.
     fn reload(&self, l: &LayerState) -> Result<(), StoreError> {
+        if !l.def.kind.is_stored() {
+            return Ok(()); // the server's own layer: nothing in the store to read
+        }
         let started = Instant::now();
         // Built on a thread of its own at a lower CPU priority: a rebuild (seconds for
         // millions of features) is background work, and requests come first.

@@ -82,12 +82,22 @@ pub enum Command {
     /// Import a file into a layer (all of it or nothing): GeoJSON, CSV, a zipped
     /// shapefile (or its .shp), GeoPackage or FlatGeobuf, in any CRS and encoding.
     Import {
-        /// Target layer.
-        #[arg(long)]
-        layer: String,
+        /// Target layer (with FILE).
+        #[arg(long, required_unless_present_any = ["plans", "sensor_types"], conflicts_with_all = ["plans", "sensor_types"])]
+        layer: Option<String>,
         /// GeoJSON (FeatureCollection, Feature, newline-delimited), CSV with coordinate
         /// columns, .zip (a shapefile), .shp (beside its .shx, .dbf, .prj), .gpkg, .fgb.
-        file: PathBuf,
+        #[arg(required_unless_present_any = ["plans", "sensor_types"])]
+        file: Option<PathBuf>,
+        /// Load response plan templates instead: a JSON array of templates (the
+        /// generator's plans.json). All or nothing; a template that changed gets a new
+        /// version.
+        #[arg(long, conflicts_with = "sensor_types")]
+        plans: Option<PathBuf>,
+        /// Load sensor types and their thresholds instead: a CSV
+        /// (type_id,family,name,unit,warn_above,alarm_above...). All or nothing.
+        #[arg(long)]
+        sensor_types: Option<PathBuf>,
         /// The file's CRS, overriding what it says: EPSG:n, CRS84, GCJ02 or BD09.
         #[arg(long, value_parser = parse_crs)]
         crs: Option<ingest::ImportCrs>,
@@ -181,6 +191,10 @@ pub struct LimitArgs {
     /// Edits handled at once; beyond it 503 [default: one per core, at least two].
     #[arg(long, env = "RISKMAP_MAX_WRITE_REQUESTS")]
     pub max_write_requests: Option<usize>,
+    /// `POST /readings` requests handled at once (their own budget: tiles and edits
+    /// never take its slots); beyond it 503 [default: eight per core].
+    #[arg(long, env = "RISKMAP_MAX_READINGS_REQUESTS")]
+    pub max_readings_requests: Option<usize>,
     /// Milliseconds a request beyond its kind's limit may wait for a slot before the
     /// 503 (at most four per slot wait); no wait while the kind is overloaded (a refusal
     /// in the last second).
@@ -196,6 +210,7 @@ impl LimitArgs {
             tiles: self.max_tile_requests.unwrap_or(defaults.tiles),
             queries: self.max_query_requests.unwrap_or(defaults.queries),
             writes: self.max_write_requests.unwrap_or(defaults.writes),
+            readings: self.max_readings_requests.unwrap_or(defaults.readings),
             queue_wait: Duration::from_millis(self.queue_wait_ms),
         };
         crate::api::ServeOptions {
@@ -299,8 +314,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             )
         }
         Command::Import {
-            layer,
-            file,
+            plans: Some(path), ..
+        } => catalog_import(&g, &path, CatalogFile::Plans),
+        Command::Import {
+            sensor_types: Some(path),
+            ..
+        } => catalog_import(&g, &path, CatalogFile::SensorTypes),
+        Command::Import {
+            layer: Some(layer),
+            file: Some(file),
             skip_invalid,
             lon_column,
             lat_column,
@@ -313,6 +335,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             source_layer,
             dry_run,
             json,
+            plans: None,
+            sensor_types: None,
         } => {
             // Before any thread is started: threads inherit it. SCHED_IDLE only for
             // reading and checking (`parse_at_idle`): the thread that holds the store's
@@ -358,6 +382,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             import(&store, &def, &file, &opts, json)
         }
+        Command::Import { .. } => {
+            eprintln!("error: give --layer LAYER FILE, --plans FILE or --sensor-types FILE");
+            Ok(ExitCode::from(2))
+        }
         Command::Keys { command } => {
             let config = load_config(&g.layers)?;
             let Some(store) = existing_store(&g, &config)? else {
@@ -394,6 +422,90 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { integrity } => check(&g, integrity),
     }
+}
+
+/// What `riskmap import --plans` or `--sensor-types` loads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CatalogFile {
+    Plans,
+    SensorTypes,
+}
+
+/// Loads plan templates or sensor types into the existing store, all or nothing; a
+/// running server picks them up from the change feed.
+fn catalog_import(g: &Global, path: &Path, what: CatalogFile) -> anyhow::Result<ExitCode> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {}: {e}; nothing was imported", path.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let config = load_config(&g.layers)?;
+    let Some(store) = existing_store(g, &config)? else {
+        return Ok(ExitCode::from(2));
+    };
+    let actor = cli_actor();
+    let refused = |errors: Vec<String>| {
+        for e in errors.iter().take(50) {
+            eprintln!("error: {}: {e}", path.display());
+        }
+        if errors.len() > 50 {
+            eprintln!(
+                "error: {}: {} more problems",
+                path.display(),
+                errors.len() - 50
+            );
+        }
+        eprintln!("error: {}: nothing was imported", path.display());
+        Ok(ExitCode::from(1))
+    };
+    let (n, changed, noun) = match what {
+        CatalogFile::Plans => {
+            let templates = match crate::alerts::plans::parse_templates(&bytes) {
+                Ok(t) => t,
+                Err(errors) => return refused(errors.iter().map(|e| e.to_string()).collect()),
+            };
+            let changed = store.write(|tx| {
+                let mut n = 0;
+                for t in &templates {
+                    n += usize::from(tx.put_template(t, &actor)?.1);
+                }
+                tx.record_change(crate::app::CATALOG_FEED, None)?;
+                tx.commit()?;
+                Ok::<_, crate::store::StoreError>(n)
+            })?;
+            (templates.len(), changed, "plan templates")
+        }
+        CatalogFile::SensorTypes => {
+            let types = match crate::alerts::sensor_types::parse_csv(&bytes) {
+                Ok(t) => t,
+                Err(errors) => return refused(errors.iter().map(|e| e.to_string()).collect()),
+            };
+            let old: std::collections::HashMap<u32, crate::alerts::sensor_types::SensorType> =
+                store
+                    .sensor_types()?
+                    .into_iter()
+                    .map(|(t, _)| (t.type_id, t))
+                    .collect();
+            let changed = store.write(|tx| {
+                let mut n = 0;
+                for t in types.iter().filter(|t| old.get(&t.type_id) != Some(*t)) {
+                    tx.put_sensor_type(t, &actor)?;
+                    n += 1;
+                }
+                tx.record_change(crate::app::CATALOG_FEED, None)?;
+                tx.commit()?;
+                Ok::<_, crate::store::StoreError>(n)
+            })?;
+            (types.len(), changed, "sensor types")
+        }
+    };
+    eprintln!(
+        "{}: {n} {noun} read, {changed} new or changed",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Connections the kernel may queue before `accept`: tokio's default of 1,024 overflows

@@ -135,7 +135,14 @@ async fn health_collections_and_metrics_describe_the_layers() {
         .collect();
     assert_eq!(
         names,
-        ["boundary", "pipelines", "risk_points", "rivers", "sensors"]
+        [
+            "boundary",
+            "pipelines",
+            "risk_points",
+            "rivers",
+            "sensors",
+            "warnings"
+        ]
     );
     let one = call(&app, Method::GET, "/collections/pipelines", None, None).await;
     assert_eq!(one.body["lengthKm"], 0.0);

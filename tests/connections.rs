@@ -220,6 +220,7 @@ fn at_the_cap_with_no_idle_connection_a_newcomer_gets_a_json_503() {
         tiles: 1,
         queries: 4,
         writes: 4,
+        readings: 4,
         // A waiting request stays in flight as long as the test holds the slot.
         queue_wait: NEVER,
     });
@@ -257,6 +258,7 @@ fn excess_tile_requests_get_a_json_503_with_retry_after_and_health_still_answers
         tiles: 2,
         queries: 4,
         writes: 4,
+        readings: 4,
         queue_wait: Duration::ZERO,
     });
     let server = start(ServeOptions {
@@ -322,6 +324,7 @@ fn a_limit_is_shared_by_every_connection() {
         tiles: 4,
         queries: 1,
         writes: 4,
+        readings: 4,
         queue_wait: Duration::ZERO,
     });
     let server = start(ServeOptions {

@@ -639,7 +639,7 @@ async fn audit_rows_name_the_role_of_the_key_in_a_column() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "3");
+    assert_eq!(version, riskmap::store::SCHEMA_VERSION);
     let migrated = audit_roles(dir.path());
     assert_eq!(migrated, rows, "the migration gives the same roles");
     let r = patch_level(&app, &format!("Bearer {admin}"), None, "IV").await;

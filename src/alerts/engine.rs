@@ -764,6 +764,39 @@ impl Engine {
             })
     }
 
+    /// The saved states of sensors with keys in `from..to`.
+    pub fn export_range(&self, from: i64, to: i64) -> Vec<SavedSensor> {
+        let lo = usize::try_from(from.max(0))
+            .unwrap_or(0)
+            .min(self.sensors.len());
+        let hi = usize::try_from(to.max(0))
+            .unwrap_or(0)
+            .min(self.sensors.len());
+        self.sensors[lo..hi]
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.ts != NEVER)
+            .map(|(i, s)| SavedSensor {
+                key: (lo + i) as i64,
+                ts: s.ts,
+                value: s.value,
+                level: s.level,
+                lower_since: s.lower_since,
+                lower_max: s.lower_max,
+            })
+            .collect()
+    }
+
+    /// Forgets what moved since the last [`Engine::finish`] without making
+    /// transitions (after replaying readings whose transitions are already kept).
+    pub fn settle(&mut self) {
+        for i in std::mem::take(&mut self.touched) {
+            let s = &mut self.subjects[i as usize];
+            s.touched = false;
+            s.evidence.clear();
+        }
+    }
+
     /// A saved sensor back, with its subjects now (at start, before any reading).
     pub fn import(&mut self, saved: SavedSensor, subjects: &[Subject]) {
         if !(0..MAX_SENSOR_KEY).contains(&saved.key) {

@@ -4,6 +4,7 @@
 //! - [`rule`]: thresholds, direction, hysteresis, the pending period, staleness.
 //! - [`engine`]: sensors' and subjects' levels from readings, and the warnings' life.
 
+pub mod cap;
 pub mod engine;
 pub mod level;
 pub mod plans;

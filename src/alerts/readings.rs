@@ -34,6 +34,8 @@ pub enum Rejection {
     /// The value is not a finite number (NaN, null, a string...).
     NotFinite,
     UnknownSensor,
+    /// The sensor's type has no thresholds loaded: the reading cannot be judged.
+    NoRule,
     /// Older than the acceptance window.
     TooOld,
     /// Later than now plus the allowed clock skew.
@@ -51,6 +53,7 @@ impl Rejection {
             Rejection::Malformed => "malformed",
             Rejection::NotFinite => "not_finite",
             Rejection::UnknownSensor => "unknown_sensor",
+            Rejection::NoRule => "no_rule",
             Rejection::TooOld => "too_old",
             Rejection::InFuture => "in_future",
             Rejection::Duplicate => "duplicate",

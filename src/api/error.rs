@@ -133,6 +133,12 @@ impl From<EditError> for ApiError {
             EditError::Exists { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "Conflict", e.to_string())
             }
+            EditError::ReadOnly(_) => ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                e.to_string(),
+            )
+            .with_header(header::ALLOW, "GET, HEAD"),
             EditError::PreconditionFailed { .. } => ApiError::new(
                 StatusCode::PRECONDITION_FAILED,
                 "PreconditionFailed",

@@ -43,16 +43,20 @@ pub enum Kind {
     Queries,
     /// `POST`/`PUT`/`PATCH`/`DELETE` of features: validation and a synced commit.
     Writes,
+    /// `POST /readings`: its own budget, so tiles never delay warnings and readings
+    /// never take the slots of edits.
+    Readings,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Tiles, Kind::Queries, Kind::Writes];
+    pub const ALL: [Kind; 4] = [Kind::Tiles, Kind::Queries, Kind::Writes, Kind::Readings];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Tiles => "tiles",
             Kind::Queries => "queries",
             Kind::Writes => "writes",
+            Kind::Readings => "readings",
         }
     }
 
@@ -66,6 +70,7 @@ impl Kind {
         let read = method == Method::GET || method == Method::HEAD;
         match route {
             "/tiles/{layers}/{z}/{x}/{y}" if read => Some(Kind::Tiles),
+            "/readings" if method == Method::POST => Some(Kind::Readings),
             "/collections"
             | "/collections/{layer}"
             | "/collections/{layer}/queryables"
@@ -100,6 +105,7 @@ pub struct LimitOptions {
     pub tiles: usize,
     pub queries: usize,
     pub writes: usize,
+    pub readings: usize,
     /// Longest wait for a slot before the 503 when the kind is not overloaded (zero:
     /// never wait).
     pub queue_wait: Duration,
@@ -129,6 +135,9 @@ impl LimitOptions {
             tiles: cores,
             queries: 2 * cores,
             writes: cores.max(2),
+            // Readings wait for their group's commit, not for a core: enough at once
+            // for groups to fill while one commits.
+            readings: 8 * cores,
             queue_wait: Duration::from_millis(DEFAULT_QUEUE_WAIT_MS),
         }
     }
@@ -138,6 +147,7 @@ impl LimitOptions {
             Kind::Tiles => self.tiles,
             Kind::Queries => self.queries,
             Kind::Writes => self.writes,
+            Kind::Readings => self.readings,
         }
     }
 }
@@ -160,7 +170,7 @@ struct Slot {
 
 /// The process-wide limiter: one semaphore per kind.
 pub struct Limits {
-    slots: [Slot; 3],
+    slots: [Slot; 4],
     queue_wait: Duration,
     epoch: Instant,
 }
@@ -171,6 +181,7 @@ impl std::fmt::Debug for Limits {
             .field("tiles", &self.limit(Kind::Tiles))
             .field("queries", &self.limit(Kind::Queries))
             .field("writes", &self.limit(Kind::Writes))
+            .field("readings", &self.limit(Kind::Readings))
             .field("queue_wait", &self.queue_wait)
             .finish()
     }
@@ -355,6 +366,7 @@ mod tests {
             tiles: 1,
             queries: 1,
             writes: 1,
+            readings: 1,
             queue_wait: Duration::from_millis(1),
         });
         let held = limits.try_acquire(Kind::Tiles).expect("a free slot");
@@ -376,6 +388,7 @@ mod tests {
             tiles: 1,
             queries: 1,
             writes: 1,
+            readings: 1,
             // Long enough that waiters are still queued when the next ones come.
             queue_wait: Duration::from_secs(3600),
         });

@@ -4,6 +4,7 @@
 //! `limit.rs`), with the task that follows the store's change feed.
 
 mod auth;
+mod cap;
 mod collections;
 mod error;
 mod geojson_out;
@@ -15,11 +16,13 @@ mod limit;
 mod metrics;
 mod near;
 mod openapi;
+mod plans;
 mod public_url;
 mod rejections;
 mod router;
 mod serve;
 mod tiles;
+mod warnings;
 mod web;
 
 use std::sync::Arc;

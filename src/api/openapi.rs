@@ -86,6 +86,8 @@ pub fn document(f: &ApiFacts<'_>) -> OpenApi {
                 ("Tiles", "Mapbox vector tiles, TileJSON and the map style."),
                 ("Map page", "The built-in map page and its assets."),
                 ("Operations", "Health and metrics, for operators and monitoring."),
+                ("Warnings", "Sensor readings in; warnings out: listed, pushed live, acknowledged, resolved, and as CAP 1.2."),
+                ("Plans", "Response plans (templates and each risk point's own) and sensor types with their thresholds."),
             ]
             .map(|(name, d)| TagBuilder::new().name(name).description(Some(d)).build()),
         ))
@@ -594,6 +596,7 @@ fn operations(f: &ApiFacts<'_>) -> Vec<(String, PathItemType, utoipa::openapi::p
         .response("200", ResponseBuilder::new().description("The feature and its surroundings.").content(JSON, any_json()).build())
         .response("404", error_ref()),
     ));
+    ops.extend(alert_operations(&read));
     // One items path per layer, with its properties as parameters (`property=value`).
     for l in &f.layers {
         ops.push((
@@ -603,6 +606,267 @@ fn operations(f: &ApiFacts<'_>) -> Vec<(String, PathItemType, utoipa::openapi::p
         ));
     }
     ops.into_iter().map(|(p, m, o)| (p, m, o.build())).collect()
+}
+
+fn text_path(name: &str, description: &str) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some(description))
+        .schema(Some(schema(json!({"type": "string", "minLength": 1}))))
+        .build()
+}
+
+fn json_body(description: &str) -> utoipa::openapi::request_body::RequestBody {
+    RequestBodyBuilder::new()
+        .description(Some(description))
+        .required(Some(Required::True))
+        .content(JSON, any_json())
+        .build()
+}
+
+fn ok_json(description: &str) -> utoipa::openapi::response::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(JSON, any_json())
+        .build()
+}
+
+/// Readings, warnings, plans and sensor types (issue 10).
+fn alert_operations(
+    read: &dyn Fn(OperationBuilder) -> OperationBuilder,
+) -> Vec<(String, PathItemType, OperationBuilder)> {
+    use PathItemType::{Delete, Get, Post, Put};
+    let warning_id = || int_path("warningId", "The warning's id.", 1, i64::MAX as u64);
+    let risk_point = || text_path("riskPointId", "The risk point's id.");
+    let plan_roles =
+        |id: &str, summary: &str, d: &str| keyed("Plans", Action::EditPlans, id, summary, d);
+    let note_body = |d: &str| {
+        RequestBodyBuilder::new()
+            .description(Some(d))
+            .required(Some(Required::False))
+            .content(JSON, ContentBuilder::new().schema(schema(json!({"type": "object", "properties": {"note": {"type": "string", "maxLength": 2000}}, "additionalProperties": false}))).build())
+            .build()
+    };
+    let max = crate::alerts::readings::MAX_PER_REQUEST;
+    vec![
+        (
+            "/readings".into(),
+            Post,
+            keyed("Warnings", Action::PostReadings, "postReadings", "Post sensor readings",
+                &format!("Up to {max} readings `{{\"sensor_id\", \"ts\" (RFC 3339 with an offset), \"value\"}}` as a JSON array or NDJSON lines. \
+                 Idempotent on (sensor, ts): a repeat is counted as a duplicate; a reading older than the sensor's latest is out of order; \
+                 unknown sensors, values that are not finite numbers, timestamps older than 7 days or more than 5 minutes ahead, \
+                 and sensors whose type has no thresholds are rejected and counted, never taken as normal. \
+                 Answered after the readings and the warning transitions they caused are durable."))
+                .request_body(Some(
+                    RequestBodyBuilder::new()
+                        .description(Some("The readings."))
+                        .required(Some(Required::True))
+                        .content(JSON, any_json())
+                        .content("application/x-ndjson", text())
+                        .build(),
+                ))
+                .response("200", ok_json("What became of the readings: received, accepted, rejected by reason, the first rejected one by one, and the transitions made."))
+                .response("413", error_ref())
+                .response("415", error_ref()),
+        ),
+        (
+            "/warnings".into(),
+            Get,
+            read(op("Warnings", "getWarnings", "Warnings",
+                "Warnings, newest first, with their subject (risk point or pipeline) and links to their CAP message and plan. \
+                 Open ones (active or acknowledged) by default."))
+            .parameter(query("state", "Which warnings.", json!({"type": "string", "enum": ["open", "active", "acknowledged", "resolved", "all"], "default": "open"})).build())
+            .parameter(query("level", "Levels, comma-separated (blue, yellow, orange, red): the current level or the highest reached.", json!({"type": "string"})).build())
+            .parameter(query("bbox", "Subjects within lon/lat bounds: minLon,minLat,maxLon,maxLat.", json!({"type": "string"})).build())
+            .parameter(query("category", "The subject's risk category.", json!({"type": "string"})).build())
+            .parameter(query("district", "The subject's district.", json!({"type": "string"})).build())
+            .parameter(query("limit", "Most warnings answered.", json!({"type": "integer", "minimum": 1, "maximum": super::warnings::MAX_LIMIT, "default": 100})).build())
+            .parameter(offset_param())
+            .response("200", ok_json("The warnings: numberMatched, numberReturned, warnings.")),
+        ),
+        (
+            "/warnings.atom".into(),
+            Get,
+            read(op("Warnings", "getWarningsFeed", "Active warnings as an Atom feed", "One entry per open warning, linking its CAP 1.2 message."))
+                .response("200", ResponseBuilder::new().description("Atom (RFC 4287).").content("application/atom+xml", text()).build()),
+        ),
+        (
+            "/warnings/stream".into(),
+            Get,
+            read(op("Warnings", "getWarningsStream", "Warnings, live",
+                "Server-Sent Events: every transition (raised, escalated, de_escalated, acknowledged, resolved) as it is made durable, \
+                 `id` its sequence number. With `Last-Event-ID` the stream first sends what was missed."))
+                .parameter(ParameterBuilder::new().name("Last-Event-ID").parameter_in(ParameterIn::Header).required(Required::False)
+                    .description(Some("The id of the last event received.")).schema(Some(schema(json!({"type": "integer", "minimum": 0})))).build())
+                .response("200", ResponseBuilder::new().description("An event stream.").content("text/event-stream", text()).build()),
+        ),
+        (
+            "/warnings/{warningId}".into(),
+            Get,
+            read(op("Warnings", "getWarning", "One warning",
+                "The warning with its transitions and their evidence (the readings, thresholds and levels), its sensors now \
+                 (type name and unit, latest value, state), and the plan's steps and contacts for its level. \
+                 `/warnings/{id}.cap` answers its CAP 1.2 message (application/cap+xml)."))
+                .parameter(warning_id())
+                .response("200", ResponseBuilder::new().description("The warning.").content(JSON, any_json()).content("application/cap+xml", text()).build())
+                .response("404", error_ref()),
+        ),
+        (
+            "/warnings/{warningId}/ack".into(),
+            Post,
+            keyed("Warnings", Action::HandleWarnings, "acknowledgeWarning", "Acknowledge a warning",
+                "Records who acknowledged it, when, and their note (audited). An escalation clears it: the new level must be acknowledged again.")
+                .parameter(warning_id())
+                .request_body(Some(note_body("An optional note.")))
+                .response("200", ok_json("The transition."))
+                .response("404", error_ref())
+                .response("409", error_ref()),
+        ),
+        (
+            "/warnings/{warningId}/resolve".into(),
+            Post,
+            keyed("Warnings", Action::HandleWarnings, "resolveWarning", "Resolve a warning by hand",
+                "Ends the warning with a note saying why (audited); it is not raised again at its level until its readings rise above it or go back to normal first. Warnings also resolve themselves once the readings stay normal for the pending period.")
+                .parameter(warning_id())
+                .request_body(Some(note_body("The note (required).")))
+                .response("200", ok_json("The transition."))
+                .response("404", error_ref())
+                .response("409", error_ref()),
+        ),
+        (
+            "/sensors/{sensorId}".into(),
+            Get,
+            read(op("Warnings", "getSensor", "One sensor now",
+                "The sensor's type (name, family, unit), risk point or pipeline, latest reading, state (normal, a level, or no_data when silent longer than its type allows) and thresholds."))
+                .parameter(text_path("sensorId", "The sensor's id."))
+                .response("200", ok_json("The sensor."))
+                .response("404", error_ref()),
+        ),
+        (
+            "/sensors/{sensorId}/rule".into(),
+            Put,
+            plan_roles("putSensorRule", "Set a sensor's own thresholds",
+                "Overrides its type's rule: `{warn, alarm, direction, mapping, thresholds, hysteresis, clear_after_s, silent_after_s}`.")
+                .parameter(text_path("sensorId", "The sensor's id."))
+                .request_body(Some(json_body("The rule.")))
+                .response("200", ok_json("The sensor."))
+                .response("404", error_ref())
+                .response("415", error_ref()),
+        ),
+        (
+            "/sensors/{sensorId}/rule".into(),
+            Delete,
+            plan_roles("deleteSensorRule", "Back to the type's thresholds", "Removes the sensor's own rule.")
+                .parameter(text_path("sensorId", "The sensor's id."))
+                .response("204", ResponseBuilder::new().description("Removed.").build())
+                .response("404", error_ref()),
+        ),
+        (
+            "/risk_points".into(),
+            Get,
+            read(op("Plans", "getRiskPointsWithoutPlan", "Risk points without a plan",
+                "The risk points whose plan resolves to nothing (no plan_id, or a template not loaded): a gap the centre must close."))
+                .parameter(query("without_plan", "Must be true.", json!({"type": "boolean", "enum": [true]})).required(Required::True).build())
+                .response("200", ok_json("numberMatched and the ids.")),
+        ),
+        (
+            "/risk_points/{riskPointId}/plan".into(),
+            Get,
+            read(op("Plans", "getPointPlan", "A risk point's plan",
+                "Its template (its own plan's, else its plan_id's) with its own changes: steps per level (as written and in words), contacts, notes, versions."))
+                .parameter(risk_point())
+                .response("200", ok_json("The plan."))
+                .response("404", error_ref())
+                .response("422", error_ref()),
+        ),
+        (
+            "/risk_points/{riskPointId}/plan".into(),
+            Put,
+            plan_roles("putPointPlan", "Change a risk point's plan",
+                "A new version of the point's own plan: `{template, contacts, extra_contacts, add_steps, remove_steps, notes}`; earlier versions are kept.")
+                .parameter(risk_point())
+                .request_body(Some(json_body("The point's plan.")))
+                .response("200", ok_json("The plan as it now applies."))
+                .response("404", error_ref())
+                .response("415", error_ref()),
+        ),
+        (
+            "/risk_points/{riskPointId}/plan/versions".into(),
+            Get,
+            read(op("Plans", "getPointPlanVersions", "A risk point's plan, every version", "Newest first, with who wrote each and when."))
+                .parameter(risk_point())
+                .response("200", ok_json("The versions."))
+                .response("404", error_ref()),
+        ),
+        (
+            "/plan-templates".into(),
+            Get,
+            read(op("Plans", "getPlanTemplates", "Plan templates", "Every template's latest version, in summary."))
+                .response("200", ok_json("The templates.")),
+        ),
+        (
+            "/plan-templates".into(),
+            Post,
+            plan_roles("postPlanTemplates", "Load plan templates",
+                "A plans file (a JSON array of templates, the generator's plans.json), all or nothing; a changed template gets a new version.")
+                .request_body(Some(json_body("The templates.")))
+                .response("200", ok_json("How many were read and how many got a new version."))
+                .response("415", error_ref()),
+        ),
+        (
+            "/plan-templates/{templateId}".into(),
+            Get,
+            read(op("Plans", "getPlanTemplate", "One plan template", "The latest version, or `version=N`."))
+                .parameter(text_path("templateId", "The template's id."))
+                .parameter(query("version", "A version.", json!({"type": "integer", "minimum": 1})).build())
+                .response("200", ok_json("The template."))
+                .response("404", error_ref()),
+        ),
+        (
+            "/plan-templates/{templateId}".into(),
+            Put,
+            plan_roles("putPlanTemplate", "Change a plan template", "A new version of the template: `{title, category, levels: {blue, yellow, orange, red}, contacts}`.")
+                .parameter(text_path("templateId", "The template's id."))
+                .request_body(Some(json_body("The template.")))
+                .response("200", ok_json("Its version."))
+                .response("415", error_ref()),
+        ),
+        (
+            "/sensor-types".into(),
+            Get,
+            read(op("Plans", "getSensorTypes", "Sensor types", "Every type with its unit, thresholds per level, hysteresis and periods."))
+                .response("200", ok_json("The types.")),
+        ),
+        (
+            "/sensor-types".into(),
+            Post,
+            plan_roles("postSensorTypes", "Load sensor types",
+                "A CSV `type_id,family,name,unit,warn_above,alarm_above` (or `_below`; optional mapping, blue..red, hysteresis, clear_after_s, silent_after_s), all or nothing.")
+                .request_body(Some(RequestBodyBuilder::new().description(Some("The CSV.")).required(Some(Required::True)).content("text/csv", text()).build()))
+                .response("200", ok_json("How many were read and changed."))
+                .response("415", error_ref()),
+        ),
+        (
+            "/sensor-types/{typeId}".into(),
+            Get,
+            read(op("Plans", "getSensorType", "One sensor type", "Its unit, thresholds per level, hysteresis and periods."))
+                .parameter(int_path("typeId", "The type's id.", 1, 65535))
+                .response("200", ok_json("The type."))
+                .response("404", error_ref()),
+        ),
+        (
+            "/sensor-types/{typeId}".into(),
+            Put,
+            plan_roles("putSensorType", "Change a sensor type", "`{name, unit, family, warn, alarm, direction, mapping, thresholds, hysteresis, clear_after_s, silent_after_s}`.")
+                .parameter(int_path("typeId", "The type's id.", 1, 65535))
+                .request_body(Some(json_body("The type.")))
+                .response("200", ok_json("The type."))
+                .response("415", error_ref()),
+        ),
+    ]
 }
 
 fn op(tag: &str, id: &str, summary: &str, description: &str) -> OperationBuilder {

@@ -13,7 +13,9 @@ use tower_http::trace::TraceLayer;
 
 use super::error::ApiError;
 use super::limit::{self, LimitOptions, Limits};
-use super::{collections, health, imports, items, landing, metrics, near, tiles, web};
+use super::{
+    cap, collections, health, imports, items, landing, metrics, near, plans, tiles, warnings, web,
+};
 use crate::app::App;
 
 /// Largest request body accepted (a feature with a very detailed polygon).
@@ -90,6 +92,49 @@ pub fn router_with(app: Arc<App>, limits: Arc<Limits>) -> Router {
         )
         .route("/imports", get(imports::list))
         .route("/imports/{id}", get(imports::one))
+        // Sensors: readings (key with role sensor or admin).
+        .route("/readings", axum::routing::post(warnings::post_readings))
+        .route("/sensors/{id}", get(plans::sensor))
+        .route(
+            "/sensors/{id}/rule",
+            axum::routing::put(plans::put_sensor_rule).delete(plans::delete_sensor_rule),
+        )
+        // Duty officers: warnings (acts need a key with role duty_officer or admin).
+        .route("/warnings", get(warnings::list))
+        .route("/warnings.atom", get(cap::feed))
+        .route("/warnings/stream", get(warnings::stream))
+        .route("/warnings/{id}", get(warnings::one))
+        .route("/warnings/{id}/ack", axum::routing::post(warnings::ack))
+        .route(
+            "/warnings/{id}/resolve",
+            axum::routing::post(warnings::resolve),
+        )
+        // Planners: response plans and sensor types (writes: role planner or admin).
+        .route("/risk_points", get(plans::risk_points))
+        .route(
+            "/risk_points/{id}/plan",
+            get(plans::point_plan).put(plans::put_point_plan),
+        )
+        .route(
+            "/risk_points/{id}/plan/versions",
+            get(plans::point_plan_versions),
+        )
+        .route(
+            "/plan-templates",
+            get(plans::templates).post(plans::post_templates),
+        )
+        .route(
+            "/plan-templates/{id}",
+            get(plans::template).put(plans::put_template),
+        )
+        .route(
+            "/sensor-types",
+            get(plans::sensor_types).post(plans::post_sensor_types),
+        )
+        .route(
+            "/sensor-types/{id}",
+            get(plans::sensor_type).put(plans::put_sensor_type),
+        )
         // Web maps: vector tiles and TileJSON (public reads).
         .route("/tiles/{layers}/{z}/{x}/{y}", get(tiles::tile))
         .route("/tiles/{file}", get(tiles::tilejson_handler))

@@ -13,6 +13,7 @@
 mod changes;
 mod columns;
 mod generalise;
+mod marks;
 
 use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
@@ -31,6 +32,7 @@ pub use generalise::{
     cell_of, douglas_peucker_importance, dp_work_budget, eliminate_importance, from_world,
     to_world,
 };
+pub use marks::Marks;
 
 use crate::model::{Bbox, Feature, FeatureRef, LayerDef, StoredFeature, UnreadableRows, ValueRef};
 
@@ -323,6 +325,8 @@ pub struct LayerState {
     pub index: parking_lot::RwLock<LayerIndex>,
     pub changes: ChangeLog,
     pub unreadable: parking_lot::Mutex<UnreadableRows>,
+    /// Warning levels on its features (risk points, pipelines), drawn in its tiles.
+    pub marks: parking_lot::RwLock<Marks>,
 }
 
 impl LayerState {
@@ -332,6 +336,7 @@ impl LayerState {
             index: parking_lot::RwLock::new(index),
             changes: ChangeLog::default(),
             unreadable: parking_lot::Mutex::new(UnreadableRows::default()),
+            marks: parking_lot::RwLock::new(Marks::default()),
         }
     }
 }

@@ -12,6 +12,8 @@ pub enum LayerKind {
     Pipeline,
     Sensor,
     Reference,
+    /// The server's own layer of active warnings (read-only, never in a layer file).
+    Warning,
 }
 
 impl LayerKind {
@@ -28,11 +30,18 @@ impl LayerKind {
             LayerKind::Pipeline => "pipeline",
             LayerKind::Sensor => "sensor",
             LayerKind::Reference => "reference",
+            LayerKind::Warning => "warning",
         }
     }
 
+    /// The kind a layer file names (`warning` is the server's own: not one of them).
     pub fn from_config_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.config_name() == name)
+    }
+
+    /// Whether features of this kind are written by clients (edits, imports).
+    pub fn is_stored(self) -> bool {
+        self != LayerKind::Warning
     }
 }
 

@@ -22,6 +22,7 @@
 //! beside the store (see [`Store::keep_reserve`]) is space the operator can free with
 //! `rm` when the disk is full (README, "When the disk is full").
 
+mod alerts;
 mod audit;
 pub mod blob;
 mod features;
@@ -41,11 +42,15 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::model::{LayerDef, UnreadableRow};
 
+pub use alerts::{
+    KeptTransition, READING_BYTES, Versioned, WarningFilter, pack_reading, pack_states,
+    unpack_readings, unpack_states,
+};
 pub use audit::{AuditEntry, Change, ImportTotals};
 pub use features::{Compared, Snapshot, StoredFeature, UpsertOutcome};
 pub use imports::ImportRecord;
 pub use keys::{ApiKey, NewKey};
-pub use schema::LayerPlan;
+pub use schema::{LayerPlan, SCHEMA_VERSION};
 pub use stage::{STAGE_PREFIX, SwapOutcome, stage_name};
 
 /// How long a write waits for another writer (an import in another process) before
@@ -99,6 +104,10 @@ pub enum StoreError {
         doing: String,
         detail: String,
     },
+    /// A row of the store's own tables (plans, warnings, readings) that this build
+    /// cannot read.
+    #[error("{reason}")]
+    Invalid { reason: String },
     #[error("store error while {doing}: {source}")]
     Sqlite {
         doing: String,

@@ -15,7 +15,7 @@ pub(super) const GPKG_USER_VERSION: i64 = 10300;
 /// Version of our own tables, in `riskmap_meta`. 2: `riskmap_audit.role`; 3:
 /// `riskmap_derived` (stores of earlier versions are migrated when opened, see
 /// [`create_core`]).
-pub const SCHEMA_VERSION: &str = "3";
+pub const SCHEMA_VERSION: &str = "4";
 
 const WGS84_WKT: &str = r#"GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563,AUTHORITY["EPSG","7030"]],AUTHORITY["EPSG","6326"]],PRIMEM["Greenwich",0,AUTHORITY["EPSG","8901"]],UNIT["degree",0.0174532925199433,AUTHORITY["EPSG","9122"]],AXIS["Latitude",NORTH],AXIS["Longitude",EAST],AUTHORITY["EPSG","4326"]]"#;
 
@@ -107,6 +107,67 @@ CREATE TABLE IF NOT EXISTS riskmap_derived (
   data BLOB NOT NULL,
   PRIMARY KEY (layer, fid)
 ) WITHOUT ROWID;
+-- Issue 10: sensor types, plans, warnings and readings (see `store::alerts`).
+CREATE TABLE IF NOT EXISTS riskmap_sensor_types (
+  type_id INTEGER PRIMARY KEY NOT NULL,
+  body TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  updated_at TEXT NOT NULL,
+  updated_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS riskmap_sensor_rules (
+  sensor_id TEXT PRIMARY KEY NOT NULL,
+  body TEXT NOT NULL,
+  updated_at TEXT NOT NULL,
+  updated_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS riskmap_plan_templates (
+  id TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  body TEXT NOT NULL,
+  at TEXT NOT NULL,
+  by TEXT NOT NULL,
+  PRIMARY KEY (id, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS riskmap_point_plans (
+  risk_point_id TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  body TEXT NOT NULL,
+  at TEXT NOT NULL,
+  by TEXT NOT NULL,
+  PRIMARY KEY (risk_point_id, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS riskmap_warnings (
+  id INTEGER PRIMARY KEY NOT NULL,
+  subject_kind TEXT NOT NULL,
+  subject_id TEXT NOT NULL,
+  level TEXT NOT NULL,
+  state TEXT NOT NULL,
+  raised_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS riskmap_warnings_state ON riskmap_warnings(state, id);
+CREATE INDEX IF NOT EXISTS riskmap_warnings_subject ON riskmap_warnings(subject_kind, subject_id);
+CREATE TABLE IF NOT EXISTS riskmap_warning_events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+  warning_id INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS riskmap_warning_events_warning ON riskmap_warning_events(warning_id, seq);
+CREATE TABLE IF NOT EXISTS riskmap_readings_log (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+  at INTEGER NOT NULL,
+  n INTEGER NOT NULL,
+  data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS riskmap_sensor_states (
+  chunk INTEGER PRIMARY KEY NOT NULL,
+  upto INTEGER NOT NULL,
+  data BLOB NOT NULL
+);
 "#;
 
 /// Refuses to touch a file that is neither a GeoPackage nor empty, and reports a
@@ -239,6 +300,15 @@ pub(super) fn create_core(conn: &mut Connection, path: &Path) -> Result<(), Stor
             "store migrated to schema version 3: large geometries keep what was derived from them"
         );
         version = "3".to_string();
+    }
+    if version == "3" {
+        // Version 4 only adds the tables of sensor types, plans, warnings and readings,
+        // created above by `CORE`.
+        set_version(&tx, "4").map_err(fail)?;
+        tracing::info!(
+            "store migrated to schema version 4: sensor types, plans, readings and warnings"
+        );
+        version = "4".to_string();
     }
     if version != SCHEMA_VERSION {
         return Err(StoreError::NotGeoPackage {

@@ -13,9 +13,10 @@
 //! MVT 2.1 requires (exterior positive area in tile space, y down). Features are drawn
 //! most important first and stop when the layer's or the tile's byte budget is spent.
 
+use crate::alerts::Level;
 use crate::config::MAX_TILE_BYTES;
-use crate::index::{LayerIndex, LayerState, PYRAMID_MAX_LEVEL, PartKind};
-use crate::model::{LayerDef, ValueRef};
+use crate::index::{LayerIndex, LayerState, Marks, PYRAMID_MAX_LEVEL, PartKind};
+use crate::model::{LayerDef, LayerKind, ValueRef};
 
 use super::clip::{ClipBox, clip_line_into, clip_polygon};
 use super::coord::{EXTENT, TileCoord};
@@ -28,6 +29,20 @@ fn cell_zoom(def: &LayerDef) -> u8 {
 }
 const KEY_CLUSTER: &str = "cluster";
 const KEY_COUNT: &str = "count";
+/// The warning level of a risk point or pipeline (`blue`..`red`), and of a cluster:
+/// the highest inside it. Absent when normal.
+pub const KEY_WARNING: &str = "warning_level";
+
+/// Whether a layer's features can carry a warning level.
+pub fn has_warning_level(def: &LayerDef) -> bool {
+    matches!(def.kind, LayerKind::RiskPoint | LayerKind::Pipeline)
+}
+
+fn warning_tag<'a>(w: &mut LayerWriter<'a>, def: &LayerDef, mark: u8) {
+    if let Some(level) = Level::from_u8(mark).filter(|l| *l != Level::Normal) {
+        w.tag(3 + def.properties.len(), MvtValue::Str(level.name()));
+    }
+}
 
 /// Up to this zoom, ranked line and polygon layers walk their importance order (tiles
 /// cover much of a city, and the walk stops early at the byte budget); deeper, the
@@ -69,18 +84,21 @@ pub fn render(layers: &[&LayerState], coord: TileCoord) -> Rendered {
             continue;
         }
         let idx = l.index.read();
-        // Key numbers: 0 the id, 1..=n the properties, then the cluster keys.
+        let marks = l.marks.read();
+        // Key numbers: 0 the id, 1..=n the properties, then the cluster keys and the
+        // warning level.
         let keys: Vec<&str> = std::iter::once(def.id_property.as_str())
             .chain(def.properties.iter().map(|p| p.name.as_str()))
             .chain([KEY_CLUSTER, KEY_COUNT])
+            .chain(has_warning_level(def).then_some(KEY_WARNING))
             .collect();
         let mut w = LayerWriter::new(&def.name, &keys);
         let left = (MAX_TILE_BYTES as usize).saturating_sub(used);
         let budget = (def.tiles.max_bytes as usize).min(left);
         let s = if def.geometry.is_point() {
-            points(&idx, def, coord, &mut w, budget)
+            points(&idx, def, &marks, coord, &mut w, budget)
         } else {
-            shapes(&idx, def, coord, &mut w, budget)
+            shapes(&idx, def, &marks, coord, &mut w, budget)
         };
         let mut bytes = Vec::new();
         w.finish(&mut bytes);
@@ -107,7 +125,13 @@ pub fn render(layers: &[&LayerState], coord: TileCoord) -> Rendered {
 }
 
 /// The tags of a feature: its id property and every non-null declared property.
-fn tags<'a>(w: &mut LayerWriter<'a>, def: &'a LayerDef, idx: &'a LayerIndex, slot: u32) {
+fn tags<'a>(
+    w: &mut LayerWriter<'a>,
+    def: &'a LayerDef,
+    marks: &Marks,
+    idx: &'a LayerIndex,
+    slot: u32,
+) {
     w.clear_tags();
     w.tag_unique(0, MvtValue::Str(idx.id(slot)));
     for i in 0..def.properties.len() {
@@ -123,6 +147,9 @@ fn tags<'a>(w: &mut LayerWriter<'a>, def: &'a LayerDef, idx: &'a LayerIndex, slo
             ValueRef::Float(v) => w.tag(1 + i, MvtValue::Double(v)),
             ValueRef::Bool(v) => w.tag(1 + i, MvtValue::Bool(v)),
         }
+    }
+    if !marks.is_empty() {
+        warning_tag(w, def, marks.get(idx.fid(slot)));
     }
 }
 
@@ -142,6 +169,7 @@ struct Bin {
 fn points<'a>(
     idx: &'a LayerIndex,
     def: &'a LayerDef,
+    marks: &'a Marks,
     coord: TileCoord,
     w: &mut LayerWriter<'a>,
     budget: usize,
@@ -162,7 +190,7 @@ fn points<'a>(
         // Pyramid cells serve clusters while the layer's cells exist in it (to zoom 14
         // for 256-unit cells with the pyramid's 18 levels); deeper, points are binned.
         if n > max_points && coord.z + cell_zoom(def) <= PYRAMID_MAX_LEVEL {
-            return pyramid_clusters(idx, def, p, coord, w, budget);
+            return pyramid_clusters(idx, def, marks, p, coord, w, budget);
         }
     }
     let buffer = ts.buffer as f64;
@@ -190,7 +218,7 @@ fn points<'a>(
     });
     let n_inside = inside.unwrap_or_else(|| cands.iter().filter(|c| c.2).count());
     if n_inside > max_points {
-        return binned_clusters(idx, def, coord, &cands, w, budget);
+        return binned_clusters(idx, def, marks, coord, &cands, w, budget);
     }
     // The tile's own points first, then those of the buffer; each group in slot order
     // (spatial order, see index: deterministic and cache-friendly).
@@ -200,13 +228,13 @@ fn points<'a>(
     for &(slot, p, inside) in cands.iter() {
         g.clear();
         g.points(&[quantise(p)]);
-        tags(w, def, idx, slot);
+        tags(w, def, marks, idx, slot);
         if !w.add_feature(Some(idx.fid(slot) as u64), GeomType::Point, &g, budget) {
             if inside {
                 // The budget cannot hold the tile's own points: show clusters instead,
                 // so every point is still counted.
                 w.clear();
-                return binned_clusters(idx, def, coord, &cands, w, budget);
+                return binned_clusters(idx, def, marks, coord, &cands, w, budget);
             }
             stats.truncated = true;
             break;
@@ -221,12 +249,14 @@ fn points<'a>(
 fn emit_cell<'a>(
     idx: &'a LayerIndex,
     def: &'a LayerDef,
+    marks: &'a Marks,
     coord: TileCoord,
     w: &mut LayerWriter<'a>,
     g: &mut GeomBuf,
     count: u32,
     ranks: &[u32],
     centroid: [f64; 2],
+    cell: [f64; 4],
     single: Option<u32>,
     budget: usize,
     stats: &mut LayerStats,
@@ -237,7 +267,7 @@ fn emit_cell<'a>(
             return true;
         };
         g.points(&[quantise(coord.to_tile(wp))]);
-        tags(w, def, idx, slot);
+        tags(w, def, marks, idx, slot);
         if !w.add_feature(Some(idx.fid(slot) as u64), GeomType::Point, g, budget) {
             return false;
         }
@@ -262,6 +292,9 @@ fn emit_cell<'a>(
             }
         }
     }
+    if !marks.is_empty() {
+        warning_tag(w, def, marks.max_in(cell));
+    }
     if !w.add_feature(None, GeomType::Point, g, budget) {
         return false;
     }
@@ -272,6 +305,7 @@ fn emit_cell<'a>(
 fn pyramid_clusters<'a>(
     idx: &'a LayerIndex,
     def: &'a LayerDef,
+    marks: &'a Marks,
     pyramid: &crate::index::Pyramid,
     coord: TileCoord,
     w: &mut LayerWriter<'a>,
@@ -300,12 +334,19 @@ fn pyramid_clusters<'a>(
         if !emit_cell(
             idx,
             def,
+            marks,
             coord,
             w,
             &mut g,
             c.count,
             &c.rank_counts(),
             c.centroid(),
+            TileCoord {
+                z: level,
+                x: *cx,
+                y: *cy,
+            }
+            .world_bounds(),
             single.filter(|&s| s != u32::MAX),
             budget,
             &mut stats,
@@ -336,6 +377,7 @@ fn find_in_cell(idx: &LayerIndex, level: u8, cx: u32, cy: u32) -> u32 {
 fn binned_clusters<'a>(
     idx: &'a LayerIndex,
     def: &'a LayerDef,
+    marks: &'a Marks,
     coord: TileCoord,
     cands: &[(u32, [f64; 2], bool)],
     w: &mut LayerWriter<'a>,
@@ -365,18 +407,28 @@ fn binned_clusters<'a>(
     }
     let mut stats = LayerStats::default();
     let mut g = GeomBuf::default();
-    let filled: Vec<&Bin> = bins.iter().filter(|b| b.count > 0).collect();
-    for b in filled.iter() {
+    let [x0, y0, _, _] = coord.world_bounds();
+    let cell_world = def.tiles.cluster_cell as f64 / EXTENT as f64 / coord.scale();
+    for (i, b) in bins.iter().enumerate().filter(|(_, b)| b.count > 0) {
+        let (cx, cy) = ((i as u32 % side) as f64, (i as u32 / side) as f64);
+        let cell = [
+            x0 + cx * cell_world,
+            y0 + cy * cell_world,
+            x0 + (cx + 1.0) * cell_world,
+            y0 + (cy + 1.0) * cell_world,
+        ];
         let centroid = [b.sum[0] / b.count as f64, b.sum[1] / b.count as f64];
         if !emit_cell(
             idx,
             def,
+            marks,
             coord,
             w,
             &mut g,
             b.count,
             &b.ranks,
             centroid,
+            cell,
             Some(b.slot),
             budget,
             &mut stats,
@@ -414,6 +466,7 @@ fn draw_clipped(
 fn shapes<'a>(
     idx: &'a LayerIndex,
     def: &'a LayerDef,
+    marks: &'a Marks,
     coord: TileCoord,
     w: &mut LayerWriter<'a>,
     budget: usize,
@@ -583,7 +636,7 @@ fn shapes<'a>(
             }
             continue;
         }
-        tags(w, def, idx, slot);
+        tags(w, def, marks, idx, slot);
         if !w.add_feature(Some(idx.fid(slot) as u64), ty, &g, budget) {
             stats.truncated = true;
             break;
