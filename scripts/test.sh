@@ -5,7 +5,8 @@
 # cs2cs and projinfo (the CRS tests' oracle), GDAL's ogrinfo and ogr2ogr (other GIS tools
 # must read our GeoPackage, and GDAL's OAPIF and OGCAPI drivers our OGC API), OWSLib for
 # Debian's python3 (the Python client of OGC API – Features), Debian's Chromium and
-# playwright-core from npm (the browser test of the map page). Then runs every Rust test
+# playwright-core from npm (the browser test of the map page), xmllint (CAP 1.2 messages
+# are validated against the OASIS schema). Then runs every Rust test
 # and the browser test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,7 @@ done
 command -v cs2cs >/dev/null || need+=(proj-bin)
 command -v ogrinfo >/dev/null || need+=(gdal-bin)
 command -v curl >/dev/null || need+=(curl)
+command -v xmllint >/dev/null || need+=(libxml2-utils)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then

@@ -1215,7 +1215,7 @@ impl App {
             }
             let mut live = l.index.write();
             let old = std::mem::replace(&mut *live, index);
-            l.changes.record_all();
+            l.record_all_edited();
             let new = l.unreadable.lock().replace(skipped);
             log_unreadable(&l.def.name, &new);
             for (id, read) in later {
@@ -1257,16 +1257,14 @@ fn apply_to(state: &LayerState, index: &mut LayerIndex, sf: &StoredFeature, deri
     forget_unreadable(state, &sf.feature.id);
     let old = index.upsert_prepared(sf.fid, &sf.feature, derived);
     let new = Bbox::of_geometry(&sf.feature.geometry);
-    state
-        .changes
-        .record(&old.into_iter().chain(new).collect::<Vec<_>>());
+    state.record_edit(&old.into_iter().chain(new).collect::<Vec<_>>());
 }
 
 /// Takes a feature out of a layer's (locked) index and records where.
 fn remove_from(state: &LayerState, index: &mut LayerIndex, id: &str) {
     forget_unreadable(state, id);
     if let Some(old) = index.remove(id) {
-        state.changes.record(&[old]);
+        state.record_edit(&[old]);
     }
 }
 

@@ -686,3 +686,70 @@ async fn a_restart_keeps_the_sensors_state_and_the_open_warnings() {
     assert_eq!(r["transitions"], 1);
     assert_eq!(http_json(&w.app, "/warnings").await["numberMatched"], 0);
 }
+
+/// Validates `xml` against the OASIS CAP 1.2 schema with xmllint (libxml2-utils).
+fn validate_cap(xml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alert.xml");
+    std::fs::write(&file, xml).unwrap();
+    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cap/CAP-v1.2-schema.xsd");
+    let out = std::process::Command::new("xmllint")
+        .args(["--noout", "--schema"])
+        .arg(&schema)
+        .arg(&file)
+        .output()
+        .expect("xmllint is installed (apt-get install libxml2-utils; scripts/test.sh does it)");
+    assert!(
+        out.status.success(),
+        "not valid CAP 1.2: {}\n{xml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn every_message_of_a_warnings_life_is_valid_cap_1_2_and_the_feed_links_them() {
+    let w = world().await;
+    w.readings(&[("S1", T0, 2.6)]).await;
+    let id = http_json(&w.app, "/warnings").await["warnings"][0]["id"].as_u64().unwrap();
+    let cap = |app: Arc<App>| async move {
+        let (s, h, b) = http(&app, "GET", &format!("/warnings/{id}.cap"), &[], None).await;
+        assert_eq!(s.as_u16(), 200);
+        assert!(h["content-type"].to_str().unwrap().starts_with("application/cap+xml"));
+        String::from_utf8(b).unwrap()
+    };
+    let raised = cap(w.app.clone()).await;
+    validate_cap(&raised);
+    assert!(raised.contains("<msgType>Alert</msgType>"));
+    assert!(raised.contains("<category>Geo</category>"), "{raised}");
+    assert!(raised.contains("<severity>Moderate</severity>"));
+    assert!(raised.contains("1. Verify on site"));
+    assert!(raised.contains("<areaDesc>Yuzhong district: point R1</areaDesc>"), "{raised}");
+    assert!(raised.contains("<circle>29.560000,106.550000 0.5</circle>"), "{raised}");
+    // The feed of active warnings links the message.
+    let (_, h, feed) = http(&w.app, "GET", "/warnings.atom", &[], None).await;
+    assert!(h["content-type"].to_str().unwrap().starts_with("application/atom+xml"));
+    let feed = String::from_utf8(feed).unwrap();
+    assert!(feed.contains(&format!("/warnings/{id}.cap")), "{feed}");
+    // Escalated and acknowledged: an Update referencing the first message.
+    w.readings(&[("S1", T0 + MIN, 4.5)]).await;
+    let (s, _) = w
+        .post(&format!("/warnings/{id}/ack"), &w.officer, "application/json", json!({"note": "<on site> & calling"}).to_string())
+        .await;
+    assert_eq!(s, 200);
+    let update = cap(w.app.clone()).await;
+    validate_cap(&update);
+    assert!(update.contains("<msgType>Update</msgType>"));
+    assert!(update.contains("<severity>Extreme</severity>"));
+    assert!(update.contains("<references>riskmap@"), "{update}");
+    // Resolved: a Cancel, all clear.
+    let (s, _) = w
+        .post(&format!("/warnings/{id}/resolve"), &w.officer, "application/json", json!({"note": "slope stable"}).to_string())
+        .await;
+    assert_eq!(s, 200);
+    let cancel = cap(w.app.clone()).await;
+    validate_cap(&cancel);
+    assert!(cancel.contains("<msgType>Cancel</msgType>"));
+    assert!(cancel.contains("<responseType>AllClear</responseType>"));
+    let (s, _, _) = http(&w.app, "GET", "/warnings/999.cap", &[], None).await;
+    assert_eq!(s.as_u16(), 404);
+}

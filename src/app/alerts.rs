@@ -670,9 +670,10 @@ impl App {
         let mut engine = a.engine.lock();
         engine.begin();
         {
+            // Keyed by feature edits, not the change logs (which the marks move too).
             let versions = (
-                src.pipelines.as_ref().map_or(0, |l| l.changes.version()),
-                src.risk_points.as_ref().map_or(0, |l| l.changes.version()),
+                src.pipelines.as_ref().map_or(0, |l| l.edit_count()),
+                src.risk_points.as_ref().map_or(0, |l| l.edit_count()),
             );
             let cache = {
                 let mut c = a.attached.lock();

@@ -327,6 +327,30 @@ pub struct LayerState {
     pub unreadable: parking_lot::Mutex<UnreadableRows>,
     /// Warning levels on its features (risk points, pipelines), drawn in its tiles.
     pub marks: parking_lot::RwLock<Marks>,
+    /// Counts changes of its features (not of its marks): what is derived from the
+    /// features elsewhere (a pipeline's attached risk points) is stale when it moved.
+    pub edits: std::sync::atomic::AtomicU64,
+}
+
+impl LayerState {
+    /// Records that features changed within `boxes`: the change log (tiles) and the
+    /// edit count.
+    pub fn record_edit(&self, boxes: &[Bbox]) {
+        self.edits
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.changes.record(boxes);
+    }
+
+    /// Records that the whole layer changed.
+    pub fn record_all_edited(&self) {
+        self.edits
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.changes.record_all();
+    }
+
+    pub fn edit_count(&self) -> u64 {
+        self.edits.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 impl LayerState {
@@ -337,6 +361,7 @@ impl LayerState {
             changes: ChangeLog::default(),
             unreadable: parking_lot::Mutex::new(UnreadableRows::default()),
             marks: parking_lot::RwLock::new(Marks::default()),
+            edits: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
