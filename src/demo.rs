@@ -6,7 +6,9 @@
 //! sensors next to risk points or on pipeline vertices), but from its own seeded
 //! generator; the files are not byte-identical.
 //!
-//! Everything goes through the same validation as an import, in one transaction.
+//! Everything goes through the same validation as an import, in one transaction, with
+//! the plan templates the risk points name and the 254 sensor types (the generator's
+//! families and thresholds), so warnings work on the demo out of the box.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -449,6 +451,116 @@ pub fn synthesize(
     Ok(out)
 }
 
+/// The generator's sensor families: family, unit, warn, alarm (`SENSOR_FAMILIES` in
+/// `chongqing_synth.py`).
+const SENSOR_FAMILIES: [(&str, &str, f64, f64); 14] = [
+    ("fire_smoke", "obscuration_pct", 3.0, 8.0),
+    ("fire_temperature", "degC", 57.0, 70.0),
+    ("water_level", "m", 2.0, 3.0),
+    ("rainfall", "mm_per_h", 20.0, 50.0),
+    ("ph", "pH", 9.0, 10.5),
+    ("pressure", "MPa", 0.8, 1.0),
+    ("displacement", "mm", 10.0, 30.0),
+    ("crack_width", "mm", 2.0, 5.0),
+    ("tilt", "deg", 1.0, 3.0),
+    ("gas_concentration", "pct_LEL", 20.0, 50.0),
+    ("flow", "m3_per_h", 400.0, 600.0),
+    ("vibration", "mm_per_s", 10.0, 25.0),
+    ("soil_moisture", "pct", 35.0, 45.0),
+    ("wind_speed", "m_per_s", 17.0, 25.0),
+];
+
+/// The 254 sensor types, type k of family k mod 14 (as the generator makes them).
+pub fn sensor_types() -> Vec<crate::alerts::sensor_types::SensorType> {
+    use crate::alerts::sensor_types::{RuleSpec, SensorType};
+    (0..254)
+        .map(|t| {
+            let (family, unit, warn, alarm) = SENSOR_FAMILIES[t % SENSOR_FAMILIES.len()];
+            SensorType {
+                type_id: t as u32 + 1,
+                family: family.into(),
+                name: format!("{family}_model_{}", t / SENSOR_FAMILIES.len() + 1),
+                unit: unit.into(),
+                spec: RuleSpec {
+                    direction: Default::default(),
+                    warn,
+                    alarm,
+                    mapping: Default::default(),
+                    thresholds: None,
+                    hysteresis: None,
+                    clear_after_s: None,
+                    silent_after_s: None,
+                },
+            }
+        })
+        .collect()
+}
+
+const PLAN_STEPS: [&str; 15] = [
+    "verify_on_site",
+    "notify_district_center",
+    "notify_town_center",
+    "dispatch_patrol",
+    "close_road",
+    "cut_gas_supply",
+    "evacuate_residents",
+    "open_shelter",
+    "deploy_pumps",
+    "deploy_sandbags",
+    "call_fire_brigade",
+    "monitor_every_10_min",
+    "report_to_city_center",
+    "issue_public_warning",
+    "restore_and_review",
+];
+const CONTACT_ROLES: [&str; 6] = [
+    "town_duty_officer",
+    "district_duty_officer",
+    "grid_worker",
+    "police",
+    "fire_brigade",
+    "utility_operator",
+];
+
+/// The plan templates the demo's risk points name (`P00001`...): plan k for category
+/// k mod 43, its steps growing with the level (blue the first few, red all), from its
+/// own seeded generator.
+pub fn plan_templates(seed: u64, scale: Scale) -> Vec<crate::alerts::plans::Template> {
+    use crate::alerts::plans::{Contact, Steps, Template};
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x504c_414e);
+    (0..scale.plans.max(1))
+        .map(|k| {
+            let category = CATEGORIES[k % CATEGORIES.len()];
+            let n = rng.random_range(4..=9);
+            let steps: Vec<String> = PLAN_STEPS
+                .choose_multiple(&mut rng, n)
+                .map(|s| s.to_string())
+                .collect();
+            let upto = |m: usize| steps[..m.min(steps.len())].to_vec();
+            let contacts = CONTACT_ROLES
+                .choose_multiple(&mut rng, 3)
+                .map(|r| Contact {
+                    role: r.to_string(),
+                    name: None,
+                    phone: Some(format!("023-{}", rng.random_range(6000_0000..6999_9999))),
+                })
+                .collect();
+            Template {
+                id: format!("P{:05}", k + 1),
+                title: format!("{category} response plan {}", k / CATEGORIES.len() + 1),
+                category: category.into(),
+                levels: Steps {
+                    blue: upto(2),
+                    yellow: upto(3),
+                    orange: upto(n - 1),
+                    red: steps.clone(),
+                },
+                contacts,
+            }
+        })
+        .collect()
+}
+
 /// Writes the demo into the store in one transaction (upserts, so loading twice
 /// changes nothing), audited as `actor`, and clears the store's "demo pending" mark.
 pub fn load(store: &Store, layers: &LayerFeatures, actor: &str) -> Result<(), DemoError> {
@@ -470,6 +582,12 @@ pub fn load(store: &Store, layers: &LayerFeatures, actor: &str) -> Result<(), De
             tx.touch_layer(layer, bbox)?;
             tx.record_change(&layer.name, None)?;
             counts.insert(layer.name.clone(), features.len().into());
+        }
+        for t in plan_templates(DEMO_SEED, SMALL) {
+            tx.put_template(&t, actor)?;
+        }
+        for t in sensor_types() {
+            tx.put_sensor_type(&t, actor)?;
         }
         tx.audit(&AuditEntry {
             actor: actor.to_string(),

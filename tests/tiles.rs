@@ -873,13 +873,29 @@ async fn the_map_page_its_style_and_maplibre_are_served_offline() {
         .map(|l| l["id"].as_str().unwrap())
         .collect();
     for layer in style["layers"].as_array().unwrap() {
-        if let Some(sl) = layer["source-layer"].as_str() {
+        let Some(sl) = layer["source-layer"].as_str() else {
+            continue;
+        };
+        if layer["source"] == "riskmap" {
             assert!(
                 served.contains(&sl),
                 "style layer {} uses {sl}, not in the tiles",
                 layer["id"]
             );
+            continue;
         }
+        // A source of its own (the warnings, reloaded live by the page): absolute tile
+        // URLs of that layer.
+        let src = &style["sources"][layer["source"].as_str().unwrap()];
+        let t = src["tiles"][0].as_str().unwrap();
+        assert_eq!(
+            t,
+            format!("http://risk.example:9000/tiles/{sl}/{{z}}/{{x}}/{{y}}.mvt"),
+            "style layer {}",
+            layer["id"]
+        );
+        let (s, _, _) = get(&app, &format!("/tiles/{sl}/0/0/0.mvt"), &[]).await;
+        assert!(s.is_success(), "style layer {}: {s}", layer["id"]);
     }
 }
 

@@ -253,6 +253,8 @@ async fn readings_over_a_threshold_raise_a_warning_seen_in_the_list_the_tile_and
     let at = tile_of(106.55, 29.56, 14);
     // Drawn and cached before the warning: the next fetch must not be this copy.
     let before = tile(&w.app, "risk_points,warnings", &at).await;
+    let (s, _) = http_get(&w.app, &format!("/tiles/warnings/{at}.mvt")).await;
+    assert_eq!(s.as_u16(), 204, "no warning yet: an empty tile");
     assert!(tile_layer(&before, "warnings").is_empty());
     assert!(!tile_layer(&before, "risk_points")[0].contains_key("warning_level"));
 
@@ -285,7 +287,14 @@ async fn readings_over_a_threshold_raise_a_warning_seen_in_the_list_the_tile_and
     assert_eq!(detail["sensors"][0]["type"]["name"], "water_level_model_1");
     assert_eq!(detail["sensors"][0]["type"]["unit"], "m");
 
-    // In the next tile: a feature of `warnings`, and `warning_level` on the point.
+    // In the next tile: a feature of `warnings`, and `warning_level` on the point; the
+    // warnings layer's own tile too (cached before, empty).
+    let alone = tile(&w.app, "warnings", &at).await;
+    assert_eq!(
+        tile_layer(&alone, "warnings").len(),
+        1,
+        "the cached empty tile was served"
+    );
     let after = tile(&w.app, "risk_points,warnings", &at).await;
     let warned = tile_layer(&after, "warnings");
     assert_eq!(warned.len(), 1);
@@ -692,7 +701,8 @@ fn validate_cap(xml: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("alert.xml");
     std::fs::write(&file, xml).unwrap();
-    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cap/CAP-v1.2-schema.xsd");
+    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/cap/CAP-v1.2-schema.xsd");
     let out = std::process::Command::new("xmllint")
         .args(["--noout", "--schema"])
         .arg(&schema)
@@ -710,11 +720,18 @@ fn validate_cap(xml: &str) {
 async fn every_message_of_a_warnings_life_is_valid_cap_1_2_and_the_feed_links_them() {
     let w = world().await;
     w.readings(&[("S1", T0, 2.6)]).await;
-    let id = http_json(&w.app, "/warnings").await["warnings"][0]["id"].as_u64().unwrap();
+    let id = http_json(&w.app, "/warnings").await["warnings"][0]["id"]
+        .as_u64()
+        .unwrap();
     let cap = |app: Arc<App>| async move {
         let (s, h, b) = http(&app, "GET", &format!("/warnings/{id}.cap"), &[], None).await;
         assert_eq!(s.as_u16(), 200);
-        assert!(h["content-type"].to_str().unwrap().starts_with("application/cap+xml"));
+        assert!(
+            h["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/cap+xml")
+        );
         String::from_utf8(b).unwrap()
     };
     let raised = cap(w.app.clone()).await;
@@ -723,17 +740,33 @@ async fn every_message_of_a_warnings_life_is_valid_cap_1_2_and_the_feed_links_th
     assert!(raised.contains("<category>Geo</category>"), "{raised}");
     assert!(raised.contains("<severity>Moderate</severity>"));
     assert!(raised.contains("1. Verify on site"));
-    assert!(raised.contains("<areaDesc>Yuzhong district: point R1</areaDesc>"), "{raised}");
-    assert!(raised.contains("<circle>29.560000,106.550000 0.5</circle>"), "{raised}");
+    assert!(
+        raised.contains("<areaDesc>Yuzhong district: point R1</areaDesc>"),
+        "{raised}"
+    );
+    assert!(
+        raised.contains("<circle>29.560000,106.550000 0.5</circle>"),
+        "{raised}"
+    );
     // The feed of active warnings links the message.
     let (_, h, feed) = http(&w.app, "GET", "/warnings.atom", &[], None).await;
-    assert!(h["content-type"].to_str().unwrap().starts_with("application/atom+xml"));
+    assert!(
+        h["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/atom+xml")
+    );
     let feed = String::from_utf8(feed).unwrap();
     assert!(feed.contains(&format!("/warnings/{id}.cap")), "{feed}");
     // Escalated and acknowledged: an Update referencing the first message.
     w.readings(&[("S1", T0 + MIN, 4.5)]).await;
     let (s, _) = w
-        .post(&format!("/warnings/{id}/ack"), &w.officer, "application/json", json!({"note": "<on site> & calling"}).to_string())
+        .post(
+            &format!("/warnings/{id}/ack"),
+            &w.officer,
+            "application/json",
+            json!({"note": "<on site> & calling"}).to_string(),
+        )
         .await;
     assert_eq!(s, 200);
     let update = cap(w.app.clone()).await;
@@ -743,7 +776,12 @@ async fn every_message_of_a_warnings_life_is_valid_cap_1_2_and_the_feed_links_th
     assert!(update.contains("<references>riskmap@"), "{update}");
     // Resolved: a Cancel, all clear.
     let (s, _) = w
-        .post(&format!("/warnings/{id}/resolve"), &w.officer, "application/json", json!({"note": "slope stable"}).to_string())
+        .post(
+            &format!("/warnings/{id}/resolve"),
+            &w.officer,
+            "application/json",
+            json!({"note": "slope stable"}).to_string(),
+        )
         .await;
     assert_eq!(s, 200);
     let cancel = cap(w.app.clone()).await;

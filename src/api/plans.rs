@@ -99,7 +99,16 @@ pub async fn point_plan(
 ) -> Result<Response, ApiError> {
     let id = path(p)?;
     super::read_allowed(&app, &headers).await?;
-    let body = blocking(move || Ok::<_, ApiError>(resolved_json(&app.plan_of(&id)?))).await?;
+    let body = blocking(move || match app.plan_of(&id) {
+        Ok(p) => Ok(resolved_json(&p)),
+        // Reading a plan that resolves to nothing: there is no such plan (a gap,
+        // listed by GET /risk_points?without_plan=true).
+        Err(AlertError::NoTemplate(t)) => Err(ApiError::not_found(format!(
+            "risk point {id} has no response plan: its plan template {t} is not loaded"
+        ))),
+        Err(e) => Err(e.into()),
+    })
+    .await?;
     Ok(Json(body).into_response())
 }
 
@@ -134,7 +143,7 @@ pub async fn point_plan_versions(
     let body = blocking(move || {
         // A point that does not exist is a 404, not an empty history.
         app.plan_of(&id).map(|_| ()).or_else(|e| match e {
-            AlertError::NoTemplate(_) => Ok(()),
+            AlertError::NoTemplate(_) | AlertError::NoPlan(_) => Ok(()),
             e => Err(e),
         })?;
         let v = app.store().point_plan_versions(&id)?;

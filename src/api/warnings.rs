@@ -36,6 +36,7 @@ impl From<AlertError> for ApiError {
     fn from(e: AlertError) -> Self {
         match e {
             AlertError::NoWarning(_)
+            | AlertError::NoPlan(_)
             | AlertError::NoRiskPoint(_)
             | AlertError::NoSensor(_)
             | AlertError::NoType(_) => ApiError::not_found(e.to_string()),

@@ -197,6 +197,13 @@ pub async fn style(
             {
                 src["url"] = format!("{base}{url}").into();
             }
+            if let Some(tiles) = src.get_mut("tiles").and_then(|t| t.as_array_mut()) {
+                for t in tiles.iter_mut() {
+                    if let Some(u) = t.as_str().filter(|u| u.starts_with('/')) {
+                        *t = format!("{base}{u}").into();
+                    }
+                }
+            }
         }
     }
     let mut resp = style.to_string().into_response();

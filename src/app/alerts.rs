@@ -147,6 +147,8 @@ pub enum AlertError {
     NoRiskPoint(String),
     #[error("no plan template {0:?}")]
     NoTemplate(String),
+    #[error("risk point {0} names no response plan (its plan_id is empty)")]
+    NoPlan(String),
     #[error("no sensor type {0}")]
     NoType(u32),
     #[error("no sensor {0:?}")]
@@ -1048,9 +1050,11 @@ impl App {
             }
             if let (Some(active), Some(p)) = (engine.warning_of(&w.subject), position) {
                 let f = warning_feature(active, p, &props);
+                // Where it was (an upsert gives back the old box) and where it is now.
                 if let Some(b) = index.upsert(active.id as i64, &f) {
                     warn_boxes.push(b);
                 }
+                warn_boxes.extend(Bbox::of_geometry(&f.geometry));
             }
         }
         for (kind, boxes) in subject_boxes {
@@ -1145,7 +1149,7 @@ impl App {
         let template_id = own
             .and_then(|p| p.value.template.clone())
             .or(plan_id)
-            .ok_or_else(|| AlertError::NoTemplate("(the risk point names no plan)".into()))?;
+            .ok_or_else(|| AlertError::NoPlan(id.to_string()))?;
         let t = catalog
             .templates
             .get(&template_id)

@@ -336,15 +336,13 @@ impl LayerState {
     /// Records that features changed within `boxes`: the change log (tiles) and the
     /// edit count.
     pub fn record_edit(&self, boxes: &[Bbox]) {
-        self.edits
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.edits.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.changes.record(boxes);
     }
 
     /// Records that the whole layer changed.
     pub fn record_all_edited(&self) {
-        self.edits
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.edits.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.changes.record_all();
     }
 
