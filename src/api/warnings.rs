@@ -105,14 +105,20 @@ pub async fn post_readings(
             )
         })?;
     let report = blocking(move || {
-        let parsed = readings::parse(&bytes, format).map_err(|e| match e {
-            BodyError::TooMany => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PayloadTooLarge",
-                e.to_string(),
-            ),
-            other => ApiError::bad_request(other.to_string()),
-        })?;
+        // Reading the body is the CPU-heavy part of a readings request: done under
+        // SCHED_IDLE, so that a flood of readings takes only the CPU that tiles and
+        // queries leave (their drawing runs at nice 5); the commit that follows runs at
+        // normal priority (it holds the store's writer).
+        let parsed =
+            crate::sched::on_idle_thread("riskmap-readings", || readings::parse(&bytes, format))
+                .map_err(|e| match e {
+                    BodyError::TooMany => ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "PayloadTooLarge",
+                        e.to_string(),
+                    ),
+                    other => ApiError::bad_request(other.to_string()),
+                })?;
         let mut report = ReadingsReport {
             received: parsed.rejected.len(),
             ..Default::default()

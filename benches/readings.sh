@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Readings at city scale (issue 10, acceptance 6), one run, one machine:
+#   1. the city's layers, sensor types and plans into a new store; the server;
+#   2. tiles alone for the idle tile p99 (wrk, ../shared/bench/paths.lua, 2 connections);
+#   3. then at once: the flood of readings (wrk, ../shared/bench/readings.lua: batches of
+#      10,000 over all sensors, 1% over any threshold, 2 threads, 8 connections), the same
+#      tiles, and a probe (benches/readings_probe.py) raising a warning every 0.5 s on
+#      risk points kept out of the flood and timing, from each reading's answer, its
+#      warning on /warnings/stream and in its `warnings` tile.
+#   benches/readings.sh DATASET_DIR [SECONDS]
+set -euo pipefail
+dataset=$(cd "${1:?usage: readings.sh DATASET_DIR [SECONDS]}" && pwd)
+secs=${2:-60}
+here=$(cd "$(dirname "$0")/.." && pwd)
+bench=${SHARED_BENCH:-$here/../shared/bench}
+bin=${RISKMAP_BIN:-$here/target/release/riskmap}
+port=${PORT:-18720}
+work=$(mktemp -d /tmp/riskmap-readbench.XXXXXX)
+pid=
+trap '[[ -n $pid ]] && kill $pid 2>/dev/null; rm -rf "$work"' EXIT
+echo "machine: $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+data=$work/data
+"$bin" --data "$data" init >/dev/null 2>&1
+for l in risk_points pipelines; do "$bin" --data "$data" import --layer $l "$dataset/$l.geojson" 2>&1 | tail -1; done
+"$bin" --data "$data" import --layer sensors "$dataset/sensors.csv" 2>&1 | tail -1
+"$bin" --data "$data" import --plans "$dataset/plans.json" 2>&1 | tail -1
+"$bin" --data "$data" import --sensor-types "$dataset/sensor_types.csv" 2>&1 | tail -1
+key=$("$bin" --data "$data" keys add --role sensor --name bench 2>/dev/null)
+
+# Probe risk points: 300, every sensor of theirs kept out of the flood.
+python3 - "$dataset/sensors.csv" "$work/flood_ids.txt" "$work/probes.csv" <<'PY'
+import csv, random, sys
+rows = list(csv.reader(open(sys.argv[1])))[1:]
+rng = random.Random(7)
+points = sorted({r[2] for r in rows if r[2]})
+probe_points = set(rng.sample(points, 300))
+first = {}
+with open(sys.argv[2], "w") as flood:
+    for r in rows:
+        if r[2] in probe_points:
+            first.setdefault(r[2], r)
+        else:
+            flood.write(r[0] + "\n")
+with open(sys.argv[3], "w") as out:
+    w = csv.writer(out)
+    for p in sorted(first):
+        r = first[p]
+        w.writerow([r[0], p, r[4], r[5]])
+PY
+python3 "$bench/tile_paths.py" "$dataset/risk_points.geojson" --count 2000 > "$work/paths.txt"
+
+RISKMAP_LOG=warn "$bin" --data "$data" serve --no-demo --listen "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
+pid=$!
+for _ in $(seq 300); do curl -fs "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
+base="http://127.0.0.1:$port"
+tiles() { # seconds
+  PATHS=$work/paths.txt PREFIX=/tiles/risk_points,pipelines,sensors,warnings/ SUFFIX=.mvt \
+    wrk -t1 -c2 -d"$1s" --timeout 10s -s "$bench/paths.lua" "$base" | grep rps=
+}
+tiles 5 >/dev/null # warm-up
+idle=$(tiles 20); echo "tiles idle:        $idle"
+
+# The flood's generator stands for thousands of remote devices: it runs at nice 19, so
+# that on this one machine it does not take the CPU from the server it measures.
+SENSORS=$work/flood_ids.txt KEY=$key BATCH=10000 HOT=0.01 \
+  nice -n 19 wrk -t2 -c8 -d"${secs}s" --timeout 30s -s "$bench/readings.lua" "$base" >"$work/flood.txt" 2>&1 &
+flood=$!
+sleep 3
+tiles $((secs - 8)) >"$work/tiles_load.txt" &
+tl=$!
+python3 "$here/benches/readings_probe.py" "$base" "$key" "$work/probes.csv" $((secs - 8)) 0.5 >"$work/probe.txt" &
+pr=$!
+wait $tl; wait $pr; wait $flood
+echo "tiles under load:  $(cat "$work/tiles_load.txt")"
+echo "readings flood:    $(grep readings_per_s "$work/flood.txt")"
+echo "warning delays:    $(cat "$work/probe.txt")"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); server RSS $(( $(ps -o rss= -p $pid) / 1024 )) MiB; open warnings $(curl -s "$base/warnings?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["numberMatched"])')"
+python3 - "$idle" "$(cat "$work/tiles_load.txt")" "$(grep readings_per_s "$work/flood.txt")" "$(cat "$work/probe.txt")" <<'PY'
+import re, sys
+f = lambda s, k: float(re.search(k + r"=([0-9.na]+)", s).group(1))
+idle, load, flood, probe = sys.argv[1:]
+print(f"readings per second: {f(flood, 'readings_per_s'):.0f} (goal: 200000)")
+print(f"reading to warning, p99: SSE {f(probe, 'sse_p99_ms'):.0f} ms, tile {f(probe, 'tile_p99_ms'):.0f} ms (goal: under 1000)")
+print(f"tile p99 under load / idle: {f(load, 'p99_ms'):.1f} / {f(idle, 'p99_ms'):.1f} ms = {f(load, 'p99_ms') / f(idle, 'p99_ms'):.2f}x (goal: at most 2x)")
+PY
