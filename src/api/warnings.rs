@@ -46,6 +46,7 @@ impl From<AlertError> for ApiError {
             }
             AlertError::Invalid { .. } => ApiError::unprocessable(e.to_string()),
             AlertError::NoLayer(_) => ApiError::not_found(e.to_string()),
+            AlertError::Lost => ApiError::internal("readings", e),
             AlertError::Store(s) => s.into(),
         }
     }

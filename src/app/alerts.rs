@@ -155,6 +155,9 @@ pub enum AlertError {
     NoSensor(String),
     #[error("this server has no {0} layer")]
     NoLayer(&'static str),
+    /// The group this request was in ended without an answer for it (a bug: logged).
+    #[error("the readings' group ended without an answer for this request")]
+    Lost,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -622,7 +625,7 @@ impl App {
         });
         self.commit_queued();
         rx.recv()
-            .unwrap_or_else(|_| Err(AlertError::NoLayer("committer (lost the group)")))
+            .unwrap_or_else(|_| Err(AlertError::Lost))
     }
 
     /// Acknowledges or resolves warning `id`, by `by` (`key:ID:NAME`) with a note.
@@ -645,7 +648,7 @@ impl App {
         });
         self.commit_queued();
         rx.recv()
-            .unwrap_or_else(|_| Err(AlertError::NoLayer("committer (lost the group)")))
+            .unwrap_or_else(|_| Err(AlertError::Lost))
     }
 
     /// Commits what is queued, unless another caller's group took it already.
@@ -889,7 +892,7 @@ impl App {
                         Some(r) => r,
                         None => act_results
                             .remove(&j)
-                            .ok_or(AlertError::NoLayer("committer (lost the act)")),
+                            .ok_or(AlertError::Lost),
                     };
                     let _ = reply.send(r);
                 }
