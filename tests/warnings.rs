@@ -272,6 +272,10 @@ async fn readings_over_a_threshold_raise_a_warning_seen_in_the_list_the_tile_and
     // In the list, with the plan's steps for orange.
     let list = http_json(&w.app, "/warnings").await;
     assert_eq!(list["numberMatched"], 1);
+    assert_eq!(
+        http_json(&w.app, "/health").await["alerts"]["open_warnings"],
+        1
+    );
     let one = &list["warnings"][0];
     assert_eq!(
         (one["level"].as_str(), one["state"].as_str()),
@@ -543,6 +547,9 @@ async fn plans_are_versioned_and_a_point_without_one_is_listed() {
     let w = world().await;
     let gaps = http_json(&w.app, "/risk_points?without_plan=true").await;
     assert_eq!(gaps["without_plan"], json!(["R2"]));
+    let health = http_json(&w.app, "/health").await;
+    assert_eq!(health["alerts"]["risk_points_without_plan"], 1);
+    assert_eq!(health["alerts"]["plan_templates"], 1);
     let plan = json!({"template": "P1", "extra_contacts": [{"role": "village_head", "name": "王建国", "phone": "138 0000 0000"}],
                       "add_steps": {"red": ["open the school as a shelter"]}, "notes": "slope above No. 3 school"});
     for key in [&w.officer, &w.sensor] {

@@ -81,6 +81,16 @@ pub async fn health(State(app): State<Arc<App>>) -> Json<Value> {
             disk.reserve_bytes
         ));
     }
+    // Warnings and the gaps in the plans (a risk point whose plan resolves to nothing).
+    let catalog = app.alerts().catalog();
+    let alerts = json!({
+        "open_warnings": app.open_warning_count(),
+        "risk_points_without_plan": app.risk_points_without_plan().map(|v| v.len()).ok(),
+        "sensor_types": catalog.types.len(),
+        "plan_templates": catalog.templates.len(),
+        "point_plans": catalog.point_plans.len(),
+        "last_event": app.alerts().last_event(),
+    });
     Json(json!({
         "status": if reasons.is_empty() { "ok" } else { "degraded" },
         "reasons": reasons,
@@ -97,6 +107,7 @@ pub async fn health(State(app): State<Arc<App>>) -> Json<Value> {
         },
         "features": total,
         "layers": layers,
+        "alerts": alerts,
         "unreadable_rows": unreadable_rows,
         "unreadable": shown,
         "version": env!("CARGO_PKG_VERSION"),

@@ -624,8 +624,7 @@ impl App {
             reply: tx,
         });
         self.commit_queued();
-        rx.recv()
-            .unwrap_or_else(|_| Err(AlertError::Lost))
+        rx.recv().unwrap_or_else(|_| Err(AlertError::Lost))
     }
 
     /// Acknowledges or resolves warning `id`, by `by` (`key:ID:NAME`) with a note.
@@ -647,8 +646,7 @@ impl App {
             reply: tx,
         });
         self.commit_queued();
-        rx.recv()
-            .unwrap_or_else(|_| Err(AlertError::Lost))
+        rx.recv().unwrap_or_else(|_| Err(AlertError::Lost))
     }
 
     /// Commits what is queued, unless another caller's group took it already.
@@ -890,9 +888,7 @@ impl App {
                 Job::Act { reply, .. } => {
                     let r = match results[j].take() {
                         Some(r) => r,
-                        None => act_results
-                            .remove(&j)
-                            .ok_or(AlertError::Lost),
+                        None => act_results.remove(&j).ok_or(AlertError::Lost),
                     };
                     let _ = reply.send(r);
                 }
@@ -1070,6 +1066,12 @@ impl App {
             }
         }
         wl.changes.record(&warn_boxes);
+    }
+
+    /// How many warnings are open (from the `warnings` layer: no wait on a group being
+    /// committed).
+    pub fn open_warning_count(&self) -> usize {
+        self.alerts.layer.index.read().len()
     }
 
     /// The open warnings, newest first (from memory).
