@@ -7,7 +7,7 @@
 #      tiles, and a probe (benches/readings_probe.py) raising a warning every 0.5 s on
 #      risk points kept out of the flood and timing, from each reading's answer, its
 #      warning on /warnings/stream and in its `warnings` tile.
-#   benches/readings.sh DATASET_DIR [SECONDS]
+#   benches/readings.sh DATASET_DIR [SECONDS]     (TILE_LAYERS=... for another tile mix)
 set -euo pipefail
 dataset=$(cd "${1:?usage: readings.sh DATASET_DIR [SECONDS]}" && pwd)
 secs=${2:-60}
@@ -55,7 +55,7 @@ pid=$!
 for _ in $(seq 300); do curl -fs "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
 base="http://127.0.0.1:$port"
 tiles() { # seconds
-  PATHS=$work/paths.txt PREFIX=/tiles/risk_points,pipelines,sensors,warnings/ SUFFIX=.mvt \
+  PATHS=$work/paths.txt PREFIX=/tiles/${TILE_LAYERS:-risk_points,pipelines,sensors,warnings}/ SUFFIX=.mvt \
     wrk -t1 -c2 -d"$1s" --timeout 10s -s "$bench/paths.lua" "$base" | grep rps=
 }
 tiles 5 >/dev/null # warm-up
