@@ -147,13 +147,16 @@ fn killed_during_a_flood_of_readings_every_acknowledged_batch_and_announced_tran
     setup(dir.path());
     let key = cli_key(dir.path(), "sensor");
     let mut rng = ChaCha8Rng::seed_from_u64(10);
-    // Readings' timestamps go forward from now (the server's acceptance window), one
-    // millisecond apart, so no two readings of a run share one.
+    // Readings' timestamps go forward one millisecond apart, so no two readings of a run
+    // share one, from six days ago: hundreds of thousands of them stay inside the
+    // server's acceptance window (7 days back, 5 minutes ahead) from the first post to
+    // the last check. (Starting near now, a fast run posted readings more than 5
+    // minutes ahead: refused as in the future, then taken when posted again later.)
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let clock = Arc::new(AtomicI64::new(now - 60_000));
+    let clock = Arc::new(AtomicI64::new(now - 6 * 86_400_000));
     let acknowledged: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let announced: Arc<Mutex<Vec<(i64, String, u64)>>> = Arc::new(Mutex::new(Vec::new()));
     let mut last_event = 0i64;
@@ -203,6 +206,14 @@ fn killed_during_a_flood_of_readings_every_acknowledged_batch_and_announced_tran
                     match post(&addr, &key, &body) {
                         Some((200, r)) => {
                             assert_eq!(r["received"].as_u64(), Some(n as u64), "{r}");
+                            // Taken, or refused only for coming after a later reading
+                            // of its sensor: posted again, all must be refused.
+                            let other = r["rejected"]
+                                .as_object()
+                                .unwrap()
+                                .keys()
+                                .any(|k| k != "duplicate" && k != "out_of_order");
+                            assert!(!other, "{r}");
                             acked.lock().unwrap().push(body);
                         }
                         Some((s, r)) => panic!("answered {s}: {r}"),
