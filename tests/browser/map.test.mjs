@@ -91,7 +91,7 @@ try {
   // Drawn: the style is loaded, tiles are in, and risk points are on screen.
   await page.waitForFunction(() => {
     const m = window.riskmapMap;
-    return m && m.areTilesLoaded() && m.queryRenderedFeatures({ layers: ['risk-points'] }).length > 0;
+    return m && m.getLayer('risk-points') && m.areTilesLoaded() && m.queryRenderedFeatures({ layers: ['risk-points'] }).length > 0;
   }, null, { timeout: 90_000 });
   if (tiles.ok < 1) fail(`no vector tile was fetched (${JSON.stringify(tiles)})`);
 
@@ -207,7 +207,7 @@ try {
   navigating = false;
   await page.waitForFunction(() => {
     const m = window.riskmapMap;
-    return m && m.areTilesLoaded()
+    return m && m.getLayer('risk-points') && m.areTilesLoaded()
       && m.queryRenderedFeatures({ layers: ['risk-points'] }).some((f) => f.properties.id === 'ZZ-I');
   }, null, { timeout: 60_000 });
   const top = await page.evaluate(() => {
@@ -223,7 +223,7 @@ try {
   navigating = false;
   await page.waitForFunction(() => {
     const m = window.riskmapMap;
-    return m && m.areTilesLoaded() && m.queryRenderedFeatures({ layers: ['risk-points'] }).length > 0
+    return m && m.getLayer('risk-points') && m.areTilesLoaded() && m.queryRenderedFeatures({ layers: ['risk-points'] }).length > 0
       && document.body.dataset.warnings !== undefined;
   }, null, { timeout: 60_000 });
   const before = Number(await page.evaluate(() => document.body.dataset.warnings));
