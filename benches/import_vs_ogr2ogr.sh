@@ -42,6 +42,9 @@ ogr2ogr -f "ESRI Shapefile" -t_srs EPSG:4547 -lco ENCODING=CP936 "$work/pipeline
 start_server() { # data dir -> sets pid, key, base
   local data=$1
   "$bin" --data "$data" init >/dev/null 2>&1
+  # What the features name: plan templates and sensor types.
+  "$bin" --data "$data" import --plans "$dataset/plans.json" >/dev/null
+  "$bin" --data "$data" import --sensor-types "$dataset/sensor_types.csv" >/dev/null
   key=$("$bin" --data "$data" keys add --role admin --name bench 2>/dev/null)
   RISKMAP_LOG=warn "$bin" --data "$data" serve --no-demo --listen "127.0.0.1:$port" >"$data.log" 2>&1 &
   pid=$!

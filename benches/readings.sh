@@ -7,7 +7,8 @@
 #      tiles, and a probe (benches/readings_probe.py) raising a warning every 0.5 s on
 #      risk points kept out of the flood and timing, from each reading's answer, its
 #      warning on /warnings/stream and in its `warnings` tile.
-#   benches/readings.sh DATASET_DIR [SECONDS]     (TILE_LAYERS=... for another tile mix)
+#   benches/readings.sh DATASET_DIR [SECONDS]     (TILE_LAYERS=... for another tile mix,
+#   TILE_PACE_MS=10 for a steady tile load instead of a closed loop)
 set -euo pipefail
 dataset=$(cd "${1:?usage: readings.sh DATASET_DIR [SECONDS]}" && pwd)
 secs=${2:-60}
@@ -22,10 +23,12 @@ echo "machine: $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 data=$work/data
 "$bin" --data "$data" init >/dev/null 2>&1
-for l in risk_points pipelines; do "$bin" --data "$data" import --layer $l "$dataset/$l.geojson" 2>&1 | tail -1; done
-"$bin" --data "$data" import --layer sensors "$dataset/sensors.csv" 2>&1 | tail -1
+# What the features name first: plan templates and sensor types, then risk points and
+# pipelines, then the sensors naming them.
 "$bin" --data "$data" import --plans "$dataset/plans.json" 2>&1 | tail -1
 "$bin" --data "$data" import --sensor-types "$dataset/sensor_types.csv" 2>&1 | tail -1
+for l in risk_points pipelines; do "$bin" --data "$data" import --layer $l "$dataset/$l.geojson" 2>&1 | tail -1; done
+"$bin" --data "$data" import --layer sensors "$dataset/sensors.csv" 2>&1 | tail -1
 key=$("$bin" --data "$data" keys add --role sensor --name bench 2>/dev/null)
 
 # Probe risk points: 300, every sensor of theirs kept out of the flood.
@@ -54,9 +57,15 @@ RISKMAP_LOG=warn "$bin" --data "$data" serve --no-demo --listen "127.0.0.1:$port
 pid=$!
 for _ in $(seq 300); do curl -fs "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
 base="http://127.0.0.1:$port"
+# Tiles: a closed loop on 2 connections (every cycle the server leaves), or with
+# TILE_PACE_MS=D a steady load, TILE_CONNS (default 16) connections each waiting D ms
+# before each request (benches/paced_paths.lua).
 tiles() { # seconds
-  PATHS=$work/paths.txt PREFIX=/tiles/${TILE_LAYERS:-risk_points,pipelines,sensors,warnings}/ SUFFIX=.mvt \
-    wrk -t1 -c2 -d"$1s" --timeout 10s -s "$bench/paths.lua" "$base" | grep rps=
+  local script=$bench/paths.lua conns=2
+  if [[ ${TILE_PACE_MS:-0} != 0 ]]; then script=$here/benches/paced_paths.lua; conns=${TILE_CONNS:-16}; fi
+  SCRIPT_DIR=$bench DELAY_MS=${TILE_PACE_MS:-0} PATHS=$work/paths.txt \
+    PREFIX=/tiles/${TILE_LAYERS:-risk_points,pipelines,sensors,warnings}/ SUFFIX=.mvt \
+    wrk -t1 -c"$conns" -d"$1s" --timeout 10s -s "$script" "$base" | grep rps=
 }
 tiles 5 >/dev/null # warm-up
 idle=$(tiles 20); echo "tiles idle:        $idle"

@@ -20,6 +20,7 @@
 //!   our commits is never applied after it.
 
 mod alerts;
+mod references;
 
 pub use crate::sched::{
     BACKGROUND_NICE, idle_thread_policy, lower_thread_priority, on_idle_thread,
@@ -126,6 +127,16 @@ pub enum EditError {
     NotFound { layer: String, id: String },
     #[error("layer {layer} already has a feature {id:?}")]
     Exists { layer: String, id: String },
+    #[error(
+        "{count} feature(s) of {by} name feature {id:?} of {layer} in {property}: delete them or make them name another first (GET /collections/{by}/items?{property}={id})"
+    )]
+    Referenced {
+        layer: String,
+        id: String,
+        by: String,
+        property: String,
+        count: u32,
+    },
     #[error("the feature changed since it was read (its ETag is now {current})")]
     PreconditionFailed { current: String },
     #[error("{0}")]
@@ -170,6 +181,8 @@ pub struct App {
     /// follower skips them (entries are added before their commit, removed when the
     /// commit fails or the follower has passed them).
     own_changes: Arc<Mutex<BTreeSet<i64>>>,
+    /// [`App::dangling`], with what it was computed from.
+    dangling_cache: Mutex<Option<references::DanglingCache>>,
     /// See [`App::set_pause`].
     pauses: parking_lot::RwLock<Vec<(Pause, PauseFn)>>,
     started: Instant,
@@ -365,6 +378,7 @@ impl App {
             apply_lock: Mutex::new(()),
             follow: Mutex::new(seq),
             own_changes: Arc::new(Mutex::new(BTreeSet::new())),
+            dangling_cache: Mutex::new(None),
             pauses: parking_lot::RwLock::new(Vec::new()),
             started: Instant::now(),
             tiles: crate::tiles::TileCache::new(options.tile_cache_bytes),
@@ -470,6 +484,8 @@ impl App {
         let Prepared { feature, derived } = prepared;
         let kept = derived.kept();
         let _w = self.lock_writers(&ctx)?;
+        self.check_references(def, &feature, None)
+            .map_err(EditError::Invalid)?;
         let fid = self.store.write(|tx| {
             if tx.get_feature(def, &feature.id)?.is_some() {
                 return Err(EditError::Exists {
@@ -565,6 +581,8 @@ impl App {
                 feature: next,
                 derived,
             } = change(&current.feature)?;
+            self.check_references(def, &next, Some(&current.feature))
+                .map_err(EditError::Invalid)?;
             tx.update_feature(def, current.fid, &next, derived.kept().as_deref())?;
             tx.touch_layer(def, Bbox::of_geometry(&next.geometry))?;
             tx.audit(&AuditEntry {
@@ -601,6 +619,15 @@ impl App {
         let state = self.layer_or(layer)?;
         let def = &state.def;
         let _w = self.lock_writers(&ctx)?;
+        if let Some((by, property, count)) = self.referenced_by(&def.name, id) {
+            return Err(EditError::Referenced {
+                layer: def.name.clone(),
+                id: id.to_string(),
+                by,
+                property,
+                count,
+            });
+        }
         let gone = self.store.write(|tx| {
             let current = tx
                 .get_feature(def, id)?
@@ -737,6 +764,8 @@ impl App {
                 });
             }
         }
+        let defs: Vec<Arc<LayerDef>> = self.layers().iter().map(|l| l.def.clone()).collect();
+        opts.references = crate::ingest::reference_check(&self.store, &def, &defs)?;
         let id = uuid::Uuid::new_v4().to_string();
         let (own, marked) = self.own_index_changes(&mut opts);
         let record = |status: u16, report: &ImportReport| -> Result<ImportRecord, StoreError> {

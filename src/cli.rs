@@ -365,7 +365,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let Some(store) = existing_store(&g, &config)? else {
                 return Ok(ExitCode::from(2));
             };
+            let references = match ingest::reference_check(&store, &def, &config.layers) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {}: {e}; nothing was imported", file.display());
+                    return Ok(ExitCode::from(2));
+                }
+            };
             let opts = ImportOptions {
+                references,
                 skip_invalid,
                 actor: cli_actor(),
                 lon_column,

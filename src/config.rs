@@ -11,7 +11,8 @@ use serde::Deserialize;
 
 use crate::model::geometry::MAX_VERTICES;
 use crate::model::{
-    GeometryType, LayerDef, LayerKind, PropertyDef, PropertyType, TileSettings, UnknownProperties,
+    GeometryType, LayerDef, LayerKind, PropertyDef, PropertyType, Reference, TileSettings,
+    UnknownProperties,
 };
 
 /// The layer files built into the binary, for running outside a checkout.
@@ -96,6 +97,20 @@ impl Config {
             layers.push(Arc::new(parse_layer(path, &text)?));
         }
         layers.sort_by(|a, b| a.name.cmp(&b.name));
+        for l in &layers {
+            for (i, p) in l.properties.iter().enumerate() {
+                if let Some(Reference::Layer(target)) = &p.references {
+                    if !layers.iter().any(|t| &t.name == target) {
+                        return Err(ConfigError::Invalid {
+                            path: layers_dir.join(format!("{}.toml", l.name)),
+                            key: format!("properties[{i}].references"),
+                            value: format!("{target:?}"),
+                            reason: "names no layer of this directory".into(),
+                        });
+                    }
+                }
+            }
+        }
         Ok(Config {
             layers_dir: layers_dir.to_path_buf(),
             layers,
@@ -168,6 +183,8 @@ struct RawProperty {
     max: Option<f64>,
     #[serde(default)]
     max_length: Option<usize>,
+    #[serde(default)]
+    references: Option<String>,
 }
 
 /// No tile may exceed this many bytes before compression, whatever its layers.
@@ -352,7 +369,30 @@ pub fn parse_layer(path: &Path, text: &str) -> Result<LayerDef, ConfigError> {
                 "max_length is for string properties",
             ));
         }
+        let references = p.references.as_deref().map(Reference::parse);
+        match (&references, ty) {
+            (None, _)
+            | (Some(Reference::SensorType), PropertyType::Integer)
+            | (Some(Reference::Layer(_) | Reference::PlanTemplate), PropertyType::String) => {}
+            (Some(r), _) => {
+                return Err(invalid(
+                    &key("references"),
+                    &r.config_name(),
+                    "a feature or plan template is named by a string, a sensor type by an integer",
+                ));
+            }
+        }
+        if let Some(Reference::Layer(l)) = &references {
+            if !is_layer_name(l) {
+                return Err(invalid(
+                    &key("references"),
+                    l,
+                    "names a layer, plan-templates or sensor-types",
+                ));
+            }
+        }
         properties.push(PropertyDef {
+            references,
             name: p.name,
             ty,
             title: p.title,
@@ -576,5 +616,37 @@ min = 0
             "{GOOD}[[properties]]\nname = \"DEPTH_M\"\ntype = \"string\"\n"
         ));
         assert!(e.contains("declared twice"), "{e}");
+    }
+
+    #[test]
+    fn references_are_typed_and_name_a_loaded_layer() {
+        let with = |ty: &str, r: &str| {
+            format!("{GOOD}[[properties]]\nname = \"r\"\ntype = \"{ty}\"\nreferences = \"{r}\"\n")
+        };
+        let l = parse_layer(
+            Path::new("layers/wells.toml"),
+            &with("integer", "sensor-types"),
+        )
+        .unwrap();
+        assert_eq!(l.properties[1].references, Some(Reference::SensorType));
+        let l = parse_layer(Path::new("layers/wells.toml"), &with("string", "pumps")).unwrap();
+        assert_eq!(
+            l.properties[1].references,
+            Some(Reference::Layer("pumps".into()))
+        );
+        let e = err(&with("string", "sensor-types"));
+        assert!(e.contains("properties[1].references"), "{e}");
+        let e = err(&with("float", "plan-templates"));
+        assert!(e.contains("properties[1].references"), "{e}");
+        let e = err(&with("string", "Not A Layer"));
+        assert!(e.contains("names a layer"), "{e}");
+        // A layer directory whose layer names a layer it lacks.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("wells.toml"), with("string", "pumps")).unwrap();
+        let e = Config::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("names no layer") && e.contains("wells.toml"),
+            "{e}"
+        );
     }
 }

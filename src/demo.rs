@@ -317,7 +317,9 @@ pub fn synthesize(
         let plans_for_cat: Vec<usize> = (0..scale.plans.max(1))
             .filter(|p| p % CATEGORIES.len() == ci)
             .collect();
-        let plan = plans_for_cat.choose(&mut rng).copied();
+        // One plan per point: a category the scale's plans do not reach takes the
+        // extra template made for it (plan k = its index; see `plan_templates`).
+        let plan = plans_for_cat.choose(&mut rng).copied().or(Some(ci));
         if let Some(layer) = rp_layer {
             let id = format!("R{:06}", i + 1);
             risk_points.push(make(
@@ -524,11 +526,12 @@ const CONTACT_ROLES: [&str; 6] = [
 
 /// The plan templates the demo's risk points name (`P00001`...): plan k for category
 /// k mod 43, its steps growing with the level (blue the first few, red all), from its
-/// own seeded generator.
+/// own seeded generator. At least one per category (43), so every point has a plan
+/// even at a scale with fewer plans than categories.
 pub fn plan_templates(seed: u64, scale: Scale) -> Vec<crate::alerts::plans::Template> {
     use crate::alerts::plans::{Contact, Steps, Template};
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x504c_414e);
-    (0..scale.plans.max(1))
+    (0..scale.plans.max(CATEGORIES.len()))
         .map(|k| {
             let category = CATEGORIES[k % CATEGORIES.len()];
             let n = rng.random_range(4..=9);

@@ -69,4 +69,11 @@ fn a_new_store_gets_the_demo_once() {
         1,
         "not loaded twice"
     );
+    // Every reference holds: each sensor's type and risk point or pipeline, each risk
+    // point's plan template; and every risk point has a plan.
+    assert!(app.dangling().is_empty(), "{:?}", app.dangling());
+    assert_eq!(
+        app.risk_points_without_plan().unwrap(),
+        Vec::<String>::new()
+    );
 }

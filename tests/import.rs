@@ -93,6 +93,47 @@ fn a_csv_in_the_shape_of_the_synthetic_sensors_file_is_read() {
         "id,type_id,risk_point_id,pipeline_id,lon,lat\nS0000001,17,R000012,,106.55,29.56\nS0000002,254,,L000003,106.6,29.6\n",
     )
     .unwrap();
+    // What the sensors name does not exist yet: each such value refused, by field.
+    open_store(dir.path());
+    let (code, _, err) = import(dir.path(), "sensors", &file, &[]);
+    assert_eq!(code, 1, "{err}");
+    for (n, field, value) in [
+        (1, "type_id", "17"),
+        (1, "risk_point_id", "R000012"),
+        (2, "type_id", "254"),
+        (2, "pipeline_id", "L000003"),
+    ] {
+        assert!(
+            err.contains(&format!(
+                "feature {n} (line {}, id \"S000000{n}\"): field '{field}': names \"{value}\"",
+                n + 1
+            )),
+            "{field}: {err}"
+        );
+    }
+    assert!(
+        err.contains("load them first (riskmap import --sensor-types"),
+        "{err}"
+    );
+    assert_eq!(sqlite_count(dir.path(), "sensors"), 0);
+    // Once they exist, the file is taken.
+    store_sensor_types(dir.path(), [17, 254]);
+    let points = dir.path().join("points.geojson");
+    std::fs::write(
+        &points,
+        collection(vec![risk_point("R000012", 106.55, 29.56, "I")]),
+    )
+    .unwrap();
+    cli_import(dir.path(), "risk_points", &points);
+    let line = dir.path().join("line.geojson");
+    std::fs::write(
+        &line,
+        collection(vec![json!({"type": "Feature", "id": "L000003",
+            "geometry": {"type": "LineString", "coordinates": [[106.6, 29.6], [106.61, 29.61]]},
+            "properties": {"id": "L000003", "kind": "gas", "material": "steel", "diameter_mm": 300, "district": "Yuzhong"}})]),
+    )
+    .unwrap();
+    cli_import(dir.path(), "pipelines", &line);
     let (code, out, err) = import(dir.path(), "sensors", &file, &[]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("2 added"), "{out}");

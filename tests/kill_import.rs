@@ -37,13 +37,14 @@ fn write_geojson(path: &Path, prefix: &str) {
     std::fs::write(path, collection(f)).unwrap();
 }
 
+/// Sensors on the probe's risk points (`P-00000`...), of types 1 to 254.
 fn write_csv(path: &Path, prefix: &str) {
     let mut s = String::from("id,type_id,risk_point_id,pipeline_id,lon,lat\n");
     for i in 0..N * 3 {
         s.push_str(&format!(
-            "{prefix}-{i:06},{},R{:06},,{},{}\n",
+            "{prefix}-{i:06},{},P-{:05},,{},{}\n",
             i % 254 + 1,
-            i % 1000,
+            i % N,
             106.0 + (i % 900) as f64 * 1e-3,
             29.5 + (i / 900) as f64 * 1e-3
         ));
@@ -252,7 +253,8 @@ fn the_checker_detects_a_partial_import() {
 #[test]
 fn sigkill_at_random_moments_leaves_each_file_whole_or_absent() {
     let dir = tempfile::tempdir().unwrap();
-    open_store(dir.path());
+    // The sensors' types; their risk points are the probe's (written first, never killed).
+    store_sensor_types(dir.path(), 1..=254);
     let mut rng = ChaCha8Rng::seed_from_u64(20_261_122);
     // How long a full import takes here, to spread the kills over it.
     let probe = dir.path().join("probe.geojson");

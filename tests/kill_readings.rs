@@ -95,6 +95,27 @@ fn listen(
 fn setup(dir: &Path) {
     let work = dir.join("files");
     std::fs::create_dir_all(&work).unwrap();
+    // The sensor type and plan template first: the features name them.
+    std::fs::write(
+        work.join("types.csv"),
+        "type_id,family,name,unit,warn_above,alarm_above\n3,water_level,w,m,2,3\n",
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("plans.json"),
+        json!([{"id": "P1", "title": "t", "category": "landslide", "levels": {"red": ["evacuate"]}}]).to_string(),
+    )
+    .unwrap();
+    for (flag, file) in [("--sensor-types", "types.csv"), ("--plans", "plans.json")] {
+        let o = riskmap(&[
+            "import",
+            "--data",
+            dir.to_str().unwrap(),
+            flag,
+            work.join(file).to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
     let mut points = Vec::new();
     for i in 0..POINTS {
         let mut p = risk_point(
@@ -119,26 +140,6 @@ fn setup(dir: &Path) {
     }
     std::fs::write(work.join("sensors.csv"), csv).unwrap();
     cli_import(dir, "sensors", &work.join("sensors.csv"));
-    std::fs::write(
-        work.join("types.csv"),
-        "type_id,family,name,unit,warn_above,alarm_above\n3,water_level,w,m,2,3\n",
-    )
-    .unwrap();
-    std::fs::write(
-        work.join("plans.json"),
-        json!([{"id": "P1", "title": "t", "category": "landslide", "levels": {"red": ["evacuate"]}}]).to_string(),
-    )
-    .unwrap();
-    for (flag, file) in [("--sensor-types", "types.csv"), ("--plans", "plans.json")] {
-        let o = riskmap(&[
-            "import",
-            "--data",
-            dir.to_str().unwrap(),
-            flag,
-            work.join(file).to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{}", text(&o.stderr));
-    }
 }
 
 #[test]

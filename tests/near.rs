@@ -586,7 +586,13 @@ async fn the_context_of_a_risk_point_holds_its_sensors_and_its_surroundings() {
         Geometry::Point(p) => (p.x(), p.y()),
         _ => unreachable!(),
     };
+    let types = riskmap::alerts::sensor_types::parse_csv(
+        b"type_id,family,name,unit,warn_above,alarm_above\n7,rainfall,r,mm,50,100\n",
+    )
+    .unwrap();
+    w.app.put_sensor_types(&types, "test").unwrap();
     let sensor = |id: &str, dx: f64, attached: &str| {
+        let attached = (!attached.is_empty()).then_some(attached);
         json!({"type": "Feature", "id": id, "geometry": {"type": "Point", "coordinates": [lon + dx, lat]},
                "properties": {"type_id": 7, "risk_point_id": attached}})
     };

@@ -133,6 +133,17 @@ fn concrete(path: &str, op: &Value) -> String {
 async fn the_api_document_covers_every_route_and_every_operation_answers() {
     let dir = tempfile::tempdir().unwrap();
     let app = open_app(dir.path());
+    // The sensor type and plan template first: the features name them.
+    let types = riskmap::alerts::sensor_types::parse_csv(
+        b"type_id,family,name,unit,warn_above,alarm_above\n3,water_level,w,m,2,3\n",
+    )
+    .unwrap();
+    app.put_sensor_types(&types, "test").unwrap();
+    let plans = riskmap::alerts::plans::parse_templates(
+        br#"[{"id": "T1", "title": "t", "category": "landslide", "levels": {"red": ["evacuate"]}}]"#,
+    )
+    .unwrap();
+    app.put_templates(&plans, "test").unwrap();
     let mut p00 = risk_point("P00", 106.5, 29.5, "III");
     p00["properties"]["plan_id"] = serde_json::json!("T1");
     create(&app, "risk_points", &p00);
@@ -144,16 +155,6 @@ async fn the_api_document_covers_every_route_and_every_operation_answers() {
             "geometry": {"type": "Point", "coordinates": [106.5, 29.5]},
             "properties": {"id": "S1", "type_id": 3, "risk_point_id": "P00"}}),
     );
-    let types = riskmap::alerts::sensor_types::parse_csv(
-        b"type_id,family,name,unit,warn_above,alarm_above\n3,water_level,w,m,2,3\n",
-    )
-    .unwrap();
-    app.put_sensor_types(&types, "test").unwrap();
-    let plans = riskmap::alerts::plans::parse_templates(
-        br#"[{"id": "T1", "title": "t", "category": "landslide", "levels": {"red": ["evacuate"]}}]"#,
-    )
-    .unwrap();
-    app.put_templates(&plans, "test").unwrap();
     let now = app.alerts().now();
     let r = app
         .post_readings(

@@ -185,50 +185,69 @@ fn geojson_with_a_byte_order_mark_and_csv_with_spaces_are_read() {
     cli_import(dir.path(), "risk_points", &noext);
     // Spaces around header names and numbers are layout; text cells are data, kept
     // verbatim, quoted or not (the csv crate cannot tell which were quoted).
+    store_sensor_types(dir.path(), [1, 254]);
     let csv = dir.path().join("s.csv");
     std::fs::write(
         &csv,
-        "id , type_id, risk_point_id ,lon, lat\nS1, 254.0 ,R000001, 106.5 , 29.5\nS2,1,\"  R 1  \",106.5,29.5\nS3,1,  R 2 ,106.5,29.5\nS4,1,\"   \",106.5,29.5\n",
+        "id , type_id, risk_point_id ,lon, lat\nS1, 254.0 ,R1, 106.5 , 29.5\n",
     )
     .unwrap();
     cli_import(dir.path(), "sensors", &csv);
     let store = open_store(dir.path());
-    let get = |id: &str| store.get_feature(&layer("sensors"), id).unwrap().unwrap();
-    let s = get("S1");
+    let s = store.get_feature(&layer("sensors"), "S1").unwrap().unwrap();
     assert_eq!(s.feature.values[0], riskmap::model::Value::Int(254));
     assert_eq!(
         s.feature.values[1],
-        riskmap::model::Value::Text("R000001".into())
+        riskmap::model::Value::Text("R1".into())
     );
     assert_eq!(
         s.feature.geometry,
         geo_types::Geometry::Point(geo_types::Point::new(106.5, 29.5))
     );
-    for (id, text) in [("S2", "  R 1  "), ("S3", "  R 2 "), ("S4", "   ")] {
-        assert_eq!(
-            get(id).feature.values[1],
-            riskmap::model::Value::Text(text.into()),
-            "{id}"
-        );
-    }
+    let csv = dir.path().join("r.csv");
+    std::fs::write(
+        &csv,
+        "id , name, category,level , district ,lon, lat\nR2,\"  R 1  \",landslide,I,  R 2 ,106.5,29.5\nR3,\"   \",landslide,I,x,106.5,29.5\n",
+    )
+    .unwrap();
+    cli_import(dir.path(), "risk_points", &csv);
+    let get = |id: &str| {
+        store
+            .get_feature(&layer("risk_points"), id)
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(
+        get("R2").feature.values[0],
+        riskmap::model::Value::Text("  R 1  ".into())
+    );
+    assert_eq!(
+        get("R2").feature.values[3],
+        riskmap::model::Value::Text("  R 2 ".into())
+    );
+    assert_eq!(
+        get("R3").feature.values[0],
+        riskmap::model::Value::Text("   ".into())
+    );
 }
 
 /// 5,000 sensors on a grid around (106.55, 29.55) and one risk point, written by
-/// `riskmap import` (fids 1..=5000 and 1).
+/// `riskmap import` (fids 1 and 1..=5000), with their types.
 fn good_store(dir: &std::path::Path) {
-    let csv = dir.join("sensors.csv");
-    let mut text = String::from("id,type_id,risk_point_id,lon,lat\n");
-    for i in 0..5_000 {
-        let (x, y) = sensor_position(i);
-        text += &format!("S{i:04},{},R000001,{x},{y}\n", 1 + i % 254);
-    }
-    std::fs::write(&csv, text).unwrap();
-    cli_import(dir, "sensors", &csv);
+    store_sensor_types(dir, 1..=254);
     import(
         dir,
         "risk_points",
         vec![risk_point("R1", 106.55, 29.55, "I")],
     );
+    let csv = dir.join("sensors.csv");
+    let mut text = String::from("id,type_id,risk_point_id,lon,lat\n");
+    for i in 0..5_000 {
+        let (x, y) = sensor_position(i);
+        text += &format!("S{i:04},{},R1,{x},{y}\n", 1 + i % 254);
+    }
+    std::fs::write(&csv, text).unwrap();
+    cli_import(dir, "sensors", &csv);
 }
 
 fn sensor_position(i: usize) -> (f64, f64) {

@@ -770,7 +770,19 @@ async fn after_an_edit_or_import_no_tile_shows_the_old_state() {
 
     assert_fresh(&app, layers, &all, "after re-import").await;
 
-    // A delete, too.
+    // A delete, too: of its sensors first (a risk point its sensors name cannot go).
+    let attached: Vec<String> = {
+        let sensors = app.layer("sensors").unwrap();
+        let idx = sensors.index.read();
+        idx.slots()
+            .filter(|&s| idx.value(s, 1) == riskmap::model::ValueRef::Text(&id))
+            .map(|s| idx.id(s).to_string())
+            .collect()
+    };
+    assert!(!attached.is_empty());
+    for s in &attached {
+        app.delete(Default::default(), "sensors", s).unwrap();
+    }
     let req = Request::builder()
         .method(Method::DELETE)
         .uri(format!("/collections/risk_points/items/{id}"))

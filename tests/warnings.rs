@@ -84,44 +84,25 @@ fn clock_of(c: &Arc<AtomicI64>) -> riskmap::app::Clock {
 }
 
 /// Two risk points (R1 with plan P1, R2 near pipeline L1), sensors S1 and S2 on R1,
-/// S3 on L1, S4 of a type without thresholds; water-level types and plans loaded over
-/// HTTP.
+/// S3 on L1; water-level types and plans loaded over HTTP first (the features name
+/// them). S4 names type 99, which nobody loaded: a row another tool wrote, which the
+/// server serves after its restart but cannot judge.
 async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let app = open_app(dir.path());
-    let clock = Arc::new(AtomicI64::new(T0));
-    app.set_clock(clock_of(&clock));
-    let mut r1 = risk_point("R1", 106.55, 29.56, "I");
-    r1["properties"]["plan_id"] = json!("P1");
-    create(&app, "risk_points", &r1);
-    create(&app, "risk_points", &risk_point("R2", 106.60, 29.60, "III"));
-    create(
-        &app,
-        "pipelines",
-        &json!({"type": "Feature", "id": "L1",
-            "geometry": {"type": "LineString", "coordinates": [[106.5995, 29.5995], [106.6005, 29.6005]]},
-            "properties": {"id": "L1", "kind": "gas", "material": "steel", "diameter_mm": 300, "district": "Yuzhong"}}),
-    );
-    for (id, ty, rp, pipe, lon, lat) in [
-        ("S1", 3, Some("R1"), None, 106.5501, 29.5601),
-        ("S2", 3, Some("R1"), None, 106.5502, 29.5602),
-        ("S3", 3, None, Some("L1"), 106.6, 29.6),
-        ("S4", 99, Some("R2"), None, 106.6, 29.6),
-    ] {
-        create(
-            &app,
-            "sensors",
-            &json!({"type": "Feature", "id": id,
-                "geometry": {"type": "Point", "coordinates": [lon, lat]},
-                "properties": {"id": id, "type_id": ty, "risk_point_id": rp, "pipeline_id": pipe}}),
-        );
-    }
     let key = |r: Role| app.store().add_key("test", r, r.name()).unwrap().secret;
+    let (sensor, officer, planner, viewer) = (
+        key(Role::Sensor),
+        key(Role::DutyOfficer),
+        key(Role::Planner),
+        key(Role::Viewer),
+    );
+    let clock = Arc::new(AtomicI64::new(T0));
     let w = World {
-        sensor: key(Role::Sensor),
-        officer: key(Role::DutyOfficer),
-        planner: key(Role::Planner),
-        viewer: key(Role::Viewer),
+        sensor,
+        officer,
+        planner,
+        viewer,
         _dir: dir,
         app,
         clock,
@@ -148,7 +129,79 @@ async fn world() -> World {
         )
         .await;
     assert_eq!(s, 200, "{r}");
-    w
+    let app = &w.app;
+    let mut r1 = risk_point("R1", 106.55, 29.56, "I");
+    r1["properties"]["plan_id"] = json!("P1");
+    create(app, "risk_points", &r1);
+    create(app, "risk_points", &risk_point("R2", 106.60, 29.60, "III"));
+    create(
+        app,
+        "pipelines",
+        &json!({"type": "Feature", "id": "L1",
+            "geometry": {"type": "LineString", "coordinates": [[106.5995, 29.5995], [106.6005, 29.6005]]},
+            "properties": {"id": "L1", "kind": "gas", "material": "steel", "diameter_mm": 300, "district": "Yuzhong"}}),
+    );
+    let sensor = |id: &str, ty: i64, rp: Option<&str>, pipe: Option<&str>, lon: f64, lat: f64| {
+        json!({"type": "Feature", "id": id,
+            "geometry": {"type": "Point", "coordinates": [lon, lat]},
+            "properties": {"id": id, "type_id": ty, "risk_point_id": rp, "pipeline_id": pipe}})
+    };
+    create(
+        app,
+        "sensors",
+        &sensor("S1", 3, Some("R1"), None, 106.5501, 29.5601),
+    );
+    create(
+        app,
+        "sensors",
+        &sensor("S2", 3, Some("R1"), None, 106.5502, 29.5602),
+    );
+    create(
+        app,
+        "sensors",
+        &sensor("S3", 3, None, Some("L1"), 106.6, 29.6),
+    );
+    // The server refuses S4 (its type names nothing) ...
+    let def = app.layer("sensors").unwrap().def.clone();
+    let s4 = riskmap::model::Feature::from_geojson(
+        &def,
+        &sensor("S4", 99, Some("R2"), None, 106.6, 29.6),
+    )
+    .unwrap();
+    let refused = app.create(Default::default(), "sensors", s4.clone());
+    assert!(
+        matches!(&refused, Err(riskmap::app::EditError::Invalid(e)) if e.field == "type_id"),
+        "{refused:?}"
+    );
+    // ... which another tool wrote all the same; the server serves it after a restart.
+    app.store()
+        .write(|tx| {
+            tx.insert_feature(&def, &s4, None)?;
+            tx.commit()
+        })
+        .unwrap();
+    let dir = w.app.store().path().parent().unwrap().to_path_buf();
+    let World {
+        app,
+        _dir,
+        clock,
+        sensor,
+        officer,
+        planner,
+        viewer,
+    } = w;
+    drop(app);
+    let app = open_app(&dir);
+    app.set_clock(clock_of(&clock));
+    World {
+        app,
+        _dir,
+        clock,
+        sensor,
+        officer,
+        planner,
+        viewer,
+    }
 }
 
 /// The features of one layer of a tile: their tags.
@@ -797,4 +850,157 @@ async fn every_message_of_a_warnings_life_is_valid_cap_1_2_and_the_feed_links_th
     assert!(cancel.contains("<responseType>AllClear</responseType>"));
     let (s, _, _) = http(&w.app, "GET", "/warnings/999.cap", &[], None).await;
     assert_eq!(s.as_u16(), 404);
+}
+
+#[tokio::test]
+async fn references_hold_in_edits_imports_and_deletes_and_what_dangles_is_counted() {
+    let w = world().await;
+    let planner = w.planner.clone();
+    let sensor = |id: &str, ty: i64, rp: &str| {
+        json!({"type": "Feature", "id": id,
+            "geometry": {"type": "Point", "coordinates": [106.55, 29.56]},
+            "properties": {"id": id, "type_id": ty, "risk_point_id": rp}})
+        .to_string()
+    };
+    // A sensor naming a risk point that does not exist: 422 naming the field.
+    let ct = "application/geo+json";
+    let (s, r) = w
+        .post(
+            "/collections/sensors/items",
+            &planner,
+            ct,
+            sensor("S9", 3, "R404"),
+        )
+        .await;
+    assert_eq!(s, 422, "{r}");
+    let detail = r["description"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("risk_point_id") && detail.contains("R404"),
+        "{r}"
+    );
+    // A risk point naming a plan template nobody loaded.
+    let mut rp = risk_point("R9", 106.5, 29.5, "II");
+    rp["properties"]["plan_id"] = json!("P404");
+    let (s, r) = w
+        .post(
+            "/collections/risk_points/items",
+            &planner,
+            ct,
+            rp.to_string(),
+        )
+        .await;
+    assert_eq!(s, 422, "{r}");
+    assert!(
+        r["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("plan_id"),
+        "{r}"
+    );
+    // Naming what exists is accepted.
+    let (s, r) = w
+        .post(
+            "/collections/sensors/items",
+            &planner,
+            ct,
+            sensor("S9", 3, "R2"),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    // A patch changing a reference to nothing is refused; S4 (its type dangles) can
+    // still be corrected in another property.
+    let auth = format!("Bearer {planner}");
+    let patch = |id: &str, body: Value| {
+        let (app, auth, uri) = (
+            w.app.clone(),
+            auth.clone(),
+            format!("/collections/sensors/items/{id}"),
+        );
+        async move {
+            let (s, _, b) = http(
+                &app,
+                "PATCH",
+                &uri,
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/merge-patch+json"),
+                ],
+                Some(body.to_string()),
+            )
+            .await;
+            (s.as_u16(), String::from_utf8_lossy(&b).to_string())
+        }
+    };
+    let (s, b) = patch("S9", json!({"properties": {"risk_point_id": "R405"}})).await;
+    assert_eq!(s, 422, "{b}");
+    let (s, b) = patch("S4", json!({"properties": {"risk_point_id": "R1"}})).await;
+    assert_eq!(s, 200, "{b}");
+    // Deleting a risk point its sensors name: 409, naming who names it.
+    let (s, _, b) = http(
+        &w.app,
+        "DELETE",
+        "/collections/risk_points/items/R1",
+        &[("authorization", &auth)],
+        None,
+    )
+    .await;
+    let b = String::from_utf8_lossy(&b);
+    assert_eq!(s.as_u16(), 409, "{b}");
+    assert!(
+        b.contains("3 feature(s) of sensors") && b.contains("risk_point_id"),
+        "{b}"
+    );
+    assert!(
+        w.app
+            .layer("risk_points")
+            .unwrap()
+            .index
+            .read()
+            .slot("R1")
+            .is_some()
+    );
+    // An upload naming nothing: every such feature refused with its field, nothing written.
+    let importer = w
+        .app
+        .store()
+        .add_key("test", Role::Importer, "importer")
+        .unwrap()
+        .secret;
+    let csv = "id,type_id,risk_point_id,pipeline_id,lon,lat\nS20,3,R1,,106.55,29.56\nS21,7,R404,,106.55,29.56\nS22,3,,L404,106.55,29.56\n";
+    let (s, r) = w
+        .post(
+            "/collections/sensors/imports",
+            &importer,
+            "text/csv",
+            csv.into(),
+        )
+        .await;
+    assert_eq!(s, 422, "{r}");
+    let fields: Vec<(u64, &str)> = r["rejections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["feature"].as_u64().unwrap(), x["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        fields,
+        vec![(2, "type_id"), (2, "risk_point_id"), (3, "pipeline_id")],
+        "{r}"
+    );
+    assert!(
+        w.app
+            .layer("sensors")
+            .unwrap()
+            .index
+            .read()
+            .slot("S20")
+            .is_none()
+    );
+    // What dangles: S4's type 99, no longer its risk point.
+    let health = http_json(&w.app, "/health").await;
+    assert_eq!(
+        health["dangling_references"],
+        json!([{"layer": "sensors", "property": "type_id", "references": "sensor-types",
+                "features": 1, "examples": ["99"]}])
+    );
 }

@@ -44,6 +44,9 @@ fn describe(l: &LayerState, base: &str) -> Value {
         if let Some(m) = p.max_length {
             o.insert("max_length".into(), m.into());
         }
+        if let Some(r) = &p.references {
+            o.insert("references".into(), r.config_name().into());
+        }
         if matches!(p.ty, PropertyType::Date | PropertyType::DateTime) {
             o.insert(
                 "format".into(),

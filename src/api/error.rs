@@ -130,7 +130,7 @@ impl From<EditError> for ApiError {
             EditError::UnknownLayer(_) | EditError::NotFound { .. } => {
                 ApiError::not_found(e.to_string())
             }
-            EditError::Exists { .. } => {
+            EditError::Exists { .. } | EditError::Referenced { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "Conflict", e.to_string())
             }
             EditError::ReadOnly(_) => ApiError::new(

@@ -108,6 +108,9 @@ pub async fn health(State(app): State<Arc<App>>) -> Json<Value> {
         "features": total,
         "layers": layers,
         "alerts": alerts,
+        // References naming nothing (a sensor's risk point, pipeline or type, a risk
+        // point's plan template): gaps the centre must close.
+        "dangling_references": app.dangling(),
         "unreadable_rows": unreadable_rows,
         "unreadable": shown,
         "version": env!("CARGO_PKG_VERSION"),

@@ -222,12 +222,14 @@ fn operations(f: &ApiFacts<'_>) -> Vec<(String, PathItemType, utoipa::openapi::p
         (
             "/collections/{collectionId}/items/{featureId}".to_string(),
             Delete,
-            edit("deleteFeature", "Delete a feature", "Deletes the feature. With `If-Match`, only if it is still that version.")
+            edit("deleteFeature", "Delete a feature", "Deletes the feature. With `If-Match`, only if it is still that version. \
+                    A feature that features of another layer name (a risk point its sensors name) is not deleted: 409, naming them.")
                 .parameter(collection_id(f))
                 .parameter(feature_id())
                 .parameter(if_match())
                 .response("204", ResponseBuilder::new().description("Deleted.").build())
                 .response("404", error_ref())
+                .response("409", error_ref())
                 .response("412", error_ref()),
         ),
         (

@@ -240,6 +240,7 @@ pub fn warnings_layer_def() -> LayerDef {
         min: None,
         max: None,
         max_length: None,
+        references: None,
     };
     LayerDef {
         name: WARNINGS_LAYER.into(),

@@ -71,6 +71,23 @@ impl Interner {
         (sym != 0).then(|| self.strings[sym as usize - 1].as_str())
     }
 
+    /// How many cells hold `s`.
+    pub fn uses(&self, s: &str) -> u32 {
+        let hash = self.hasher.hash_one(s);
+        self.lookup
+            .find(hash, |(k, _)| k.as_str() == s)
+            .map_or(0, |&(_, sym)| self.counts[sym as usize - 1])
+    }
+
+    /// Each live string with the number of cells holding it.
+    pub fn each(&self) -> impl Iterator<Item = (&str, u32)> + '_ {
+        self.strings
+            .iter()
+            .zip(&self.counts)
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, &n)| (s.as_str(), n))
+    }
+
     /// Number of distinct live strings.
     pub fn len(&self) -> usize {
         self.strings.len() - self.free.len()
@@ -196,6 +213,32 @@ impl Column {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How many cells hold this text (0 for other columns).
+    pub fn text_uses(&self, s: &str) -> u32 {
+        match self {
+            Column::Text { strings, .. } => strings.uses(s),
+            _ => 0,
+        }
+    }
+
+    /// Each distinct text of a text column with the number of cells holding it; each
+    /// distinct integer of an integer column (as text) likewise.
+    pub fn distinct(&self) -> Vec<(String, u32)> {
+        match self {
+            Column::Text { strings, .. } => {
+                strings.each().map(|(s, n)| (s.to_string(), n)).collect()
+            }
+            Column::Int(v) => {
+                let mut m = hashbrown::HashMap::<i64, u32>::new();
+                for i in v.iter().flatten() {
+                    *m.entry(*i).or_default() += 1;
+                }
+                m.into_iter().map(|(i, n)| (i.to_string(), n)).collect()
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Distinct strings of a text column (for memory reports).

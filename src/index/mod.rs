@@ -667,6 +667,17 @@ impl LayerIndex {
         self.columns[prop].symbol(slot as usize)
     }
 
+    /// How many features have text `s` in property `prop` (a text property).
+    pub fn uses(&self, prop: usize, s: &str) -> u32 {
+        self.columns[prop].text_uses(s)
+    }
+
+    /// Each distinct value of property `prop` (text, or an integer as text) with the
+    /// number of features having it.
+    pub fn distinct(&self, prop: usize) -> Vec<(String, u32)> {
+        self.columns[prop].distinct()
+    }
+
     /// Whether property `prop` is held as interned text.
     pub fn is_text(&self, prop: usize) -> bool {
         matches!(self.columns[prop], Column::Text { .. })

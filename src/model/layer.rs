@@ -69,6 +69,68 @@ pub struct PropertyDef {
     pub max: Option<f64>,
     /// Longest text in characters (Unicode scalar values).
     pub max_length: Option<usize>,
+    /// What a value of this property names, which must exist (`references = ...`).
+    pub references: Option<Reference>,
+}
+
+/// What a property's value names: a feature of another layer (by its id) or an entry
+/// of the warning catalogue. Imports and edits refuse a value naming nothing; deleting
+/// a feature that others name is refused; `/health` counts what still dangles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reference {
+    /// The id of a feature of this layer (`references = "risk_points"`).
+    Layer(String),
+    /// A plan template (`references = "plan-templates"`).
+    PlanTemplate,
+    /// A sensor type (`references = "sensor-types"`).
+    SensorType,
+}
+
+impl Reference {
+    pub fn parse(s: &str) -> Reference {
+        match s {
+            "plan-templates" => Reference::PlanTemplate,
+            "sensor-types" => Reference::SensorType,
+            layer => Reference::Layer(layer.to_string()),
+        }
+    }
+
+    /// As written in a layer file.
+    pub fn config_name(&self) -> &str {
+        match self {
+            Reference::Layer(l) => l,
+            Reference::PlanTemplate => "plan-templates",
+            Reference::SensorType => "sensor-types",
+        }
+    }
+
+    /// The problem of a value `shown` naming nothing; `none_exist` when nothing it
+    /// could name exists (the catalogue not loaded yet, an empty layer).
+    pub fn missing(&self, shown: &str, none_exist: bool) -> String {
+        let (noun, how) = match self {
+            Reference::Layer(l) => (
+                format!("a feature of {l}"),
+                format!("import or create it in {l} first"),
+            ),
+            Reference::PlanTemplate if none_exist => (
+                "a plan template".into(),
+                "no plan template is loaded: load them first (riskmap import --plans, or PUT /plan-templates/{id})".into(),
+            ),
+            Reference::PlanTemplate => (
+                "a plan template".into(),
+                "GET /plan-templates lists those loaded".into(),
+            ),
+            Reference::SensorType if none_exist => (
+                "a sensor type".into(),
+                "no sensor type is loaded: load them first (riskmap import --sensor-types, or PUT /sensor-types)".into(),
+            ),
+            Reference::SensorType => (
+                "a sensor type".into(),
+                "GET /sensor-types lists those loaded".into(),
+            ),
+        };
+        format!("names {shown:?}, which is not {noun}: {how}")
+    }
 }
 
 /// How a layer is drawn in vector tiles (`[tiles]` in the layer file). Distances are in
@@ -464,6 +526,7 @@ mod tests {
             min: None,
             max: None,
             max_length: None,
+            references: None,
         }
     }
 

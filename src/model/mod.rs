@@ -17,7 +17,7 @@ pub use access::{Action, Role};
 pub use bbox::Bbox;
 pub use feature::{Feature, FeatureRef, FieldError, StoredFeature};
 pub use geometry::GeometryType;
-pub use layer::{LayerDef, LayerKind, PropertyDef, TileSettings, UnknownProperties};
+pub use layer::{LayerDef, LayerKind, PropertyDef, Reference, TileSettings, UnknownProperties};
 pub use unreadable::{UnreadableRow, UnreadableRows};
 pub use value::{PropertyType, Value, ValueRef};
 
@@ -36,6 +36,7 @@ pub(crate) mod test_layers {
             min: None,
             max: None,
             max_length: None,
+            references: None,
         }
     }
 

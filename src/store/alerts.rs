@@ -349,6 +349,43 @@ fn parse_versioned<T: serde::de::DeserializeOwned>(
 }
 
 impl Store {
+    /// What exists to be named by a reference: the ids of a layer's features (`layer`,
+    /// the referenced layer's definition), of the plan templates, or of the sensor
+    /// types (as text). For an import's check of the references of its features.
+    pub fn referable_ids(
+        &self,
+        reference: &crate::model::Reference,
+        layer: Option<&crate::model::LayerDef>,
+    ) -> Result<hashbrown::HashSet<String>, StoreError> {
+        use crate::model::Reference;
+        let sql_text = match (reference, layer) {
+            (Reference::Layer(_), Some(l)) => format!(
+                "SELECT {} FROM {}",
+                super::schema::q(&l.id_property),
+                super::schema::q(&l.name)
+            ),
+            (Reference::Layer(name), None) => {
+                return Err(StoreError::Invalid {
+                    reason: format!("no layer {name:?} to check references against"),
+                });
+            }
+            (Reference::PlanTemplate, _) => "SELECT DISTINCT id FROM riskmap_plan_templates".into(),
+            (Reference::SensorType, _) => {
+                "SELECT CAST(type_id AS TEXT) FROM riskmap_sensor_types".into()
+            }
+        };
+        self.read(|c| {
+            let mut s = c
+                .prepare(&sql_text)
+                .map_err(sql("reading what references may name"))?;
+            let rows = s
+                .query_map([], |r| r.get::<_, String>(0))
+                .and_then(|r| r.collect::<Result<hashbrown::HashSet<_>, _>>())
+                .map_err(sql("reading what references may name"))?;
+            Ok(rows)
+        })
+    }
+
     /// Every sensor type with its version.
     pub fn sensor_types(&self) -> Result<Vec<(SensorType, i64)>, StoreError> {
         self.read(|c| {

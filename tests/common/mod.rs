@@ -121,6 +121,25 @@ pub fn sqlite_audit_count(dir: &Path, action: &str) -> i64 {
     .expect("count")
 }
 
+/// Writes sensor types `ids` into the store in `dir` (water level, yellow above 2 m,
+/// red above 3 m): a sensor names its type, so tests load types before sensors.
+pub fn store_sensor_types(dir: &Path, ids: impl IntoIterator<Item = u32>) {
+    let store = open_store(dir);
+    let mut csv = String::from("type_id,family,name,unit,warn_above,alarm_above\n");
+    for i in ids {
+        csv += &format!("{i},water_level,water_level_model_{i},m,2,3\n");
+    }
+    let types = riskmap::alerts::sensor_types::parse_csv(csv.as_bytes()).expect("types parse");
+    store
+        .write(|tx| {
+            for t in &types {
+                tx.put_sensor_type(t, "test")?;
+            }
+            tx.commit()
+        })
+        .expect("types written");
+}
+
 /// Imports `file` into `layer` of the store in `dir` with the `riskmap` binary, as
 /// another process would; panics with the importer's message if it fails.
 pub fn cli_import(dir: &Path, layer: &str, file: &Path) {

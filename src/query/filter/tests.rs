@@ -40,6 +40,7 @@ fn prop(name: &str, ty: PropertyType) -> PropertyDef {
         min: None,
         max: None,
         max_length: None,
+        references: None,
     }
 }
 
