@@ -650,10 +650,19 @@ impl App {
             self.commit_own(&ctx, tx, seq)?;
             Ok::<_, EditError>(current)
         })?;
-        let _a = self.apply_lock.lock();
-        remove_from(&state, &mut state.index.write(), id);
+        {
+            let _a = self.apply_lock.lock();
+            remove_from(&state, &mut state.index.write(), id);
+        }
+        drop(_w);
         metrics::counter!("riskmap_edits_total", "layer" => def.name.clone(), "action" => "delete")
             .increment(1);
+        if def.kind == crate::model::LayerKind::Sensor {
+            // Its level stops counting now (its warnings fall), not at a next reading.
+            if let Err(e) = self.sweep_sensors() {
+                tracing::warn!(error = %e, sensor = id, "the warnings of a deleted sensor were not updated yet; the next readings will");
+            }
+        }
         Ok(gone)
     }
 
@@ -839,6 +848,11 @@ impl App {
                 _ => {
                     self.disown(&marked);
                     self.follow_changes()?;
+                }
+            }
+            if def.kind == crate::model::LayerKind::Sensor && report.deleted > 0 {
+                if let Err(e) = self.sweep_sensors() {
+                    tracing::warn!(error = %e, "the warnings of deleted sensors were not updated yet; the next readings will");
                 }
             }
             return Ok(UploadOutcome {

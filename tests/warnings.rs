@@ -1004,3 +1004,46 @@ async fn references_hold_in_edits_imports_and_deletes_and_what_dangles_is_counte
                 "features": 1, "examples": ["99"]}])
     );
 }
+
+#[tokio::test]
+async fn a_deleted_sensor_stops_counting_at_once() {
+    let w = world().await;
+    w.readings(&[("S1", T0, 3.5), ("S2", T0, 2.1)]).await;
+    let list = http_json(&w.app, "/warnings").await;
+    assert_eq!(list["warnings"][0]["level"], "orange", "{list}");
+    let auth = format!("Bearer {}", w.planner);
+    let delete = |id: &str| {
+        let (app, auth, uri) = (
+            w.app.clone(),
+            auth.clone(),
+            format!("/collections/sensors/items/{id}"),
+        );
+        async move {
+            let (s, _, _) = http(&app, "DELETE", &uri, &[("authorization", &auth)], None).await;
+            s.as_u16()
+        }
+    };
+    // The orange sensor deleted: R1 falls to S2's blue at once, no reading needed.
+    assert_eq!(delete("S1").await, 204);
+    let list = http_json(&w.app, "/warnings").await;
+    assert_eq!(
+        (
+            list["numberMatched"].as_u64(),
+            list["warnings"][0]["level"].as_str()
+        ),
+        (Some(1), Some("blue")),
+        "{list}"
+    );
+    // And resolved when its last sensor in warning goes.
+    assert_eq!(delete("S2").await, 204);
+    let list = http_json(&w.app, "/warnings").await;
+    assert_eq!(list["numberMatched"], 0, "{list}");
+    let at = tile_of(106.55, 29.56, 14);
+    let b = tile(&w.app, "risk_points,warnings", &at).await;
+    assert!(tile_layer(&b, "warnings").is_empty());
+    assert!(
+        tile_layer(&b, "risk_points")[0]
+            .get("warning_level")
+            .is_none()
+    );
+}

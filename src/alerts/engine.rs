@@ -531,6 +531,15 @@ impl Engine {
         }
     }
 
+    /// The keys of every sensor the engine holds a state for.
+    pub fn keys(&self) -> impl Iterator<Item = i64> + '_ {
+        self.sensors
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.ts != NEVER || s.group != NO_GROUP)
+            .map(|(k, _)| k as i64)
+    }
+
     /// Forgets a sensor (deleted from its layer): its level no longer counts.
     pub fn forget(&mut self, key: i64) {
         let Some(s) = usize::try_from(key)
@@ -921,6 +930,33 @@ mod tests {
         );
         let w = b.engine.warning_of(&Subject::risk_point("R1")).unwrap();
         assert_eq!((w.level, w.peak, w.id), (Level::Orange, Level::Orange, 1));
+    }
+
+    #[test]
+    fn a_forgotten_sensor_no_longer_counts() {
+        let mut b = Bench::new(water_level());
+        b.kinds(1, T0, 3.2);
+        b.kinds(2, T0, 2.1);
+        assert_eq!(b.engine.keys().collect::<Vec<_>>(), vec![1, 2]);
+        // The orange sensor deleted: down to blue at once (nothing left to wait for).
+        b.engine.forget(1);
+        let t: Vec<_> = b
+            .engine
+            .finish(T0 + MIN)
+            .iter()
+            .map(|t| (t.kind, t.to))
+            .collect();
+        assert_eq!(t, vec![(TransitionKind::DeEscalated, Level::Blue)]);
+        b.engine.forget(2);
+        let t: Vec<_> = b
+            .engine
+            .finish(T0 + MIN)
+            .iter()
+            .map(|t| (t.kind, t.to))
+            .collect();
+        assert_eq!(t, vec![(TransitionKind::Resolved, Level::Normal)]);
+        assert_eq!(b.engine.keys().count(), 0);
+        assert!(b.engine.warning_of(&Subject::risk_point("R1")).is_none());
     }
 
     #[test]

@@ -196,12 +196,17 @@ enum Job {
         note: String,
         reply: Reply<KeptTransition>,
     },
+    /// Nothing but the group itself: its sweep forgets deleted sensors, and the
+    /// transitions that follow are kept before the reply.
+    Sweep { reply: Reply<usize> },
 }
 
 /// What the committer keeps between groups: when each state chunk was last saved.
 #[derive(Default)]
 struct Committer {
     saved: HashMap<i64, Instant>,
+    /// The sensors layer's edit count at the last sweep for deleted sensors.
+    swept: Option<u64>,
 }
 
 /// Pipeline id → the subjects its sensors warn on, made at the (pipelines,
@@ -628,6 +633,16 @@ impl App {
         rx.recv().unwrap_or_else(|_| Err(AlertError::Lost))
     }
 
+    /// Runs a group now: sensors deleted since the last one stop counting, and the
+    /// transitions that follow are durable and announced when this returns (called
+    /// after a sensor is deleted). The number of transitions.
+    pub fn sweep_sensors(&self) -> Result<usize, AlertError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.alerts.queue.lock().push(Job::Sweep { reply: tx });
+        self.commit_queued();
+        rx.recv().unwrap_or_else(|_| Err(AlertError::Lost))
+    }
+
     /// Acknowledges or resolves warning `id`, by `by` (`key:ID:NAME`) with a note.
     pub fn act_on_warning(
         &self,
@@ -687,9 +702,37 @@ impl App {
                 std::mem::take(&mut c.2)
             };
             let attach = Attach::with_cache(&src, cache);
+            let edits = src.sensors.as_ref().map(|l| l.edit_count());
             let idx = src.sensors.as_ref().map(|l| l.index.read());
             let cols = src.sensors.as_ref().map(|l| SensorColumns::of(&l.def));
             let mut dirty = Vec::new();
+            // Sensors deleted since the last sweep (by an edit, an import replacing the
+            // layer, another process) no longer count: their subjects' levels fall now,
+            // in this group, not at their next reading (there is none).
+            if edits != committer.swept {
+                let mut live: Vec<u64> = Vec::new();
+                if let Some(idx) = &idx {
+                    for slot in idx.slots() {
+                        let fid = idx.fid(slot);
+                        if let Ok(f) = usize::try_from(fid) {
+                            if live.len() <= f / 64 {
+                                live.resize(f / 64 + 1, 0);
+                            }
+                            live[f / 64] |= 1 << (f % 64);
+                        }
+                    }
+                }
+                let is_live = |k: i64| {
+                    let k = k as usize;
+                    live.get(k / 64).is_some_and(|w| w & (1 << (k % 64)) != 0)
+                };
+                let gone: Vec<i64> = engine.keys().filter(|&k| !is_live(k)).collect();
+                for k in gone {
+                    engine.forget(k);
+                    dirty.push(k / CHUNK_KEYS);
+                }
+                committer.swept = edits;
+            }
             for (j, job) in jobs.iter().enumerate() {
                 match job {
                     Job::Readings {
@@ -799,6 +842,10 @@ impl App {
                         }
                         reports.push(None);
                     }
+                    Job::Sweep { .. } => {
+                        results.push(None);
+                        reports.push(None);
+                    }
                 }
             }
             let cache = attach.cache.into_inner();
@@ -839,6 +886,9 @@ impl App {
                             let _ = reply.send(Err(err()));
                         }
                         Job::Act { reply, .. } => {
+                            let _ = reply.send(Err(err()));
+                        }
+                        Job::Sweep { reply } => {
                             let _ = reply.send(Err(err()));
                         }
                     }
@@ -892,6 +942,9 @@ impl App {
                         None => act_results.remove(&j).ok_or(AlertError::Lost),
                     };
                     let _ = reply.send(r);
+                }
+                Job::Sweep { reply } => {
+                    let _ = reply.send(Ok(n_transitions));
                 }
             }
         }
