@@ -1041,9 +1041,5 @@ async fn a_deleted_sensor_stops_counting_at_once() {
     let at = tile_of(106.55, 29.56, 14);
     let b = tile(&w.app, "risk_points,warnings", &at).await;
     assert!(tile_layer(&b, "warnings").is_empty());
-    assert!(
-        tile_layer(&b, "risk_points")[0]
-            .get("warning_level")
-            .is_none()
-    );
+    assert!(!tile_layer(&b, "risk_points")[0].contains_key("warning_level"));
 }
