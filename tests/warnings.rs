@@ -1043,3 +1043,58 @@ async fn a_deleted_sensor_stops_counting_at_once() {
     assert!(tile_layer(&b, "warnings").is_empty());
     assert!(!tile_layer(&b, "risk_points")[0].contains_key("warning_level"));
 }
+
+#[tokio::test]
+async fn a_resolution_by_hand_still_holds_back_its_level_after_a_restart() {
+    let w = world().await;
+    w.readings(&[("S1", T0, 3.5)]).await; // orange
+    let id = http_json(&w.app, "/warnings").await["warnings"][0]["id"]
+        .as_u64()
+        .unwrap();
+    let (s, r) = w
+        .post(
+            &format!("/warnings/{id}/resolve"),
+            &w.officer,
+            "application/json",
+            json!({"note": "gauge fouled by debris, cleared"}).to_string(),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let dir = w.app.store().path().parent().unwrap().to_path_buf();
+    let World {
+        app,
+        _dir,
+        clock,
+        sensor,
+        ..
+    } = w;
+    drop(app);
+    let app = open_app(&dir);
+    app.set_clock(clock_of(&clock));
+    let w = World {
+        _dir,
+        app,
+        clock,
+        sensor,
+        officer: String::new(),
+        planner: String::new(),
+        viewer: String::new(),
+    };
+    // R1 moves (S2 to blue) but stays orange: no new warning, as before the restart ...
+    w.set_time(T0 + MIN);
+    w.readings(&[("S1", T0 + MIN, 3.6), ("S2", T0 + MIN, 2.1)])
+        .await;
+    assert_eq!(http_json(&w.app, "/warnings").await["numberMatched"], 0);
+    // ... but red is beyond what was resolved: a new warning.
+    w.set_time(T0 + 2 * MIN);
+    w.readings(&[("S1", T0 + 2 * MIN, 4.5)]).await;
+    let list = http_json(&w.app, "/warnings").await;
+    assert_eq!(
+        (
+            list["numberMatched"].as_u64(),
+            list["warnings"][0]["level"].as_str()
+        ),
+        (Some(1), Some("red")),
+        "{list}"
+    );
+}

@@ -844,6 +844,19 @@ impl Engine {
         self.next_warning = self.next_warning.max(next_id);
     }
 
+    /// After a restart: `subject`, without an open warning, was last resolved by hand
+    /// at `level`. As [`Engine::resolve`] left it: no new warning at or under that
+    /// level, nor under its level now. (Had its level fallen and risen again since,
+    /// a newer warning would have been raised; so its level now bounds what the
+    /// resolution still holds back, erring on the side of warning.)
+    pub fn restore_suppression(&mut self, subject: &Subject, level: Level) {
+        let i = self.subject_index(subject);
+        let s = &mut self.subjects[i as usize];
+        if s.warning.is_none() {
+            s.suppressed = level.min(s.level());
+        }
+    }
+
     /// Bytes the sensor states hold (for `/health`).
     pub fn approx_bytes(&self) -> usize {
         self.sensors.capacity() * std::mem::size_of::<SensorState>()

@@ -438,6 +438,10 @@ impl Alerts {
         let (open, next) = store.open_warnings()?;
         let restored = open.len();
         engine.restore_warnings(open, next);
+        // A resolution by hand holds back new warnings at its level: kept across restarts.
+        for w in store.last_resolved_by_hand()? {
+            engine.restore_suppression(&w.subject, w.level);
+        }
         let now = clock();
         let settled = engine.finish(now);
         let (events, _) = tokio::sync::broadcast::channel(EVENT_BUFFER);

@@ -561,6 +561,32 @@ impl Store {
         Ok((open, max as u64 + 1))
     }
 
+    /// Each subject's latest warning when it was resolved by hand (for the engine's
+    /// suppression after a restart).
+    pub fn last_resolved_by_hand(&self) -> Result<Vec<Warning>, StoreError> {
+        let bodies: Vec<String> = self.read(|c| {
+            let mut s = c
+                .prepare(
+                    "SELECT body FROM riskmap_warnings WHERE state = 'resolved' AND id IN
+                       (SELECT max(id) FROM riskmap_warnings GROUP BY subject_kind, subject_id)",
+                )
+                .map_err(sql("reading warnings"))?;
+            let rows = s
+                .query_map([], |r| r.get::<_, String>(0))
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+                .map_err(sql("reading warnings"))?;
+            Ok(rows)
+        })?;
+        let mut out = Vec::new();
+        for b in bodies {
+            let w: Warning = serde_json::from_str(&b).map_err(json_err("a warning"))?;
+            if w.resolved.as_ref().is_some_and(|r| r.by.is_some()) {
+                out.push(w);
+            }
+        }
+        Ok(out)
+    }
+
     /// The transitions of one warning, oldest first.
     pub fn warning_events(&self, id: u64) -> Result<Vec<(i64, Transition)>, StoreError> {
         self.events("WHERE warning_id = ?1 ORDER BY seq", id as i64, u32::MAX)
