@@ -127,7 +127,15 @@ pub async fn post_readings(
         for r in parsed.rejected {
             report.reject(r);
         }
-        Ok(app.post_readings(parsed.readings, report)?)
+        // The group (the engine, the commit, the marks) at background priority: below
+        // the threads drawing tiles (nice 5), so that a flood of readings does not take
+        // their CPU; not `SCHED_IDLE`, since the group holds the store's writer.
+        crate::sched::on_thread_at(
+            "riskmap-readings-group",
+            crate::sched::BACKGROUND_NICE,
+            || app.post_readings(parsed.readings, report),
+        )
+        .map_err(ApiError::from)
     })
     .await?;
     Ok(Json(report).into_response())
