@@ -30,6 +30,7 @@ data=$work/data
 for l in risk_points pipelines; do "$bin" --data "$data" import --layer $l "$dataset/$l.geojson" 2>&1 | tail -1; done
 "$bin" --data "$data" import --layer sensors "$dataset/sensors.csv" 2>&1 | tail -1
 key=$("$bin" --data "$data" keys add --role sensor --name bench 2>/dev/null)
+planner=$("$bin" --data "$data" keys add --role planner --name bench 2>/dev/null)
 
 # Probe risk points: 300, every sensor of theirs kept out of the flood.
 python3 - "$dataset/sensors.csv" "$work/flood_ids.txt" "$work/probes.csv" <<'PY'
@@ -81,10 +82,22 @@ tiles $((secs - 8)) >"$work/tiles_load.txt" &
 tl=$!
 python3 "$here/benches/readings_probe.py" "$base" "$key" "$work/probes.csv" $((secs - 8)) 0.5 >"$work/probe.txt" &
 pr=$!
-wait $tl; wait $pr; wait $flood
+# Edits meanwhile: a planner renames a risk point every 0.25 s; each edit's time.
+( end=$((SECONDS + secs - 8)); n=0
+  while (( SECONDS < end )); do
+    n=$((n + 1))
+    curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -X PATCH -H "Authorization: Bearer $planner" \
+      -H 'Content-Type: application/merge-patch+json' -d "{\"properties\":{\"name\":\"bench edit $n\"}}" \
+      "$base/collections/risk_points/items/R000001"
+    sleep 0.25
+  done ) >"$work/edits.txt" &
+ed=$!
+wait $tl; wait $pr; wait $flood; wait $ed
 echo "tiles under load:  $(cat "$work/tiles_load.txt")"
 echo "readings flood:    $(grep readings_per_s "$work/flood.txt")"
 echo "warning delays:    $(cat "$work/probe.txt")"
+echo "tiles by source:   $(curl -s "$base/metrics" | awk -F'[{}"]' '/^riskmap_tiles_total/ {split($0, v, " "); printf "%s=%s ", $3, v[2]}')(stale: drawn before a change, answered while drawing was overloaded)"
+echo "edits:             $(sort -k2 -n "$work/edits.txt" | awk '{n++; t[n]=$2; if ($1 != 200) bad++} END {printf "n=%d not_200=%d p50_ms=%.1f p99_ms=%.1f max_ms=%.1f", n, bad, 1000*t[int(n*0.5)+(n*0.5>int(n*0.5))], 1000*t[int(n*0.99)+(n*0.99>int(n*0.99))], 1000*t[n]}')"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); server RSS $(( $(ps -o rss= -p $pid) / 1024 )) MiB; open warnings $(curl -s "$base/warnings?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["numberMatched"])')"
 python3 - "$idle" "$(cat "$work/tiles_load.txt")" "$(grep readings_per_s "$work/flood.txt")" "$(cat "$work/probe.txt")" <<'PY'
 import re, sys

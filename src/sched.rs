@@ -19,35 +19,6 @@ pub fn lower_thread_priority(nice: i32) {
     }
 }
 
-/// Runs `f` on a thread of its own at nice value `nice` and returns what it returns (a
-/// panic in `f` is resumed here; where no thread can be started, `f` runs here at the
-/// caller's priority). For work that holds a lock others wait on briefly but should
-/// yield the CPU to requests meanwhile (a group of readings: its commit holds the
-/// store's writer, so not `SCHED_IDLE`, under which it could wait forever).
-pub fn on_thread_at<T: Send>(name: &str, nice: i32, f: impl FnOnce() -> T + Send) -> T {
-    let work = parking_lot::Mutex::new(Some(f));
-    let in_place = || work.lock().take().map(|f| f());
-    let done = std::thread::scope(|s| {
-        let spawned = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn_scoped(s, || {
-                lower_thread_priority(nice);
-                in_place()
-            });
-        match spawned {
-            Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            Err(e) => {
-                tracing::debug!(error = %e, "no thread for the work; doing it in place");
-                None
-            }
-        }
-    });
-    match done {
-        Some(t) => t,
-        None => in_place().expect("the work was neither done by the thread nor taken by it"),
-    }
-}
-
 /// Runs `f` on a thread of its own under Linux's `SCHED_IDLE` policy and returns what it
 /// returns (a panic in `f` is resumed here). For CPU-bound bulk work that takes no lock a
 /// reader or another writer waits on (parsing, validating and deriving a large feature,

@@ -24,6 +24,7 @@ const NEVER: Duration = Duration::from_secs(3600);
 
 struct Server {
     addr: SocketAddr,
+    app: std::sync::Arc<riskmap::app::App>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
@@ -49,6 +50,7 @@ fn options(header: Duration, idle: Duration, max_connections: usize) -> ServeOpt
 fn start(options: ServeOptions) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let app = common::open_app(dir.path());
+    let served = app.clone();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {
@@ -60,7 +62,7 @@ fn start(options: ServeOptions) -> Server {
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             addr_tx.send(listener.local_addr().unwrap()).unwrap();
-            riskmap::api::serve_with(listener, app, options, async {
+            riskmap::api::serve_with(listener, served, options, async {
                 let _ = stop_rx.await;
             })
             .await
@@ -68,6 +70,7 @@ fn start(options: ServeOptions) -> Server {
         });
     });
     Server {
+        app,
         addr: addr_rx.recv().unwrap(),
         stop: Some(stop_tx),
         _dir: dir,
@@ -313,7 +316,26 @@ fn excess_tile_requests_get_a_json_503_with_retry_after_and_health_still_answers
     assert_eq!(cached.status, a.status, "{}", cached.body);
     assert_eq!(cached.header("etag"), a.header("etag"));
     assert_eq!(get(&mut s, "/tiles/risk_points/3/0/0.mvt").status, 503);
+    // A change touches the cached tile: while drawing stays overloaded, the tile drawn
+    // before it is answered, marked stale, rather than a 503 ...
+    common::create(
+        &server.app,
+        "risk_points",
+        &common::risk_point("T1", -150.0, 75.0, "I"),
+    );
+    let stale = get(&mut s, "/tiles/risk_points/2/0/0.mvt");
+    assert_eq!(stale.status, a.status, "{}", stale.body);
+    assert_eq!(stale.header("etag"), a.header("etag"));
+    assert_eq!(
+        stale.header("riskmap-stale").as_deref(),
+        Some("drawing overloaded")
+    );
+    // ... and once a slot is free, the tile is drawn again, with the change.
     drop(held);
+    let fresh = get(&mut s, "/tiles/risk_points/2/0/0.mvt");
+    assert_eq!(fresh.status, 200, "{}", fresh.body);
+    assert_ne!(fresh.header("etag"), a.header("etag"));
+    assert_eq!(fresh.header("riskmap-stale"), None);
 }
 
 #[test]

@@ -596,6 +596,46 @@ async fn a_pipeline_sensor_warns_on_its_pipeline_and_the_risk_point_beside_it() 
 }
 
 #[tokio::test]
+async fn a_risk_point_moved_away_from_a_pipeline_or_beside_it_follows_its_warnings() {
+    let w = world().await;
+    let subjects = |list: &Value| -> Vec<String> {
+        let mut v: Vec<String> = list["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["subject"]["id"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    // S3 (on L1) reads normal: L1's subjects are worked out (L1 and R2) and kept.
+    w.readings(&[("S3", T0, 1.0)]).await;
+    // R2 moves 2 km away, R5 is created beside L1.
+    let auth = format!("Bearer {}", w.planner);
+    let (s, _, b) = http(
+        &w.app,
+        "PATCH",
+        "/collections/risk_points/items/R2",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/merge-patch+json"),
+        ],
+        Some(json!({"geometry": {"type": "Point", "coordinates": [106.62, 29.6]}}).to_string()),
+    )
+    .await;
+    assert_eq!(s.as_u16(), 200, "{}", String::from_utf8_lossy(&b));
+    create(
+        &w.app,
+        "risk_points",
+        &risk_point("R5", 106.6001, 29.6, "II"),
+    );
+    w.set_time(T0 + MIN);
+    w.readings(&[("S3", T0 + MIN, 2.2)]).await;
+    let list = http_json(&w.app, "/warnings").await;
+    assert_eq!(subjects(&list), ["L1", "R5"], "{list}");
+}
+
+#[tokio::test]
 async fn plans_are_versioned_and_a_point_without_one_is_listed() {
     let w = world().await;
     let gaps = http_json(&w.app, "/risk_points?without_plan=true").await;

@@ -23,6 +23,10 @@ const MVT: &str = "application/vnd.mapbox-vector-tile";
 /// Tiles are revalidated on every use (`no-cache` + ETag: a 304 costs nothing), so a
 /// client never shows a tile an acknowledged edit has changed.
 const CACHE_CONTROL: &str = "public, no-cache";
+/// Marks a tile answered from the cache although a change touched it since it was
+/// drawn, because drawing was overloaded (the client's next revalidation gets the
+/// fresh one once drawing catches up).
+const STALE_HEADER: &str = "riskmap-stale";
 
 fn list_error(e: LayerListError) -> ApiError {
     match e {
@@ -266,15 +270,27 @@ pub async fn tile(
         coord,
     };
     // A fresh cached tile is answered here; drawing happens off the async threads.
-    let t = match app.tile_cache().get(&key, &layers) {
-        Some(t) => {
+    let t = match app.tile_cache().lookup(&key, &layers) {
+        tiles::Lookup::Fresh(t) => {
             metrics::counter!("riskmap_tiles_total", "source" => "cache").increment(1);
             t
         }
-        None => {
-            // Only a tile to draw takes a drawing slot (or gets the 503 of an overload).
+        other => {
+            // Only a tile to draw takes a drawing slot. When drawing is overloaded (a
+            // flood of warnings touching every tile), the tile drawn before the latest
+            // change is answered, marked stale, rather than the 503 of an overload.
             let _slot = match &admission {
-                Some(Extension(a)) => Some(a.admit().await?),
+                Some(Extension(a)) => match (a.admit().await, other) {
+                    (Ok(permit), _) => Some(permit),
+                    (Err(_), tiles::Lookup::Stale(t)) => {
+                        metrics::counter!("riskmap_tiles_total", "source" => "stale").increment(1);
+                        let mut resp = respond(&t, &headers)?;
+                        resp.headers_mut()
+                            .insert(STALE_HEADER, HeaderValue::from_static("drawing overloaded"));
+                        return Ok(resp);
+                    }
+                    (Err(e), _) => return Err(e),
+                },
                 None => None,
             };
             let a = app.clone();

@@ -330,6 +330,10 @@ pub struct LayerState {
     /// Counts changes of its features (not of its marks): what is derived from the
     /// features elsewhere (a pipeline's attached risk points) is stale when it moved.
     pub edits: std::sync::atomic::AtomicU64,
+    /// Where its features changed (not its marks), for what is derived from them in
+    /// one place (a pipeline's attached risk points): stale only when an edit touched
+    /// that place.
+    pub feature_changes: ChangeLog,
 }
 
 impl LayerState {
@@ -337,12 +341,14 @@ impl LayerState {
     /// edit count.
     pub fn record_edit(&self, boxes: &[Bbox]) {
         self.edits.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.feature_changes.record(boxes);
         self.changes.record(boxes);
     }
 
     /// Records that the whole layer changed.
     pub fn record_all_edited(&self) {
         self.edits.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.feature_changes.record_all();
         self.changes.record_all();
     }
 
@@ -360,6 +366,7 @@ impl LayerState {
             unreadable: parking_lot::Mutex::new(UnreadableRows::default()),
             marks: parking_lot::RwLock::new(Marks::default()),
             edits: std::sync::atomic::AtomicU64::new(0),
+            feature_changes: ChangeLog::default(),
         }
     }
 }

@@ -178,6 +178,14 @@ impl CachedTile {
     }
 }
 
+/// What the cache holds for a tile.
+pub enum Lookup {
+    Fresh(Arc<CachedTile>),
+    /// Drawn before a change that touches it.
+    Stale(Arc<CachedTile>),
+    Miss,
+}
+
 /// The cache.
 pub struct TileCache {
     inner: moka::sync::Cache<TileKey, Arc<CachedTile>>,
@@ -195,14 +203,22 @@ impl TileCache {
         TileCache { inner }
     }
 
-    /// A cached tile still fresh for `layers`; stale entries are dropped.
+    /// A cached tile still fresh for `layers`.
     pub fn get(&self, key: &TileKey, layers: &[&LayerState]) -> Option<Arc<CachedTile>> {
-        let t = self.inner.get(key)?;
-        if t.fresh(layers) {
-            Some(t)
-        } else {
-            self.inner.invalidate(key);
-            None
+        match self.lookup(key, layers) {
+            Lookup::Fresh(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The cached tile, fresh or stale. A stale entry stays until the tile drawn
+    /// again replaces it (or the budget evicts it): it is what a request gets when
+    /// drawing is overloaded, rather than no tile at all.
+    pub fn lookup(&self, key: &TileKey, layers: &[&LayerState]) -> Lookup {
+        match self.inner.get(key) {
+            None => Lookup::Miss,
+            Some(t) if t.fresh(layers) => Lookup::Fresh(t),
+            Some(t) => Lookup::Stale(t),
         }
     }
 

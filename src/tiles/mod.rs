@@ -11,7 +11,7 @@ pub mod render;
 
 use std::sync::Arc;
 
-pub use cache::{CachedTile, TileCache, TileKey};
+pub use cache::{CachedTile, Lookup, TileCache, TileKey};
 pub use coord::{EXTENT, MAX_ZOOM, TileCoord, TileError};
 pub use render::{LayerStats, Rendered, render};
 
