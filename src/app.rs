@@ -775,6 +775,23 @@ impl App {
         }
         let defs: Vec<Arc<LayerDef>> = self.layers().iter().map(|l| l.def.clone()).collect();
         opts.references = crate::ingest::reference_check(&self.store, &def, &defs)?;
+        if opts.mode == crate::ingest::Mode::Replace {
+            // From the indexes, which hold what is committed: no table scan.
+            let naming = self.naming_layers(&def.name);
+            if !naming.is_empty() {
+                opts.referenced = Some(Arc::new(move |id: &str| {
+                    naming.iter().find_map(|(l, prop)| {
+                        let n = l.index.read().uses(*prop, id);
+                        (n > 0).then(|| {
+                            format!(
+                                "{n} feature(s) of {} in {}",
+                                l.def.name, l.def.properties[*prop].name
+                            )
+                        })
+                    })
+                }));
+            }
+        }
         let id = uuid::Uuid::new_v4().to_string();
         let (own, marked) = self.own_index_changes(&mut opts);
         let record = |status: u16, report: &ImportReport| -> Result<ImportRecord, StoreError> {

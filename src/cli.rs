@@ -372,7 +372,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
+            let referenced = if mode == ingest::Mode::Replace {
+                match ingest::referenced_check(&store, &def, &config.layers) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("error: {}: {e}; nothing was imported", file.display());
+                        return Ok(ExitCode::from(2));
+                    }
+                }
+            } else {
+                None
+            };
             let opts = ImportOptions {
+                referenced,
                 references,
                 skip_invalid,
                 actor: cli_actor(),

@@ -137,6 +137,21 @@ fn a_csv_in_the_shape_of_the_synthetic_sensors_file_is_read() {
     let (code, out, err) = import(dir.path(), "sensors", &file, &[]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("2 added"), "{out}");
+    // Replacing the risk points by a file without R000012 would leave S0000001 naming
+    // nothing: refused, nothing written.
+    let other = dir.path().join("other.geojson");
+    std::fs::write(
+        &other,
+        collection(vec![risk_point("R000013", 106.5, 29.5, "II")]),
+    )
+    .unwrap();
+    let (code, _, err) = import(dir.path(), "risk_points", &other, &["--mode", "replace"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("\"R000012\" (1 feature(s) of sensors in risk_point_id)"),
+        "{err}"
+    );
+    assert_eq!(sqlite_count(dir.path(), "risk_points"), 1);
     let store = open_store(dir.path());
     let s = store
         .get_feature(&layer("sensors"), "S0000002")

@@ -1036,6 +1036,32 @@ async fn references_hold_in_edits_imports_and_deletes_and_what_dangles_is_counte
             .slot("S20")
             .is_none()
     );
+    // An import replacing the risk points without R1 (its sensors name it): 409,
+    // nothing written.
+    let replacement = collection(vec![risk_point("R2", 106.60, 29.60, "III")]);
+    let (s, r) = w
+        .post(
+            "/collections/risk_points/imports?mode=replace",
+            &importer,
+            "application/geo+json",
+            replacement,
+        )
+        .await;
+    assert_eq!(s, 409, "{r}");
+    let d = r["description"].as_str().unwrap_or_default();
+    assert!(
+        d.contains("\"R1\" (3 feature(s) of sensors in risk_point_id)"),
+        "{r}"
+    );
+    assert!(
+        w.app
+            .layer("risk_points")
+            .unwrap()
+            .index
+            .read()
+            .slot("R1")
+            .is_some()
+    );
     // What dangles: S4's type 99, no longer its risk point.
     let health = http_json(&w.app, "/health").await;
     assert_eq!(

@@ -659,6 +659,9 @@ fn ingest_error(e: IngestError) -> ApiError {
         IngestError::Format { message, .. } => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "UnreadableFile", message)
         }
+        IngestError::Referenced { message } => {
+            ApiError::new(StatusCode::CONFLICT, "Conflict", message)
+        }
         IngestError::UnknownLayer { .. } => ApiError::not_found(e.to_string()),
         IngestError::Read { source, .. } => ApiError::internal("reading the upload", source),
         IngestError::Store(s) => s.into(),

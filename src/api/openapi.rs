@@ -244,7 +244,7 @@ fn operations(f: &ApiFacts<'_>) -> Vec<(String, PathItemType, utoipa::openapi::p
                 .parameter(collection_id(f))
                 .parameter(query("crs", "The file's CRS, overriding what it says: `EPSG:n`, its OGC URI, `CRS84`, `GCJ02` or `BD09`.", json!({"type": "string"})))
                 .parameter(query("encoding", "The file's text encoding, overriding what it says.", json!({"type": "string", "enum": ["UTF-8", "GBK", "GB18030", "Big5", "ISO-8859-1"]})))
-                .parameter(query("mode", "`upsert` adds and updates by id; `replace` also deletes the layer's features absent from the file.", json!({"type": "string", "enum": ["upsert", "replace"], "default": "upsert"})))
+                .parameter(query("mode", "`upsert` adds and updates by id; `replace` also deletes the layer's features absent from the file, unless features of another layer name one of them (409).", json!({"type": "string", "enum": ["upsert", "replace"], "default": "upsert"})))
                 .parameter(query("map", "Source property to layer property, `SOURCE:TARGET,...` (e.g. `名称:name`).", json!({"type": "string"})))
                 .parameter(query("source_layer", "Which dataset of an archive, or layer of a GeoPackage.", json!({"type": "string"})))
                 .parameter(query("dry_run", "Check and count everything, then write nothing.", json!({"type": "boolean", "default": false})))
@@ -256,6 +256,7 @@ fn operations(f: &ApiFacts<'_>) -> Vec<(String, PathItemType, utoipa::openapi::p
                 .response("200", report_response("The report of a dry run."))
                 .response("201", report_response("The report of the import."))
                 .response("404", error_ref())
+                .response("409", error_ref())
                 .response("413", error_ref())
                 .response("415", error_ref()),
         ),

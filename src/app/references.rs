@@ -140,18 +140,25 @@ impl App {
     /// A layer whose features name feature `id` of `layer`, by which property, and how
     /// many do (an edit's check before a delete).
     pub(super) fn referenced_by(&self, layer: &str, id: &str) -> Option<(String, String, u32)> {
+        self.naming_layers(layer).into_iter().find_map(|(l, prop)| {
+            let n = l.index.read().uses(prop, id);
+            (n > 0).then(|| (l.def.name.clone(), l.def.properties[prop].name.clone(), n))
+        })
+    }
+
+    /// The layers whose features may name features of `layer`, each with the
+    /// property that does.
+    pub(super) fn naming_layers(&self, layer: &str) -> Vec<(Arc<LayerState>, usize)> {
+        let target = Reference::Layer(layer.to_string());
+        let mut out = Vec::new();
         for l in self.layers().iter() {
             for (prop, p) in l.def.properties.iter().enumerate() {
-                if p.references.as_ref() != Some(&Reference::Layer(layer.to_string())) {
-                    continue;
-                }
-                let n = l.index.read().uses(prop, id);
-                if n > 0 {
-                    return Some((l.def.name.clone(), p.name.clone(), n));
+                if p.references.as_ref() == Some(&target) {
+                    out.push((l.clone(), prop));
                 }
             }
         }
-        None
+        out
     }
 
     /// Every referencing property with values naming nothing. Computed again only when

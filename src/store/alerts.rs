@@ -386,6 +386,32 @@ impl Store {
         })
     }
 
+    /// Each non-null value of property `property` of `layer`, as text, with the number
+    /// of rows holding it.
+    pub fn value_counts(
+        &self,
+        layer: &crate::model::LayerDef,
+        property: &str,
+    ) -> Result<hashbrown::HashMap<String, u64>, StoreError> {
+        let col = super::schema::q(property);
+        let sql_text = format!(
+            "SELECT CAST({col} AS TEXT), count(*) FROM {} WHERE {col} IS NOT NULL GROUP BY 1",
+            super::schema::q(&layer.name)
+        );
+        self.read(|c| {
+            let mut s = c
+                .prepare(&sql_text)
+                .map_err(sql("counting what references name"))?;
+            let rows = s
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })
+                .and_then(|r| r.collect::<Result<hashbrown::HashMap<_, _>, _>>())
+                .map_err(sql("counting what references name"))?;
+            Ok(rows)
+        })
+    }
+
     /// Every sensor type with its version.
     pub fn sensor_types(&self) -> Result<Vec<(SensorType, i64)>, StoreError> {
         self.read(|c| {
