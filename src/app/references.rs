@@ -1,9 +1,9 @@
 //! References that hold: a sensor names its risk point or pipeline and its type, a
 //! risk point its plan template (`references = ...` in the layer files). Imports and
 //! edits refuse a value naming nothing; deleting a feature that others name is
-//! refused; what dangles all the same (rows written by other tools, a layer replaced
-//! by an import, a race between an import's check and a delete) is counted for
-//! `/health`.
+//! refused, by an edit or an import in `mode=replace`; what dangles all the same (rows
+//! written by other tools, a race between an import's check and a delete) is counted
+//! for `/health`.
 //!
 //! The checks read the in-memory indexes and the warning catalogue, not the store:
 //! an edit checks under the writers' lock, after every earlier commit is applied to
