@@ -40,6 +40,32 @@ struct World {
 }
 
 impl World {
+    /// The server stopped and opened again on the same store, at the same time.
+    fn restart(self) -> World {
+        let dir = self.app.store().path().parent().unwrap().to_path_buf();
+        let World {
+            app,
+            _dir,
+            clock,
+            sensor,
+            officer,
+            planner,
+            viewer,
+        } = self;
+        drop(app);
+        let app = open_app(&dir);
+        app.set_clock(clock_of(&clock));
+        World {
+            app,
+            _dir,
+            clock,
+            sensor,
+            officer,
+            planner,
+            viewer,
+        }
+    }
+
     fn set_time(&self, ms: i64) {
         self.clock.store(ms, Ordering::SeqCst);
     }
@@ -180,28 +206,7 @@ async fn world() -> World {
             tx.commit()
         })
         .unwrap();
-    let dir = w.app.store().path().parent().unwrap().to_path_buf();
-    let World {
-        app,
-        _dir,
-        clock,
-        sensor,
-        officer,
-        planner,
-        viewer,
-    } = w;
-    drop(app);
-    let app = open_app(&dir);
-    app.set_clock(clock_of(&clock));
-    World {
-        app,
-        _dir,
-        clock,
-        sensor,
-        officer,
-        planner,
-        viewer,
-    }
+    w.restart()
 }
 
 /// The features of one layer of a tile: their tags.
@@ -760,34 +765,15 @@ async fn a_restart_keeps_the_sensors_state_and_the_open_warnings() {
     w.readings(&[("S1", T0, 3.5), ("S2", T0, 1.0)]).await;
     w.set_time(T0 + MIN);
     w.readings(&[("S1", T0 + MIN, 1.0)]).await; // pending period under way
-    let dir = w.app.store().path().parent().unwrap().to_path_buf();
-    let World {
-        app,
-        _dir,
-        clock,
-        sensor,
-        ..
-    } = w;
-    drop(app);
-    let app = open_app(&dir);
-    app.set_clock(clock_of(&clock));
-    let list = http_json(&app, "/warnings").await;
+    let w = w.restart();
+    let list = http_json(&w.app, "/warnings").await;
     assert_eq!(list["numberMatched"], 1);
     assert_eq!(list["warnings"][0]["level"], "orange");
     let at = tile_of(106.55, 29.56, 14);
-    let b = tile(&app, "risk_points,warnings", &at).await;
+    let b = tile(&w.app, "risk_points,warnings", &at).await;
     assert_eq!(tile_layer(&b, "risk_points")[0]["warning_level"], "orange");
     assert_eq!(tile_layer(&b, "warnings").len(), 1);
     // The duplicate is still a duplicate, and the pending period goes on from before.
-    let w = World {
-        _dir,
-        app,
-        clock,
-        sensor,
-        officer: String::new(),
-        planner: String::new(),
-        viewer: String::new(),
-    };
     let r = w.readings(&[("S1", T0 + MIN, 1.0)]).await;
     assert_eq!(r["rejected"]["duplicate"], 1);
     w.set_time(T0 + 6 * MIN);
@@ -1126,26 +1112,7 @@ async fn a_resolution_by_hand_still_holds_back_its_level_after_a_restart() {
         )
         .await;
     assert_eq!(s, 200, "{r}");
-    let dir = w.app.store().path().parent().unwrap().to_path_buf();
-    let World {
-        app,
-        _dir,
-        clock,
-        sensor,
-        ..
-    } = w;
-    drop(app);
-    let app = open_app(&dir);
-    app.set_clock(clock_of(&clock));
-    let w = World {
-        _dir,
-        app,
-        clock,
-        sensor,
-        officer: String::new(),
-        planner: String::new(),
-        viewer: String::new(),
-    };
+    let w = w.restart();
     // R1 moves (S2 to blue) but stays orange: no new warning, as before the restart ...
     w.set_time(T0 + MIN);
     w.readings(&[("S1", T0 + MIN, 3.6), ("S2", T0 + MIN, 2.1)])

@@ -951,23 +951,14 @@ mod tests {
         b.kinds(1, T0, 3.2);
         b.kinds(2, T0, 2.1);
         assert_eq!(b.engine.keys().collect::<Vec<_>>(), vec![1, 2]);
+        let mut forget = |k: i64| -> Vec<(TransitionKind, Level)> {
+            b.engine.forget(k);
+            let t = b.engine.finish(T0 + MIN);
+            t.iter().map(|t| (t.kind, t.to)).collect()
+        };
         // The orange sensor deleted: down to blue at once (nothing left to wait for).
-        b.engine.forget(1);
-        let t: Vec<_> = b
-            .engine
-            .finish(T0 + MIN)
-            .iter()
-            .map(|t| (t.kind, t.to))
-            .collect();
-        assert_eq!(t, vec![(TransitionKind::DeEscalated, Level::Blue)]);
-        b.engine.forget(2);
-        let t: Vec<_> = b
-            .engine
-            .finish(T0 + MIN)
-            .iter()
-            .map(|t| (t.kind, t.to))
-            .collect();
-        assert_eq!(t, vec![(TransitionKind::Resolved, Level::Normal)]);
+        assert_eq!(forget(1), vec![(TransitionKind::DeEscalated, Level::Blue)]);
+        assert_eq!(forget(2), vec![(TransitionKind::Resolved, Level::Normal)]);
         assert_eq!(b.engine.keys().count(), 0);
         assert!(b.engine.warning_of(&Subject::risk_point("R1")).is_none());
     }

@@ -197,25 +197,20 @@ impl App {
         let mut out = Vec::new();
         for l in self.layers().iter() {
             for c in self.checks(&l.def) {
-                let distinct = l.index.read().distinct(c.prop);
-                let (mut features, mut examples) = (0u64, Vec::new());
-                for (v, n) in distinct {
-                    let value = match c.reference {
-                        Reference::SensorType => match v.parse() {
-                            Ok(i) => Value::Int(i),
-                            Err(_) => continue,
-                        },
-                        _ => Value::Text(v.clone()),
-                    };
-                    if c.problem(&value).is_some() {
+                let (mut features, mut named) = (0u64, Vec::new());
+                for (v, n) in values_of(&l, c.prop) {
+                    if c.problem(&v).is_some() {
                         features += u64::from(n);
-                        if examples.len() < 5 {
-                            examples.push(v);
-                        }
+                        named.push(match v {
+                            Value::Int(i) => i.to_string(),
+                            Value::Text(t) => t,
+                            _ => continue,
+                        });
                     }
                 }
+                named.sort_unstable();
+                let examples: Vec<String> = named.into_iter().take(5).collect();
                 if features > 0 {
-                    examples.sort();
                     out.push(Dangling {
                         layer: l.def.name.clone(),
                         property: c.name.clone(),
@@ -228,4 +223,37 @@ impl App {
         }
         out
     }
+}
+
+/// Slots read per hold of a layer's read lock when counting an integer property: a
+/// city's 4.52 M sensors in steps of well under a millisecond, so an edit waiting to
+/// write (and the tiles drawn after it) never waits for the whole count.
+const COUNT_STEP: usize = 65_536;
+
+/// Each distinct value of property `prop` with the number of features having it.
+fn values_of(l: &LayerState, prop: usize) -> Vec<(Value, u32)> {
+    if l.index.read().is_text(prop) {
+        return l
+            .index
+            .read()
+            .distinct_text(prop)
+            .into_iter()
+            .map(|(s, n)| (Value::Text(s), n))
+            .collect();
+    }
+    let mut counts = hashbrown::HashMap::new();
+    let mut from = 0;
+    loop {
+        let idx = l.index.read();
+        let to = (from + COUNT_STEP).min(idx.slot_count());
+        if from >= to {
+            break;
+        }
+        idx.count_ints(prop, from..to, &mut counts);
+        from = to;
+    }
+    counts
+        .into_iter()
+        .map(|(i, n)| (Value::Int(i), n))
+        .collect()
 }

@@ -223,21 +223,30 @@ impl Column {
         }
     }
 
-    /// Each distinct text of a text column with the number of cells holding it; each
-    /// distinct integer of an integer column (as text) likewise.
-    pub fn distinct(&self) -> Vec<(String, u32)> {
+    /// Each distinct text of a text column with the number of cells holding it (empty
+    /// for other columns).
+    pub fn distinct_text(&self) -> Vec<(String, u32)> {
         match self {
             Column::Text { strings, .. } => {
                 strings.each().map(|(s, n)| (s.to_string(), n)).collect()
             }
-            Column::Int(v) => {
-                let mut m = hashbrown::HashMap::<i64, u32>::new();
-                for i in v.iter().flatten() {
-                    *m.entry(*i).or_default() += 1;
-                }
-                m.into_iter().map(|(i, n)| (i.to_string(), n)).collect()
-            }
             _ => Vec::new(),
+        }
+    }
+
+    /// Counts the values of an integer column in `slots` into `counts`.
+    pub fn count_ints(
+        &self,
+        slots: std::ops::Range<usize>,
+        counts: &mut hashbrown::HashMap<i64, u32>,
+    ) {
+        if let Column::Int(v) = self {
+            for i in v[slots.start.min(v.len())..slots.end.min(v.len())]
+                .iter()
+                .flatten()
+            {
+                *counts.entry(*i).or_default() += 1;
+            }
         }
     }
 

@@ -679,10 +679,26 @@ impl LayerIndex {
         self.columns[prop].text_uses(s)
     }
 
-    /// Each distinct value of property `prop` (text, or an integer as text) with the
-    /// number of features having it.
-    pub fn distinct(&self, prop: usize) -> Vec<(String, u32)> {
-        self.columns[prop].distinct()
+    /// Each distinct text of property `prop` (a text property) with the number of
+    /// features having it.
+    pub fn distinct_text(&self, prop: usize) -> Vec<(String, u32)> {
+        self.columns[prop].distinct_text()
+    }
+
+    /// Counts the values of integer property `prop` in slots `slots` into `counts`
+    /// (callers walk a large layer in ranges, taking the lock per range).
+    pub fn count_ints(
+        &self,
+        prop: usize,
+        slots: std::ops::Range<usize>,
+        counts: &mut hashbrown::HashMap<i64, u32>,
+    ) {
+        self.columns[prop].count_ints(slots, counts);
+    }
+
+    /// The number of slots, live and free: the end of slot ranges.
+    pub fn slot_count(&self) -> usize {
+        self.fids.len()
     }
 
     /// Whether property `prop` is held as interned text.

@@ -374,7 +374,9 @@ impl Store {
                 "SELECT CAST(type_id AS TEXT) FROM riskmap_sensor_types".into()
             }
         };
-        self.read(|c| {
+        // A connection of its own: a long read must not hold the shared reader.
+        let c = self.open_reader()?;
+        {
             let mut s = c
                 .prepare(&sql_text)
                 .map_err(sql("reading what references may name"))?;
@@ -383,7 +385,7 @@ impl Store {
                 .and_then(|r| r.collect::<Result<hashbrown::HashSet<_>, _>>())
                 .map_err(sql("reading what references may name"))?;
             Ok(rows)
-        })
+        }
     }
 
     /// Each non-null value of property `property` of `layer`, as text, with the number
@@ -398,7 +400,9 @@ impl Store {
             "SELECT CAST({col} AS TEXT), count(*) FROM {} WHERE {col} IS NOT NULL GROUP BY 1",
             super::schema::q(&layer.name)
         );
-        self.read(|c| {
+        // A connection of its own: a long read must not hold the shared reader.
+        let c = self.open_reader()?;
+        {
             let mut s = c
                 .prepare(&sql_text)
                 .map_err(sql("counting what references name"))?;
@@ -409,7 +413,7 @@ impl Store {
                 .and_then(|r| r.collect::<Result<hashbrown::HashMap<_, _>, _>>())
                 .map_err(sql("counting what references name"))?;
             Ok(rows)
-        })
+        }
     }
 
     /// Every sensor type with its version.
@@ -593,7 +597,8 @@ impl Store {
         let bodies: Vec<String> = self.read(|c| {
             let mut s = c
                 .prepare(
-                    "SELECT body FROM riskmap_warnings WHERE state = 'resolved' AND id IN
+                    "SELECT body FROM riskmap_warnings WHERE state = 'resolved'
+                       AND json_extract(body, '$.resolved.by') IS NOT NULL AND id IN
                        (SELECT max(id) FROM riskmap_warnings GROUP BY subject_kind, subject_id)",
                 )
                 .map_err(sql("reading warnings"))?;
