@@ -198,7 +198,7 @@ impl App {
         for l in self.layers().iter() {
             for c in self.checks(&l.def) {
                 let (mut features, mut named) = (0u64, Vec::new());
-                for (v, n) in values_of(&l, c.prop) {
+                for (v, n) in values_of(l, c.prop) {
                     if c.problem(&v).is_some() {
                         features += u64::from(n);
                         named.push(match v {
