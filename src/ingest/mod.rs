@@ -287,13 +287,16 @@ pub fn reference_check(
     Ok(Some(std::sync::Arc::new(move |f: &Feature| {
         let mut problems = Vec::new();
         for (prop, name, r, ids) in &checks {
-            let shown = match f.values.get(*prop) {
-                Some(Value::Text(s)) => s.clone(),
-                Some(Value::Int(i)) => i.to_string(),
+            // Text is looked up as it is; an integer (a sensor type) as its decimal
+            // text, formatted without allocating (millions of features).
+            let mut buf = itoa::Buffer::new();
+            let shown: &str = match f.values.get(*prop) {
+                Some(Value::Text(s)) => s,
+                Some(Value::Int(i)) => buf.format(*i),
                 _ => continue,
             };
-            if !ids.contains(&shown) {
-                problems.push(FieldError::new(name, r.missing(&shown, ids.is_empty())));
+            if !ids.contains(shown) {
+                problems.push(FieldError::new(name, r.missing(shown, ids.is_empty())));
             }
         }
         problems
