@@ -96,7 +96,7 @@ wait $tl; wait $pr; wait $flood; wait $ed
 echo "tiles under load:  $(cat "$work/tiles_load.txt")"
 echo "readings flood:    $(grep readings_per_s "$work/flood.txt")"
 echo "warning delays:    $(cat "$work/probe.txt")"
-echo "tiles by source:   $(curl -s "$base/metrics" | awk -F'[{}"]' '/^riskmap_tiles_total/ {split($0, v, " "); printf "%s=%s ", $3, v[2]}')(stale: drawn before a change, answered while drawing was overloaded)"
+echo "tiles by source:   $(curl -s "$base/metrics" | awk -F'[{}"]' '/^riskmap_tiles_total/ {split($0, v, " "); printf "%s=%s ", $3, v[2]}')redrawn in the background: $(curl -s "$base/metrics" | awk '/^riskmap_tiles_redrawn_total/ {print $2}') (behind: answered during a storm of warnings while redrawn; stale: answered while drawing was overloaded)"
 echo "edits:             $(sort -k2 -n "$work/edits.txt" | awk '{n++; t[n]=$2; if ($1 != 200) bad++} END {printf "n=%d not_200=%d p50_ms=%.1f p99_ms=%.1f max_ms=%.1f", n, bad, 1000*t[int(n*0.5)+(n*0.5>int(n*0.5))], 1000*t[int(n*0.99)+(n*0.99>int(n*0.99))], 1000*t[n]}')"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg); server RSS $(( $(ps -o rss= -p $pid) / 1024 )) MiB; open warnings $(curl -s "$base/warnings?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["numberMatched"])')"
 python3 - "$idle" "$(cat "$work/tiles_load.txt")" "$(grep readings_per_s "$work/flood.txt")" "$(cat "$work/probe.txt")" <<'PY'

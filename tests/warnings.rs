@@ -1131,3 +1131,105 @@ async fn a_resolution_by_hand_still_holds_back_its_level_after_a_restart() {
         "{list}"
     );
 }
+
+/// The same tile fetched with its headers: (status, `riskmap-stale`, body).
+async fn tile_with_header(
+    app: &Arc<App>,
+    layers: &str,
+    at: &str,
+) -> (u16, Option<String>, Vec<u8>) {
+    let (s, h, b) = http(app, "GET", &format!("/tiles/{layers}/{at}.mvt"), &[], None).await;
+    let stale = h
+        .get("riskmap-stale")
+        .map(|v| v.to_str().unwrap().to_string());
+    (s.as_u16(), stale, b)
+}
+
+#[tokio::test]
+async fn in_a_storm_of_warnings_a_tile_behind_is_answered_at_once_and_redrawn_behind_it() {
+    // 150 more risk points far from R1, each with a sensor: written by another tool,
+    // served after a restart.
+    let w = world().await;
+    let (points, sensors) = (
+        w.app.layer("risk_points").unwrap().def.clone(),
+        w.app.layer("sensors").unwrap().def.clone(),
+    );
+    w.app
+        .store()
+        .write(|tx| {
+            for i in 0..150 {
+                let (lon, lat) = (107.0 + f64::from(i) * 0.01, 30.5);
+                let rp = risk_point(&format!("Q{i}"), lon, lat, "II");
+                tx.insert_feature(
+                    &points,
+                    &riskmap::model::Feature::from_geojson(&points, &rp).unwrap(),
+                    None,
+                )?;
+                let id = format!("T{i}");
+                let s = json!({"type": "Feature", "id": id,
+                    "geometry": {"type": "Point", "coordinates": [lon, lat]},
+                    "properties": {"id": id, "type_id": 3, "risk_point_id": format!("Q{i}")}});
+                tx.insert_feature(
+                    &sensors,
+                    &riskmap::model::Feature::from_geojson(&sensors, &s).unwrap(),
+                    None,
+                )?;
+            }
+            tx.commit()
+        })
+        .unwrap();
+    let w = w.restart();
+    let at = tile_of(106.55, 29.56, 14);
+    let before = tile(&w.app, "risk_points", &at).await;
+    assert!(!tile_layer(&before, "risk_points")[0].contains_key("warning_level"));
+    let (s, _, _) = tile_with_header(&w.app, "warnings", &at).await;
+    assert_eq!(s, 204, "no warning yet");
+
+    // A storm: 151 warnings raised in one request, R1's among them.
+    let mut lines: Vec<(String, i64, f64)> = (0..150).map(|i| (format!("T{i}"), T0, 3.2)).collect();
+    lines.push(("S1".into(), T0, 3.2));
+    let borrowed: Vec<(&str, i64, f64)> =
+        lines.iter().map(|(s, t, v)| (s.as_str(), *t, *v)).collect();
+    let r = w.readings(&borrowed).await;
+    assert_eq!(r["transitions"], 151, "{r}");
+
+    // R1's tile is behind its mark: answered at once from the cache, said to be redrawn.
+    let (s, stale, body) = tile_with_header(&w.app, "risk_points", &at).await;
+    assert_eq!((s, stale.as_deref()), (200, Some("redrawing")));
+    assert!(!tile_layer(&body, "risk_points")[0].contains_key("warning_level"));
+
+    // What a person does is in the next tile even during the storm.
+    let list = http_json(&w.app, "/warnings?bbox=106.5,29.5,106.6,29.6").await;
+    let id = list["warnings"][0]["id"].as_u64().unwrap();
+    let (s, ack) = w
+        .post(
+            &format!("/warnings/{id}/ack"),
+            &w.officer,
+            "application/json",
+            "{}".into(),
+        )
+        .await;
+    assert_eq!(s, 200, "{ack}");
+    let (s, stale, body) = tile_with_header(&w.app, "warnings", &at).await;
+    assert_eq!((s, stale), (200, None));
+    assert_eq!(tile_layer(&body, "warnings")[0]["state"], "acknowledged");
+
+    // Redrawn in the background: current for the requests that follow.
+    let started = std::time::Instant::now();
+    loop {
+        let (s, stale, body) = tile_with_header(&w.app, "risk_points", &at).await;
+        assert_eq!(s, 200);
+        if stale.is_none() {
+            assert_eq!(
+                tile_layer(&body, "risk_points")[0]["warning_level"],
+                "orange"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the tile was not redrawn"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

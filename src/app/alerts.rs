@@ -214,8 +214,8 @@ type AttachCache = HashMap<CompactString, Attached>;
 
 /// A pipeline's subjects, valid while no feature edit of the risk points or the
 /// pipelines touched `area` (the pipeline and [`ATTACH_M`] around it) since the
-/// change numbers it was made at (`LayerState::feature_changes`: marks move the
-/// tiles' change logs all the time during a flood, not these).
+/// change numbers it was made at (`LayerState::changes`: marks, which move all the
+/// time during a flood, are logged apart).
 #[derive(Clone)]
 struct Attached {
     subjects: Arc<[Subject]>,
@@ -596,17 +596,17 @@ impl<'a> Attach<'a> {
         let valid = |e: &Attached| {
             points_l
                 .as_ref()
-                .is_none_or(|l| l.feature_changes.fresh(e.points_at, &e.area))
+                .is_none_or(|l| l.changes.fresh(e.points_at, &e.area))
                 && pipes_l
                     .as_ref()
-                    .is_none_or(|l| l.feature_changes.fresh(e.pipes_at, &e.area))
+                    .is_none_or(|l| l.changes.fresh(e.pipes_at, &e.area))
         };
         if let Some(e) = self.cache.borrow().get(id).filter(|e| valid(e)) {
             return e.subjects.clone();
         }
         // The change numbers before the indexes (see `index::ChangeLog`).
-        let points_at = points_l.as_ref().map_or(0, |l| l.feature_changes.version());
-        let pipes_at = pipes_l.as_ref().map_or(0, |l| l.feature_changes.version());
+        let points_at = points_l.as_ref().map_or(0, |l| l.changes.version());
+        let pipes_at = pipes_l.as_ref().map_or(0, |l| l.changes.version());
         let mut out = vec![Subject::pipeline(id)];
         let mut area: Option<Bbox> = None;
         {
@@ -618,11 +618,14 @@ impl<'a> Attach<'a> {
                     let boxes =
                         crate::query::geodesic::around_geometry(g, ATTACH_M).unwrap_or_default();
                     let mut found = Vec::new();
+                    // Taken apart once for all the candidate points (taken apart for
+                    // each, it was a fifth of a readings flood's CPU, measured).
+                    let prepared = crate::query::geodesic::PreparedGeometry::new(g);
                     for b in &boxes {
                         area = Some(area.map_or(*b, |a| a.union(*b)));
                         points.for_each_in_bbox(b, |slot| {
                             if let crate::index::GeomRef::Point(p) = points.geometry(slot) {
-                                if crate::query::geodesic::within_m(p, g, ATTACH_M).is_some() {
+                                if prepared.within_m(p, ATTACH_M).is_some() {
                                     found.push(points.id(slot).to_string());
                                 }
                             }
@@ -1073,7 +1076,11 @@ impl App {
     /// Marks the subjects of `kept` with their warning level, updates the warnings
     /// layer, and makes the tiles they touch stale (index first, then the change log).
     fn show_transitions(&self, engine: &Engine, src: &Sources, kept: &[KeptTransition]) {
-        self.show_warnings(engine, src, kept.iter().map(|k| &k.transition.warning));
+        self.show_warnings(
+            engine,
+            src,
+            kept.iter().map(|k| (&k.transition.warning, k.by.is_some())),
+        );
     }
 
     /// Shows every open warning (at start).
@@ -1082,20 +1089,27 @@ impl App {
         let src = sources(&layers);
         let engine = self.alerts.engine.lock();
         let open: Vec<Warning> = engine.active().into_iter().cloned().collect();
-        self.show_warnings(&engine, &src, open.iter());
+        self.show_warnings(&engine, &src, open.iter().map(|w| (w, false)));
     }
 
+    /// Draws warnings (each with whether a person's act changed it) on their subjects'
+    /// marks and in the `warnings` layer. What readings changed is logged as a change
+    /// of marks (tiles may be a little behind it in a storm, see `api::tiles`); what a
+    /// person did (acknowledged, resolved by hand) as a change of features, in the
+    /// next tile they fetch.
     fn show_warnings<'w>(
         &self,
         engine: &Engine,
         src: &Sources,
-        warnings: impl Iterator<Item = &'w Warning>,
+        warnings: impl Iterator<Item = (&'w Warning, bool)>,
     ) {
         let wl = &self.alerts.layer;
-        let mut warn_boxes = Vec::new();
-        let mut subject_boxes: HashMap<LayerKind, Vec<Bbox>> = HashMap::new();
+        // [by readings, by a person]
+        let mut warn_boxes: [Vec<Bbox>; 2] = Default::default();
+        let mut subject_boxes: HashMap<(LayerKind, bool), Vec<Bbox>> = HashMap::new();
         let _a = self.apply_lock.lock();
-        for w in warnings {
+        for (w, by_person) in warnings {
+            let warn_boxes = &mut warn_boxes[usize::from(by_person)];
             let layer = match w.subject.kind {
                 SubjectKind::RiskPoint => &src.risk_points,
                 SubjectKind::Pipeline => &src.pipelines,
@@ -1114,7 +1128,10 @@ impl App {
                     if let Some(world) = world {
                         l.marks.write().set(idx.fid(slot), level as u8, world);
                         if let Some(b) = Bbox::of_geometry(&g) {
-                            subject_boxes.entry(l.def.kind).or_default().push(b);
+                            subject_boxes
+                                .entry((l.def.kind, by_person))
+                                .or_default()
+                                .push(b);
                         }
                     }
                     for name in ["name", "category", "district"] {
@@ -1146,16 +1163,25 @@ impl App {
                 warn_boxes.extend(Bbox::of_geometry(&f.geometry));
             }
         }
-        for (kind, boxes) in subject_boxes {
+        fn log(l: &LayerState, by_person: bool) -> &crate::index::ChangeLog {
+            if by_person {
+                &l.changes
+            } else {
+                &l.mark_changes
+            }
+        }
+        for ((kind, by_person), boxes) in subject_boxes {
             let l = match kind {
                 LayerKind::RiskPoint => &src.risk_points,
                 _ => &src.pipelines,
             };
             if let Some(l) = l {
-                l.changes.record(&boxes);
+                log(l, by_person).record(&boxes);
             }
         }
-        wl.changes.record(&warn_boxes);
+        let [by_readings, by_people] = warn_boxes;
+        wl.mark_changes.record(&by_readings);
+        wl.changes.record(&by_people);
     }
 
     /// How many warnings are open (from the `warnings` layer: no wait on a group being

@@ -25,7 +25,7 @@ use geo_types::{Coord, Geometry, Line, Point};
 use hashbrown::{DefaultHashBuilder, HashTable};
 use rstar::{AABB, PointDistance, RTree, RTreeObject};
 
-pub use changes::{CHANGE_LOG_CAPACITY, ChangeLog};
+pub use changes::{CHANGE_LOG_CAPACITY, ChangeLog, MARK_LOG_CAPACITY, Touch, clock_ms};
 pub use columns::{Column, Interner};
 pub use generalise::{
     Cell, MAX_LAT, MAX_RANKS, PYRAMID_MAX_LEVEL, Part, PartKind, Pyramid, WorldShape, cell_key,
@@ -323,32 +323,35 @@ impl Prepared {
 pub struct LayerState {
     pub def: Arc<LayerDef>,
     pub index: parking_lot::RwLock<LayerIndex>,
+    /// Where its features changed (edits, imports, reloads): a tile drawn before a
+    /// change touching it is never served (the next read after an acknowledged edit
+    /// shows it), and what is derived from the features in one place (a pipeline's
+    /// attached risk points) is stale.
     pub changes: ChangeLog,
+    /// Where its marks changed (warning levels raised or lowered by readings): the
+    /// tiles drawn before are behind, by the age of the oldest such change (see
+    /// `api::tiles` for when a tile a little behind is answered).
+    pub mark_changes: ChangeLog,
     pub unreadable: parking_lot::Mutex<UnreadableRows>,
     /// Warning levels on its features (risk points, pipelines), drawn in its tiles.
     pub marks: parking_lot::RwLock<Marks>,
     /// Counts changes of its features (not of its marks): what is derived from the
-    /// features elsewhere (a pipeline's attached risk points) is stale when it moved.
+    /// features elsewhere (the sensors a readings group has swept) is stale when it
+    /// moved.
     pub edits: std::sync::atomic::AtomicU64,
-    /// Where its features changed (not its marks), for what is derived from them in
-    /// one place (a pipeline's attached risk points): stale only when an edit touched
-    /// that place.
-    pub feature_changes: ChangeLog,
 }
 
 impl LayerState {
-    /// Records that features changed within `boxes`: the change log (tiles) and the
-    /// edit count.
+    /// Records that features changed within `boxes`: the change log and the edit
+    /// count.
     pub fn record_edit(&self, boxes: &[Bbox]) {
         self.edits.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.feature_changes.record(boxes);
         self.changes.record(boxes);
     }
 
     /// Records that the whole layer changed.
     pub fn record_all_edited(&self) {
         self.edits.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.feature_changes.record_all();
         self.changes.record_all();
     }
 
@@ -363,10 +366,10 @@ impl LayerState {
             def: index.layer().clone(),
             index: parking_lot::RwLock::new(index),
             changes: ChangeLog::default(),
+            mark_changes: ChangeLog::with_capacity(MARK_LOG_CAPACITY),
             unreadable: parking_lot::Mutex::new(UnreadableRows::default()),
             marks: parking_lot::RwLock::new(Marks::default()),
             edits: std::sync::atomic::AtomicU64::new(0),
-            feature_changes: ChangeLog::default(),
         }
     }
 }

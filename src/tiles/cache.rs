@@ -14,12 +14,13 @@
 use std::cell::RefCell;
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::write::GzEncoder;
 use flate2::{Compress, Compression, FlushCompress, Status};
 
 use super::coord::TileCoord;
-use crate::index::LayerState;
+use crate::index::{LayerState, Touch};
 use crate::model::Bbox;
 
 /// A cached tile's address: the layer list as requested (its order is the order of
@@ -33,8 +34,11 @@ pub struct TileKey {
 /// A drawn tile ready to send.
 #[derive(Debug)]
 pub struct CachedTile {
-    /// Change number of each layer when drawn (in request order).
-    pub stamps: Box<[u64]>,
+    /// Change numbers of each layer (in request order) as of which the tile is known
+    /// current: first those of its features' log, then those of its marks' log (see
+    /// `LayerState`). Drawn at the numbers read before drawing, moved forward when a
+    /// check finds nothing newer touching the tile (the next check starts there).
+    pub stamps: Box<[AtomicU64]>,
     /// The area whose changes make it stale: the tile grown by the largest buffer.
     pub area: Bbox,
     /// gzip-compressed MVT, allocated at its exact length; `None` for an empty tile.
@@ -136,6 +140,7 @@ fn gzip_once(raw: &[u8]) -> bytes::Bytes {
 }
 
 impl CachedTile {
+    /// `stamps`: the features' change numbers of the layers, then their marks'.
     pub fn new(stamps: Vec<u64>, area: Bbox, raw: &[u8]) -> Self {
         let sip = {
             use std::hash::Hasher;
@@ -145,7 +150,7 @@ impl CachedTile {
             h.finish()
         };
         CachedTile {
-            stamps: stamps.into_boxed_slice(),
+            stamps: stamps.into_iter().map(AtomicU64::new).collect(),
             area,
             gzip: (!raw.is_empty()).then(|| gzip(raw)),
             raw_len: raw.len(),
@@ -169,18 +174,62 @@ impl CachedTile {
         )
     }
 
+    /// How current this tile is for `layers` (those it was drawn from, in order).
+    pub fn currency(&self, layers: &[&LayerState]) -> Currency {
+        let n = layers.len();
+        if self.stamps.len() != 2 * n {
+            return Currency::Stale;
+        }
+        let logs = layers
+            .iter()
+            .map(|l| &l.changes)
+            .chain(layers.iter().map(|l| &l.mark_changes));
+        let mut behind: Option<u64> = None;
+        // Features first: a tile an edit touched is stale whatever its marks.
+        for (i, log) in logs.enumerate() {
+            let stamp = &self.stamps[i];
+            match log.touch(stamp.load(Ordering::Acquire), &self.area) {
+                Touch::Untouched(v) => {
+                    stamp.fetch_max(v, Ordering::AcqRel);
+                }
+                Touch::Since(at) if i >= n => behind = Some(behind.map_or(at, |b| b.min(at))),
+                Touch::Since(_) | Touch::Unknown => return Currency::Stale,
+            }
+        }
+        match behind {
+            None => Currency::Fresh,
+            Some(at) => Currency::Behind { since_ms: at },
+        }
+    }
+
     /// Whether every layer is unchanged where this tile lies.
     pub fn fresh(&self, layers: &[&LayerState]) -> bool {
-        layers
-            .iter()
-            .zip(&self.stamps)
-            .all(|(l, &since)| l.changes.fresh(since, &self.area))
+        self.currency(layers) == Currency::Fresh
     }
+}
+
+/// How current a cached tile is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Currency {
+    Fresh,
+    /// Only marks changed where it lies, the oldest of those changes at `since_ms`
+    /// (`index::clock_ms`).
+    Behind {
+        since_ms: u64,
+    },
+    /// Features changed where it lies (or what changed is no longer known).
+    Stale,
 }
 
 /// What the cache holds for a tile.
 pub enum Lookup {
     Fresh(Arc<CachedTile>),
+    /// Drawn before warning levels changed where it lies (and nothing else), the
+    /// oldest of those changes at `since_ms` (`index::clock_ms`).
+    Behind {
+        tile: Arc<CachedTile>,
+        since_ms: u64,
+    },
     /// Drawn before a change that touches it.
     Stale(Arc<CachedTile>),
     Miss,
@@ -215,10 +264,13 @@ impl TileCache {
     /// again replaces it (or the budget evicts it): it is what a request gets when
     /// drawing is overloaded, rather than no tile at all.
     pub fn lookup(&self, key: &TileKey, layers: &[&LayerState]) -> Lookup {
-        match self.inner.get(key) {
-            None => Lookup::Miss,
-            Some(t) if t.fresh(layers) => Lookup::Fresh(t),
-            Some(t) => Lookup::Stale(t),
+        let Some(t) = self.inner.get(key) else {
+            return Lookup::Miss;
+        };
+        match t.currency(layers) {
+            Currency::Fresh => Lookup::Fresh(t),
+            Currency::Behind { since_ms } => Lookup::Behind { tile: t, since_ms },
+            Currency::Stale => Lookup::Stale(t),
         }
     }
 
@@ -324,8 +376,8 @@ mod tests {
             max_lon: 1.0,
             max_lat: 1.0,
         };
-        let t = CachedTile::new(vec![1], area, b"some tile");
-        let u = CachedTile::new(vec![2], area, b"some tile");
+        let t = CachedTile::new(vec![1, 1], area, b"some tile");
+        let u = CachedTile::new(vec![2, 2], area, b"some tile");
         assert_eq!(t.etag(), u.etag(), "the validator depends on the body only");
         assert_ne!(t.etag(), t.etag_gzip());
         assert!(t.etag().starts_with('"') && t.etag().ends_with("-9\""));
@@ -333,8 +385,34 @@ mod tests {
             t.etag_gzip(),
             format!("{}-gz\"", t.etag().trim_end_matches('"'))
         );
-        let v = CachedTile::new(vec![1], area, b"another tile");
+        let v = CachedTile::new(vec![1, 1], area, b"another tile");
         assert_ne!(t.etag(), v.etag());
-        assert_eq!(CachedTile::new(vec![1], area, b"").gzip, None);
+        assert_eq!(CachedTile::new(vec![1, 1], area, b"").gzip, None);
+    }
+
+    #[test]
+    fn a_tile_is_behind_marks_stale_after_features_and_moves_on_when_untouched() {
+        use crate::index::LayerIndex;
+        let l = LayerState::new(LayerIndex::new(Arc::new(crate::app::warnings_layer_def())));
+        let b = |x: f64| Bbox::new(x, 29.0, x + 0.1, 29.1).unwrap();
+        let stamps = || vec![l.changes.version(), l.mark_changes.version()];
+        let here = CachedTile::new(stamps(), b(106.0), b"tile");
+        let there = CachedTile::new(stamps(), b(108.0), b"tile");
+        assert_eq!(here.currency(&[&l]), Currency::Fresh);
+        // Marks changed here: behind since then; nothing changed there.
+        l.mark_changes.record_at(&[b(106.05)], 5_000);
+        assert_eq!(here.currency(&[&l]), Currency::Behind { since_ms: 5_000 });
+        assert_eq!(there.currency(&[&l]), Currency::Fresh);
+        // Found untouched, the tile there took the log's number: later checks start there.
+        assert_eq!(
+            there.stamps[1].load(Ordering::Acquire),
+            l.mark_changes.version()
+        );
+        // A feature changed here too: stale, whatever its marks.
+        l.changes.record(&[b(106.02)]);
+        assert_eq!(here.currency(&[&l]), Currency::Stale);
+        assert_eq!(there.currency(&[&l]), Currency::Fresh);
+        // A tile for another layer list is never taken as current.
+        assert_eq!(here.currency(&[&l, &l]), Currency::Stale);
     }
 }

@@ -11,7 +11,7 @@ pub mod render;
 
 use std::sync::Arc;
 
-pub use cache::{CachedTile, Lookup, TileCache, TileKey};
+pub use cache::{CachedTile, Currency, Lookup, TileCache, TileKey};
 pub use coord::{EXTENT, MAX_ZOOM, TileCoord, TileError};
 pub use render::{LayerStats, Rendered, render};
 
@@ -81,7 +81,9 @@ pub fn tile(
     if let Some(t) = cache.get(&key, layers) {
         return (t, Source::Cache);
     }
-    let stamps: Vec<u64> = layers.iter().map(|l| l.changes.version()).collect();
+    let stamps: Vec<u64> = (layers.iter().map(|l| l.changes.version()))
+        .chain(layers.iter().map(|l| l.mark_changes.version()))
+        .collect();
     let buffer = layers.iter().map(|l| l.def.tiles.buffer).max().unwrap_or(0);
     let area: Bbox = coord.lonlat_bbox(buffer);
     let drawn = render(layers, coord);
