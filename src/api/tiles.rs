@@ -281,12 +281,13 @@ type RedrawKey = (usize, TileKey);
 /// the request that finds one is answered at once from the cache, and the tile is
 /// current again for the next. A flood of readings at city scale changes levels across
 /// the whole city every second: drawn in the requests that found them, those redraws
-/// took the tile p99 from 1.5 to 14.6 ms (`benches/readings.sh`, closed loop).
+/// took the tile p99 from 1.9 to 15.4 ms (`benches/readings.sh`, closed loop).
 ///
 /// One thread per core, at the drawing threads' priority (nice 5). Under `SCHED_IDLE`
-/// they were starved by the readings flood (which also runs there) and a third of the
-/// tiles behind grew too old and were drawn by requests after all (measured: 1,069
-/// redrawn, 2,245 drawn in requests, p99 9.1 ms).
+/// they were starved by the readings flood (which also runs there) and most tiles
+/// behind grew too old and were drawn by requests after all (measured with the flood
+/// and the tiles alone: 1,155 redrawn, 3,643 drawn in requests, p99 11.2 ms; at nice 5,
+/// 3,476 redrawn, 7 drawn in requests, p99 4.5 ms).
 struct Redrawer {
     pending: Arc<parking_lot::Mutex<std::collections::HashSet<RedrawKey>>>,
     jobs: std::sync::mpsc::Sender<(Arc<App>, TileKey)>,
