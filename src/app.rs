@@ -26,8 +26,8 @@ pub use crate::sched::{
     BACKGROUND_NICE, idle_thread_policy, lower_thread_priority, on_idle_thread,
 };
 pub use alerts::{
-    ATTACH_M, Act, AlertError, Alerts, CHUNK_KEYS, Catalog, Clock, READINGS_ACTOR, ReadingsReport,
-    TypeEntry, WARNINGS_LAYER, system_clock, warnings_layer_def,
+    ATTACH_M, Act, AlertError, Alerts, Announced, CHUNK_KEYS, Catalog, Clock, READINGS_ACTOR,
+    ReadingsReport, TypeEntry, WARNINGS_LAYER, system_clock, warnings_layer_def,
 };
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

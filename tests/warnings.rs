@@ -1233,3 +1233,22 @@ async fn in_a_storm_of_warnings_a_tile_behind_is_answered_at_once_and_redrawn_be
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn every_listener_gets_the_same_event_live_and_when_resuming() {
+    let w = world().await;
+    let (a, b) = (
+        open_stream(&w.app, None).await,
+        open_stream(&w.app, None).await,
+    );
+    let r = w.readings(&[("S1", T0, 3.2)]).await;
+    assert_eq!(r["transitions"], 1);
+    let (a, b) = (sse_events(a, 1).await, sse_events(b, 1).await);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a, b, "two listeners, one rendering");
+    assert_eq!(a[0].1, "raised");
+    assert_eq!(a[0].2["subject"]["id"], "R1");
+    // A listener resuming from before it reads the same event from the store.
+    let resumed = sse_events(open_stream(&w.app, Some("0")).await, 1).await;
+    assert_eq!(resumed, a);
+}

@@ -503,12 +503,14 @@ pub async fn stream(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<R
         }
         loop {
             match rx.recv().await {
-                Ok(k) => {
+                Ok(a) => {
+                    let k = &a.kept;
                     if k.seq <= sent {
                         continue;
                     }
+                    let data = a.rendered(|k| sse_data(k.seq, &k.transition, k.by.as_deref()));
                     if tx
-                        .send(Ok(sse_event(k.seq, &k.transition, k.by.as_deref())))
+                        .send(Ok(event_of(k.seq, &k.transition, &data)))
                         .await
                         .is_err()
                     {
@@ -535,16 +537,25 @@ pub async fn stream(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<R
         .into_response())
 }
 
-fn sse_event(seq: i64, t: &crate::alerts::Transition, by: Option<&str>) -> Event {
+/// The data of a stream event: the transition, its warning and subject.
+fn sse_data(seq: i64, t: &crate::alerts::Transition, by: Option<&str>) -> String {
     let mut data = event_json(seq, t, by);
     data["warning_id"] = json!(t.warning.id);
     data["level"] = json!(t.warning.level);
     data["state"] = json!(t.warning.state());
     data["subject"] = json!({"layer": t.warning.subject.kind.layer(), "id": t.warning.subject.id});
+    data.to_string()
+}
+
+fn event_of(seq: i64, t: &crate::alerts::Transition, data: &str) -> Event {
     Event::default()
         .id(seq.to_string())
         .event(t.kind.name())
-        .data(data.to_string())
+        .data(data)
+}
+
+fn sse_event(seq: i64, t: &crate::alerts::Transition, by: Option<&str>) -> Event {
+    event_of(seq, t, &sse_data(seq, t, by))
 }
 
 /// A stream of the receiver's items (what `tokio-stream`'s wrapper does, in a few

@@ -224,13 +224,40 @@ struct Attached {
     area: Bbox,
 }
 
+/// A transition as announced to every listener, with the listeners' rendering of it
+/// made once for all of them: a storm announces thousands of transitions a second, and
+/// each open stream (a duty officer's map) rendering its own copy cost each one as much
+/// CPU as the first, on the threads that answer tiles.
+pub struct Announced {
+    pub kept: KeptTransition,
+    rendered: std::sync::OnceLock<Arc<str>>,
+}
+
+impl Announced {
+    pub fn new(kept: KeptTransition) -> Self {
+        Announced {
+            kept,
+            rendered: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// What `render` makes of the transition: made by the first listener that asks,
+    /// shared with the others (all listeners render it the same way: the stream's
+    /// event data).
+    pub fn rendered(&self, render: impl FnOnce(&KeptTransition) -> String) -> Arc<str> {
+        self.rendered
+            .get_or_init(|| render(&self.kept).into())
+            .clone()
+    }
+}
+
 /// The alerts state of a running server.
 pub struct Alerts {
     engine: Mutex<Engine>,
     committer: Mutex<Committer>,
     queue: Mutex<Vec<Job>>,
     catalog: RwLock<Arc<Catalog>>,
-    events: tokio::sync::broadcast::Sender<Arc<KeptTransition>>,
+    events: tokio::sync::broadcast::Sender<Arc<Announced>>,
     /// The newest event announced.
     last_event: AtomicI64,
     window: Window,
@@ -494,7 +521,7 @@ impl Alerts {
     }
 
     /// Listens to warning events from now on.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<KeptTransition>> {
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Announced>> {
         self.events.subscribe()
     }
 
@@ -967,7 +994,7 @@ impl App {
         let n_transitions = transitions.len();
         for k in kept {
             a.last_event.store(k.seq, Ordering::Release);
-            let _ = a.events.send(Arc::new(k));
+            let _ = a.events.send(Arc::new(Announced::new(k)));
         }
         for (j, job) in jobs.into_iter().enumerate() {
             match job {
