@@ -209,6 +209,11 @@ async fn world() -> World {
     w.restart()
 }
 
+/// Whether `layer`'s index holds feature `id`.
+fn holds(app: &App, layer: &str, id: &str) -> bool {
+    app.layer(layer).unwrap().index.read().slot(id).is_some()
+}
+
 /// The features of one layer of a tile: their tags.
 fn tile_layer(bytes: &[u8], name: &str) -> Vec<HashMap<String, Value>> {
     let tile = Tile::decode(bytes).unwrap();
@@ -976,15 +981,7 @@ async fn references_hold_in_edits_imports_and_deletes_and_what_dangles_is_counte
         b.contains("3 feature(s) of sensors") && b.contains("risk_point_id"),
         "{b}"
     );
-    assert!(
-        w.app
-            .layer("risk_points")
-            .unwrap()
-            .index
-            .read()
-            .slot("R1")
-            .is_some()
-    );
+    assert!(holds(&w.app, "risk_points", "R1"));
     // An upload naming nothing: every such feature refused with its field, nothing written.
     let importer = w
         .app
@@ -1013,15 +1010,7 @@ async fn references_hold_in_edits_imports_and_deletes_and_what_dangles_is_counte
         vec![(2, "type_id"), (2, "risk_point_id"), (3, "pipeline_id")],
         "{r}"
     );
-    assert!(
-        w.app
-            .layer("sensors")
-            .unwrap()
-            .index
-            .read()
-            .slot("S20")
-            .is_none()
-    );
+    assert!(!holds(&w.app, "sensors", "S20"));
     // An import replacing the risk points without R1 (its sensors name it): 409,
     // nothing written.
     let replacement = collection(vec![risk_point("R2", 106.60, 29.60, "III")]);
@@ -1039,15 +1028,7 @@ async fn references_hold_in_edits_imports_and_deletes_and_what_dangles_is_counte
         d.contains("\"R1\" (3 feature(s) of sensors in risk_point_id)"),
         "{r}"
     );
-    assert!(
-        w.app
-            .layer("risk_points")
-            .unwrap()
-            .index
-            .read()
-            .slot("R1")
-            .is_some()
-    );
+    assert!(holds(&w.app, "risk_points", "R1"));
     // What dangles: S4's type 99, no longer its risk point.
     let health = http_json(&w.app, "/health").await;
     assert_eq!(

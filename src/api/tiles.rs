@@ -168,7 +168,8 @@ struct RenderPool {
 }
 
 impl RenderPool {
-    fn start(threads: usize) -> std::io::Result<RenderPool> {
+    /// `threads` threads named `riskmap-{name}-N`, at the drawing threads' priority.
+    fn start(threads: usize, name: &str) -> std::io::Result<RenderPool> {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let queue = Arc::new(parking_lot::Mutex::new(queue));
         let mut started = 0;
@@ -179,7 +180,7 @@ impl RenderPool {
             let queue = queue.clone();
             let ready_tx = ready_tx.clone();
             let spawned = std::thread::Builder::new()
-                .name(format!("riskmap-render-{i}"))
+                .name(format!("riskmap-{name}-{i}"))
                 .spawn(move || {
                     crate::app::lower_thread_priority(nice);
                     let _ = ready_tx.send(());
@@ -238,6 +239,12 @@ impl RenderPool {
             .map_err(|e| ApiError::internal("render queue", e))?;
         super::thread_result(rx, "drawing a tile").await
     }
+
+    /// Queues `job` without waiting for it (and without a slot: the caller bounds how
+    /// many it queues). False if the threads are gone.
+    fn submit(&self, job: Job) -> bool {
+        self.jobs.send(job).is_ok()
+    }
 }
 
 /// How far behind warning levels a tile may be answered during a storm of warnings
@@ -283,59 +290,18 @@ type RedrawKey = (usize, TileKey);
 /// the whole city every second: drawn in the requests that found them, those redraws
 /// took the tile p99 from 1.9 to 15.4 ms (`benches/readings.sh`, closed loop).
 ///
-/// One thread per core, at the drawing threads' priority (nice 5). Under `SCHED_IDLE`
+/// A drawing pool of its own, one thread per core at the drawing threads' priority
+/// (nice 5), so that redraws never take a request's drawing slot. Under `SCHED_IDLE`
 /// they were starved by the readings flood (which also runs there) and most tiles
 /// behind grew too old and were drawn by requests after all (measured with the flood
 /// and the tiles alone: 1,155 redrawn, 3,643 drawn in requests, p99 11.2 ms; at nice 5,
 /// 3,476 redrawn, 7 drawn in requests, p99 4.5 ms).
 struct Redrawer {
     pending: Arc<parking_lot::Mutex<std::collections::HashSet<RedrawKey>>>,
-    jobs: std::sync::mpsc::Sender<(Arc<App>, TileKey)>,
+    pool: RenderPool,
 }
 
 impl Redrawer {
-    fn start(threads: usize) -> std::io::Result<Redrawer> {
-        let (jobs, queue) = std::sync::mpsc::channel::<(Arc<App>, TileKey)>();
-        let queue = Arc::new(parking_lot::Mutex::new(queue));
-        let pending: Arc<parking_lot::Mutex<std::collections::HashSet<RedrawKey>>> =
-            Default::default();
-        for i in 0..threads {
-            let (queue, pending) = (queue.clone(), pending.clone());
-            let spawned = std::thread::Builder::new()
-                .name(format!("riskmap-redraw-{i}"))
-                .spawn(move || {
-                    crate::app::lower_thread_priority(render_nice());
-                    loop {
-                        let job = queue.lock().recv();
-                        let Ok((app, key)) = job else { return };
-                        let all = app.layers();
-                        if let Ok(layers) = tiles::resolve(&key.layers, &all) {
-                            let drawn =
-                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                    tiles::tile(app.tile_cache(), &key.layers, &layers, key.coord)
-                                }));
-                            match drawn {
-                                Ok((_, Source::Drawn)) => {
-                                    metrics::counter!("riskmap_tiles_redrawn_total").increment(1)
-                                }
-                                Ok(_) => {}
-                                Err(_) => tracing::error!(?key, "redrawing a tile panicked"),
-                            }
-                        }
-                        pending.lock().remove(&(Arc::as_ptr(&app) as usize, key));
-                    }
-                });
-            if let Err(e) = spawned {
-                if i == 0 {
-                    return Err(e);
-                }
-                tracing::warn!(error = %e, started = i, "fewer tile redrawing threads than asked");
-                break;
-            }
-        }
-        Ok(Redrawer { pending, jobs })
-    }
-
     /// Asks for `key` to be redrawn, unless it is already asked for or too many are.
     fn ask(&self, app: &Arc<App>, key: &TileKey) {
         let k = (Arc::as_ptr(app) as usize, key.clone());
@@ -345,7 +311,24 @@ impl Redrawer {
                 return;
             }
         }
-        if self.jobs.send((app.clone(), key.clone())).is_err() {
+        let (app, key, pending) = (app.clone(), key.clone(), self.pending.clone());
+        let queued = self.pool.submit(Box::new(move || {
+            let all = app.layers();
+            if let Ok(layers) = tiles::resolve(&key.layers, &all) {
+                let drawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    tiles::tile(app.tile_cache(), &key.layers, &layers, key.coord)
+                }));
+                match drawn {
+                    Ok((_, Source::Drawn)) => {
+                        metrics::counter!("riskmap_tiles_redrawn_total").increment(1)
+                    }
+                    Ok(_) => {}
+                    Err(_) => tracing::error!(?key, "redrawing a tile panicked"),
+                }
+            }
+            pending.lock().remove(&(Arc::as_ptr(&app) as usize, key));
+        }));
+        if !queued {
             self.pending.lock().remove(&k);
         }
     }
@@ -354,8 +337,11 @@ impl Redrawer {
 /// The background redrawing threads, started at the first tile found behind.
 fn redrawer() -> Option<&'static Redrawer> {
     static R: std::sync::OnceLock<Option<Redrawer>> = std::sync::OnceLock::new();
-    R.get_or_init(|| match Redrawer::start(render_threads()) {
-        Ok(r) => Some(r),
+    R.get_or_init(|| match RenderPool::start(render_threads(), "redraw") {
+        Ok(pool) => Some(Redrawer {
+            pending: Default::default(),
+            pool,
+        }),
         Err(e) => {
             tracing::warn!(error = %e, "no tile redrawing threads: tiles behind are drawn by requests");
             None
@@ -367,7 +353,7 @@ fn redrawer() -> Option<&'static Redrawer> {
 /// The drawing threads, started at the first tile that is drawn.
 fn render_pool() -> Result<&'static RenderPool, ApiError> {
     static POOL: std::sync::OnceLock<Result<RenderPool, String>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| RenderPool::start(render_threads()).map_err(|e| e.to_string()))
+    POOL.get_or_init(|| RenderPool::start(render_threads(), "render").map_err(|e| e.to_string()))
         .as_ref()
         .map_err(|e| ApiError::internal("starting the tile drawing threads", e))
 }
